@@ -1,0 +1,44 @@
+# cifarlab: the CIFAR-10 course lab as a reproducible Snakemake workflow.
+#
+#   snakemake --cores 4 report                               # the whole study
+#   snakemake --cores 4 report --configfile config/demo.yaml  # offline, synthetic data, minutes
+#   snakemake --cores 4 results/figures/curves/vit.png        # one figure and what it needs
+#
+# The intended DAG is drawn in README.md ("Architecture"); rules live in workflow/rules/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+# Run names are known in advance: matching only them keeps wildcards from overlapping.
+wildcard_constraints:
+    run="|".join(re.escape(name) for name in sorted(RUNS, key=len, reverse=True)),
+    dataset=r"[A-Za-z0-9_.-]+",
+
+
+include: "workflow/rules/resources.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/lr_finder.smk"
+include: "workflow/rules/saliency.smk"
+include: "workflow/rules/plots.smk"
+include: "workflow/rules/report.smk"
+
+
+# Cheap jobs stay on the submitting machine under a cluster profile.
+localrules:
+    all,
+    download,
+    report,
+
+
+rule all:
+    default_target: True
+    input:
+        rules.report.output,

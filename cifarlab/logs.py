@@ -1,0 +1,45 @@
+"""Logging for Snakemake jobs: everything a step prints goes to its rule's `log:` file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def log_to(path: str | Path) -> Iterator[logging.Logger]:
+    """Send logging, stdout and stderr of the block to `path`; a failure's traceback lands there too.
+
+    The exception is re-raised, so Snakemake marks the job failed and removes its outputs.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        old_out, old_err = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = stream
+        try:
+            yield logging.getLogger("cifarlab")
+        except BaseException as error:
+            traceback.print_exc(file=stream)
+            # Also tell the terminal why, in one line, so the user need not open the log first.
+            print(f"{type(error).__name__}: {error}  (full log: {path})", file=old_err)
+            raise
+        finally:
+            sys.stdout, sys.stderr = old_out, old_err
+            root.removeHandler(handler)
+
+
+def not_implemented(step: str, issue: int) -> None:
+    """Stop a step that a later issue fills in, with a clear message and no output."""
+    raise NotImplementedError(
+        f"the '{step}' step is not implemented yet (issue #{issue}); no output was written"
+    )

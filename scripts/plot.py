@@ -1,0 +1,6 @@
+"""Snakemake entry point of the 'plot' step."""
+
+from cifarlab.logs import log_to, not_implemented
+
+with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
+    not_implemented("plot", 6)

@@ -1,0 +1,82 @@
+# Shared by all rules: the validated config, the expanded runs and the target lists.
+import re
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from cifarlab.config import (
+    ConfigError,
+    dataset_name,
+    dataset_source,
+    lr_finder_runs,
+    saliency_runs,
+    validate_config,
+)
+from cifarlab.data import archive_name
+
+# Validate before any job runs: a bad key stops here with a message that names it.
+try:
+    RUNS = validate_config(config)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+DATASET = dataset_name(config)
+SOURCE, SOURCE_MD5 = dataset_source(config)
+ARCHIVE = archive_name(SOURCE)
+LR_FINDER_RUNS = lr_finder_runs(config, RUNS)
+SALIENCY_RUNS = saliency_runs(config, RUNS)
+LR_FINDER_SETTINGS = {
+    k: v for k, v in config.get("lr_finder", {}).items() if k != "runs"
+}
+SALIENCY_SETTINGS = {k: v for k, v in config.get("saliency", {}).items() if k != "runs"}
+DEVICE = config.get("device", "auto")
+
+DATA = f"results/data/{DATASET}"
+
+
+def run_settings(wildcards):
+    """The complete settings of one run: its train, lr_find and saliency params."""
+    return RUNS[wildcards.run]
+
+
+def uses_cached_features(run):
+    """A frozen pretrained-style backbone with no augmentation: the head trains on cached features."""
+    return run["freeze"] == "head" and run["augment"] == "none"
+
+
+def features_dir(run):
+    weights = "imagenet" if run["pretrained"] else f"random{run['seed']}"
+    return f"results/features/{DATASET}/{run['model']}-{weights}-{run['image_size']}"
+
+
+def train_inputs(wildcards):
+    run = RUNS[wildcards.run]
+    inputs = {"train": f"{DATA}/train.pt", "test": f"{DATA}/test.pt"}
+    if uses_cached_features(run):
+        folder = features_dir(run)
+        inputs.update(
+            features_train=f"{folder}/train.pt", features_test=f"{folder}/test.pt"
+        )
+    if run["lr"] == "auto":
+        inputs["lr_finder"] = f"results/lr_finder/{wildcards.run}.json"
+    return inputs
+
+
+def lr_finder_params(wildcards):
+    """What a run's LR sweep depends on: the run's settings and the finder's own."""
+    return {"run": RUNS[wildcards.run], "finder": LR_FINDER_SETTINGS}
+
+
+def run_figures():
+    return expand(
+        "results/figures/{kind}/{run}.png", kind=["curves", "confusion"], run=list(RUNS)
+    )
+
+
+def features_params(wildcards):
+    return {
+        "model": wildcards.backbone,
+        "pretrained": wildcards.weights == "imagenet",
+        "seed": 0 if wildcards.weights == "imagenet" else int(wildcards.weights[6:]),
+        "image_size": int(wildcards.size),
+    }

@@ -1,0 +1,41 @@
+# download -> prepare: the data stage.
+
+
+rule download:
+    output:
+        archive=f"resources/{{dataset}}/{ARCHIVE}",
+        record="resources/{dataset}/source.json",
+    log:
+        "logs/download/{dataset}.log",
+    retries: 2
+    conda:
+        "../../environment.yaml"
+    params:
+        source=SOURCE,
+        md5=SOURCE_MD5,
+        synthetic=config["dataset"].get("synthetic"),
+    script:
+        "../../scripts/download.py"
+
+
+rule prepare:
+    input:
+        archive=f"resources/{{dataset}}/{ARCHIVE}",
+    output:
+        train="results/data/{dataset}/train.pt",
+        test="results/data/{dataset}/test.pt",
+        samples="results/figures/data/{dataset}-samples.png",
+    log:
+        "logs/prepare/{dataset}.log",
+    benchmark:
+        "results/benchmarks/prepare/{dataset}.tsv"
+    conda:
+        "../../environment.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        image_size=config["dataset"]["image_size"],
+    script:
+        "../../scripts/prepare.py"

@@ -1,0 +1,43 @@
+# saliency: maps for a fixed sample of test images, and the randomisation sanity check.
+
+
+rule saliency_sample:
+    input:
+        test=f"{DATA}/test.pt",
+    output:
+        sample="results/saliency/sample.json",
+    log:
+        "logs/saliency/sample.log",
+    conda:
+        "../../environment.yaml"
+    params:
+        images_per_class=config.get("saliency", {}).get("images_per_class", 1),
+        seed=config.get("saliency", {}).get("seed", 0),
+    script:
+        "../../scripts/saliency_sample.py"
+
+
+rule saliency:
+    input:
+        model="results/runs/{run}/model.pt",
+        test=f"{DATA}/test.pt",
+        sample="results/saliency/sample.json",
+    output:
+        maps="results/saliency/{run}.pt",
+        result="results/saliency/{run}.json",
+    log:
+        "logs/saliency/{run}.log",
+    benchmark:
+        "results/benchmarks/saliency/{run}.tsv"
+    conda:
+        "../../environment.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=60,
+        gpu=GPU_JOBS,
+    params:
+        settings=SALIENCY_SETTINGS,
+        device=DEVICE,
+    script:
+        "../../scripts/saliency.py"

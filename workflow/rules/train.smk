@@ -1,0 +1,79 @@
+# features (frozen backbones) -> train -> evaluate, one job per run.
+
+
+rule features:
+    input:
+        train=f"{DATA}/train.pt",
+        test=f"{DATA}/test.pt",
+    output:
+        train="results/features/{dataset}/{backbone}-{weights}-{size}/train.pt",
+        test="results/features/{dataset}/{backbone}-{weights}-{size}/test.pt",
+    log:
+        "logs/features/{dataset}/{backbone}-{weights}-{size}.log",
+    benchmark:
+        "results/benchmarks/features/{dataset}/{backbone}-{weights}-{size}.tsv"
+    wildcard_constraints:
+        backbone="vgg16|resnet18",
+        weights=r"imagenet|random\d+",
+        size=r"\d+",
+    conda:
+        "../../environment.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=GPU_JOBS,
+    params:
+        backbone=features_params,
+        device=DEVICE,
+    script:
+        "../../scripts/features.py"
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        model="results/runs/{run}/model.pt",
+        history="results/runs/{run}/history.csv",
+    log:
+        "logs/train/{run}.log",
+    benchmark:
+        "results/benchmarks/train/{run}.tsv"
+    conda:
+        "../../environment.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
+        gpu=GPU_JOBS,
+    params:
+        run=run_settings,
+        device=DEVICE,
+        lr_suggestion=config.get("lr_finder", {}).get("suggestion", "valley"),
+        # outside the declared outputs, so that a killed job resumes from it
+        checkpoint=lambda wildcards: f"results/checkpoints/{wildcards.run}.pt",
+    script:
+        "../../scripts/train.py"
+
+
+rule evaluate:
+    input:
+        model="results/runs/{run}/model.pt",
+        history="results/runs/{run}/history.csv",
+        test=f"{DATA}/test.pt",
+    output:
+        metrics="results/runs/{run}/metrics.json",
+    log:
+        "logs/evaluate/{run}.log",
+    conda:
+        "../../environment.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=30,
+        gpu=GPU_JOBS,
+    params:
+        device=DEVICE,
+    script:
+        "../../scripts/evaluate.py"
