@@ -1,0 +1,49 @@
+"""Shared fixtures: small learnable synthetic data in the prepared-tensor format."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifarlab import synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Keep the suite polite on a 2-core machine shared with other jobs.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def prepared_split(images: torch.Tensor, labels: torch.Tensor, mean=None, std=None) -> dict:
+    """The dict that `prepare` saves, built in memory (see docs/architecture.md)."""
+    pixels = images.float() / 255
+    return {
+        "images": images,
+        "labels": labels,
+        "classes": list(synthetic.CLASSES),
+        "mean": pixels.mean(dim=(0, 2, 3)) if mean is None else mean,
+        "std": pixels.std(dim=(0, 2, 3)) if std is None else std,
+        "source": "synthetic",
+    }
+
+
+@pytest.fixture(scope="session")
+def synthetic_data() -> dict[str, dict]:
+    """{"train": prepared dict (2,000 images), "test": prepared dict (500 images)}, 32 px."""
+    splits = synthetic.make_dataset(train_per_class=200, test_per_class=50, size=32, seed=0)
+    train = prepared_split(*splits["train"])
+    test = prepared_split(*splits["test"], mean=train["mean"], std=train["std"])
+    return {"train": train, "test": test}
+
+
+@pytest.fixture(scope="session")
+def synthetic_files(tmp_path_factory, synthetic_data) -> dict[str, Path]:
+    """The same data saved as `results/data/<dataset>/{train,test}.pt` files."""
+    folder = tmp_path_factory.mktemp("prepared")
+    paths = {}
+    for split, data in synthetic_data.items():
+        paths[split] = folder / f"{split}.pt"
+        torch.save(data, paths[split])
+    return paths
