@@ -1,0 +1,64 @@
+"""The one style of every figure: fonts, sizes and a colour per model, so a change is one edit.
+
+Figure functions live next to what they show (evaluate, lr_finder, saliency, report) and
+start from `figure()`; `save()` writes atomically so a failed plot never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on clusters and CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "savefig.dpi": 120,
+    "savefig.bbox": "tight",
+}
+
+# One colour per model family (colour-blind-safe Okabe-Ito palette).
+MODEL_COLOURS = {
+    "simple_cnn": "#0072B2",
+    "dropout_cnn": "#E69F00",
+    "vgg16": "#009E73",
+    "resnet18": "#D55E00",
+    "vit": "#CC79A7",
+}
+SERIES_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+PANEL = (4.0, 3.0)  # inches, one panel
+
+
+def figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = PANEL, **kwargs):
+    """A new figure of ncols x nrows panels of `size` inches each, in the house style."""
+    plt.rcParams.update(STYLE)
+    return plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, **kwargs)
+
+
+def model_colour(model: str) -> str:
+    return MODEL_COLOURS.get(model, "#555555")
+
+
+def save(fig, path: str | Path) -> None:
+    """Write `fig` to `path` (format from its suffix) via a temp file and a rename; close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
