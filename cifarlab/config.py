@@ -80,6 +80,9 @@ def _raise_first_error(instance: Any, schema: dict, prefix: list) -> None:
     errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:
         error = jsonschema.exceptions.best_match(errors)
+        # best_match descends into one branch of a oneOf (lr: number or "auto"); name all branches.
+        while error.parent is not None and error.parent.validator == "oneOf":
+            error = error.parent
         raise ConfigError(_explain(error, _key_path(prefix + list(error.absolute_path))))
 
 
@@ -155,8 +158,19 @@ def saliency_runs(config: dict, runs: dict[str, dict]) -> list[str]:
     return list(chosen)
 
 
+def normalise_overrides(config: dict) -> None:
+    """Turn `--config pretrained=false` (which Snakemake passes as the string 'false') into a bool."""
+    value = config.get("pretrained")
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        config["pretrained"] = value.lower() in ("true", "yes", "1")
+
+
 def validate_config(config: dict) -> dict[str, dict]:
-    """Check the whole config and return its expanded runs; raise ConfigError naming the key."""
+    """Check the whole config and return its expanded runs; raise ConfigError naming the key.
+
+    Normalises command-line overrides in place first (see `normalise_overrides`).
+    """
+    normalise_overrides(config)
     _raise_first_error(config, load_schema(), [])
     runs = expand_runs(config)
     lr_finder_runs(config, runs)

@@ -1,0 +1,166 @@
+"""The config schema, its error messages, sweep expansion and the planned DAG."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from cifarlab.config import (
+    ConfigError,
+    dataset_name,
+    dataset_source,
+    expand_runs,
+    lr_finder_runs,
+    validate_config,
+)
+from conftest import ROOT
+
+
+@pytest.fixture()
+def config() -> dict:
+    with open(ROOT / "config" / "config.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def test_lab_study_expands_into_the_lab_runs(config):
+    runs = validate_config(config)
+    assert [n for n in runs if n.startswith("dropout_cnn")] == [
+        "dropout_cnn-dropout0",
+        "dropout_cnn-dropout0.1",
+        "dropout_cnn-dropout0.2",
+        "dropout_cnn-dropout0.3",
+        "dropout_cnn-dropout0.5",
+        "dropout_cnn-dropout0.9",
+    ]
+    assert [runs[n]["optimizer"] for n in ("simple_cnn-sgd", "simple_cnn-adam", "simple_cnn-yogi")] == [
+        "sgd",
+        "adam",
+        "yogi",
+    ]
+    # defaults fill what a run leaves out; the run's own values win over defaults
+    assert runs["dropout_cnn-dropout0.5"]["dropout"] == 0.5
+    assert runs["simple_cnn-sgd"]["lr"] == 0.001
+    assert runs["vit"]["vit"]["depth"] == 6
+    assert runs["vgg16"]["pretrained"] is True and runs["simple_cnn-sgd"]["pretrained"] is False
+    # `lr: auto` runs get a finder sweep even when not listed
+    assert "simple_cnn_recipe" in lr_finder_runs(config, runs)
+
+
+def _error(config: dict) -> str:
+    with pytest.raises(ConfigError) as excinfo:
+        validate_config(config)
+    return str(excinfo.value)
+
+
+def test_unknown_model_names_key_and_allowed_values(config):
+    config["runs"]["vit"]["model"] = "vit_huge"
+    message = _error(config)
+    assert "runs.vit.model" in message and "'vit_huge'" in message
+    for allowed in ("simple_cnn", "dropout_cnn", "vgg16", "resnet18", "vit"):
+        assert allowed in message
+
+
+def test_misspelt_key_names_it_and_lists_allowed_keys(config):
+    config["runs"]["vgg16"]["learning_rate"] = 0.1
+    message = _error(config)
+    assert "runs.vgg16" in message and "learning_rate" in message and "'lr'" in message
+
+
+def test_misspelt_top_level_key(config):
+    config["lr_findr"] = {}
+    message = _error(config)
+    assert "lr_findr" in message and "'lr_finder'" in message
+
+
+def test_negative_lr(config):
+    config["runs"]["vgg16"]["lr"] = -0.1
+    message = _error(config)
+    assert "runs.vgg16.lr" in message and "-0.1" in message and "auto" in message
+
+
+@pytest.mark.parametrize("p", [1.0, -0.1, 1.5])
+def test_dropout_outside_unit_interval(config, p):
+    config["runs"]["dropout_cnn"]["dropout"] = p
+    config["runs"]["dropout_cnn"].pop("sweep")
+    message = _error(config)
+    assert "runs.dropout_cnn.dropout" in message and "[0, 1)" in message
+
+
+def test_bad_value_inside_a_sweep_is_named(config):
+    config["runs"]["dropout_cnn"]["sweep"]["dropout"] = [0.1, 1.0]
+    message = _error(config)
+    assert "runs.dropout_cnn.sweep.dropout" in message and "[0, 1)" in message
+
+
+def test_unknown_optimizer_in_a_sweep(config):
+    config["runs"]["simple_cnn"]["sweep"]["optimizer"] = ["sgd", "lion"]
+    message = _error(config)
+    assert "optimizer" in message and "'lion'" in message and "yogi" in message
+
+
+def test_unknown_run_in_lr_finder_list(config):
+    config["lr_finder"]["runs"] = ["simple_cnn-rmsprop"]
+    message = _error(config)
+    assert "lr_finder.runs" in message and "simple_cnn-sgd" in message
+
+
+def test_freeze_head_needs_a_pretrainable_backbone(config):
+    config["runs"]["vit"]["freeze"] = "head"
+    assert "freeze" in _error(config)
+
+
+def test_pretrained_override_from_command_line_string(config):
+    config["pretrained"] = "false"  # what `--config pretrained=false` passes
+    runs = validate_config(config)
+    assert runs["vgg16"]["pretrained"] is False and runs["resnet18"]["pretrained"] is False
+
+
+def test_data_source_override_gets_its_own_dataset_name(config):
+    assert dataset_name(config) == "cifar10"
+    config["data_source"] = "../shared/datasets/cifar10-jpeg.zip"
+    assert dataset_name(config) == "cifar10-jpeg"
+    assert dataset_source(config) == ("../shared/datasets/cifar10-jpeg.zip", None)
+
+
+def test_run_settings_are_independent_copies(config):
+    runs = expand_runs(copy.deepcopy(config))
+    runs["vit"]["vit"]["depth"] = 99
+    assert expand_runs(config)["vit_recipe"]["vit"]["depth"] == 6
+
+
+def _snakemake(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_dry_run_plans_the_whole_study():
+    result = _snakemake("-n", "--cores", "4", "report", "--quiet", "rules")
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = {}
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    runs = validate_config(yaml.safe_load(open(ROOT / "config" / "config.yaml")))
+    assert counts["download"] == 1 and counts["prepare"] == 1
+    assert counts["train"] == counts["evaluate"] == len(runs) == 14
+    assert counts["lr_find"] == 4  # three optimizers + the `lr: auto` recipe
+    assert counts["saliency"] == len(runs)
+    assert counts["features"] == 2  # frozen VGG16 and ResNet18 heads train on cached features
+    assert counts["report"] == 1
+
+
+def test_schema_error_stops_snakemake_before_any_job():
+    result = _snakemake("-n", "report", "--config", "device=tpu")
+    assert result.returncode != 0
+    assert "config error at device" in result.stderr + result.stdout
+    assert "'cuda'" in result.stderr + result.stdout
