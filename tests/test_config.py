@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from cifarlab.config import (
     ConfigError,
@@ -17,7 +18,6 @@ from cifarlab.config import (
     lr_finder_runs,
     validate_config,
 )
-from conftest import ROOT
 
 
 @pytest.fixture()
