@@ -1,8 +1,68 @@
-"""Data stage: download (verified, atomic), safe extraction, decoding into uint8 tensors."""
+"""Data stage: fetch a source into one verified archive, read images safely from it, pack tensors.
+
+Sources (see docs/data.md): an http(s) URL, a local path or file:// URL of an archive, an
+image-folder directory (`train/<class>/*`, `test/<class>/*`, packed once into a deterministic
+.tar), or `synthetic`. Archives are never extracted: zip and tar members are checked (no `..`,
+absolute paths or links) and decoded straight from the archive.
+
+Two layouts are read: the official CIFAR-10 python batches (`cifar-10-batches-py/`) and image
+folders, either possibly inside one top folder of the archive.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import http.client
+import io
+import json
+import logging
+import os
+import pickle
+import shutil
+import stat
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+# Fixed timestamp of packed archives, so that the same images give the same bytes (and md5).
+PACK_MTIME = 0
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in Image.registered_extensions())
+# Below this many images a process pool costs more than it saves.
+POOL_MIN_IMAGES = 4096
+POOL_CHUNK = 2000
+
+
+class DataError(ValueError):
+    """The data cannot be used as given; the message names the file or entry and the fix."""
+
+
+class UnsafeArchiveError(DataError):
+    """An archive entry would land outside the target folder (`..`, absolute path, link, device)."""
+
+
+class DownloadError(RuntimeError):
+    """A download or copy failed (network, truncation, checksum); nothing was left behind."""
+
+
+# --- Naming -------------------------------------------------------------------------------
 
 
 def archive_name(source: str) -> str:
@@ -21,3 +81,597 @@ def archive_name(source: str) -> str:
     if base.endswith((".zip", ".tar", ".tar.gz", ".tgz")):
         return base
     return f"{base}.tar"
+
+
+def local_path(source: str) -> Path | None:
+    """The filesystem path of a local source (plain path or file:// URL); None for http(s)."""
+    parsed = urlparse(source)
+    if parsed.scheme in ("http", "https"):
+        return None
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if "://" in source:
+        raise DataError(f"unsupported data source {source!r}: use http(s)://, file://, a path or 'synthetic'")
+    return Path(source).expanduser()
+
+
+# --- Writing files atomically -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp file in `path`'s folder, renamed onto `path` only if the block succeeds.
+
+    The temp file lives next to the target so the rename is atomic (same filesystem); on any
+    error it is deleted, so a failed or killed step never leaves a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def file_digests(path: str | Path) -> dict:
+    """{"bytes", "md5", "sha256"} of a file, read in 1 MiB blocks."""
+    md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            md5.update(block)
+            sha256.update(block)
+            size += len(block)
+    return {"bytes": size, "md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
+
+
+# --- Download -----------------------------------------------------------------------------
+
+
+class _Truncated(OSError):
+    """Fewer bytes came than the server announced (retried like a network error)."""
+
+
+def _http_get_once(url: str, target: Path, timeout: float) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "cifarlab"})
+    with urllib.request.urlopen(request, timeout=timeout) as response, open(target, "wb") as out:
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length else None
+        received = 0
+        bar = tqdm(
+            total=expected, unit="B", unit_scale=True, desc=target.name.split(".part")[0], mininterval=1
+        )
+        with bar:
+            while True:
+                try:
+                    block = response.read(1 << 20)
+                except http.client.IncompleteRead as error:
+                    block, received = b"", received + len(error.partial)
+                if not block:
+                    break
+                out.write(block)
+                received += len(block)
+                bar.update(len(block))
+    if expected is not None and received != expected:
+        raise _Truncated(
+            f"truncated: the server announced {expected} bytes (Content-Length), {received} came"
+        )
+
+
+def http_get(url: str, target: Path, retries: int = 4, backoff: float = 2.0, timeout: float = 60) -> None:
+    """Download `url` into `target` with a progress bar; retry network errors with backoff.
+
+    Waits backoff, 2 x backoff, 4 x backoff, ... seconds between attempts. Client errors (404,
+    403) are not retried: they will not go away.
+    """
+    for attempt in range(1, retries + 1):
+        try:
+            _http_get_once(url, target, timeout)
+            return
+        except urllib.error.HTTPError as error:
+            if error.code < 500 and error.code != 429:
+                raise DownloadError(f"download of {url} failed: HTTP {error.code} {error.reason}") from None
+            problem = f"HTTP {error.code} {error.reason}"
+        except (OSError, http.client.HTTPException) as error:
+            problem = str(error) or type(error).__name__
+        if attempt == retries:
+            raise DownloadError(f"download of {url} failed after {retries} attempts; last error: {problem}")
+        wait = backoff * 2 ** (attempt - 1)
+        log.warning(
+            "download attempt %d/%d of %s failed (%s); retrying in %.0f s",
+            attempt,
+            retries,
+            url,
+            problem,
+            wait,
+        )
+        time.sleep(wait)
+
+
+def pack_directory(folder: Path, target: Path) -> None:
+    """Pack an image-folder directory into an uncompressed tar with sorted entries and fixed metadata.
+
+    The same images give the same bytes, so the archive's checksum (and everything downstream)
+    changes only when the images do. Hidden files (`.DS_Store`, `.git/`) are left out; links
+    to files are stored as the files they point to.
+    """
+    files = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    find_image_folder(files, str(folder))  # a wrong layout fails here, before any packing
+    with tarfile.open(target, "w", format=tarfile.GNU_FORMAT) as tar:
+        for name in files:
+            info = tarfile.TarInfo(name)
+            info.size = (folder / name).stat().st_size
+            info.mtime, info.mode, info.uid, info.gid = PACK_MTIME, 0o644, 0, 0
+            with open(folder / name, "rb") as f:
+                tar.addfile(info, f)
+
+
+def write_synthetic_zip(
+    target: Path, image_size: int, seed: int = 0, train_per_class: int = 500, test_per_class: int = 100
+) -> None:
+    """The synthetic shapes dataset (cifarlab.synthetic) as an image-folder zip of PNGs, deterministic."""
+    from cifarlab import synthetic
+
+    splits = synthetic.make_dataset(train_per_class, test_per_class, size=image_size, seed=seed)
+    entries = []
+    for split, (images, labels) in splits.items():
+        for index, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+            buffer = io.BytesIO()
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+            entries.append((f"{split}/{synthetic.CLASSES[label]}/{index:05d}.png", buffer.getvalue()))
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:  # PNG is compressed already
+        for name, data in sorted(entries):
+            zf.writestr(zipfile.ZipInfo(name, date_time=ZIP_DATE), data)
+
+
+def download(
+    source: str,
+    archive: str | Path,
+    record: str | Path,
+    md5: str | None = None,
+    synthetic: dict | None = None,
+    image_size: int = 32,
+    retries: int = 4,
+    backoff: float = 2.0,
+) -> dict:
+    """Fetch `source` into `archive` (verified, atomic) and describe it in `record` (JSON).
+
+    source: an http(s) URL, a file:// URL or path of an archive, an image-folder directory, or
+    `synthetic` (settings in `synthetic`: seed, train_per_class, test_per_class; images are
+    image_size pixels square). md5: the expected checksum, or None to skip the check.
+    A mismatch or truncated download raises DownloadError and leaves no file behind.
+    Returns the record: {"source", "archive", "bytes", "md5", "sha256", "md5_expected"}.
+    """
+    archive = Path(archive)
+    with atomic_path(archive) as tmp:
+        path = None if source == "synthetic" else local_path(source)
+        if source == "synthetic":
+            write_synthetic_zip(tmp, image_size, **(synthetic or {}))
+        elif path is None:
+            http_get(source, tmp, retries=retries, backoff=backoff)
+        elif path.is_dir():
+            pack_directory(path, tmp)
+        elif path.is_file():
+            shutil.copyfile(path, tmp)
+        else:
+            raise DownloadError(f"data source {source!r} does not exist (looked for {path.resolve()})")
+        digests = file_digests(tmp)
+        if md5 and digests["md5"] != md5.lower():
+            raise DownloadError(
+                f"checksum mismatch for {source}: expected md5 {md5}, got {digests['md5']} "
+                f"({digests['bytes']} bytes); the file was not kept. Check the source, or the md5 "
+                "in the config (null skips the check)."
+            )
+    info = {"source": source, "archive": archive.name, **digests, "md5_expected": md5}
+    with atomic_path(record) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    log.info("%s -> %s (%d bytes, md5 %s)", source, archive, digests["bytes"], digests["md5"])
+    return info
+
+
+# --- Reading archives safely --------------------------------------------------------------
+
+
+def check_entry_name(name: str, where: str) -> None:
+    """Refuse a member name that would land outside the target folder if it were extracted."""
+    posix = name.replace("\\", "/")
+    # String tests, not pathlib: this runs for each of 60,000 entries.
+    if posix.startswith("/") or posix[1:2] == ":" or "/../" in f"/{posix}/":
+        raise UnsafeArchiveError(
+            f"unsafe entry {name!r} in {where}: it would land outside the target folder (absolute path "
+            "or '..'); refusing the archive. Re-pack it with relative paths only."
+        )
+
+
+class Archive:
+    """Read-only access to the regular files of a directory, zip, or tar(.gz), by relative name.
+
+    Every entry is checked on opening: `..`, absolute paths, symbolic and hard links and
+    device files are refused with UnsafeArchiveError naming the entry, even where this class
+    would not follow them, since such an archive was not made for this purpose.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.where = str(self.path)
+        self._zip = self._tar = None
+        if self.path.is_dir():
+            self.names = sorted(
+                p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()
+            )
+        elif zipfile.is_zipfile(self.path):
+            self._zip = zipfile.ZipFile(self.path)
+            infos = self._zip.infolist()
+            for info in infos:
+                self._check_zip(info)
+            self.names = [info.filename for info in infos if not info.is_dir()]
+        elif tarfile.is_tarfile(self.path):
+            self._tar = tarfile.open(self.path)
+            self._members = {}
+            for member in self._tar.getmembers():
+                self._check_tar(member)
+                if member.isfile():
+                    self._members[member.name] = member
+            self.names = list(self._members)
+        else:
+            raise DataError(f"{self.where} is neither a folder, a zip nor a tar(.gz) archive")
+
+    def _check_zip(self, info: zipfile.ZipInfo) -> None:
+        check_entry_name(info.filename, self.where)
+        mode = info.external_attr >> 16  # Unix mode bits, when the zip was made on Unix
+        if stat.S_ISLNK(mode):
+            raise UnsafeArchiveError(
+                f"unsafe entry {info.filename!r} in {self.where}: it is a symbolic link; refusing the "
+                "archive. Re-pack it with the files the links point to."
+            )
+
+    def _check_tar(self, member: tarfile.TarInfo) -> None:
+        check_entry_name(member.name, self.where)
+        if member.issym() or member.islnk():
+            kind = "symbolic" if member.issym() else "hard"
+            raise UnsafeArchiveError(
+                f"unsafe entry {member.name!r} in {self.where}: it is a {kind} link to "
+                f"{member.linkname!r}; refusing the archive. Re-pack it with the files the links point to."
+            )
+        if not (member.isfile() or member.isdir()):
+            raise UnsafeArchiveError(
+                f"unsafe entry {member.name!r} in {self.where}: a device, fifo or other special file; "
+                "refusing the archive."
+            )
+
+    def read(self, name: str) -> bytes:
+        if self._zip is not None:
+            return self._zip.read(name)
+        if self._tar is not None:
+            return self._tar.extractfile(self._members[name]).read()
+        return (self.path / name).read_bytes()
+
+    def read_many(self, names: list[str]) -> list[bytes]:
+        """The bytes of `names`, in that order; a tar is read front to back (a .tar.gz cannot seek)."""
+        if self._tar is None:
+            return [self.read(name) for name in names]
+        order = sorted(range(len(names)), key=lambda i: self._members[names[i]].offset_data)
+        data: list[bytes] = [b""] * len(names)
+        for i in order:
+            data[i] = self.read(names[i])
+        return data
+
+    def close(self) -> None:
+        for handle in (self._zip, self._tar):
+            if handle is not None:
+                handle.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- Layouts ------------------------------------------------------------------------------
+
+
+def _is_junk(parts: list[str]) -> bool:
+    """Files that archivers and desktops add next to the data (macOS forks, .DS_Store, Thumbs.db)."""
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts) or parts[-1] in (
+        "Thumbs.db",
+        "desktop.ini",
+    )
+
+
+def find_cifar_python(names: list[str], where: str) -> str | None:
+    """The folder prefix (e.g. `cifar-10-batches-py/`) of the official python batches, or None."""
+    metas = [n for n in names if n.split("/")[-1] == "batches.meta" and not _is_junk(n.split("/"))]
+    if not metas:
+        return None
+    prefix = metas[0][: -len("batches.meta")]
+    missing = [f for f in CIFAR_FILES if prefix + f not in names]
+    if missing:
+        raise DataError(f"{where} has {metas[0]} but lacks {missing} of the CIFAR-10 python layout")
+    return prefix
+
+
+def find_image_folder(names: list[str], where: str) -> tuple[list[str], dict[str, dict[str, list[str]]]]:
+    """(classes, {"train": {class: [names]}, "test": {...}}) of an image-folder layout.
+
+    The layout is `train/<class>/<image>` and `test/<class>/<image>`, possibly inside one top
+    folder. Classes are the training folders' names, sorted (as torchvision's ImageFolder
+    does); a test class without training images is an error. Files whose extension is not an
+    image format are skipped (and logged); names are sorted within each class.
+    """
+    roots: dict[str, dict[str, dict[str, list[str]]]] = {}
+    skipped = []
+    for name in names:
+        parts = name.split("/")
+        if len(parts) < 3 or parts[-3] not in ("train", "test") or _is_junk(parts):
+            continue
+        if os.path.splitext(parts[-1])[1].lower() not in IMAGE_EXTENSIONS:
+            skipped.append(name)
+            continue
+        root = roots.setdefault("/".join(parts[:-3]), {"train": {}, "test": {}})
+        root[parts[-3]].setdefault(parts[-2], []).append(name)
+    complete = {r: s for r, s in roots.items() if s["train"] and s["test"]}
+    if not complete:
+        example = ", ".join(names[:5]) or "(no files)"
+        raise DataError(
+            f"no dataset layout found in {where}: expected train/<class>/<image> and test/<class>/<image> "
+            "(optionally inside one top folder) or the CIFAR-10 python batches (cifar-10-batches-py/); "
+            f"found e.g. {example}"
+        )
+    if len(complete) > 1:
+        raise DataError(
+            f"{where} holds several image-folder datasets (top folders {sorted(complete)}); give one of them"
+        )
+    if skipped:
+        log.warning("%s: skipped %d non-image files, e.g. %s", where, len(skipped), skipped[:3])
+    ((root, splits),) = complete.items()
+    classes = sorted(splits["train"])
+    unknown = sorted(set(splits["test"]) - set(classes))
+    if unknown:
+        raise DataError(
+            f"{where}: test class(es) {unknown} have no training images; every test class needs a "
+            f"train/<class>/ folder (training classes: {classes})"
+        )
+    for split in splits.values():
+        for files in split.values():
+            files.sort()
+    return classes, splits
+
+
+# --- Decoding -----------------------------------------------------------------------------
+
+
+def decode_image(data: bytes, size: int, name: str) -> np.ndarray:
+    """One image file's bytes -> uint8 array size x size x 3 (RGB).
+
+    Grayscale, palette, RGBA (alpha dropped, as torchvision's loader does) and CMYK become RGB.
+    Another size is resized keeping the aspect ratio (bilinear, antialiased) and centre-cropped
+    to a square. An unreadable file raises DataError naming it.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when much larger
+            image = image.convert("RGB")
+        if image.size != (size, size):
+            image = ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR)
+        return np.asarray(image)
+    except Exception as error:  # PIL raises many kinds for a corrupt file; all mean "unreadable"
+        raise DataError(f"cannot read image {name}: {type(error).__name__}: {error}") from None
+
+
+def _decode_chunk(items: list[tuple[str, bytes]], size: int) -> np.ndarray:
+    return np.stack([decode_image(data, size, name) for name, data in items])
+
+
+def decode_images(items: list[tuple[str, bytes]], size: int, workers: int = 1) -> torch.Tensor:
+    """(name, bytes) pairs -> uint8 tensor N x 3 x size x size, in order; decoded in a process pool."""
+    if not items:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8)
+    if workers <= 1 or len(items) < POOL_MIN_IMAGES:
+        array = _decode_chunk(items, size)
+    else:
+        chunks = [items[i : i + POOL_CHUNK] for i in range(0, len(items), POOL_CHUNK)]
+        with ProcessPoolExecutor(workers) as pool:
+            array = np.concatenate(list(pool.map(_decode_chunk, chunks, [size] * len(chunks))))
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches but nothing that could run code: only numpy arrays are allowed.
+
+    A pickle can call any importable function; an archive from the internet must not be able
+    to, so every global it names is checked against this list.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes pickled by Python 3 with protocol 2
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise DataError(
+                f"a CIFAR batch refers to {module}.{name}; only numpy arrays are allowed (refusing "
+                "to run code from the archive)"
+            )
+        if module == "numpy.core.multiarray":  # the official batches were pickled by numpy 1
+            module = "numpy._core.multiarray"
+        return super().find_class(module, name)
+
+
+def _load_batch(data: bytes, name: str) -> dict:
+    try:
+        batch = _BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except DataError as error:
+        raise DataError(f"{name}: {error}") from None
+    except Exception as error:
+        raise DataError(f"cannot read CIFAR batch {name}: {type(error).__name__}: {error}") from None
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+
+
+def _cifar_split(batches: list[dict], names: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = [], []
+    for batch, name in zip(batches, names, strict=True):
+        data = np.asarray(batch.get("data"))
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.dtype != np.uint8:
+            raise DataError(f"{name}: 'data' should be uint8 N x 3072, got {data.dtype} {data.shape}")
+        images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))
+        labels.append(torch.as_tensor(batch["labels"], dtype=torch.int64))
+    images = torch.cat(images)
+    if size != 32:
+        from torchvision.transforms.v2.functional import resize
+
+        # Bilinear with antialiasing, chunked to bound memory: matches PIL's resize of image folders.
+        images = torch.cat([resize(c, [size, size], antialias=True) for c in images.split(4096)])
+    return images, torch.cat(labels)
+
+
+def read_cifar_python(archive: Archive, prefix: str, size: int) -> tuple[list[str], dict]:
+    """(classes, {"train": (images, labels), "test": ...}) from the official python batches."""
+    names = [prefix + f for f in CIFAR_FILES]
+    batches = {
+        n: _load_batch(d, f"{archive.where}:{n}")
+        for n, d in zip(names, archive.read_many(names), strict=True)
+    }
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in batches[names[-1]]["label_names"]]
+    train = [n for n in names if "data_batch" in n]
+    test = [prefix + "test_batch"]
+    splits = {
+        "train": _cifar_split([batches[n] for n in train], train, size),
+        "test": _cifar_split([batches[n] for n in test], test, size),
+    }
+    return classes, splits
+
+
+def read_image_folder(archive: Archive, size: int, workers: int = 1) -> tuple[list[str], dict]:
+    """(classes, {"train": (images, labels), "test": ...}) from an image-folder layout."""
+    classes, layout = find_image_folder(archive.names, archive.where)
+    splits = {}
+    for split in ("train", "test"):
+        names, labels = [], []
+        for label, cls in enumerate(classes):
+            files = layout[split].get(cls, [])
+            names += files
+            labels += [label] * len(files)
+        items = [(f"{archive.where}:{n}", d) for n, d in zip(names, archive.read_many(names), strict=True)]
+        splits[split] = (decode_images(items, size, workers), torch.tensor(labels, dtype=torch.int64))
+    return classes, splits
+
+
+def read_dataset(path: str | Path, size: int, workers: int = 1) -> tuple[list[str], dict]:
+    """(classes, {"train": (uint8 N x 3 x size x size, int64 N), "test": ...}) of any accepted layout."""
+    with Archive(path) as archive:
+        prefix = find_cifar_python(archive.names, archive.where)
+        if prefix is not None:
+            return read_cifar_python(archive, prefix, size)
+        return read_image_folder(archive, size, workers)
+
+
+# --- Prepare ------------------------------------------------------------------------------
+
+
+def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (float32 [3], pixel values in [0, 1]) of uint8 N x 3 x H x W.
+
+    From a histogram of the 256 byte values per channel: exact, and no float copy of the data.
+    """
+    values = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for channel in range(images.shape[1]):
+        counts = torch.bincount(images[:, channel].flatten(), minlength=256).to(torch.float64)
+        n = counts.sum()
+        mean = (counts * values).sum() / n
+        means.append(mean)
+        stds.append(((counts * (values - mean) ** 2).sum() / (n - 1).clamp_min(1)).sqrt())  # unbiased
+    return torch.stack(means).float(), torch.stack(stds).float()
+
+
+def plot_samples(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    path: str | Path,
+    per_class: int = 10,
+    max_classes: int = 20,
+    seed: int = 0,
+) -> None:
+    """A grid of `per_class` random training images (fixed seed) per class, one labelled row each."""
+    from cifarlab.plotting import figure, save
+
+    shown = classes[:max_classes]
+    generator = torch.Generator().manual_seed(seed)
+    fig, axes = figure(ncols=1, nrows=len(shown), size=(per_class * 0.6, 0.7))
+    for label, (cls, ax) in enumerate(zip(shown, axes[:, 0], strict=True)):
+        index = (labels == label).nonzero().flatten()
+        index = index[torch.randperm(index.numel(), generator=generator)[:per_class]]
+        row = images[index].permute(2, 0, 3, 1).reshape(images.shape[2], -1, 3)  # H x (k*W) x 3
+        ax.imshow(row.numpy(), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        ax.set_ylabel(cls, rotation=0, ha="right", va="center")
+    title = "training samples" + (
+        f" (first {max_classes} of {len(classes)} classes)" if len(classes) > max_classes else ""
+    )
+    axes[0, 0].set_title(title)
+    save(fig, path)
+
+
+def prepare(
+    archive: str | Path,
+    train_out: str | Path,
+    test_out: str | Path,
+    samples_out: str | Path | None,
+    image_size: int = 32,
+    source: str | None = None,
+    workers: int = 1,
+) -> dict[str, dict]:
+    """Decode an archive once into the `results/data/<dataset>/{train,test}.pt` files.
+
+    Each file holds {"images": uint8 N x 3 x S x S, "labels": int64 N, "classes": list[str],
+    "mean", "std": float32 [3] of the training set in [0, 1] units, "source": str}
+    (docs/architecture.md). Both are written atomically. Returns the two dicts.
+    """
+    start = time.perf_counter()
+    classes, splits = read_dataset(archive, image_size, workers)
+    for split, (images, _) in splits.items():
+        if len(images) == 0:
+            raise DataError(f"{archive}: the {split} split has no images")
+    mean, std = channel_stats(splits["train"][0])
+    result = {}
+    for split, out in (("train", train_out), ("test", test_out)):
+        images, labels = splits[split]
+        result[split] = {
+            "images": images,
+            "labels": labels,
+            "classes": classes,
+            "mean": mean,
+            "std": std,
+            "source": source or str(archive),
+        }
+        with atomic_path(out) as tmp:
+            torch.save(result[split], tmp)
+    if samples_out is not None:
+        plot_samples(splits["train"][0], splits["train"][1], classes, samples_out)
+    log.info(
+        "prepared %s: %d train, %d test images of %d classes at %d px in %.1f s; mean %s std %s",
+        archive,
+        len(splits["train"][0]),
+        len(splits["test"][0]),
+        len(classes),
+        image_size,
+        time.perf_counter() - start,
+        [round(v, 4) for v in mean.tolist()],
+        [round(v, 4) for v in std.tolist()],
+    )
+    return result

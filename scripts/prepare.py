@@ -1,6 +1,20 @@
-"""Snakemake entry point of the 'prepare' step."""
+"""Snakemake entry point of the 'prepare' step: decode the archive once into uint8 tensors."""
 
-from cifarlab.logs import log_to, not_implemented
+import json
+
+from cifarlab.data import prepare
+from cifarlab.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
-    not_implemented("prepare", 2)
+    inputs, output = snakemake.input, snakemake.output  # noqa: F821
+    with open(inputs.record) as f:
+        source = json.load(f)["source"]
+    prepare(
+        inputs.archive,
+        output.train,
+        output.test,
+        output.samples,
+        image_size=snakemake.params.image_size,  # noqa: F821
+        source=source,
+        workers=snakemake.threads,  # noqa: F821
+    )
