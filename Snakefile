@@ -35,6 +35,12 @@ include: "workflow/rules/report.smk"
 localrules:
     all,
     download,
+    saliency_sample,
+    plot_curves,
+    plot_confusion,
+    plot_lr_finder,
+    plot_saliency,
+    plot_saliency_comparison,
     report,
 
 

@@ -1,4 +1,4 @@
-# download -> prepare: the data stage.
+# download -> prepare: the data stage (cifarlab/data.py; sources and layouts in docs/data.md).
 
 
 rule download:
@@ -14,6 +14,7 @@ rule download:
         source=SOURCE,
         md5=SOURCE_MD5,
         synthetic=config["dataset"].get("synthetic"),
+        image_size=config["dataset"]["image_size"],
     script:
         "../../scripts/download.py"
 
@@ -21,6 +22,7 @@ rule download:
 rule prepare:
     input:
         archive=f"resources/{{dataset}}/{ARCHIVE}",
+        record="resources/{dataset}/source.json",
     output:
         train="results/data/{dataset}/train.pt",
         test="results/data/{dataset}/test.pt",
@@ -33,7 +35,7 @@ rule prepare:
         "../../environment.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=prepare_mem_mb,
         runtime=30,
     params:
         image_size=config["dataset"]["image_size"],

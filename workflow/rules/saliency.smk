@@ -34,7 +34,7 @@ rule saliency:
     threads: config["threads"]
     resources:
         mem_mb=train_mem_mb,
-        runtime=60,
+        runtime=saliency_runtime,
         gpu=GPU_JOBS,
     params:
         settings=SALIENCY_SETTINGS,

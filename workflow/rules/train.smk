@@ -20,8 +20,8 @@ rule features:
         "../../environment.yaml"
     threads: config["threads"]
     resources:
-        mem_mb=16000,
-        runtime=120,
+        mem_mb=features_mem_mb,
+        runtime=features_runtime,
         gpu=GPU_JOBS,
     params:
         backbone=features_params,
@@ -71,7 +71,7 @@ rule evaluate:
     threads: config["threads"]
     resources:
         mem_mb=train_mem_mb,
-        runtime=30,
+        runtime=evaluate_runtime,
         gpu=GPU_JOBS,
     params:
         device=DEVICE,
