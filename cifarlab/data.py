@@ -614,11 +614,13 @@ def plot_samples(
     for label, (cls, ax) in enumerate(zip(shown, axes[:, 0], strict=True)):
         index = (labels == label).nonzero().flatten()
         index = index[torch.randperm(index.numel(), generator=generator)[:per_class]]
-        row = images[index].permute(2, 0, 3, 1).reshape(images.shape[2], -1, 3)  # H x (k*W) x 3
-        ax.imshow(row.numpy(), interpolation="nearest")
+        if index.numel():  # a class may have no training images in a tiny dataset
+            row = images[index].permute(2, 0, 3, 1).reshape(images.shape[2], -1, 3)  # H x (k*W) x 3
+            ax.imshow(row.numpy(), interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.grid(False)
+        ax.spines[:].set_visible(False)
         ax.set_ylabel(cls, rotation=0, ha="right", va="center")
     title = "training samples" + (
         f" (first {max_classes} of {len(classes)} classes)" if len(classes) > max_classes else ""
