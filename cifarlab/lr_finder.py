@@ -1,0 +1,303 @@
+"""The learning-rate range test (Smith 2015, "Cyclical Learning Rates for Training Neural Networks").
+
+One sweep trains the model for `num_iter` mini-batches while raising the lr exponentially from
+`start_lr` to `end_lr`, records the loss of every step and smooths it with a bias-corrected
+exponential moving average; it stops early once the smoothed loss passes `diverge_factor` times
+its best. Three suggestions are read off the smoothed curve (`valley`, `steepest`,
+`minimum_div_10`). A single sweep is noisy, which is why the lab found it "too unstable": the
+sweep is repeated with other batch orders and seeds, and every suggestion is reported as a
+median with its spread across repeats in decades of lr (log10 of max / min).
+
+The generic core (`lr_range_test`, `suggest`, `summarize`) knows nothing about the lab: it takes
+a model, an optimizer, a `next_batch()` callable and a loss function. `run_lr_finder` is the glue
+for one run of the config, and `plot_lr_finder` draws the figure from the results JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+METHODS = ("valley", "steepest", "minimum_div_10")
+
+# The finder's settings (config key `lr_finder`, less `runs`) and their defaults.
+DEFAULTS = {
+    "start_lr": 1e-7,
+    "end_lr": 10.0,
+    "num_iter": 200,
+    "repeats": 5,
+    "smoothing": 0.05,
+    "diverge_factor": 4.0,
+    "suggestion": "valley",
+}
+
+# Points left out of the suggestions (as fastai does): the first tenth of the planned sweep,
+# where the bias-corrected average rests on a handful of losses, and the last few recorded
+# steps, where the loss blows up and the stop condition fired.
+SKIP_END = 5
+MIN_POINTS = 5  # fewer usable points than this and no suggestion is meaningful
+
+
+def lr_schedule(start_lr: float, end_lr: float, num_iter: int) -> np.ndarray:
+    """The lr of each step: `num_iter` values from start_lr to end_lr, evenly spaced in log lr."""
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"the LR finder needs 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
+    if num_iter < 2:
+        raise ValueError(f"the LR finder needs num_iter >= 2 mini-batches, got {num_iter}")
+    return np.geomspace(start_lr, end_lr, num_iter)
+
+
+def lr_range_test(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    start_lr: float = DEFAULTS["start_lr"],
+    end_lr: float = DEFAULTS["end_lr"],
+    num_iter: int = DEFAULTS["num_iter"],
+    smoothing: float = DEFAULTS["smoothing"],
+    diverge_factor: float = DEFAULTS["diverge_factor"],
+) -> dict[str, Any]:
+    """One sweep of the range test; the model and optimizer are left exactly as they came.
+
+    `next_batch()` returns one (inputs, targets) mini-batch on the model's device; `loss_fn`
+    maps (model output, targets) to a scalar loss. Every param group's lr is overwritten at
+    each step. `smoothing` is the weight of the newest loss in the moving average.
+
+    Returns {"lrs", "losses", "smoothed"} (one float per completed step, the lr being the one
+    that step trained with), "diverged" (True when the sweep stopped early: smoothed loss above
+    diverge_factor x its best, or a non-finite loss) and "steps" (completed steps).
+    """
+    if not 0 < smoothing <= 1:
+        raise ValueError(f"smoothing is the weight of the newest loss, in (0, 1]; got {smoothing}")
+    if diverge_factor <= 1:
+        raise ValueError(f"diverge_factor must be > 1 (a multiple of the best loss), got {diverge_factor}")
+    lrs = lr_schedule(start_lr, end_lr, num_iter)
+
+    # Deep copies: state_dict() returns references to tensors that the sweep updates in place.
+    model_state = copy.deepcopy(model.state_dict())
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    was_training = model.training
+    losses: list[float] = []
+    smoothed: list[float] = []
+    average, best, diverged = 0.0, math.inf, False
+    try:
+        model.train()
+        for step, lr in enumerate(lrs):
+            for group in optimizer.param_groups:
+                group["lr"] = float(lr)
+            inputs, targets = next_batch()
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(inputs), targets)
+            value = loss.item()  # a sync per step, needed anyway to stop on divergence
+            if not math.isfinite(value):
+                diverged = True
+                break
+            loss.backward()
+            optimizer.step()
+            # Bias correction: without it the first averages are pulled towards the zero start.
+            average = (1 - smoothing) * average + smoothing * value
+            smooth = average / (1 - (1 - smoothing) ** (step + 1))
+            losses.append(value)
+            smoothed.append(smooth)
+            best = min(best, smooth)
+            if smooth > diverge_factor * best:
+                diverged = True
+                break
+    finally:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        model.train(was_training)
+    steps = len(losses)
+    return {
+        "lrs": [float(lr) for lr in lrs[:steps]],
+        "losses": losses,
+        "smoothed": smoothed,
+        "diverged": diverged,
+        "steps": steps,
+    }
+
+
+def _longest_fall(loss: np.ndarray) -> tuple[int, int]:
+    """(first, last) index of the longest stretch where `loss` falls, as fastai's `valley` finds it.
+
+    The length is that of the longest strictly decreasing subsequence ending at `last`, which
+    tolerates the small bumps a contiguous run would break at; the stretch is then taken to be
+    the `length` points before `last`. Not the subsequence's own first element: on the flat,
+    noisy start of a sweep a decreasing subsequence threads a few points far back into the
+    plateau, and its middle would land a decade low (measured on the logistic-regression test
+    problem). O(n^2), n <= a few 100.
+    """
+    n = len(loss)
+    length = np.ones(n, dtype=int)
+    for i in range(1, n):
+        for j in range(i):
+            if loss[i] < loss[j] and length[j] + 1 > length[i]:
+                length[i] = length[j] + 1
+    last = int(np.argmax(length))  # the first of the longest: the lowest lrs
+    return last - int(length[last]) + 1, last
+
+
+def suggest(lrs: list[float], smoothed: list[float], *, skip_start: int, skip_end: int = SKIP_END) -> dict:
+    """The three suggestions from one sweep's smoothed curve, in lr units.
+
+    - valley: the middle (in log lr) of the longest stretch where the loss falls (fastai's).
+    - steepest: where the loss falls fastest against log10(lr).
+    - minimum_div_10: a tenth of the lr at the lowest loss.
+
+    The first `skip_start` and last `skip_end` points are left out (see SKIP_END).
+    """
+    n = len(smoothed)
+    if len(lrs) != n:
+        raise ValueError(f"lrs and smoothed losses differ in length: {len(lrs)} vs {n}")
+    end = n - skip_end
+    if end - skip_start < MIN_POINTS:
+        raise ValueError(
+            f"the LR sweep has {n} usable steps, too few for a suggestion after leaving out the first "
+            f"{skip_start} and last {skip_end}: it diverged almost at once. Lower lr_finder.start_lr "
+            f"or raise lr_finder.num_iter / diverge_factor."
+        )
+    log_lr = np.log10(np.asarray(lrs[skip_start:end], dtype=float))
+    loss = np.asarray(smoothed[skip_start:end], dtype=float)
+    first, last = _longest_fall(loss)
+    return {
+        "valley": float(10 ** log_lr[(first + last) // 2]),
+        "steepest": float(10 ** log_lr[int(np.argmin(np.gradient(loss, log_lr)))]),
+        "minimum_div_10": float(10 ** log_lr[int(np.argmin(loss))] / 10),
+    }
+
+
+def summarize(per_repeat: list[dict[str, float]]) -> dict[str, dict]:
+    """Each method's suggestions across repeats: the lrs, their median and their spread.
+
+    Medians and quartiles are taken in log lr (an lr scale is multiplicative): with an even
+    number of repeats the median is the geometric mean of the middle two. Spreads are in
+    decades: `spread_decades` = log10(max / min), `iqr_decades` = log10(q75 / q25).
+    """
+    summary = {}
+    for method in per_repeat[0]:
+        lrs = [r[method] for r in per_repeat]
+        logs = np.log10(lrs)
+        q25, q75 = np.percentile(logs, [25, 75])
+        summary[method] = {
+            "lrs": lrs,
+            "median": float(10 ** np.median(logs)),
+            "spread_decades": float(logs.max() - logs.min()),
+            "iqr_decades": float(q75 - q25),
+        }
+    return summary
+
+
+def finder_settings(finder: dict) -> dict:
+    """The config's `lr_finder` section (less `runs`) with defaults filled in and checked."""
+    unknown = sorted(set(finder) - set(DEFAULTS) - {"runs"})
+    if unknown:
+        raise ValueError(f"unknown lr_finder setting(s) {unknown}; allowed: {sorted(DEFAULTS)}")
+    settings = {**DEFAULTS, **{k: v for k, v in finder.items() if k != "runs"}}
+    if settings["suggestion"] not in METHODS:
+        raise ValueError(f"lr_finder.suggestion is {settings['suggestion']!r}; allowed: {list(METHODS)}")
+    if int(settings["repeats"]) < 1:
+        raise ValueError(f"lr_finder.repeats must be >= 1, got {settings['repeats']}")
+    return settings
+
+
+def repeated_range_test(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    make_batches: Callable[[int], Callable[[], tuple[torch.Tensor, torch.Tensor]]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    settings: dict,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """`settings["repeats"]` sweeps from the same starting weights, each with its own seed.
+
+    Repeat r uses seed `seed + r` for its batch order (`make_batches(seed + r)` returns that
+    repeat's next_batch) and for everything drawn from torch's global generator during the sweep
+    (dropout, augmentation). The caller's RNG state is restored afterwards, as are the model and
+    the optimizer, so the same seed gives identical repeats and training is not disturbed.
+
+    Returns the results dict of docs/architecture.md, less the run's name and timing:
+    "lrs" (the planned schedule), "repeats" (per repeat: seed, losses, smoothed, diverged,
+    steps, suggestions), "suggestions" (see `summarize`), "chosen" and "lr".
+    """
+    settings = finder_settings(settings)
+    sweep = {k: settings[k] for k in ("start_lr", "end_lr", "num_iter", "smoothing", "diverge_factor")}
+    skip_start = int(settings["num_iter"]) // 10
+    device = next(model.parameters()).device
+    # Fork the accelerator's generator too (dropout draws from it there); on CPU there is none.
+    accelerator = device.type in ("cuda", "mps")
+    fork = {
+        "devices": [device.index or 0] if accelerator else [],
+        "device_type": device.type if accelerator else None,
+    }
+    repeats = []
+    for r in range(int(settings["repeats"])):
+        with torch.random.fork_rng(**fork):
+            torch.manual_seed(seed + r)
+            result = lr_range_test(model, optimizer, make_batches(seed + r), loss_fn, **sweep)
+        result["seed"] = seed + r
+        result["suggestions"] = suggest(result["lrs"], result["smoothed"], skip_start=skip_start)
+        log.info(
+            "repeat %d (seed %d): %d steps%s; %s",
+            r,
+            seed + r,
+            result["steps"],
+            ", diverged" if result["diverged"] else "",
+            ", ".join(f"{m} {lr:.2e}" for m, lr in result["suggestions"].items()),
+        )
+        repeats.append(result)
+    summary = summarize([r["suggestions"] for r in repeats])
+    chosen = settings["suggestion"]
+    return {
+        "lrs": [
+            float(lr) for lr in lr_schedule(settings["start_lr"], settings["end_lr"], settings["num_iter"])
+        ],
+        "repeats": repeats,
+        "suggestions": summary,
+        "chosen": chosen,
+        "lr": summary[chosen]["median"],
+        "skip_start": skip_start,
+        "skip_end": SKIP_END,
+        "settings": settings,
+    }
+
+
+def _cycle(
+    epoch_batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """next_batch() over as many epochs as the sweep needs (a small train_subset may need several)."""
+    iterator = epoch_batches()
+
+    def next_batch():
+        nonlocal iterator
+        try:
+            return next(iterator)
+        except StopIteration:
+            iterator = epoch_batches()
+            return next(iterator)
+
+    return next_batch
+
+
+def write_json(result: dict, path: str | Path) -> None:
+    """Write the results JSON via a temp file and a rename: never a half-written output."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

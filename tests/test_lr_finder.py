@@ -1,0 +1,279 @@
+"""The LR range test: its suggestion on a problem whose good lrs are known, divergence, restoring state."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cifarlab import lr_finder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These problems are tiny: extra threads only add synchronisation on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- A convex problem: softmax regression on overlapping Gaussian classes ------------------------
+# The classes overlap (not separable), so the loss has a finite optimum and large lrs overshoot it.
+DIM, CLASSES, SAMPLES = 16, 4, 2048
+BATCH, STEPS = 32, 200  # the sweep's budget, also the budget that defines a "good" lr
+
+
+def blobs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x float32 SAMPLES x DIM, y int64 SAMPLES): class means 0.3 sd apart per dimension."""
+    g = torch.Generator().manual_seed(seed)
+    means = 0.3 * torch.randn(CLASSES, DIM, generator=g)
+    y = torch.randint(CLASSES, (SAMPLES,), generator=g)
+    return means[y] + torch.randn(SAMPLES, DIM, generator=g), y
+
+
+def batch_stream(x: torch.Tensor, y: torch.Tensor, seed: int):
+    """next_batch() over shuffled epochs, the order fixed by `seed`."""
+    g = torch.Generator().manual_seed(seed)
+
+    def epochs():
+        while True:
+            order = torch.randperm(len(y), generator=g)
+            for i in range(0, len(y) - BATCH + 1, BATCH):
+                yield x[order[i : i + BATCH]], y[order[i : i + BATCH]]
+
+    stream = epochs()
+    return lambda: next(stream)
+
+
+def make_optimizer(name: str, model: torch.nn.Module, lr: float = 1.0) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr)
+    return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def good_lr_range(x, y, optimizer: str, seed: int) -> tuple[float, float]:
+    """The lowest and highest lr on a grid (4 per decade) whose constant-lr training for STEPS
+    mini-batches ends within 5% of the best final full-data loss of the grid.
+
+    All grid points train at once, one param group each (same initial weights and batch order):
+    the problems are independent, so the summed loss gives each its own gradient.
+    """
+    grid = 10 ** np.arange(-4, 1.01, 0.25)
+    models = []
+    for _ in grid:
+        torch.manual_seed(seed)
+        models.append(torch.nn.Linear(DIM, CLASSES))
+    opt = make_optimizer(optimizer, models[0])
+    opt.param_groups.clear()
+    for model, lr in zip(models, grid, strict=True):
+        opt.add_param_group({"params": list(model.parameters()), "lr": float(lr)})
+
+    def losses(inputs, targets):
+        weight = torch.stack([m.weight for m in models])  # G x CLASSES x DIM
+        bias = torch.stack([m.bias for m in models])  # G x CLASSES
+        logits = torch.einsum("nd,gcd->gnc", inputs, weight) + bias[:, None]
+        return torch.stack([F.cross_entropy(z, targets) for z in logits])
+
+    next_batch = batch_stream(x, y, 1000 + seed)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        losses(*next_batch()).sum().backward()
+        opt.step()
+    with torch.no_grad():
+        final = losses(x, y).nan_to_num(nan=math.inf).numpy()
+    good = grid[final <= 1.05 * final.min()]
+    return float(good.min()), float(good.max())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_valley_falls_inside_the_good_range_on_every_seed(optimizer):
+    for seed in range(3):
+        x, y = blobs(seed)
+        low, high = good_lr_range(x, y, optimizer, seed)
+        # The good range is narrow enough (under 2 decades) that a suggestion a decade off fails.
+        assert math.log10(high / low) <= 2.0, (low, high)
+        torch.manual_seed(seed)
+        model = torch.nn.Linear(DIM, CLASSES)
+        result = lr_finder.repeated_range_test(
+            model,
+            make_optimizer(optimizer, model),
+            lambda s, x=x, y=y: batch_stream(x, y, s),
+            F.cross_entropy,
+            {"num_iter": STEPS, "repeats": 3},
+            seed=10 * seed,
+        )
+        valleys = result["suggestions"]["valley"]["lrs"]
+        assert all(low <= lr <= high for lr in valleys), (seed, low, high, valleys)
+        assert low <= result["lr"] <= high
+
+
+# --- The sweep itself ----------------------------------------------------------------------------
+def test_divergence_stops_the_sweep_early():
+    x, y = blobs(0)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(DIM, CLASSES)
+    opt = make_optimizer("sgd", model)
+    result = lr_finder.lr_range_test(
+        model, opt, batch_stream(x, y, 0), F.cross_entropy, start_lr=1e-4, end_lr=1e4, num_iter=STEPS
+    )
+    assert result["diverged"] and result["steps"] < STEPS
+    assert result["smoothed"][-1] > 4.0 * min(result["smoothed"])
+    assert len(result["lrs"]) == len(result["losses"]) == result["steps"]
+    # The same sweep stopped below the lrs that overshoot runs to the end.
+    calm = lr_finder.lr_range_test(
+        model, opt, batch_stream(x, y, 0), F.cross_entropy, start_lr=1e-4, end_lr=1e-1, num_iter=STEPS
+    )
+    assert not calm["diverged"] and calm["steps"] == STEPS
+
+
+def test_a_non_finite_loss_stops_the_sweep_and_is_not_recorded():
+    # Least squares with lrs far past 2 / curvature: the iterates overflow to inf within the sweep.
+    x = torch.randn(256, 8)
+    y = x @ torch.randn(8, 1)
+    model = torch.nn.Linear(8, 1)
+    result = lr_finder.lr_range_test(
+        model,
+        torch.optim.SGD(model.parameters(), lr=1.0),
+        batch_stream(x, y, 0),
+        F.mse_loss,
+        start_lr=1e-3,
+        end_lr=1e6,
+        num_iter=300,
+        diverge_factor=1e300,  # only the non-finite check can stop it
+    )
+    assert result["diverged"] and result["steps"] < 300
+    assert all(math.isfinite(v) for v in result["losses"] + result["smoothed"])
+
+
+class BatchNormDropoutNet(torch.nn.Module):
+    """Buffers (BatchNorm running stats) and dropout: everything a sweep could leave changed."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(4)
+        self.drop = torch.nn.Dropout(0.3)
+        self.head = torch.nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.head(self.drop(torch.relu(self.norm(self.conv(x)))).flatten(1))
+
+
+def image_stream(seed: int, batch: int = 16):
+    g = torch.Generator().manual_seed(seed)
+    return lambda: (torch.randn(batch, 3, 8, 8, generator=g), torch.randint(10, (batch,), generator=g))
+
+
+def assert_same_state(a, b):
+    """Nested state dicts (tensors, numbers, lists, dicts) are exactly equal."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same_state(a[key], b[key])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)
+        for u, v in zip(a, b, strict=True):
+            assert_same_state(u, v)
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_weights_buffers_and_optimizer_state_are_restored(optimizer):
+    torch.manual_seed(0)
+    model = BatchNormDropoutNet()
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    # An optimizer part-way through training has state (momentum, moments, step counts).
+    inputs, targets = image_stream(1)()
+    F.cross_entropy(model(inputs), targets).backward()
+    opt.step()
+    model.eval()
+    model_before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt_before = copy.deepcopy(opt.state_dict())
+
+    result = lr_finder.lr_range_test(
+        model, opt, image_stream(2), F.cross_entropy, start_lr=1e-5, end_lr=100.0, num_iter=60
+    )
+    assert result["steps"] > 10  # it did train
+
+    assert_same_state(model.state_dict(), model_before)
+    assert_same_state(opt.state_dict(), opt_before)
+    assert not model.training
+    assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in opt_before["param_groups"]]
+
+
+def test_same_seed_gives_identical_repeats_and_seeds_differ():
+    torch.manual_seed(0)
+    model = BatchNormDropoutNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    settings = {"start_lr": 1e-5, "end_lr": 10.0, "num_iter": 60, "repeats": 3}
+    rng_before = torch.get_rng_state()
+    first = lr_finder.repeated_range_test(model, opt, image_stream, F.cross_entropy, settings, seed=7)
+    second = lr_finder.repeated_range_test(model, opt, image_stream, F.cross_entropy, settings, seed=7)
+    assert first == second
+    assert torch.equal(torch.get_rng_state(), rng_before)  # training's random stream is untouched
+    assert [r["seed"] for r in first["repeats"]] == [7, 8, 9]
+    assert first["repeats"][0]["losses"] != first["repeats"][1]["losses"]
+
+
+# --- Suggestions ---------------------------------------------------------------------------------
+def sweep_curve(noise: float, seed: int = 0):
+    """A sweep-shaped smoothed loss over 1e-7 .. 10 (200 points): a noisy plateau, a fall between
+    1e-4 and 1e-1 (steepest at 10^-2.5), the lowest loss at 10^-0.8, then a blow-up."""
+    log_lr = np.linspace(-7, 1, 200)
+    rng = np.random.default_rng(seed)
+    loss = 1.4 - 0.9 * np.tanh((log_lr + 2.5) / 0.7) + 4.0 * np.clip(log_lr + 0.8, 0, None) ** 2
+    loss = loss + noise * rng.standard_normal(200).cumsum() / 10  # a smoothed curve wanders
+    return list(10**log_lr), list(loss)
+
+
+def test_suggestions_on_a_curve_of_known_shape():
+    for seed in range(5):
+        lrs, loss = sweep_curve(noise=0.01, seed=seed)
+        s = lr_finder.suggest(lrs, loss, skip_start=20)
+        # valley: the middle of the fall (10^-4 .. 10^-0.8), not dragged into the noisy plateau
+        assert -3.2 <= math.log10(s["valley"]) <= -1.8, s
+        assert abs(math.log10(s["steepest"]) + 2.5) <= 0.3, s
+        assert abs(math.log10(s["minimum_div_10"]) + 1.8) <= 0.2, s
+
+
+def test_suggestions_leave_out_the_distorted_ends():
+    lrs, loss = sweep_curve(noise=0.0)
+    loss[:5] = [0.1] * 5  # far below the rest, as a bias-corrected start can be
+    loss[-3:] = [-1.0, -2.0, -3.0]  # a collapse in the last steps, as at divergence
+    s = lr_finder.suggest(lrs, loss, skip_start=20, skip_end=5)
+    assert abs(math.log10(s["minimum_div_10"]) + 1.8) <= 0.2, s
+
+
+def test_a_sweep_that_diverges_at_once_says_what_to_change():
+    lrs, loss = sweep_curve(noise=0.0)
+    with pytest.raises(ValueError, match="start_lr"):
+        lr_finder.suggest(lrs[:28], loss[:28], skip_start=20)
+
+
+def test_summary_in_decades():
+    summary = lr_finder.summarize([{"valley": 1e-3}, {"valley": 1e-2}, {"valley": 1e-1}])["valley"]
+    assert summary["median"] == pytest.approx(1e-2)
+    assert summary["spread_decades"] == pytest.approx(2.0)
+    assert summary["iqr_decades"] == pytest.approx(1.0)  # quartiles at 10^-2.5 and 10^-1.5
+    # An even count: the geometric mean of the middle two.
+    assert lr_finder.summarize([{"v": 1e-3}, {"v": 1e-1}])["v"]["median"] == pytest.approx(1e-2)
+
+
+def test_bad_settings_name_the_problem():
+    with pytest.raises(ValueError, match="start_lr < end_lr"):
+        lr_finder.lr_schedule(1.0, 1e-3, 100)
+    with pytest.raises(ValueError, match="unknown lr_finder setting"):
+        lr_finder.finder_settings({"num_iters": 100})
+    with pytest.raises(ValueError, match="suggestion"):
+        lr_finder.finder_settings({"suggestion": "minimum"})
