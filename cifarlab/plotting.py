@@ -62,3 +62,16 @@ def save(fig, path: str | Path) -> None:
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)
+
+
+def series_colour(index: int) -> str:
+    """The colour of the index-th line of a figure whose lines are not models (optimizers, p)."""
+    return SERIES_COLOURS[index % len(SERIES_COLOURS)]
+
+
+def dedup_legend(ax, **kwargs) -> None:
+    """A legend with one entry per label (scatter plots add one artist per point)."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), **kwargs)

@@ -25,5 +25,25 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         from cifarlab.saliency import plot_saliency_comparison
 
         plot_saliency_comparison(list(inputs.maps), list(inputs.results), output)
+    elif rule in ("plot_accuracy_vs_params", "plot_accuracy_vs_time"):
+        from cifarlab.report import plot_accuracy_scatter
+
+        plot_accuracy_scatter(list(inputs.metrics), snakemake.params.x, output)  # noqa: F821
+    elif rule == "plot_dropout_sweep":
+        from cifarlab.report import plot_dropout_sweep
+
+        plot_dropout_sweep(list(inputs.metrics), snakemake.params.groups, output)  # noqa: F821
+    elif rule == "plot_optimizers":
+        from cifarlab.report import plot_optimizers
+
+        plot_optimizers(list(inputs.metrics), list(inputs.histories), snakemake.params.groups, output)  # noqa: F821
+    elif rule == "plot_learning_curves":
+        from cifarlab.report import plot_learning_curves
+
+        plot_learning_curves(list(inputs.metrics), list(inputs.histories), output)
+    elif rule == "plot_lr_finder_comparison":
+        from cifarlab.report import plot_lr_finder_comparison
+
+        plot_lr_finder_comparison(list(inputs.results), output)
     else:
         raise ValueError(f"scripts/plot.py has no figure for rule {rule!r}; add it here")

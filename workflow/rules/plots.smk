@@ -1,5 +1,33 @@
 # Every figure is its own target, drawn from results by cheap plotting jobs, so that a change of
-# plotting style reruns plotting only. Styles live in cifarlab/plotting.py.
+# plotting style reruns plotting only. Styles live in cifarlab/plotting.py; the options of a
+# figure are the `params` of its rule, so changing one reruns that figure (and the page) only.
+
+from cifarlab.report import sweep_groups
+
+# Which runs the sweep figures compare, from each run's `sweep` settings (not from names).
+DROPOUT_SWEEPS = sweep_groups(RUNS, "dropout")
+OPTIMIZER_SWEEPS = sweep_groups(RUNS, "optimizer")
+COMPARISON = "results/figures/report"
+
+
+def run_labels(figure):
+    """Labels of a per-run figure in Snakemake's report: run, model, dropout, optimizer."""
+
+    def labels(wildcards):
+        run = RUNS[wildcards.run]
+        return {
+            "run": wildcards.run,
+            "model": run["model"],
+            "dropout": f"{run['dropout']:g}",
+            "optimizer": run["optimizer"],
+            "figure": figure,
+        }
+
+    return labels
+
+
+def sweep_inputs(groups, pattern):
+    return [pattern.format(run=name) for names in groups.values() for name in names]
 
 
 rule plot_curves:
@@ -11,7 +39,7 @@ rule plot_curves:
             "results/figures/curves/{run}.png",
             category="Learning curves",
             caption="../report/curves.rst",
-            labels={"run": "{run}", "figure": "learning curves"},
+            labels=run_labels("learning curves"),
         ),
     log:
         "logs/plots/curves/{run}.log",
@@ -29,7 +57,7 @@ rule plot_confusion:
             "results/figures/confusion/{run}.png",
             category="Confusion matrices",
             caption="../report/confusion.rst",
-            labels={"run": "{run}", "figure": "confusion matrix"},
+            labels=run_labels("confusion matrix"),
         ),
     log:
         "logs/plots/confusion/{run}.log",
@@ -47,7 +75,7 @@ rule plot_lr_finder:
             "results/figures/lr_finder/{run}.png",
             category="LR finder",
             caption="../report/lr_finder.rst",
-            labels={"run": "{run}", "figure": "LR range test"},
+            labels=run_labels("LR range test"),
         ),
     log:
         "logs/plots/lr_finder/{run}.log",
@@ -66,7 +94,7 @@ rule plot_saliency:
             "results/figures/saliency/{run}.png",
             category="Saliency",
             caption="../report/saliency.rst",
-            labels={"run": "{run}", "figure": "saliency maps"},
+            labels=run_labels("saliency maps"),
         ),
     log:
         "logs/plots/saliency/{run}.log",
@@ -89,6 +117,127 @@ rule plot_saliency_comparison:
         ),
     log:
         "logs/plots/saliency/comparison.log",
+    conda:
+        "../../environment.yaml"
+    script:
+        "../../scripts/plot.py"
+
+
+# --- Comparison figures of the report page -----------------------------------------------
+
+
+rule plot_accuracy_vs_params:
+    input:
+        metrics=expand("results/runs/{run}/metrics.json", run=list(RUNS)),
+    output:
+        report(
+            f"{COMPARISON}/accuracy_vs_params.png",
+            category="Comparison",
+            caption="../report/accuracy_vs_params.rst",
+            labels={"figure": "accuracy vs parameters"},
+        ),
+    log:
+        "logs/plots/report/accuracy_vs_params.log",
+    conda:
+        "../../environment.yaml"
+    params:
+        x="params_total",
+    script:
+        "../../scripts/plot.py"
+
+
+rule plot_accuracy_vs_time:
+    input:
+        metrics=expand("results/runs/{run}/metrics.json", run=list(RUNS)),
+    output:
+        report(
+            f"{COMPARISON}/accuracy_vs_time.png",
+            category="Comparison",
+            caption="../report/accuracy_vs_time.rst",
+            labels={"figure": "accuracy vs training time"},
+        ),
+    log:
+        "logs/plots/report/accuracy_vs_time.log",
+    conda:
+        "../../environment.yaml"
+    params:
+        x="train_seconds",
+    script:
+        "../../scripts/plot.py"
+
+
+rule plot_dropout_sweep:
+    input:
+        metrics=sweep_inputs(DROPOUT_SWEEPS, "results/runs/{run}/metrics.json"),
+    output:
+        report(
+            f"{COMPARISON}/dropout_sweep.png",
+            category="Comparison",
+            caption="../report/dropout_sweep.rst",
+            labels={"figure": "dropout sweep"},
+        ),
+    log:
+        "logs/plots/report/dropout_sweep.log",
+    conda:
+        "../../environment.yaml"
+    params:
+        groups=DROPOUT_SWEEPS,
+    script:
+        "../../scripts/plot.py"
+
+
+rule plot_optimizers:
+    input:
+        metrics=sweep_inputs(OPTIMIZER_SWEEPS, "results/runs/{run}/metrics.json"),
+        histories=sweep_inputs(OPTIMIZER_SWEEPS, "results/runs/{run}/history.csv"),
+    output:
+        report(
+            f"{COMPARISON}/optimizers.png",
+            category="Comparison",
+            caption="../report/optimizers.rst",
+            labels={"figure": "optimizers"},
+        ),
+    log:
+        "logs/plots/report/optimizers.log",
+    conda:
+        "../../environment.yaml"
+    params:
+        groups=OPTIMIZER_SWEEPS,
+    script:
+        "../../scripts/plot.py"
+
+
+rule plot_learning_curves:
+    input:
+        metrics=expand("results/runs/{run}/metrics.json", run=list(RUNS)),
+        histories=expand("results/runs/{run}/history.csv", run=list(RUNS)),
+    output:
+        report(
+            f"{COMPARISON}/learning_curves.png",
+            category="Comparison",
+            caption="../report/learning_curves.rst",
+            labels={"figure": "learning curves, all runs"},
+        ),
+    log:
+        "logs/plots/report/learning_curves.log",
+    conda:
+        "../../environment.yaml"
+    script:
+        "../../scripts/plot.py"
+
+
+rule plot_lr_finder_comparison:
+    input:
+        results=expand("results/lr_finder/{run}.json", run=LR_FINDER_RUNS),
+    output:
+        report(
+            f"{COMPARISON}/lr_finder.png",
+            category="Comparison",
+            caption="../report/lr_finder_comparison.rst",
+            labels={"figure": "LR range tests"},
+        ),
+    log:
+        "logs/plots/report/lr_finder.log",
     conda:
         "../../environment.yaml"
     script:
