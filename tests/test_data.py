@@ -396,17 +396,29 @@ def test_truncated_jpeg_is_named(tmp_path):
         (Image.new("RGBA", (20, 20), (10, 200, 30, 0)), (10, 200, 30)),  # alpha dropped
         (Image.new("RGB", (100, 64), (1, 2, 3)).convert("P", palette=Image.Palette.ADAPTIVE), (1, 2, 3)),
         (Image.new("CMYK", (32, 32), (0, 0, 0, 0)), (255, 255, 255)),
+        (Image.new("L", (40, 40), 128), (128, 128, 128)),
         (Image.new("RGB", (640, 480), (250, 128, 5)), (250, 128, 5)),
     ],
-    ids=["L", "RGBA", "P", "CMYK", "large"],
+    ids=["L", "RGBA", "P", "CMYK-jpeg", "L-jpeg", "large"],
 )
-def test_modes_and_sizes_become_rgb_at_image_size(image, rgb):
-    fmt = "JPEG" if image.mode == "CMYK" else "PNG"
+def test_modes_and_sizes_become_rgb_at_image_size(request, image, rgb):
+    fmt = "JPEG" if request.node.callspec.id.endswith("jpeg") else "PNG"
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     decoded = data.decode_image(buffer.getvalue(), 32, "x")
     assert decoded.shape == (32, 32, 3) and decoded.dtype == np.uint8
     assert (np.abs(decoded.astype(int) - np.array(rgb)) <= (1 if fmt == "JPEG" else 0)).all()
+
+
+@pytest.mark.parametrize("size", [64, 32], ids=["own-size", "resized"])
+def test_jpeg_fast_path_matches_pil(monkeypatch, size):
+    """torchvision's JPEG decoder, when present, must give exactly PIL's pixels."""
+    rng = np.random.default_rng(1)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, format="JPEG", quality=75)
+    fast = data.decode_image(buffer.getvalue(), size, "x.jpg")
+    monkeypatch.setattr(data, "decode_jpeg", None)
+    assert np.array_equal(fast, data.decode_image(buffer.getvalue(), size, "x.jpg"))
 
 
 def test_resize_keeps_aspect_ratio_and_centre():
