@@ -15,17 +15,20 @@ for one run of the config, and `plot_lr_finder` draws the figure from the result
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +72,16 @@ def lr_range_test(
     num_iter: int = DEFAULTS["num_iter"],
     smoothing: float = DEFAULTS["smoothing"],
     diverge_factor: float = DEFAULTS["diverge_factor"],
+    train_mode: Callable[[torch.nn.Module], Any] = torch.nn.Module.train,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, Any]:
     """One sweep of the range test; the model and optimizer are left exactly as they came.
 
     `next_batch()` returns one (inputs, targets) mini-batch on the model's device; `loss_fn`
     maps (model output, targets) to a scalar loss. Every param group's lr is overwritten at
     each step. `smoothing` is the weight of the newest loss in the moving average.
+    `train_mode(model)` puts the model in training mode (training's own, e.g. one that keeps a
+    frozen backbone in eval mode) and `autocast()` wraps the forward pass (bf16 on CUDA).
 
     Returns {"lrs", "losses", "smoothed"} (one float per completed step, the lr being the one
     that step trained with), "diverged" (True when the sweep stopped early: smoothed loss above
@@ -94,13 +101,15 @@ def lr_range_test(
     smoothed: list[float] = []
     average, best, diverged = 0.0, math.inf, False
     try:
-        model.train()
+        train_mode(model)
         for step, lr in enumerate(lrs):
             for group in optimizer.param_groups:
                 group["lr"] = float(lr)
             inputs, targets = next_batch()
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(inputs), targets)
+            with autocast():
+                outputs = model(inputs)
+            loss = loss_fn(outputs.float(), targets)
             value = loss.item()  # a sync per step, needed anyway to stop on divergence
             if not math.isfinite(value):
                 diverged = True
@@ -150,11 +159,23 @@ def _longest_fall(loss: np.ndarray) -> tuple[int, int]:
     return last - int(length[last]) + 1, last
 
 
-def suggest(lrs: list[float], smoothed: list[float], *, skip_start: int, skip_end: int = SKIP_END) -> dict:
+def _slopes(loss: np.ndarray, x: np.ndarray, half: int) -> np.ndarray:
+    """d loss / d x by central differences `half` points either side (one-sided at the ends)."""
+    i = np.arange(len(loss))
+    lo, hi = np.clip(i - half, 0, len(loss) - 1), np.clip(i + half, 0, len(loss) - 1)
+    return (loss[hi] - loss[lo]) / (x[hi] - x[lo])
+
+
+def suggest(
+    lrs: list[float], smoothed: list[float], *, skip_start: int, skip_end: int = SKIP_END, slope_half: int = 1
+) -> dict:
     """The three suggestions from one sweep's smoothed curve, in lr units.
 
     - valley: the middle (in log lr) of the longest stretch where the loss falls (fastai's).
-    - steepest: where the loss falls fastest against log10(lr).
+    - steepest: where the loss falls fastest against log10(lr), the slope taken over
+      `slope_half` points either side. Neighbouring points of a moving average differ by noise
+      that a one-step difference turns into spurious steep drops; `repeated_range_test` spans
+      the average's own window (1 / smoothing steps).
     - minimum_div_10: a tenth of the lr at the lowest loss.
 
     The first `skip_start` and last `skip_end` points are left out (see SKIP_END).
@@ -174,7 +195,7 @@ def suggest(lrs: list[float], smoothed: list[float], *, skip_start: int, skip_en
     first, last = _longest_fall(loss)
     return {
         "valley": float(10 ** log_lr[(first + last) // 2]),
-        "steepest": float(10 ** log_lr[int(np.argmin(np.gradient(loss, log_lr)))]),
+        "steepest": float(10 ** log_lr[int(np.argmin(_slopes(loss, log_lr, slope_half)))]),
         "minimum_div_10": float(10 ** log_lr[int(np.argmin(loss))] / 10),
     }
 
@@ -220,6 +241,7 @@ def repeated_range_test(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     settings: dict,
     seed: int = 0,
+    **options: Any,
 ) -> dict[str, Any]:
     """`settings["repeats"]` sweeps from the same starting weights, each with its own seed.
 
@@ -227,6 +249,7 @@ def repeated_range_test(
     repeat's next_batch) and for everything drawn from torch's global generator during the sweep
     (dropout, augmentation). The caller's RNG state is restored afterwards, as are the model and
     the optimizer, so the same seed gives identical repeats and training is not disturbed.
+    `options` (train_mode, autocast) go to `lr_range_test`.
 
     Returns the results dict of docs/architecture.md, less the run's name and timing:
     "lrs" (the planned schedule), "repeats" (per repeat: seed, losses, smoothed, diverged,
@@ -235,6 +258,7 @@ def repeated_range_test(
     settings = finder_settings(settings)
     sweep = {k: settings[k] for k in ("start_lr", "end_lr", "num_iter", "smoothing", "diverge_factor")}
     skip_start = int(settings["num_iter"]) // 10
+    slope_half = max(1, round(0.5 / settings["smoothing"]))
     device = next(model.parameters()).device
     # Fork the accelerator's generator too (dropout draws from it there); on CPU there is none.
     accelerator = device.type in ("cuda", "mps")
@@ -246,9 +270,11 @@ def repeated_range_test(
     for r in range(int(settings["repeats"])):
         with torch.random.fork_rng(**fork):
             torch.manual_seed(seed + r)
-            result = lr_range_test(model, optimizer, make_batches(seed + r), loss_fn, **sweep)
+            result = lr_range_test(model, optimizer, make_batches(seed + r), loss_fn, **sweep, **options)
         result["seed"] = seed + r
-        result["suggestions"] = suggest(result["lrs"], result["smoothed"], skip_start=skip_start)
+        result["suggestions"] = suggest(
+            result["lrs"], result["smoothed"], skip_start=skip_start, slope_half=slope_half
+        )
         log.info(
             "repeat %d (seed %d): %d steps%s; %s",
             r,
@@ -274,21 +300,88 @@ def repeated_range_test(
     }
 
 
-def _cycle(
-    epoch_batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
-) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
-    """next_batch() over as many epochs as the sweep needs (a small train_subset may need several)."""
-    iterator = epoch_batches()
+def _cycle(epoch_batches: Callable[[int], Iterator]) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """next_batch() over epochs 0, 1, 2, ... (a small train_subset may need more than one)."""
+    epoch = 0
+    iterator = epoch_batches(epoch)
 
     def next_batch():
-        nonlocal iterator
+        nonlocal epoch, iterator
         try:
             return next(iterator)
         except StopIteration:
-            iterator = epoch_batches()
+            epoch += 1
+            iterator = epoch_batches(epoch)
             return next(iterator)
 
     return next_batch
+
+
+def run_lr_finder(
+    run: dict, train: dict, finder: dict, *, device: torch.device, features: dict | None = None
+) -> dict[str, Any]:
+    """The repeated range test of one run, set up exactly as its training starts.
+
+    The run's model with its initial weights (`build_model` seeds them from run["seed"]), its
+    optimizer (momentum, weight decay, ...), batch size, augmentation, train_subset and loss
+    (cross-entropy with its label smoothing); its lr schedule is replaced by the sweep. Repeat r
+    draws batches and dropout from seed run["seed"] + r, so repeat 0 sees training's first batches.
+
+    train: the prepared training dict (docs/architecture.md). features: the cached backbone
+    features of the training set for a frozen-backbone run (then only the head sweeps, on them,
+    as in training). Returns the contents of `results/lr_finder/<run>.json`.
+    """
+    from cifarlab.device import autocast, describe, use_channels_last
+    from cifarlab.models import build_model, head_of, set_train_mode
+    from cifarlab.train import build_optimizer, epoch_batches, stratified_subset, subset, to_device
+
+    started = time.perf_counter()
+    model = build_model(run, len(train["classes"]))
+    index = stratified_subset(train["labels"], run.get("train_subset"), run["seed"])
+    if features is None:
+        trainable, data = model, subset(train, index)
+    else:
+        if not torch.equal(features["labels"], train["labels"]):
+            raise ValueError(
+                "the cached train features do not belong to this train.pt (labels differ); "
+                "delete results/features/ and rerun"
+            )
+        trainable, data = head_of(model), subset(features, index)
+    memory_format = torch.channels_last if use_channels_last(device) else torch.preserve_format
+    trainable.to(device, memory_format=memory_format)
+    data = to_device(data, device)
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, run, finder.get("start_lr", DEFAULTS["start_lr"]))
+
+    def make_batches(seed: int) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+        repeat_run = {**run, "seed": seed}
+        return _cycle(lambda epoch: epoch_batches(data, repeat_run, epoch=epoch, device=device))
+
+    def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets, label_smoothing=run.get("label_smoothing", 0.0))
+
+    log.info(
+        "LR range test of %s (%s, %s, batch %d) on %s: %d training images",
+        run["name"], run["model"], run["optimizer"], run["batch_size"], describe(device), len(index),
+    )  # fmt: skip
+    result = repeated_range_test(
+        trainable, optimizer, make_batches, loss_fn, finder, seed=run["seed"],
+        train_mode=set_train_mode, autocast=lambda: autocast(device),
+    )  # fmt: skip
+    for method, s in result["suggestions"].items():
+        log.info(
+            "%s: median %.3g, spread %.2f decades (IQR %.2f) over %d repeats",
+            method, s["median"], s["spread_decades"], s["iqr_decades"], len(s["lrs"]),
+        )  # fmt: skip
+    return {
+        "run": run["name"],
+        "model": run["model"],
+        "optimizer": run["optimizer"],
+        "batch_size": run["batch_size"],
+        **result,
+        "device": describe(device),
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def write_json(result: dict, path: str | Path) -> None:
@@ -301,3 +394,89 @@ def write_json(result: dict, path: str | Path) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def main(
+    *,
+    train_path: str | Path,
+    result_path: str | Path,
+    run: dict,
+    finder: dict,
+    device: str = "auto",
+    features_train: str | Path | None = None,
+    threads: int | None = None,
+) -> dict:
+    """The `lr_find` step: read the prepared data, sweep, write `results/lr_finder/<run>.json`."""
+    from cifarlab.device import pick_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch_device = pick_device(device)
+    finder = finder_settings(finder)  # a bad setting fails before the data are read
+    train = torch.load(train_path, map_location="cpu", weights_only=True)
+    features = None
+    if features_train is not None:
+        features = torch.load(features_train, map_location="cpu", weights_only=True)
+    result = run_lr_finder(run, train, finder, device=torch_device, features=features)
+    write_json(result, result_path)
+    log.info("%s: lr %.3g (%s) written to %s", run["name"], result["lr"], result["chosen"], result_path)
+    return result
+
+
+def median_curve(result: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lrs, median, min, max) of the smoothed loss over repeats, step by step.
+
+    Repeats that stopped early (divergence) are shorter; the curve goes on as long as at least
+    half of the repeats are still running, so that its median is one of the many, not the last.
+    """
+    curves = [r["smoothed"] for r in result["repeats"]]
+    length = sorted((len(c) for c in curves), reverse=True)[(len(curves) - 1) // 2]
+    table = np.full((len(curves), length), np.nan)
+    for i, curve in enumerate(curves):
+        table[i, : min(len(curve), length)] = curve[:length]
+    lrs = np.asarray(result["lrs"][:length])
+    return lrs, np.nanmedian(table, axis=0), np.nanmin(table, axis=0), np.nanmax(table, axis=0)
+
+
+def plot_lr_finder(result_json: str | Path, out_png: str | Path) -> None:
+    """Loss against lr (log axis) of one run's repeated range test: the median smoothed curve,
+    its min-max band over repeats, the points left out of the suggestions shaded, and each
+    suggestion's median marked with its range across repeats and its spread in decades."""
+    from cifarlab import plotting
+
+    with open(result_json) as f:
+        result = json.load(f)
+    lrs, median, low, high = median_curve(result)
+    repeats = len(result["repeats"])
+    fig, axes = plotting.figure(size=(6.0, 3.8))
+    ax = axes[0, 0]
+    colour = plotting.model_colour(result.get("model", ""))
+    ax.fill_between(lrs, low, high, color=colour, alpha=0.2, linewidth=0, label=f"min-max, {repeats} repeats")
+    ax.plot(lrs, median, color=colour, linewidth=1.5, label="median (smoothed)")
+    skip = result.get("skip_start", 0)
+    if skip:
+        ax.axvspan(lrs[0], lrs[min(skip, len(lrs) - 1)], color="#999999", alpha=0.12, linewidth=0)
+    for i, (method, s) in enumerate(result["suggestions"].items()):
+        chosen = method == result["chosen"]
+        c = plotting.SERIES_COLOURS[(i + 1) % len(plotting.SERIES_COLOURS)]
+        ax.axvspan(min(s["lrs"]), max(s["lrs"]), color=c, alpha=0.12, linewidth=0)
+        ax.axvline(
+            s["median"], color=c, linestyle="-" if chosen else "--", linewidth=1.8 if chosen else 1.0,
+            label=f"{method}{' (chosen)' if chosen else ''}: {s['median']:.2g}, "
+            f"spread {s['spread_decades']:.2f} dec",
+        )  # fmt: skip
+    # The blow-up at the right end would squash the useful part: show the fall and a margin above.
+    bottom = float(np.nanmin(low))
+    lowest = int(np.nanargmin(median))
+    top = float(np.nanmax(median[skip : lowest + 1] if lowest >= skip else median))
+    margin = max(0.3 * (top - bottom), 0.02 * abs(top))
+    ax.set_ylim(bottom - 0.2 * margin, min(top + margin, float(np.nanmax(high))) + 0.2 * margin)
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="learning rate",
+        ylabel="training loss (nats, smoothed)",
+        title=f"{result.get('run', Path(result_json).stem)}: {result.get('optimizer', '')}, "
+        f"batch {result.get('batch_size', '?')}; grey: left out",
+    )
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
+    plotting.save(fig, out_png)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from cifarlab import lr_finder
+from cifarlab.config import expand_runs
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -277,3 +283,61 @@ def test_bad_settings_name_the_problem():
         lr_finder.finder_settings({"num_iters": 100})
     with pytest.raises(ValueError, match="suggestion"):
         lr_finder.finder_settings({"suggestion": "minimum"})
+
+
+# --- One run of the lab, end to end --------------------------------------------------------------
+CPU = torch.device("cpu")
+
+
+def lab_run(name: str, **overrides) -> dict:
+    """A run of config/config.yaml, expanded as the workflow does, with `overrides`."""
+    with open(ROOT / "config" / "config.yaml") as f:
+        config = yaml.safe_load(f)
+    return {**expand_runs(config)[name], **overrides}
+
+
+def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
+    synthetic_data, synthetic_files, tmp_path
+):
+    from cifarlab.models import build_model, set_train_mode
+    from cifarlab.train import epoch_batches, stratified_subset, subset
+
+    # A train_subset of 8 batches: the 20-step sweep runs through several epochs of it.
+    run = lab_run("simple_cnn-sgd", train_subset=500, batch_size=64)
+    finder = {"start_lr": 1e-4, "end_lr": 1.0, "num_iter": 20, "repeats": 2, "suggestion": "steepest"}
+    out = tmp_path / "lr_finder" / f"{run['name']}.json"
+    lr_finder.main(train_path=synthetic_files["train"], result_path=out, run=run, finder=finder, device="cpu")
+    result = json.loads(out.read_text())
+
+    assert result["run"] == run["name"] and result["chosen"] == "steepest"
+    assert result["lr"] == result["suggestions"]["steepest"]["median"] > 0
+    assert set(result["suggestions"]) == set(lr_finder.METHODS)
+    for s in result["suggestions"].values():
+        assert len(s["lrs"]) == 2 and s["spread_decades"] >= 0
+    assert len(result["lrs"]) == 20 and result["seconds"] > 0
+    assert [r["seed"] for r in result["repeats"]] == [run["seed"], run["seed"] + 1]
+
+    # Repeat 0 starts from the weights and the first batch that training starts from.
+    train = synthetic_data["train"]
+    data = subset(train, stratified_subset(train["labels"], 500, run["seed"]))
+    x, y = next(epoch_batches(data, run, epoch=0, device=CPU))
+    model = build_model(run, len(train["classes"]))
+    set_train_mode(model)
+    with torch.no_grad():
+        first = F.cross_entropy(model(x), y).item()
+    assert result["repeats"][0]["losses"][0] == pytest.approx(first, rel=1e-5)
+    assert result["repeats"][1]["losses"][0] != pytest.approx(first, rel=1e-5)  # another batch order
+
+    figure = tmp_path / "lr_finder.png"
+    lr_finder.plot_lr_finder(out, figure)
+    assert figure.stat().st_size > 10_000
+
+
+def test_a_bad_finder_setting_fails_before_any_output(synthetic_files, tmp_path):
+    out = tmp_path / "finder.json"
+    with pytest.raises(ValueError, match="unknown lr_finder setting"):
+        lr_finder.main(
+            train_path=synthetic_files["train"], result_path=out, run=lab_run("simple_cnn-adam"),
+            finder={"num_iterations": 50}, device="cpu",
+        )  # fmt: skip
+    assert not out.exists()
