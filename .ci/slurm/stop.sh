@@ -6,6 +6,12 @@ stop() { # name pidfile
     local name=$1 pidfile=$2 pid
     [[ -s "$pidfile" ]] || { echo "slurm: $name not running (no $pidfile)"; return 0; }
     pid=$(cat "$pidfile")
+    # A stale pid file may name a pid reused by another program: check the name first.
+    if [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" != "$name" ]]; then
+        echo "slurm: $name not running (stale $pidfile)"
+        rm -f "$pidfile"
+        return 0
+    fi
     if kill -TERM "$pid" 2>/dev/null; then
         # slurmctld saves its state first: allow it some seconds.
         for _ in $(seq 60); do
