@@ -7,13 +7,36 @@ normalised and resized as one tensor.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import hashlib
+import json
+import logging
 import math
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from cifarlab.config import settings_hash
+from cifarlab.device import autocast, describe, pick_device, synchronize, use_channels_last
+from cifarlab.models import build_model, count_parameters, head_of, set_train_mode
+
+log = logging.getLogger(__name__)
 
 CROP_PADDING = 4  # pixels of zero padding around the image before the random crop (as in torchvision)
+# Every run sees the same test subset (a fair comparison), whatever its own seed.
+TEST_SUBSET_SEED = 0
+# Steps between checks of the loss for NaN/inf: each check waits for the GPU, so not every step.
+DIVERGENCE_CHECK_STEPS = 25
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
 
 
 # --- Data -------------------------------------------------------------------------------
@@ -202,3 +225,468 @@ def build_scheduler(
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     raise ValueError(f"unknown schedule {schedule!r}; use constant, onecycle or cosine")
+
+
+# --- The epoch loop ---------------------------------------------------------------------
+
+
+class TrainingInterrupted(RuntimeError):
+    """A stop signal (SIGTERM, SIGINT) arrived; the checkpoint was saved and a rerun resumes."""
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The RNG of one epoch's batch order and augmentation: a function of (seed, epoch) only,
+    so a resumed run redraws exactly the batches the interrupted one would have seen."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def epoch_batches(
+    data: dict, run: dict, *, epoch: int | None, device: torch.device, start: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of one training epoch (epoch given: shuffled, augmented) or of a test pass (None).
+
+    `data` holds either prepared images or cached features (a "features" key).
+    """
+    train = epoch is not None
+    generator = epoch_generator(run["seed"], epoch) if train else None
+    if "features" in data:
+        return feature_batches(
+            data, run["batch_size"], shuffle=train, generator=generator, device=device, start=start
+        )
+    return batches(
+        data,
+        run["batch_size"],
+        shuffle=train,
+        generator=generator,
+        device=device,
+        augment=run["augment"] if train else "none",
+        image_size=run["image_size"],
+        channels_last=use_channels_last(device),
+        start=start,
+    )
+
+
+def new_running(device: torch.device) -> dict:
+    """Sums over the current epoch; kept on the device so that a step never waits for the GPU."""
+    return {
+        "loss_sum": torch.zeros((), device=device),
+        "correct": torch.zeros((), dtype=torch.long, device=device),
+        "seen": 0,
+        "step": 0,
+        "seconds": 0.0,
+        "lr": float("nan"),
+    }
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    device: torch.device,
+    running: dict,
+    label_smoothing: float = 0.0,
+    stop: list | None = None,
+) -> str:
+    """Train on `batches`, adding to `running` (see new_running) in place.
+
+    Returns "done", "stopped" (a stop signal arrived; the state is that after a whole step) or
+    "diverged" (the loss is NaN or infinite).
+    """
+    set_train_mode(model)
+    for x, y in batches:
+        with autocast(device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        running["lr"] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        running["loss_sum"] += loss.detach() * len(y)
+        running["correct"] += (logits.argmax(1) == y).sum()
+        running["seen"] += len(y)
+        running["step"] += 1
+        if running["step"] % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(running["loss_sum"]):
+            return "diverged"
+        if stop:
+            return "stopped"
+    return "done" if torch.isfinite(running["loss_sum"]) else "diverged"
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> tuple[float, float, torch.Tensor]:
+    """(mean cross-entropy in nats, accuracy in %, predicted classes int64 N on the CPU)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    predictions, correct, seen = [], 0, 0
+    for x, y in batches:
+        with autocast(device):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        predictions.append(logits.argmax(1))
+        correct += (predictions[-1] == y).sum()
+        seen += len(y)
+    return float(loss_sum) / seen, 100.0 * float(correct) / seen, torch.cat(predictions).cpu()
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[list]:
+    """A list that receives the name of SIGTERM/SIGINT when one arrives (truthy = stop asked).
+
+    SLURM sends SIGTERM at its time limit and waits before killing; the loop finishes the current
+    step, saves a checkpoint and exits non-zero, so that Snakemake reruns (and resumes) the job.
+    """
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        log.warning("received %s: stopping after this step and saving the checkpoint", name)
+        received.append(name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """torch.save via a temporary file and a rename: a kill mid-write never leaves a broken file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def rng_states(device: torch.device) -> dict:
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        states["mps"] = torch.mps.get_rng_state()
+    return states
+
+
+def set_rng_states(states: dict, device: torch.device) -> None:
+    torch.set_rng_state(states["cpu"])
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+    if "mps" in states and device.type == "mps":
+        torch.mps.set_rng_state(states["mps"])
+
+
+def run_fingerprint(run: dict, lr: float, cached_features: bool, train: dict, test: dict) -> str:
+    """What a checkpoint must match to be resumed: the settings, the lr and the data's identity."""
+    labels = hashlib.sha256(train["labels"].cpu().numpy().tobytes() + test["labels"].cpu().numpy().tobytes())
+    return settings_hash(
+        {
+            "run": run,
+            "lr": lr,
+            "cached_features": cached_features,
+            "labels": labels.hexdigest(),
+            "mean": train["mean"].tolist(),
+            "std": train["std"].tolist(),
+        }
+    )
+
+
+def load_checkpoint(path: str | Path | None, fingerprint: str) -> dict | None:
+    """The checkpoint at `path` if it belongs to this exact run, else None (a stale one is ignored)."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated file from a crash of torch.save itself: start again
+        log.warning("ignoring unreadable checkpoint %s (%s); training from the start", path, error)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log.warning("ignoring checkpoint %s: it belongs to other settings or data; starting again", path)
+        return None
+    return state
+
+
+def _history_row(epoch: int, running: dict, test_loss: float, test_accuracy: float) -> dict:
+    seen = max(running["seen"], 1)
+    return {
+        "epoch": epoch,
+        "train_loss": float(running["loss_sum"]) / seen,
+        "train_accuracy": 100.0 * float(running["correct"]) / seen,
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+        "lr": running["lr"],
+        "seconds": running["seconds"],
+        "images": running["seen"],  # not in history.csv: for images/s
+    }
+
+
+def train_run(
+    run: dict,
+    train: dict,
+    test: dict,
+    *,
+    device: torch.device,
+    lr: float,
+    lr_source: str = "config",
+    features: dict | None = None,
+    checkpoint: str | Path | None = None,
+) -> dict:
+    """Train one run; returns its result (the `model.pt` fields of docs/architecture.md, plus
+    `model` and `history`).
+
+    train/test: prepared dicts (docs/architecture.md). features: {"train", "test"} cached
+    features of the frozen backbone (the `features` step); then only the head trains, on them.
+    checkpoint: where to save after every epoch (and on SIGTERM/SIGINT) and resume from.
+    Raises TrainingInterrupted after saving, when a stop signal arrives.
+    """
+    classes = train["classes"]
+    model = build_model(run, len(classes))
+    train_index = stratified_subset(train["labels"], run.get("train_subset"), run["seed"])
+    test_index = stratified_subset(test["labels"], run.get("test_subset"), TEST_SUBSET_SEED)
+    if features is None:
+        trainable, train_data, test_data = model, subset(train, train_index), subset(test, test_index)
+    else:
+        for split, data in (("train", train), ("test", test)):
+            if not torch.equal(features[split]["labels"], data["labels"]):
+                raise ValueError(
+                    f"the cached {split} features do not belong to this {split}.pt (labels differ); "
+                    "delete results/features/ and rerun"
+                )
+        trainable = head_of(model)
+        train_data, test_data = subset(features["train"], train_index), subset(features["test"], test_index)
+    fingerprint = run_fingerprint(run, lr, features is not None, train, test)
+    memory_format = torch.channels_last if use_channels_last(device) else torch.preserve_format
+    trainable.to(device, memory_format=memory_format)
+    train_data, test_data = to_device(train_data, device), to_device(test_data, device)
+
+    steps_per_epoch = math.ceil(len(train_data["labels"]) / run["batch_size"])
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, run, lr)
+    scheduler = build_scheduler(optimizer, run, steps_per_epoch)
+    torch.manual_seed(run["seed"])  # dropout and other in-model randomness
+
+    history: list[dict] = []
+    first_epoch, running = 0, None
+    state = load_checkpoint(checkpoint, fingerprint)
+    if state is not None:
+        trainable.load_state_dict(state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_states(state["rng"], device)
+        history, first_epoch = state["history"], state["epoch"]
+        if state["running"] is not None:
+            running = {k: v.to(device) if torch.is_tensor(v) else v for k, v in state["running"].items()}
+        log.info(
+            "resuming %s from %s: epoch %d, step %d",
+            run["name"], checkpoint, first_epoch + 1, running["step"] if running else 0,
+        )  # fmt: skip
+
+    def save(epoch: int, running: dict | None) -> None:
+        if checkpoint is None:
+            return
+        atomic_save(
+            {
+                "fingerprint": fingerprint,
+                "epoch": epoch,  # epochs completed
+                "running": None if running is None else {
+                    k: v.cpu() if torch.is_tensor(v) else v for k, v in running.items()
+                },
+                "trainable": trainable.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_states(device),
+                "history": history,
+            },
+            checkpoint,
+        )  # fmt: skip
+
+    status, diverged = "ok", None
+    show_bar = sys.stderr.isatty()
+    with stop_requests() as stop:
+        for epoch in range(first_epoch, run["epochs"]):
+            running = running or new_running(device)
+            epoch_iter = epoch_batches(train_data, run, epoch=epoch, device=device, start=running["step"])
+            if show_bar:
+                from tqdm import tqdm
+
+                epoch_iter = tqdm(
+                    epoch_iter, total=steps_per_epoch, initial=running["step"], leave=False,
+                    desc=f"{run['name']} epoch {epoch + 1}/{run['epochs']}",
+                )  # fmt: skip
+            started = time.perf_counter()
+            outcome = train_one_epoch(
+                trainable, epoch_iter, optimizer, scheduler, device=device, running=running,
+                label_smoothing=run.get("label_smoothing", 0.0), stop=stop,
+            )  # fmt: skip
+            synchronize(device)
+            running["seconds"] += time.perf_counter() - started
+            if outcome == "stopped":
+                save(epoch, running)
+                raise TrainingInterrupted(
+                    f"{stop[0]} during epoch {epoch + 1}, step {running['step']}: checkpoint saved to "
+                    f"{checkpoint}; rerun to resume"
+                )
+            if outcome == "diverged":
+                status = "diverged"
+                diverged = {"epoch": epoch + 1, "lr": running["lr"], "loss": str(float(running["loss_sum"]))}
+                history.append(_history_row(epoch + 1, running, float("nan"), float("nan")))
+                log.error(
+                    "%s diverged in epoch %d at lr %.3g: the loss is %s; stopping (status: diverged)",
+                    run["name"], epoch + 1, running["lr"], diverged["loss"],
+                )  # fmt: skip
+                break
+            test_loss, test_accuracy, _ = evaluate(
+                trainable, epoch_batches(test_data, run, epoch=None, device=device), device
+            )
+            history.append(_history_row(epoch + 1, running, test_loss, test_accuracy))
+            row = history[-1]
+            log.info(
+                "%s epoch %d/%d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | lr %.3g | %.1f s",
+                run["name"], epoch + 1, run["epochs"], row["train_loss"], row["train_accuracy"],
+                test_loss, test_accuracy, row["lr"], row["seconds"],
+            )  # fmt: skip
+            running = None
+            save(epoch + 1, None)
+            if stop:
+                raise TrainingInterrupted(
+                    f"{stop[0]} after epoch {epoch + 1}: checkpoint saved to {checkpoint}; rerun to resume"
+                )
+
+    total, trainable_count = count_parameters(model)
+    seconds = sum(row["seconds"] for row in history)
+    images = sum(row["images"] for row in history)
+    model.cpu()
+    return {
+        "model": model,
+        "history": history,
+        "run": run,
+        "classes": list(classes),
+        "mean": train["mean"].cpu(),
+        "std": train["std"].cpu(),
+        "lr": lr,
+        "lr_source": lr_source,
+        "status": status,
+        "diverged": diverged,
+        "params_total": total,
+        "params_trainable": trainable_count,
+        "train_seconds": seconds,
+        "images_per_second": images / seconds if seconds > 0 else None,
+        "device": describe(device),
+    }
+
+
+# --- Files ------------------------------------------------------------------------------
+
+
+def write_history(history: list[dict], path: str | Path) -> None:
+    """history.csv: one row per epoch (HISTORY_COLUMNS; accuracies in %, seconds of training)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+            writer.writeheader()
+            writer.writerows({k: row[k] for k in HISTORY_COLUMNS} for row in history)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_history(path: str | Path) -> list[dict]:
+    """history.csv back as a list of rows of floats (epoch as int; NaN where a value is missing)."""
+    with open(path, newline="") as f:
+        return [
+            {k: int(v) if k == "epoch" else float(v) if v != "" else float("nan") for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
+
+
+def save_model(result: dict, path: str | Path) -> None:
+    """model.pt as docs/architecture.md describes it (weights on the CPU, portable across devices)."""
+    saved = {k: v for k, v in result.items() if k not in ("model", "history")}
+    saved["model_state"] = {k: v.detach().cpu() for k, v in result["model"].state_dict().items()}
+    atomic_save(saved, path)
+
+
+def resolve_lr(run: dict, lr_finder: str | Path | None, suggestion: str | None = None) -> tuple[float, str]:
+    """(lr, lr_source): the run's number, or for `lr: auto` the `lr` of the LR finder's JSON."""
+    if run["lr"] != "auto":
+        return float(run["lr"]), "config"
+    if lr_finder is None:
+        raise ValueError(f"run {run['name']!r} has lr: auto but no LR-finder result was given")
+    with open(lr_finder) as f:
+        result = json.load(f)
+    chosen = result.get("chosen")
+    if suggestion is not None and chosen is not None and chosen != suggestion:
+        raise ValueError(
+            f"{lr_finder} holds the {chosen!r} suggestion but the config asks for {suggestion!r}; "
+            "rerun lr_find (snakemake does so when its settings change)"
+        )
+    lr = result.get("lr")
+    if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"{lr_finder}: key 'lr' must be a positive number, got {lr!r}")
+    return float(lr), f"lr_finder:{chosen}"
+
+
+def main(
+    *,
+    train_path: str | Path,
+    test_path: str | Path,
+    model_path: str | Path,
+    history_path: str | Path,
+    run: dict,
+    device: str = "auto",
+    checkpoint: str | Path | None = None,
+    lr_finder: str | Path | None = None,
+    lr_suggestion: str | None = None,
+    features_train: str | Path | None = None,
+    features_test: str | Path | None = None,
+    threads: int | None = None,
+) -> dict:
+    """The `train` step: read the prepared data, train (resuming), write model.pt and history.csv.
+
+    The checkpoint is removed once both outputs are written.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    torch_device = pick_device(device)
+    lr, lr_source = resolve_lr(run, lr_finder, lr_suggestion)
+    train = torch.load(train_path, map_location="cpu", weights_only=True)
+    test = torch.load(test_path, map_location="cpu", weights_only=True)
+    features = None
+    if features_train is not None:
+        features = {
+            "train": torch.load(features_train, map_location="cpu", weights_only=True),
+            "test": torch.load(features_test, map_location="cpu", weights_only=True),
+        }
+    log.info(
+        "training %s (%s) on %s with lr %g (%s)%s",
+        run["name"], run["model"], describe(torch_device), lr, lr_source,
+        " on cached backbone features" if features else "",
+    )  # fmt: skip
+    result = train_run(
+        run, train, test, device=torch_device, lr=lr, lr_source=lr_source, features=features,
+        checkpoint=checkpoint,
+    )  # fmt: skip
+    save_model(result, model_path)
+    write_history(result["history"], history_path)
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
+    log.info(
+        "%s finished: status %s, %.1f s of training, %s images/s",
+        run["name"], result["status"], result["train_seconds"],
+        f"{result['images_per_second']:.0f}" if result["images_per_second"] else "n/a",
+    )  # fmt: skip
+    return result

@@ -1,6 +1,17 @@
-"""Snakemake entry point of the 'evaluate' step."""
+"""Snakemake entry point of the 'evaluate' step: metrics.json of one trained run."""
 
-from cifarlab.logs import log_to, not_implemented
+from cifarlab.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
-    not_implemented("evaluate", 3)
+    from cifarlab.evaluate import main
+
+    inputs = snakemake.input  # noqa: F821
+    main(
+        model_path=inputs.model,
+        history_path=inputs.history,
+        test_path=inputs.test,
+        metrics_path=snakemake.output.metrics,  # noqa: F821
+        device=snakemake.params.device,  # noqa: F821
+        features_test=inputs.get("features_test"),
+        threads=snakemake.threads,  # noqa: F821
+    )

@@ -57,11 +57,22 @@ rule train:
         "../../scripts/train.py"
 
 
+def evaluate_inputs(wildcards):
+    """A head trained on cached features is evaluated on them too (the same predictions, cheaper)."""
+    run = RUNS[wildcards.run]
+    inputs = {
+        "model": f"results/runs/{wildcards.run}/model.pt",
+        "history": f"results/runs/{wildcards.run}/history.csv",
+        "test": f"{DATA}/test.pt",
+    }
+    if uses_cached_features(run):
+        inputs["features_test"] = f"{features_dir(run)}/test.pt"
+    return inputs
+
+
 rule evaluate:
     input:
-        model="results/runs/{run}/model.pt",
-        history="results/runs/{run}/history.csv",
-        test=f"{DATA}/test.pt",
+        unpack(evaluate_inputs),
     output:
         metrics="results/runs/{run}/metrics.json",
     log:

@@ -1,0 +1,229 @@
+"""The `evaluate` step (metrics.json of one run) and the figures drawn from it.
+
+metrics.json follows docs/architecture.md. A diverged run gets its metrics too, with
+test_accuracy and test_loss null and status "diverged", so the report shows it as such instead of
+a meaningless accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cifarlab import plotting
+from cifarlab.device import pick_device
+from cifarlab.models import head_of, load_trained
+from cifarlab.train import TEST_SUBSET_SEED, epoch_batches, evaluate, read_history, stratified_subset, subset
+
+log = logging.getLogger(__name__)
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts, int64 C x C: rows are the true class, columns the predicted one."""
+    flat = labels.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def history_summary(history: list[dict]) -> dict:
+    """best_epoch (1-based, first of the best), best_test_accuracy and final_train_accuracy (%)."""
+    scored = [row for row in history if math.isfinite(row["test_accuracy"])]
+    best = max(scored, key=lambda row: row["test_accuracy"]) if scored else None
+    return {
+        "best_epoch": best["epoch"] if best else None,
+        "best_test_accuracy": best["test_accuracy"] if best else None,
+        "final_train_accuracy": _finite(history[-1]["train_accuracy"]) if history else None,
+    }
+
+
+def compute_metrics(
+    model_path: str | Path,
+    history_path: str | Path,
+    test_path: str | Path,
+    *,
+    device: torch.device,
+    features_test: str | Path | None = None,
+) -> dict:
+    """The metrics.json dict of one trained run (see docs/architecture.md).
+
+    features_test: the cached test features of a frozen backbone; then only the head runs, which
+    gives the same predictions as the whole model on the images (tests/test_features.py).
+    """
+    model, saved = load_trained(model_path, device)
+    run, classes = saved["run"], saved["classes"]
+    history = read_history(history_path)
+    metrics = {
+        "run": run["name"],
+        "model": run["model"],
+        "status": saved["status"],
+        "diverged": saved["diverged"],
+        "test_accuracy": None,
+        "test_loss": None,
+        "per_class_accuracy": None,
+        "confusion_matrix": None,
+        "classes": classes,
+        **history_summary(history),
+        "params_total": saved["params_total"],
+        "params_trainable": saved["params_trainable"],
+        "epochs": run["epochs"],
+        "batch_size": run["batch_size"],
+        "optimizer": run["optimizer"],
+        "lr": saved["lr"],
+        "lr_source": saved["lr_source"],
+        "dropout": run.get("dropout"),
+        "pretrained": run.get("pretrained"),
+        "freeze": run.get("freeze"),
+        "image_size": run["image_size"],
+        "train_seconds": saved["train_seconds"],
+        "images_per_second": saved["images_per_second"],
+        "device": saved["device"],
+        "settings": run,
+    }
+    if saved["status"] != "ok":
+        log.warning("%s: status %s, no test metrics (%s)", run["name"], saved["status"], saved["diverged"])
+        return metrics
+    if features_test is not None:
+        data = torch.load(features_test, map_location="cpu", weights_only=True)
+        model = head_of(model)
+    else:
+        data = torch.load(test_path, map_location="cpu", weights_only=True)
+    data = subset(data, stratified_subset(data["labels"], run.get("test_subset"), TEST_SUBSET_SEED))
+    loss, accuracy, predictions = evaluate(model, epoch_batches(data, run, epoch=None, device=device), device)
+    confusion = confusion_matrix(data["labels"], predictions, len(classes))
+    per_class = 100.0 * confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
+    metrics.update(
+        test_accuracy=accuracy,
+        test_loss=loss,
+        per_class_accuracy={c: float(a) for c, a in zip(classes, per_class, strict=True)},
+        confusion_matrix=confusion.tolist(),
+    )
+    log.info("%s: test accuracy %.2f %%, test loss %.4f", run["name"], accuracy, loss)
+    return metrics
+
+
+def write_json(obj: dict, path: str | Path) -> None:
+    """Strict JSON (NaN/inf refused), written via a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def main(
+    *,
+    model_path: str | Path,
+    history_path: str | Path,
+    test_path: str | Path,
+    metrics_path: str | Path,
+    device: str = "auto",
+    features_test: str | Path | None = None,
+    threads: int | None = None,
+) -> dict:
+    """The `evaluate` step: write metrics.json."""
+    if threads:
+        torch.set_num_threads(threads)
+    metrics = compute_metrics(
+        model_path, history_path, test_path, device=pick_device(device), features_test=features_test
+    )
+    write_json(metrics, metrics_path)
+    return metrics
+
+
+# --- Figures ----------------------------------------------------------------------------
+
+
+def status_note(metrics: dict) -> str | None:
+    """One line saying why a run has no test metrics, or None for a run that finished."""
+    if metrics["status"] == "ok":
+        return None
+    d = metrics.get("diverged") or {}
+    if metrics["status"] == "diverged" and d:
+        return f"diverged in epoch {d['epoch']} at lr {d['lr']:.3g} (loss {d['loss']})"
+    return f"status: {metrics['status']}"
+
+
+def plot_curves(history_csv: str | Path, metrics_json: str | Path, out_png: str | Path) -> None:
+    """Loss and accuracy per epoch, train vs test, one figure per run.
+
+    A widening gap between the train and test curves reads as overfitting; the best test epoch is
+    marked, and a diverged run says so in red where its curves stop.
+    """
+    history = read_history(history_csv)
+    with open(metrics_json) as f:
+        metrics = json.load(f)
+    colour = plotting.model_colour(metrics["model"])
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plotting.figure(ncols=2)
+    for ax, key, label in (
+        (axes[0, 0], "loss", "cross-entropy (nats)"),
+        (axes[0, 1], "accuracy", "accuracy (%)"),
+    ):
+        train = np.array([row[f"train_{key}"] for row in history], dtype=float)
+        test = np.array([row[f"test_{key}"] for row in history], dtype=float)
+        ax.plot(epochs, train, "--o", color=colour, markersize=3, label="train")
+        ax.plot(epochs, test, "-o", color=colour, markersize=3, label="test")
+        if metrics.get("best_epoch") is not None:
+            ax.axvline(
+                metrics["best_epoch"], color="#999999", linestyle=":", linewidth=1, label="best test epoch"
+            )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.legend()
+    note = status_note(metrics)
+    if note:
+        for ax in axes.flat:
+            ax.text(
+                0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", color="#C00000", wrap=True
+            )
+    title = metrics["run"]
+    if metrics.get("test_accuracy") is not None:
+        title += f": test accuracy {metrics['test_accuracy']:.2f} % after {len(history)} epochs"
+    fig.suptitle(title, color="#C00000" if note else "black")
+    plotting.save(fig, out_png)
+
+
+def plot_confusion(metrics_json: str | Path, out_png: str | Path) -> None:
+    """The confusion matrix as row percentages (each true class sums to 100 %)."""
+    with open(metrics_json) as f:
+        metrics = json.load(f)
+    classes = metrics["classes"]
+    fig, axes = plotting.figure(size=(0.45 * len(classes) + 2.0, 0.45 * len(classes) + 1.2))
+    ax = axes[0, 0]
+    note = status_note(metrics)
+    if note or metrics.get("confusion_matrix") is None:
+        # No predictions to show: say why rather than draw an empty matrix that looks like a result.
+        ax.text(0.5, 0.5, f"{metrics['run']}: no test predictions\n{note or ''}", ha="center", va="center",
+                color="#C00000", transform=ax.transAxes)  # fmt: skip
+        ax.set_axis_off()
+        plotting.save(fig, out_png)
+        return
+    counts = np.array(metrics["confusion_matrix"], dtype=float)
+    percent = 100 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    image = ax.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{percent[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                    color="white" if percent[i, j] > 50 else "black")  # fmt: skip
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.grid(False)
+    ax.set_title(f"{metrics['run']}: test accuracy {metrics['test_accuracy']:.2f} %")
+    fig.colorbar(image, ax=ax, label="% of the true class", shrink=0.8)
+    plotting.save(fig, out_png)

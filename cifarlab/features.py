@@ -1,0 +1,93 @@
+"""The `features` step: a frozen backbone's output for every image, computed once.
+
+When only the head of a pretrained-style model trains (freeze: head) and the images are not
+augmented, the backbone is a fixed function of each image. Its output (the input of the last
+layer) is computed here once per split; `train` then trains the head on these vectors, so ten
+epochs cost one backbone pass instead of ten.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cifarlab.device import autocast, describe, pick_device, synchronize, use_channels_last
+from cifarlab.models import build_model, head_of
+from cifarlab.train import atomic_save, batches
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 64  # images per forward pass (inference only)
+
+
+@torch.no_grad()
+def compute_features(
+    model: nn.Module, data: dict, *, image_size: int, device: torch.device, batch_size: int = BATCH_SIZE
+) -> torch.Tensor:
+    """The input of `model`'s head for every image of the prepared dict `data`, in order.
+
+    float32 N x D on the CPU (D = 4096 for vgg16, 512 for resnet18). The model runs in eval mode,
+    without augmentation, exactly as it does in training with a frozen backbone.
+    """
+    captured: list[torch.Tensor] = []
+    # A hook on the head sees what the head receives: the same graph as the full forward pass.
+    hook = head_of(model).register_forward_hook(lambda m, args, out: captured.append(args[0].float().cpu()))
+    model.eval().to(
+        device, memory_format=torch.channels_last if use_channels_last(device) else torch.preserve_format
+    )
+    try:
+        for x, _ in batches(
+            data, batch_size, shuffle=False, generator=None, device=device, augment="none",
+            image_size=image_size, channels_last=use_channels_last(device),
+        ):  # fmt: skip
+            with autocast(device):
+                model(x)
+    finally:
+        hook.remove()
+    return torch.cat(captured)
+
+
+def main(
+    *,
+    train_path: str | Path,
+    test_path: str | Path,
+    out_train: str | Path,
+    out_test: str | Path,
+    backbone: dict,
+    device: str = "auto",
+    threads: int | None = None,
+) -> None:
+    """Write `{features, labels, classes, backbone}` for both splits (docs/architecture.md).
+
+    backbone: {"model", "pretrained", "seed", "image_size"} (the rule's params); the backbone is
+    built by `build_model` exactly as `train` builds it, so the features match its forward pass.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    torch_device = pick_device(device)
+    train = torch.load(train_path, map_location="cpu", weights_only=True)
+    model = build_model({**backbone, "freeze": "head"}, len(train["classes"]))
+    for split, path, out in (("train", train_path, out_train), ("test", test_path, out_test)):
+        data = train if split == "train" else torch.load(path, map_location="cpu", weights_only=True)
+        started = time.perf_counter()
+        features = compute_features(model, data, image_size=backbone["image_size"], device=torch_device)
+        synchronize(torch_device)
+        seconds = time.perf_counter() - started
+        log.info(
+            "%s features of %d %s images (%s, %d px) on %s: %.1f s, %.1f images/s",
+            backbone["model"], len(features), split, "imagenet" if backbone["pretrained"] else "random",
+            backbone["image_size"], describe(torch_device), seconds, len(features) / seconds,
+        )  # fmt: skip
+        atomic_save(
+            {
+                "features": features,
+                "labels": data["labels"],
+                "classes": data["classes"],
+                "backbone": backbone,
+            },
+            out,
+        )

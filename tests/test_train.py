@@ -1,0 +1,344 @@
+"""Training: batches, optimizers, schedules, learning, determinism, checkpoints, signals, divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cifarlab import train as training
+from cifarlab.train import (
+    TrainingInterrupted,
+    batches,
+    build_optimizer,
+    build_scheduler,
+    crop_flip,
+    crop_flip_draws,
+    resolve_lr,
+    stratified_subset,
+    train_run,
+)
+
+CPU = torch.device("cpu")
+
+
+def make_run(**overrides) -> dict:
+    run = {
+        "name": "test_run",
+        "model": "simple_cnn",
+        "epochs": 3,
+        "batch_size": 64,
+        "optimizer": "adam",
+        "lr": 3e-3,
+        "momentum": 0.9,
+        "nesterov": False,
+        "eps": None,
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "warmup_epochs": 0,
+        "label_smoothing": 0.0,
+        "augment": "none",
+        "seed": 0,
+        "train_subset": None,
+        "test_subset": None,
+        "dropout": 0.0,
+        "freeze": "none",
+        "image_size": 32,
+        "pretrained": False,
+    }
+    run.update(overrides)
+    return run
+
+
+def comparable(history: list[dict]) -> list[dict]:
+    """History without the wall-clock column."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+# --- batches ----------------------------------------------------------------------------
+
+
+def test_batches_cover_the_data_once_normalised(synthetic_data):
+    data = synthetic_data["train"]
+    xs, ys = [], []
+    for x, y in batches(data, 300, shuffle=False, generator=None, device=CPU, augment="none", image_size=32):
+        assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32)
+        xs.append(x)
+        ys.append(y)
+    x, y = torch.cat(xs), torch.cat(ys)
+    assert torch.equal(y, data["labels"])
+    # Normalised with the training set's own mean/std: zero mean, unit std per channel.
+    torch.testing.assert_close(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3, rtol=0)
+    expected = (data["images"][5].float() / 255 - data["mean"].view(3, 1, 1)) / data["std"].view(3, 1, 1)
+    torch.testing.assert_close(x[5], expected)
+
+
+def test_shuffled_batches_are_a_permutation_and_resized(synthetic_data):
+    data = synthetic_data["test"]
+    g = torch.Generator().manual_seed(0)
+    parts = list(batches(data, 64, shuffle=True, generator=g, device=CPU, augment="crop_flip", image_size=48))
+    assert [len(y) for _, y in parts] == [64] * 7 + [500 - 7 * 64]
+    assert parts[0][0].shape == (64, 3, 48, 48)
+    labels = torch.cat([y for _, y in parts])
+    assert not torch.equal(labels, data["labels"])
+    assert torch.equal(labels.sort().values, data["labels"].sort().values)
+
+
+def test_crop_flip_matches_a_per_image_reference():
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    out = crop_flip(images, torch.Generator().manual_seed(3))
+    dy, dx, flip = crop_flip_draws(6, torch.Generator().manual_seed(3))
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    for i in range(6):  # the slow, obvious way: crop, then flip
+        expected = padded[i, :, dy[i, 0] : dy[i, 0] + 8, dx[i, 0] : dx[i, 0] + 8]
+        expected = expected.flip(-1) if flip[i] else expected
+        assert torch.equal(out[i], expected)
+    assert flip.any() and not flip.all()
+
+
+def test_resuming_mid_epoch_yields_the_remaining_batches(synthetic_data):
+    kwargs = dict(shuffle=True, device=CPU, augment="crop_flip", image_size=32)
+    full = list(batches(synthetic_data["test"], 64, generator=torch.Generator().manual_seed(5), **kwargs))
+    rest = list(
+        batches(synthetic_data["test"], 64, generator=torch.Generator().manual_seed(5), start=3, **kwargs)
+    )
+    assert len(rest) == len(full) - 3
+    for (a, ya), (b, yb) in zip(full[3:], rest, strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+
+
+def test_stratified_subset_keeps_class_shares(synthetic_data):
+    labels = synthetic_data["train"]["labels"]  # 200 per class
+    index = stratified_subset(labels, 105, seed=1)
+    assert len(index) == 105 == len(set(index.tolist()))
+    counts = labels[index].bincount(minlength=10)
+    assert counts.min() >= 10 and counts.max() <= 11
+    assert torch.equal(index, stratified_subset(labels, 105, seed=1))
+    assert not torch.equal(index, stratified_subset(labels, 105, seed=2))
+    assert torch.equal(stratified_subset(labels, None, seed=0), torch.arange(len(labels)))
+
+
+# --- optimizers and schedules -----------------------------------------------------------
+
+
+def test_optimizers_and_their_defaults():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    yogi = build_optimizer(params, make_run(optimizer="yogi", eps=None), 0.01)
+    assert type(yogi).__name__ == "Yogi" and yogi.defaults["eps"] == 1e-3  # its own default, not adam's
+    assert build_optimizer(params, make_run(optimizer="yogi", eps=1e-8), 0.01).defaults["eps"] == 1e-8
+    assert build_optimizer(params, make_run(optimizer="adam"), 0.01).defaults["eps"] == 1e-8
+    sgd = build_optimizer(params, make_run(optimizer="sgd", nesterov=True, weight_decay=5e-4), 0.1)
+    assert (
+        sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 5e-4
+    )
+    adamw = build_optimizer(params, make_run(optimizer="adamw", weight_decay=0.05), 1e-3)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.05
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        build_optimizer(params, make_run(optimizer="lion"), 0.1)
+
+
+def lrs(schedule: str, **overrides) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = build_scheduler(
+        optimizer, make_run(epochs=4, schedule=schedule, **overrides), steps_per_epoch=10
+    )
+    seen = []
+    for _ in range(40):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return seen
+
+
+def test_schedules():
+    assert lrs("constant") == [0.1] * 40
+    onecycle = lrs("onecycle")
+    assert max(onecycle) == pytest.approx(0.1) and onecycle[0] < 0.01 and onecycle[-1] < 1e-4
+    cosine = lrs("cosine", warmup_epochs=1)
+    assert cosine[:10] == pytest.approx([0.01 * (i + 1) for i in range(10)])  # linear warmup
+    assert all(a >= b for a, b in zip(cosine[9:], cosine[10:], strict=False))  # then decays
+    assert cosine[-1] < 0.001
+    assert lrs("cosine")[0] == pytest.approx(0.1)
+
+
+# --- the training loop ------------------------------------------------------------------
+
+
+def test_a_small_model_learns(synthetic_data):
+    run = make_run(epochs=3)
+    result = train_run(run, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=run["lr"])
+    assert result["status"] == "ok"
+    assert result["history"][-1]["test_accuracy"] > 30  # chance is 10 %
+    assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
+    assert result["params_total"] == result["params_trainable"] == 62_006
+    assert result["images_per_second"] > 0 and result["device"].startswith("cpu")
+
+
+def test_same_seed_and_settings_give_identical_runs(synthetic_data):
+    run = make_run(
+        model="dropout_cnn", dropout=0.5, augment="crop_flip", epochs=2, train_subset=256, test_subset=100
+    )
+    a = train_run(run, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=run["lr"])
+    b = train_run(run, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=run["lr"])
+    assert comparable(a["history"]) == comparable(b["history"])
+    assert same_state(a["model"], b["model"])
+
+
+def test_recipe_settings_train(synthetic_data):
+    """Augmentation, label smoothing, weight decay, a warmup+cosine schedule and a subset together."""
+    run = make_run(
+        model="dropout_cnn", dropout=0.2, optimizer="sgd", lr=0.02, nesterov=True, schedule="cosine",
+        warmup_epochs=1, label_smoothing=0.1, augment="crop_flip", weight_decay=5e-4, epochs=2,
+        train_subset=400, test_subset=100,
+    )  # fmt: skip
+    result = train_run(run, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=run["lr"])
+    assert result["status"] == "ok" and len(result["history"]) == 2
+    assert result["history"][0]["lr"] == pytest.approx(0.02)  # the end of the warmup epoch
+    assert result["history"][1]["lr"] < 0.002  # cosine down to ~0
+
+
+def test_a_crashed_run_resumes_from_its_last_epoch(synthetic_data, tmp_path, monkeypatch):
+    run = make_run(epochs=3, augment="crop_flip", train_subset=400, test_subset=100)
+    data = (run, synthetic_data["train"], synthetic_data["test"])
+    reference = train_run(*data, device=CPU, lr=run["lr"])
+
+    checkpoint = tmp_path / "ckpt.pt"
+    real_evaluate, calls = training.evaluate, []
+
+    def crash_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash (node lost)")
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", crash_in_epoch_two)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(training, "evaluate", real_evaluate)
+
+    resumed = train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
+    assert comparable(resumed["history"]) == comparable(reference["history"])
+    assert same_state(resumed["model"], reference["model"])
+
+
+def test_sigterm_mid_epoch_saves_and_resumes_exactly(synthetic_data, tmp_path, monkeypatch):
+    """A stop signal mid-epoch saves the step and the RNG; the resumed run matches, dropout included."""
+    run = make_run(
+        model="dropout_cnn", dropout=0.3, epochs=2, augment="crop_flip", train_subset=384, test_subset=64
+    )
+    data = (run, synthetic_data["train"], synthetic_data["test"])
+    reference = train_run(*data, device=CPU, lr=run["lr"])
+
+    real_batches = training.epoch_batches
+
+    def signal_at_step_three_of_epoch_two(data, run, *, epoch, device, start=0):
+        for i, batch in enumerate(real_batches(data, run, epoch=epoch, device=device, start=start)):
+            if epoch == 1 and i == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    checkpoint = tmp_path / "ckpt.pt"
+    monkeypatch.setattr(training, "epoch_batches", signal_at_step_three_of_epoch_two)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM during epoch 2, step 4"):
+        train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert (saved["epoch"], saved["running"]["step"]) == (1, 4)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+    monkeypatch.setattr(training, "epoch_batches", real_batches)
+
+    resumed = train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
+    assert comparable(resumed["history"]) == comparable(reference["history"])
+    assert same_state(resumed["model"], reference["model"])
+
+
+def test_a_changed_run_never_resumes_a_stale_checkpoint(synthetic_data, tmp_path):
+    checkpoint = tmp_path / "ckpt.pt"
+    old = make_run(epochs=1, train_subset=300, test_subset=100)
+    train_run(
+        old, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=old["lr"], checkpoint=checkpoint
+    )
+    new = make_run(epochs=1, lr=1e-3, train_subset=300, test_subset=100)
+    fresh = train_run(new, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=new["lr"])
+    after = train_run(
+        new, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=new["lr"], checkpoint=checkpoint
+    )
+    assert comparable(after["history"]) == comparable(fresh["history"])
+
+
+def test_an_absurd_lr_stops_the_run_as_diverged(synthetic_data):
+    run = make_run(optimizer="sgd", lr=1e6, epochs=3, test_subset=100)
+    result = train_run(run, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=run["lr"])
+    assert result["status"] == "diverged"
+    assert result["diverged"]["epoch"] == 1 and result["diverged"]["lr"] == 1e6
+    assert result["diverged"]["loss"] in ("nan", "inf")
+    assert len(result["history"]) == 1 and math.isnan(result["history"][0]["test_accuracy"])
+
+
+def test_lr_auto_reads_the_lr_finder_result(tmp_path):
+    path = tmp_path / "finder.json"
+    path.write_text(json.dumps({"lr": 0.0123, "chosen": "valley"}))
+    assert resolve_lr(make_run(lr="auto"), path, "valley") == (0.0123, "lr_finder:valley")
+    assert resolve_lr(make_run(lr=0.5), None) == (0.5, "config")
+    with pytest.raises(ValueError, match="config asks for 'steepest'"):
+        resolve_lr(make_run(lr="auto"), path, "steepest")
+    path.write_text(json.dumps({"lr": None, "chosen": "valley"}))
+    with pytest.raises(ValueError, match="must be a positive number"):
+        resolve_lr(make_run(lr="auto"), path, "valley")
+
+
+SUBPROCESS = """
+import sys, json, torch
+from cifarlab.train import main
+torch.set_num_threads({threads})
+main(train_path={train!r}, test_path={test!r}, model_path={model!r}, history_path={history!r},
+     run=json.loads({run!r}), device="cpu", checkpoint={checkpoint!r})
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_training_process_exits_nonzero_then_resumes(synthetic_files, tmp_path):
+    run = make_run(epochs=3, train_subset=640, test_subset=100)
+    paths = {
+        "train": str(synthetic_files["train"]),
+        "test": str(synthetic_files["test"]),
+        "model": str(tmp_path / "model.pt"),
+        "history": str(tmp_path / "history.csv"),
+        "checkpoint": str(tmp_path / "checkpoints" / "run.pt"),
+    }
+    code = SUBPROCESS.format(threads=torch.get_num_threads(), run=json.dumps(run), **paths)
+    process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(paths["checkpoint"]):  # the first epoch's checkpoint
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0, "a stopped run must fail so that Snakemake reruns it"
+    assert "TrainingInterrupted: SIGTERM" in stderr and "rerun to resume" in stderr
+    assert not os.path.exists(paths["model"]) and not os.path.exists(paths["history"])
+    assert os.path.exists(paths["checkpoint"])
+
+    resumed = training.main(
+        train_path=paths["train"], test_path=paths["test"], model_path=paths["model"],
+        history_path=paths["history"], run=run, device="cpu", checkpoint=paths["checkpoint"],
+    )  # fmt: skip
+    assert os.path.exists(paths["model"]) and not os.path.exists(paths["checkpoint"])
+    data = {split: torch.load(path, weights_only=True) for split, path in synthetic_files.items()}
+    reference = train_run(run, data["train"], data["test"], device=CPU, lr=run["lr"])
+    assert comparable(resumed["history"]) == comparable(reference["history"])
