@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on clusters and CI
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 STYLE = {
     "font.size": 9,
@@ -75,3 +76,9 @@ def dedup_legend(ax, **kwargs) -> None:
     unique = dict(zip(labels, handles, strict=True))
     if unique:
         ax.legend(unique.values(), unique.keys(), **kwargs)
+
+
+def epoch_axis(ax) -> None:
+    """Label the x axis 'epoch' with whole-number ticks."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))

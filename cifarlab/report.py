@@ -133,7 +133,8 @@ def status_text(metrics: dict) -> str:
     status = metrics["status"]
     info = metrics.get("diverged")
     if status == "diverged" and info:
-        return f"diverged at epoch {info.get('epoch')} (lr {info.get('lr'):.3g})"
+        lr = info.get("lr")
+        return f"diverged at epoch {info.get('epoch')}" + (f" (lr {lr:.3g})" if lr is not None else "")
     return str(status)
 
 
@@ -527,12 +528,46 @@ def sweep_groups(runs: dict[str, dict], setting: str) -> dict[str, list[str]]:
     return groups
 
 
+def run_labels(run: dict, figure: str) -> dict[str, str]:
+    """Labels (table columns) of a per-run figure in Snakemake's report: run, model, dropout, optimizer."""
+    return {
+        "run": run["name"],
+        "model": run["model"],
+        "dropout": f"{run['dropout']:g}",
+        "optimizer": run["optimizer"],
+        "figure": figure,
+    }
+
+
 def _by_run(paths: Iterable[str | Path]) -> dict[str, dict]:
     metrics = [load_metrics(p) for p in paths]
     return {m["run"]: m for m in metrics}
 
 
-FAILED_MARKER = {"marker": "x", "color": "#C00000", "s": 40, "zorder": 3}
+FAILED_COLOUR = "#C00000"
+
+
+def mark_failed(ax, x: float, text: str = "") -> None:
+    """A red cross on the bottom edge of `ax` at data position x: a run that has no value here.
+
+    Drawn in axes coordinates so that it never reads as a value of 0.
+    """
+    style = {"marker": "x", "color": FAILED_COLOUR, "s": 40, "zorder": 3, "clip_on": False}
+    ax.scatter(x, 0, transform=ax.get_xaxis_transform(), label="no value (diverged/failed)", **style)
+    ax.update_datalim([(x, 0)], updatey=False)  # a blended artist does not widen the x range itself
+    ax.autoscale_view()
+    if text:  # beside the cross, towards the middle; kept out of the layout, which cannot size it
+        right_half = ax.transLimits.transform((x, ax.get_ylim()[0]))[0] > 0.5
+        label = ax.text(
+            x,
+            0.03,
+            f" {text} ",
+            transform=ax.get_xaxis_transform(),
+            fontsize=6,
+            color=FAILED_COLOUR,
+            ha="right" if right_half else "left",
+        )
+        label.set_in_layout(False)
 
 
 def plot_accuracy_scatter(metrics_paths: Sequence[str | Path], x: str, output: str | Path) -> None:
@@ -543,9 +578,8 @@ def plot_accuracy_scatter(metrics_paths: Sequence[str | Path], x: str, output: s
     labels = {"params_total": "parameters (total)", "train_seconds": "training time (s)"}
     if x not in labels:
         raise ValueError(f"x must be one of {list(labels)}, got {x!r}")
-    fig, axes = plotting.figure(size=(6.0, 4.0))
+    fig, axes = plotting.figure(size=(6.0, 4.0), layout="constrained")
     ax = axes[0, 0]
-    failed_label = "no accuracy (diverged/failed)"
     for m in (load_metrics(p) for p in metrics_paths):
         value = m[x]
         if m["status"] == "ok" and m["test_accuracy"] is not None:
@@ -554,15 +588,7 @@ def plot_accuracy_scatter(metrics_paths: Sequence[str | Path], x: str, output: s
                 m["run"], (value, m["test_accuracy"]), fontsize=6, xytext=(3, 3), textcoords="offset points"
             )
         else:
-            ax.scatter(value, 0, label=failed_label, clip_on=False, **FAILED_MARKER)
-            ax.annotate(
-                f"{m['run']}: {m['status']}",
-                (value, 0),
-                fontsize=6,
-                color="#C00000",
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
+            mark_failed(ax, value, f"{m['run']}: {m['status']}")
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
     ax.set_xlabel(labels[x])
@@ -578,7 +604,7 @@ def plot_dropout_sweep(metrics_paths: Sequence[str | Path], groups: dict[str, li
             "this study has no dropout sweep: give a run `sweep: {dropout: [...]}` in the config"
         )
     by_run = _by_run(metrics_paths)
-    fig, axes = plotting.figure(ncols=2)
+    fig, axes = plotting.figure(ncols=2, sharex=True, layout="constrained")
     acc_ax, gap_ax = axes[0]
     for i, (label, names) in enumerate(groups.items()):
         colour = plotting.series_colour(i)
@@ -587,7 +613,8 @@ def plot_dropout_sweep(metrics_paths: Sequence[str | Path], groups: dict[str, li
         acc_ax.plot(p, [m["test_accuracy"] for m in ok], "o-", color=colour, label=label)
         gap_ax.plot(p, [train_test_gap(m) for m in ok], "o-", color=colour, label=label)
         for m in (by_run[n] for n in names if by_run[n]["status"] != "ok"):
-            acc_ax.scatter(m["dropout"], 0, label="diverged/failed", clip_on=False, **FAILED_MARKER)
+            for ax in (acc_ax, gap_ax):
+                mark_failed(ax, m["dropout"], m["status"])
     acc_ax.set(xlabel="dropout p", ylabel="test accuracy (%)", title="accuracy")
     acc_ax.set_ylim(bottom=0)
     gap_ax.set(xlabel="dropout p", ylabel="train - test accuracy (points)", title="overfitting (gap)")
@@ -607,7 +634,7 @@ def plot_optimizers(
         raise ValueError("this study has no optimizer sweep: give a run `sweep: {optimizer: [...]}`")
     by_run = _by_run(metrics_paths)
     histories = {m["run"]: load_history(h) for m, h in zip(by_run.values(), history_paths, strict=True)}
-    fig, axes = plotting.figure(ncols=2, nrows=len(groups))
+    fig, axes = plotting.figure(ncols=2, nrows=len(groups), layout="constrained")
     for row, (label, names) in zip(axes, groups.items(), strict=True):
         loss_ax, acc_ax = row
         for i, name in enumerate(names):
@@ -617,8 +644,10 @@ def plot_optimizers(
             style = {"color": plotting.series_colour(i), "label": tag, "marker": "o", "markersize": 3}
             loss_ax.plot(epochs, [h["test_loss"] for h in history], **style)
             acc_ax.plot(epochs, [h["test_accuracy"] for h in history], **style)
-        loss_ax.set(xlabel="epoch", ylabel="test loss (nats)", title=f"{label}: test loss")
-        acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{label}: test accuracy")
+        loss_ax.set(ylabel="test loss (nats)", title=f"{label}: test loss")
+        acc_ax.set(ylabel="test accuracy (%)", title=f"{label}: test accuracy")
+        plotting.epoch_axis(loss_ax)
+        plotting.epoch_axis(acc_ax)
         loss_ax.legend()
     plotting.save(fig, output)
 
@@ -634,7 +663,7 @@ def plot_learning_curves(
     metrics = [load_metrics(p) for p in metrics_paths]
     ncols = min(4, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    fig, axes = plotting.figure(ncols=ncols, nrows=nrows, size=(2.6, 2.0), sharey=True)
+    fig, axes = plotting.figure(ncols=ncols, nrows=nrows, size=(2.6, 2.0), sharey=True, layout="constrained")
     for ax, m, path in zip(axes.flat, metrics, history_paths, strict=False):
         history = load_history(path)
         epochs = [h["epoch"] for h in history]
@@ -649,7 +678,7 @@ def plot_learning_curves(
         if pairs:
             e, a, b = zip(*pairs, strict=True)
             ax.fill_between(e, a, b, color=colour, alpha=0.15, linewidth=0)
-        ax.set_title(m["run"], fontsize=8, color="#C00000" if m["status"] != "ok" else "black")
+        ax.set_title(m["run"], fontsize=8, color=FAILED_COLOUR if m["status"] != "ok" else "black")
         if m["status"] != "ok":
             ax.text(
                 0.5, 0.5, status_text(m), transform=ax.transAxes, ha="center", color="#C00000", fontsize=7
@@ -658,8 +687,8 @@ def plot_learning_curves(
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy (%)")
-    for ax in axes[-1, :]:
-        ax.set_xlabel("epoch")
+    for ax in axes.flat:
+        plotting.epoch_axis(ax)
     axes[0, 0].legend(loc="lower right")
     plotting.save(fig, output)
 
@@ -892,7 +921,8 @@ def build_page(
         parts.append(
             "<p>Sanity check (Adebayo et al. 2018): Spearman rank correlation between the maps of the "
             "trained model and of the same model with randomised weights. A method that explains the "
-            "model should change: high correlation fails the check.</p>"
+            "model should change: high correlation fails the check. '-': the randomised model's map was "
+            "constant (no rank order), which counts as changed.</p>"
         )
         parts.append(
             _table_html(

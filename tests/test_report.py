@@ -543,7 +543,8 @@ def _snakemake(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_report_rules_through_snakemake(tmp_path):
-    """The plot and report rules run on step outputs; one run's new metrics rerun only what shows it."""
+    """The plot and report rules run on step outputs, `snakemake --report` works, and one run's new
+    metrics rerun only the figures that show that run, and the page."""
     for item in ("Snakefile", "workflow", "scripts", "environment.yaml"):
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
     runs = write_study(tmp_path)
@@ -554,6 +555,10 @@ def test_report_rules_through_snakemake(tmp_path):
     assert table[: table.index("</table>")].count("<tr") == len(runs) + 1
     for name in ("accuracy_vs_params", "dropout_sweep", "optimizers", "learning_curves", "lr_finder"):
         assert (tmp_path / f"results/figures/report/{name}.png").stat().st_size > 0
+    # Snakemake's own report, with the figures marked report() and their captions.
+    result = _snakemake(tmp_path, "--report", "results/report/snakemake.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Learning curves of run" in (tmp_path / "results/report/snakemake.html").read_text()
     # A new vit result: the figures that show vit and the page rerun, the sweeps do not.
     metrics = tmp_path / "results/runs/vit/metrics.json"
     metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "test_accuracy": 12.5}))

@@ -2,32 +2,14 @@
 # plotting style reruns plotting only. Styles live in cifarlab/plotting.py; the options of a
 # figure are the `params` of its rule, so changing one reruns that figure (and the page) only.
 
-from cifarlab.report import sweep_groups
+from cifarlab.report import run_labels, sweep_groups
 
 # Which runs the sweep figures compare, from each run's `sweep` settings (not from names).
 DROPOUT_SWEEPS = sweep_groups(RUNS, "dropout")
 OPTIMIZER_SWEEPS = sweep_groups(RUNS, "optimizer")
+DROPOUT_RUNS = [name for names in DROPOUT_SWEEPS.values() for name in names]
+OPTIMIZER_RUNS = [name for names in OPTIMIZER_SWEEPS.values() for name in names]
 COMPARISON = "results/figures/report"
-
-
-def run_labels(figure):
-    """Labels of a per-run figure in Snakemake's report: run, model, dropout, optimizer."""
-
-    def labels(wildcards):
-        run = RUNS[wildcards.run]
-        return {
-            "run": wildcards.run,
-            "model": run["model"],
-            "dropout": f"{run['dropout']:g}",
-            "optimizer": run["optimizer"],
-            "figure": figure,
-        }
-
-    return labels
-
-
-def sweep_inputs(groups, pattern):
-    return [pattern.format(run=name) for names in groups.values() for name in names]
 
 
 rule plot_curves:
@@ -39,7 +21,7 @@ rule plot_curves:
             "results/figures/curves/{run}.png",
             category="Learning curves",
             caption="../report/curves.rst",
-            labels=run_labels("learning curves"),
+            labels=lambda w: run_labels(RUNS[w.run], "learning curves"),
         ),
     log:
         "logs/plots/curves/{run}.log",
@@ -57,7 +39,7 @@ rule plot_confusion:
             "results/figures/confusion/{run}.png",
             category="Confusion matrices",
             caption="../report/confusion.rst",
-            labels=run_labels("confusion matrix"),
+            labels=lambda w: run_labels(RUNS[w.run], "confusion matrix"),
         ),
     log:
         "logs/plots/confusion/{run}.log",
@@ -75,7 +57,7 @@ rule plot_lr_finder:
             "results/figures/lr_finder/{run}.png",
             category="LR finder",
             caption="../report/lr_finder.rst",
-            labels=run_labels("LR range test"),
+            labels=lambda w: run_labels(RUNS[w.run], "LR range test"),
         ),
     log:
         "logs/plots/lr_finder/{run}.log",
@@ -94,7 +76,7 @@ rule plot_saliency:
             "results/figures/saliency/{run}.png",
             category="Saliency",
             caption="../report/saliency.rst",
-            labels=run_labels("saliency maps"),
+            labels=lambda w: run_labels(RUNS[w.run], "saliency maps"),
         ),
     log:
         "logs/plots/saliency/{run}.log",
@@ -168,7 +150,7 @@ rule plot_accuracy_vs_time:
 
 rule plot_dropout_sweep:
     input:
-        metrics=sweep_inputs(DROPOUT_SWEEPS, "results/runs/{run}/metrics.json"),
+        metrics=expand("results/runs/{run}/metrics.json", run=DROPOUT_RUNS),
     output:
         report(
             f"{COMPARISON}/dropout_sweep.png",
@@ -188,8 +170,8 @@ rule plot_dropout_sweep:
 
 rule plot_optimizers:
     input:
-        metrics=sweep_inputs(OPTIMIZER_SWEEPS, "results/runs/{run}/metrics.json"),
-        histories=sweep_inputs(OPTIMIZER_SWEEPS, "results/runs/{run}/history.csv"),
+        metrics=expand("results/runs/{run}/metrics.json", run=OPTIMIZER_RUNS),
+        histories=expand("results/runs/{run}/history.csv", run=OPTIMIZER_RUNS),
     output:
         report(
             f"{COMPARISON}/optimizers.png",
