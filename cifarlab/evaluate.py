@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from cifarlab import plotting
 from cifarlab.device import pick_device
@@ -185,14 +186,17 @@ def plot_curves(history_csv: str | Path, metrics_json: str | Path, out_png: str 
         ax.set_ylabel(label)
         ax.legend()
     note = status_note(metrics)
-    if note:
-        for ax in axes.flat:
-            ax.text(
-                0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", color="#C00000", wrap=True
-            )
+    last = max(epochs, default=1)
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(0.5, last + 0.5)
+        if note and metrics.get("diverged"):
+            ax.axvline(metrics["diverged"]["epoch"], color="#C00000", linestyle="--", linewidth=1)
     title = metrics["run"]
     if metrics.get("test_accuracy") is not None:
         title += f": test accuracy {metrics['test_accuracy']:.2f} % after {len(history)} epochs"
+    if note:
+        title += f": {note}"
     fig.suptitle(title, color="#C00000" if note else "black")
     plotting.save(fig, out_png)
 

@@ -1,0 +1,143 @@
+"""The train and evaluate steps end to end on files: model.pt, history.csv, metrics.json, figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from cifarlab import evaluate as evaluation
+from cifarlab import train as training
+from cifarlab.models import load_trained
+
+# docs/architecture.md: the keys of metrics.json and of model.pt
+METRICS_KEYS = {
+    "run", "model", "status", "diverged", "test_accuracy", "test_loss", "per_class_accuracy",
+    "confusion_matrix", "classes", "best_epoch", "best_test_accuracy", "final_train_accuracy",
+    "params_total", "params_trainable", "epochs", "batch_size", "optimizer", "lr", "lr_source",
+    "dropout", "pretrained", "freeze", "image_size", "train_seconds", "images_per_second", "device",
+    "settings",
+}  # fmt: skip
+MODEL_KEYS = {
+    "model_state", "run", "classes", "mean", "std", "lr", "lr_source", "status", "diverged",
+    "params_total", "params_trainable", "train_seconds", "images_per_second", "device",
+}  # fmt: skip
+
+
+def run_settings(**overrides) -> dict:
+    run = {
+        "name": "simple_cnn-adam", "model": "simple_cnn", "epochs": 3, "batch_size": 64,
+        "optimizer": "adam", "lr": 3e-3, "momentum": 0.9, "nesterov": False, "eps": None,
+        "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0, "label_smoothing": 0.0,
+        "augment": "none", "seed": 0, "train_subset": 1000, "test_subset": 300, "dropout": 0.0,
+        "freeze": "none", "image_size": 32, "pretrained": False, "entry": "simple_cnn",
+        "sweep": {"optimizer": "adam"},
+    }  # fmt: skip
+    run.update(overrides)
+    return run
+
+
+def train_and_evaluate(folder, files, run) -> dict:
+    paths = {name: folder / name for name in ("model.pt", "history.csv", "metrics.json")}
+    training.main(
+        train_path=files["train"], test_path=files["test"], model_path=paths["model.pt"],
+        history_path=paths["history.csv"], run=run, device="cpu", checkpoint=folder / "ckpt" / "run.pt",
+    )  # fmt: skip
+    evaluation.main(
+        model_path=paths["model.pt"], history_path=paths["history.csv"], test_path=files["test"],
+        metrics_path=paths["metrics.json"], device="cpu",
+    )  # fmt: skip
+    return paths
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, synthetic_files) -> dict:
+    return train_and_evaluate(tmp_path_factory.mktemp("run_ok"), synthetic_files, run_settings())
+
+
+@pytest.fixture(scope="module")
+def diverged(tmp_path_factory, synthetic_files) -> dict:
+    run = run_settings(name="simple_cnn-sgd", optimizer="sgd", lr=1e6, epochs=2)
+    return train_and_evaluate(tmp_path_factory.mktemp("run_diverged"), synthetic_files, run)
+
+
+def test_train_writes_model_and_history_and_removes_its_checkpoint(finished):
+    saved = torch.load(finished["model.pt"], weights_only=True)
+    assert MODEL_KEYS <= set(saved)
+    assert saved["status"] == "ok" and saved["diverged"] is None
+    assert (saved["lr"], saved["lr_source"]) == (3e-3, "config")
+    with open(finished["history.csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(training.HISTORY_COLUMNS)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert not (finished["model.pt"].parent / "ckpt" / "run.pt").exists()
+
+
+def test_metrics_follow_the_contract_and_agree_with_training(finished):
+    metrics = json.loads(finished["metrics.json"].read_text())
+    assert set(metrics) == METRICS_KEYS
+    history = training.read_history(finished["history.csv"])
+    # Same model, same test images: evaluate reproduces the last epoch's test accuracy.
+    assert metrics["test_accuracy"] == pytest.approx(history[-1]["test_accuracy"])
+    assert metrics["test_loss"] == pytest.approx(history[-1]["test_loss"], rel=1e-5)
+    assert metrics["test_accuracy"] > 15  # above chance (10 %); how well it learns: test_train.py
+    confusion = torch.tensor(metrics["confusion_matrix"])
+    assert confusion.shape == (10, 10) and int(confusion.sum()) == 300  # the test subset
+    assert confusion.sum(1).tolist() == [30] * 10  # stratified
+    assert 100 * confusion.diag().sum().item() / 300 == pytest.approx(metrics["test_accuracy"])
+    for i, name in enumerate(metrics["classes"]):
+        assert metrics["per_class_accuracy"][name] == pytest.approx(100 * confusion[i, i].item() / 30)
+    best = max(history, key=lambda row: row["test_accuracy"])
+    assert (metrics["best_epoch"], metrics["best_test_accuracy"]) == (best["epoch"], best["test_accuracy"])
+    assert metrics["final_train_accuracy"] == pytest.approx(history[-1]["train_accuracy"])
+    assert (metrics["params_total"], metrics["params_trainable"]) == (62_006, 62_006)
+    assert metrics["status"] == "ok" and metrics["settings"]["name"] == "simple_cnn-adam"
+    assert metrics["images_per_second"] > 0 and metrics["train_seconds"] > 0
+
+
+def test_load_trained_gives_back_the_trained_model(finished, synthetic_data):
+    model, saved = load_trained(finished["model.pt"], "cpu")
+    assert not model.training
+    x = training.to_float(synthetic_data["test"]["images"][:8], saved["mean"], saved["std"], 32)
+    with torch.no_grad():
+        out = model(x)
+    fresh = training.build_model(saved["run"], 10).eval()
+    with torch.no_grad():
+        assert not torch.allclose(out, fresh(x))  # trained weights, not the initialisation
+
+
+def test_a_diverged_run_is_reported_as_such(diverged):
+    saved = torch.load(diverged["model.pt"], weights_only=True)
+    assert saved["status"] == "diverged" and saved["diverged"]["epoch"] == 1
+    metrics = json.loads(diverged["metrics.json"].read_text())  # strict JSON: no NaN
+    assert set(metrics) == METRICS_KEYS
+    assert metrics["status"] == "diverged"
+    assert metrics["test_accuracy"] is None and metrics["test_loss"] is None
+    assert metrics["confusion_matrix"] is None and metrics["best_epoch"] is None
+    assert metrics["diverged"]["lr"] == 1e6
+
+
+def test_confusion_matrix_counts():
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    predictions = torch.tensor([0, 1, 1, 2, 0, 2])
+    assert evaluation.confusion_matrix(labels, predictions, 3).tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+
+
+@pytest.mark.parametrize("which", ["finished", "diverged"])
+def test_figures_are_drawn_for_every_run(which, request, tmp_path):
+    paths = request.getfixturevalue(which)
+    curves, confusion = tmp_path / "curves.png", tmp_path / "confusion.png"
+    evaluation.plot_curves(paths["history.csv"], paths["metrics.json"], curves)
+    evaluation.plot_confusion(paths["metrics.json"], confusion)
+    for png in (curves, confusion):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_status_note_names_epoch_and_lr(diverged):
+    metrics = json.loads(diverged["metrics.json"].read_text())
+    assert (
+        evaluation.status_note(metrics)
+        == f"diverged in epoch 1 at lr 1e+06 (loss {metrics['diverged']['loss']})"
+    )

@@ -1,0 +1,122 @@
+"""Cached features of a frozen backbone: the head trained on them is the model trained end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cifarlab.features import compute_features, main
+from cifarlab.models import build_model, head_of
+from cifarlab.train import epoch_batches, evaluate, stratified_subset, subset, train_run
+
+CPU = torch.device("cpu")
+
+
+def frozen_run(**overrides) -> dict:
+    run = {
+        "name": "resnet18_head",
+        "model": "resnet18",
+        "pretrained": False,
+        "freeze": "head",
+        "augment": "none",
+        "image_size": 32,
+        "epochs": 2,
+        "batch_size": 50,
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "momentum": 0.9,
+        "nesterov": False,
+        "eps": None,
+        "weight_decay": 0.0,
+        "schedule": "onecycle",
+        "warmup_epochs": 0,
+        "label_smoothing": 0.0,
+        "seed": 3,
+        "train_subset": 200,
+        "test_subset": 100,
+        "dropout": 0.0,
+    }
+    run.update(overrides)
+    return run
+
+
+@pytest.fixture(scope="module")
+def small_data(synthetic_data) -> dict[str, dict]:
+    """300 training and 100 test images: resnet18 on the CPU is the slow part here."""
+    return {
+        "train": subset(synthetic_data["train"], torch.arange(300)),
+        "test": subset(synthetic_data["test"], torch.arange(100)),
+    }
+
+
+@pytest.fixture(scope="module")
+def cached(small_data, tmp_path_factory) -> dict[str, dict]:
+    """The `features` step's files for the run's backbone, read back."""
+    folder = tmp_path_factory.mktemp("features")
+    for split, data in small_data.items():
+        torch.save(data, folder / f"{split}.pt")
+    run = frozen_run()
+    backbone = {k: run[k] for k in ("model", "pretrained", "seed", "image_size")}
+    main(
+        train_path=folder / "train.pt", test_path=folder / "test.pt", out_train=folder / "f_train.pt",
+        out_test=folder / "f_test.pt", backbone=backbone, device="cpu",
+    )  # fmt: skip
+    return {split: torch.load(folder / f"f_{split}.pt", weights_only=True) for split in ("train", "test")}
+
+
+def test_features_file_holds_the_head_inputs(cached, small_data):
+    assert cached["train"]["features"].shape == (300, 512)  # resnet18's pooled width
+    assert cached["train"]["features"].dtype == torch.float32
+    assert torch.equal(cached["test"]["labels"], small_data["test"]["labels"])
+    assert cached["train"]["classes"] == small_data["train"]["classes"]
+    # The same randomly initialised backbone as `train` builds: seeded by the run.
+    model = build_model(frozen_run(), 10)
+    again = compute_features(model, small_data["test"], image_size=32, device=CPU, batch_size=7)
+    torch.testing.assert_close(again, cached["test"]["features"], atol=1e-5, rtol=1e-5)
+    other_seed = build_model(frozen_run(seed=4), 10)
+    different = compute_features(other_seed, small_data["test"], image_size=32, device=CPU)
+    assert not torch.allclose(different, cached["test"]["features"])
+
+
+def test_head_on_cached_features_predicts_like_the_whole_model(cached, small_data):
+    model = build_model(frozen_run(), 10).eval()
+    run = frozen_run()
+    _, _, on_images = evaluate(model, epoch_batches(small_data["test"], run, epoch=None, device=CPU), CPU)
+    _, _, on_features = evaluate(
+        head_of(model), epoch_batches(cached["test"], run, epoch=None, device=CPU), CPU
+    )
+    assert torch.equal(on_images, on_features)
+    with torch.no_grad():
+        x = next(epoch_batches(small_data["test"], run, epoch=None, device=CPU))[0]
+        torch.testing.assert_close(
+            head_of(model)(cached["test"]["features"][:50]), model(x), atol=1e-4, rtol=1e-4
+        )
+
+
+def test_training_the_head_on_features_equals_running_the_backbone_every_step(cached, small_data):
+    """Same head initialisation, batch order and optimizer: the same trained model, 10x cheaper."""
+    run = frozen_run()
+    every_step = train_run(run, small_data["train"], small_data["test"], device=CPU, lr=run["lr"])
+    on_features = train_run(
+        run, small_data["train"], small_data["test"], device=CPU, lr=run["lr"], features=cached
+    )
+    for a, b in zip(every_step["history"], on_features["history"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1.0)  # at most one image of 100
+    head_a, head_b = head_of(every_step["model"]), head_of(on_features["model"])
+    torch.testing.assert_close(head_a.weight, head_b.weight, atol=1e-4, rtol=1e-3)
+    # Only the head trained: the backbone of the saved model is the untouched initialisation.
+    initial = build_model(run, 10)
+    assert torch.equal(on_features["model"].conv1.weight, initial.conv1.weight)
+    assert torch.equal(every_step["model"].layer1[0].bn1.running_mean, initial.layer1[0].bn1.running_mean)
+    assert on_features["params_trainable"] == 5130
+    # The whole saved model on the images predicts what the head predicts on the features.
+    test = subset(small_data["test"], stratified_subset(small_data["test"]["labels"], 100, 0))
+    _, accuracy, _ = evaluate(on_features["model"], epoch_batches(test, run, epoch=None, device=CPU), CPU)
+    assert accuracy == pytest.approx(on_features["history"][-1]["test_accuracy"])
+
+
+def test_stale_features_are_refused(cached, small_data):
+    wrong = {split: dict(data, labels=data["labels"].roll(1)) for split, data in cached.items()}
+    with pytest.raises(ValueError, match="do not belong to this train.pt"):
+        train_run(frozen_run(), small_data["train"], small_data["test"], device=CPU, lr=0.01, features=wrong)
