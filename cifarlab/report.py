@@ -220,10 +220,15 @@ def duration(seconds: float) -> str:
 
 
 # (header, row key, format kind) of the comparison table, shared by the page and summary.md.
+# The result columns come first, so that a phone shows them without scrolling.
 TABLE = (
     ("run", "run", ""),
     ("model", "model", ""),
     ("variant", "variant", ""),
+    ("test acc. %", "test_accuracy", "pct"),
+    ("lab %", "lab_accuracy", "pct"),
+    ("ours - lab", "lab_difference", "diff"),
+    ("status", "status_text", ""),
     ("dropout p", "dropout", ""),
     ("optimizer", "optimizer", ""),
     ("params", "params_total", "int"),
@@ -232,14 +237,10 @@ TABLE = (
     ("batch", "batch_size", ""),
     ("lr", "lr", "lr"),
     ("lr from", "lr_source", ""),
-    ("test acc. %", "test_accuracy", "pct"),
-    ("lab %", "lab_accuracy", "pct"),
-    ("ours - lab", "lab_difference", "diff"),
     ("best epoch", "best_epoch", ""),
     ("train time", "train_seconds", "seconds"),
     ("images/s", "images_per_second", "rate"),
     ("device", "device", ""),
-    ("status", "status_text", ""),
 )
 
 
@@ -822,7 +823,7 @@ def _table_html(
 def comparison_table_html(rows: Sequence[dict]) -> str:
     headers = [h for h, _, _ in TABLE]
     classes = ["" if row["status"] == "ok" else "bad" for row in rows]
-    table = _table_html(headers, [table_cells(r) for r in rows], classes, text_columns=5, table_id="runs")
+    table = _table_html(headers, [table_cells(r) for r in rows], classes, text_columns=3, table_id="runs")
     notes = [
         f"<li><b>{html.escape(r['run'])}</b>: {html.escape(r['lab_note'])}</li>"
         for r in rows
