@@ -183,70 +183,81 @@ def test_an_all_zero_map_is_an_error_not_a_result():
         saliency.check_not_zero(maps, "broken")
 
 
-# --- The sanity check on a trained model -----------------------------------------------------
+# --- A trained CNN whose evidence lives in one region ------------------------------------------
+
+MARK = 6  # pixels: side of the checkerboard mark that decides the class
 
 
-EPOCHS = 6
+def _marked(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+    """The fixture's shape images with a checkerboard mark in one quadrant; the class is the quadrant.
 
-
-class SmallCNN(nn.Module):
-    """A small ReLU CNN (about 25 k parameters) that learns the synthetic shapes in a few epochs."""
-
-    def __init__(self, num_classes: int = 10):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, padding=1),
-            nn.ReLU(),
-        )
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
-
-    def forward(self, x):
-        return self.head(self.features(x))
+    The synthetic shape stays in the image as a distractor, so a map that follows the image's
+    edges rather than the evidence lands on the shape, not on the mark. Returns pixels in [0, 1],
+    labels (0-3) and the mark's top-left corner per image.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    pixels = images.float() / 255
+    labels = torch.randint(0, 4, (len(pixels),), generator=generator)
+    checker = ((torch.arange(MARK).view(-1, 1) + torch.arange(MARK)) % 2).float()
+    corners = []
+    for i, quadrant in enumerate(labels.tolist()):
+        dy, dx = torch.randint(0, 16 - MARK, (2,), generator=generator).tolist()
+        top, left = (quadrant // 2) * 16 + dy, (quadrant % 2) * 16 + dx
+        pixels[i, :, top : top + MARK, left : left + MARK] = checker
+        corners.append((top, left))
+    return pixels, labels, corners
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic_data):
-    """A SmallCNN trained for a few epochs on the synthetic fixture, and its test accuracy."""
+def region_model(synthetic_data):
+    """A small ReLU CNN trained one epoch on 1,000 marked images (it reaches ~100 % in that epoch)."""
     torch.manual_seed(0)
-    train, test = synthetic_data["train"], synthetic_data["test"]
-    model = SmallCNN()
-    net = saliency.Explained(model, train["mean"], train["std"], 32)
+    pixels, labels, _ = _marked(synthetic_data["train"]["images"][:1000], seed=0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 4),
+    )
+    net = saliency.Explained(model, torch.full((3,), 0.5), torch.full((3,), 0.25), 32)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    images, labels = train["images"].float() / 255, train["labels"]
-    for _ in range(EPOCHS):
-        for batch in torch.randperm(len(labels)).split(64):
-            loss = F.cross_entropy(net(images[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    for batch in torch.randperm(len(labels)).split(50):
+        loss = F.cross_entropy(net(pixels[batch]), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     net.eval()
+    test_pixels, test_labels, corners = _marked(synthetic_data["test"]["images"][:200], seed=1)
     with torch.no_grad():
-        accuracy = (net(test["images"].float() / 255).argmax(1) == test["labels"]).float().mean().item()
-    return net, accuracy
+        accuracy = (net(test_pixels).argmax(dim=1) == test_labels).float().mean().item()
+    assert accuracy > 0.9, f"the test model did not learn the marks (accuracy {accuracy:.2f})"
+    return net, test_pixels[:8], test_labels[:8], corners[:8]
 
 
-@pytest.mark.slow
-def test_sanity_check_vanilla_changes_when_weights_are_randomised(trained, synthetic_data):
-    net, accuracy = trained
-    assert accuracy > 0.3, f"the test model did not learn (accuracy {accuracy:.2f}); the check means nothing"
-    test = synthetic_data["test"]
-    indices = saliency.choose_sample(test["labels"], 10, 1, seed=0)
-    pixels, labels = test["images"][indices].float() / 255, test["labels"][indices]
-    maps, result = saliency.explain(net, pixels, labels, {"methods": ["vanilla", "guided_backprop"]}, "small")
+def test_trained_cnn_vanilla_map_lies_on_the_evidence(region_model):
+    """The mark covers 36 / 1024 = 3.5 % of the image; a map that ignored the evidence would put about
+    that share of its mass there. We ask for 3x that share on every image (measured: 17-30 %)."""
+    net, pixels, labels, corners = region_model
+    maps = saliency.compute_maps(net, pixels, labels, ["vanilla"])["vanilla"]
+    share = MARK * MARK / pixels[0, 0].numel()
+    for m, (top, left) in zip(maps, corners, strict=True):
+        assert m[top : top + MARK, left : left + MARK].sum() / m.sum() > 3 * share
+
+
+def test_sanity_check_vanilla_changes_when_weights_are_randomised(region_model):
+    net, pixels, labels, _ = region_model
+    maps, result = saliency.explain(net, pixels, labels, {"methods": ["vanilla"]}, "region")
     vanilla = result["sanity"]["methods"]["vanilla"]
-    # Re-initialising every layer leaves little of the trained map's pixel ranking.
+    # With every layer re-initialised little of the trained map's pixel ranking is left
+    # (measured: 0.13), and the correlation falls as the cascade goes down.
     assert vanilla["fully_randomised"] < saliency.SANITY_THRESHOLD
-    assert vanilla["passes"]
-    # ...and the correlation falls as the cascade goes down (the last stage is below the first).
+    assert vanilla["passes"] and result["sanity"]["failing"] == []
     assert vanilla["mean"][-1] < vanilla["mean"][0]
-    assert result["sanity"]["stages"][-1]["layers_reinitialised"] == len(result["sanity"]["layers"]) == 4
-    assert set(maps) == {"vanilla", "guided_backprop"}
+    assert result["sanity"]["stages"][-1]["layers_reinitialised"] == len(result["sanity"]["layers"]) == 3
 
 
 # --- The step and its figures, end to end on files -------------------------------------------
