@@ -738,7 +738,7 @@ def _sanity_text(result: dict, method: str) -> str:
         return ""
     rho = s["fully_randomised"]
     verdict = "passes" if s["passes"] else "FAILS"
-    return f"\nrho vs random: {'n/a' if rho is None else f'{rho:.2f}'} ({verdict})"
+    return f"\nrho(random) {'n/a' if rho is None else f'{rho:.2f}'}: {verdict}"
 
 
 def _target_words(target: str) -> str:
@@ -759,7 +759,7 @@ def plot_saliency(maps_pt: str | Path, result_json: str | Path, out_png: str | P
     shown = [m for m in METHODS if m in data["maps"] or m in result["unsupported"]]
     columns = ["image"] + shown[:2] + ["overlay"] + shown[2:]
     n = len(data["labels"])
-    fig, axes = figure(ncols=len(columns), nrows=n, size=(1.7, 1.7))
+    fig, axes = figure(ncols=len(columns), nrows=n, size=(1.7, 1.7), layout="constrained")
     for row in range(n):
         image = _image(data["images"][row].float() / 255)
         for col, what in enumerate(columns):
@@ -784,7 +784,7 @@ def plot_saliency(maps_pt: str | Path, result_json: str | Path, out_png: str | P
                 ax.set_title(title + _sanity_text(result, what), fontsize=7)
     sanity = result["sanity"]
     lines = [
-        "Sanity check (Adebayo et al. 2018): Spearman rho of trained vs randomised maps, "
+        "Sanity check (Adebayo et al. 2018): Spearman rho of trained vs randomised maps,\n"
         f"re-initialising from the top layer down; fails if rho >= {sanity['threshold']} "
         "with all layers random"
     ]
@@ -795,7 +795,7 @@ def plot_saliency(maps_pt: str | Path, result_json: str | Path, out_png: str | P
             for stage, v in zip(stage_names, s["mean"], strict=True)
         )
         lines.append(f"{METHOD_TITLES.get(method, method)}: {values}")
-    fig.text(0.0, -0.01, "\n".join(lines), ha="left", va="top", fontsize=7)
+    fig.supxlabel("\n".join(lines), x=0.0, ha="left", fontsize=7)
     fig.suptitle(
         f"{result['run']} ({result['model']}): saliency of {_target_words(result['target'])}, "
         f"backend {result['backend']}",
@@ -823,7 +823,7 @@ def plot_saliency_comparison(
             )
     targets = sorted({r["target"] for r in results})
     n = len(first["labels"])
-    fig, axes = figure(ncols=len(runs) + 1, nrows=n, size=(1.6, 1.6))
+    fig, axes = figure(ncols=len(runs) + 1, nrows=n, size=(1.6, 1.6), layout="constrained")
     for row in range(n):
         ax = axes[row, 0]
         _clean(ax)
