@@ -62,6 +62,19 @@ def train_inputs(wildcards):
     return inputs
 
 
+def evaluate_inputs(wildcards):
+    """A head trained on cached features is evaluated on them too (same predictions, cheaper)."""
+    run = RUNS[wildcards.run]
+    inputs = {
+        "model": f"results/runs/{wildcards.run}/model.pt",
+        "history": f"results/runs/{wildcards.run}/history.csv",
+        "test": f"{DATA}/test.pt",
+    }
+    if uses_cached_features(run):
+        inputs["features_test"] = f"{features_dir(run)}/test.pt"
+    return inputs
+
+
 def lr_finder_params(wildcards):
     """What a run's LR sweep depends on: the run's settings and the finder's own."""
     return {"run": RUNS[wildcards.run], "finder": LR_FINDER_SETTINGS}

@@ -50,24 +50,16 @@ rule train:
     params:
         run=run_settings,
         device=DEVICE,
-        lr_suggestion=config.get("lr_finder", {}).get("suggestion", "valley"),
+        # only `lr: auto` runs depend on it: a new finder suggestion must not retrain the others
+        lr_suggestion=lambda wildcards: (
+            config.get("lr_finder", {}).get("suggestion", "valley")
+            if RUNS[wildcards.run]["lr"] == "auto"
+            else None
+        ),
         # outside the declared outputs, so that a killed job resumes from it
         checkpoint=lambda wildcards: f"results/checkpoints/{wildcards.run}.pt",
     script:
         "../../scripts/train.py"
-
-
-def evaluate_inputs(wildcards):
-    """A head trained on cached features is evaluated on them too (the same predictions, cheaper)."""
-    run = RUNS[wildcards.run]
-    inputs = {
-        "model": f"results/runs/{wildcards.run}/model.pt",
-        "history": f"results/runs/{wildcards.run}/history.csv",
-        "test": f"{DATA}/test.pt",
-    }
-    if uses_cached_features(run):
-        inputs["features_test"] = f"{features_dir(run)}/test.pt"
-    return inputs
 
 
 rule evaluate:
