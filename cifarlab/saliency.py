@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -721,9 +722,15 @@ def _image(image: torch.Tensor) -> np.ndarray:
 
 
 def _blank(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=6, wrap=True, transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    """A panel that says why there is no map (never an empty map that could pass for a result)."""
+    text = "\n".join(textwrap.fill(line, 22) for line in text.split("\n"))
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=6, transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _short_reason(reason: str) -> str:
+    """'the model has no ReLU modules (a ViT ...); ...' -> 'the model has no ReLU modules'."""
+    return reason.split(";")[0].split(" (")[0]
 
 
 def _clean(ax) -> None:
@@ -774,7 +781,7 @@ def plot_saliency(maps_pt: str | Path, result_json: str | Path, out_png: str | P
                 if "vanilla" in data["maps"]:
                     ax.imshow(_display(data["maps"]["vanilla"][row]), cmap=MAP_CMAP, alpha=0.55)
             elif what in result["unsupported"]:
-                _blank(ax, "not supported:\n" + result["unsupported"][what][:60] + "...")
+                _blank(ax, "not supported:\n" + _short_reason(result["unsupported"][what]))
             elif f"{what}[{row}]" in result["zero_maps"]:
                 _blank(ax, "all zero:\nno positive evidence\nfor the class")
             else:
@@ -835,7 +842,7 @@ def plot_saliency_comparison(
             ax = axes[row, col]
             _clean(ax)
             if method in result["unsupported"]:
-                _blank(ax, "not supported")
+                _blank(ax, "not supported:\n" + _short_reason(result["unsupported"][method]))
             elif method not in data["maps"]:
                 _blank(ax, f"{method}\nnot computed")
             elif f"{method}[{row}]" in result["zero_maps"]:
