@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Write /etc/slurm/slurm.conf and gres.conf for a one-node cluster on this machine.
 #
-# The node has the machine's real CPUs, 90 % of its memory and one *fake* GPU (a GRES backed by
-# /dev/null): a `gpu=1` job is scheduled with --gpus=1 and sees CUDA_VISIBLE_DEVICES=0, while
-# still training on the CPU. No cgroups and no accounting database: the Snakemake profile must
-# use `slurm-status-command: squeue`, and MinJobAge keeps finished jobs visible to squeue.
+# The node has the machine's real CPUs, 90 % of its memory and two *fake* GPUs (GRES backed by
+# /dev/null and /dev/zero, which nothing opens): a `gpu=1` job is scheduled with --gpus=1 and
+# sees CUDA_VISIBLE_DEVICES=0 or 1 while it trains on the CPU. No cgroups and no accounting
+# database: the Snakemake profile must use `slurm-status-command: squeue`, and MinJobAge keeps
+# finished jobs visible to squeue.
 set -euo pipefail
 
 SLURM_ETC=${SLURM_ETC:-/etc/slurm}
@@ -52,13 +53,14 @@ JobRequeue=1
 ReturnToService=2
 MpiDefault=none
 GresTypes=gpu
-NodeName=$host CPUs=$cpus RealMemory=$memory Gres=gpu:1 State=UNKNOWN
+NodeName=$host CPUs=$cpus RealMemory=$memory Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 
-# A count-only gres line drains the node: the fake GPU needs a device file.
+# A count-only gres line drains the node: each fake GPU needs a device file.
 cat >"$SLURM_ETC/gres.conf" <<CONF
 AutoDetect=off
 NodeName=$host Name=gpu File=/dev/null
+NodeName=$host Name=gpu File=/dev/zero
 CONF
-echo "slurm: configured node $host with $cpus CPUs, $memory MB, 1 fake GPU"
+echo "slurm: configured node $host with $cpus CPUs, $memory MB, 2 fake GPUs"
