@@ -5,6 +5,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from snakemake.utils import update_config
 
 from cifarlab import lr_finder
 from cifarlab.config import expand_runs
@@ -341,3 +346,63 @@ def test_a_bad_finder_setting_fails_before_any_output(synthetic_files, tmp_path)
             finder={"num_iterations": 50}, device="cpu",
         )  # fmt: skip
     assert not out.exists()
+
+
+# --- The workflow: what a change of finder settings reruns ------------------------------------------
+def snakemake_in(workdir: Path, *args: str, overlay: Path | None = None) -> str:
+    """Snakemake's output for the demo study (config.yaml + demo.yaml [+ overlay]) in `workdir`."""
+    configs = ["config/config.yaml", "config/demo.yaml"] + ([str(overlay)] if overlay else [])
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "report", *args, "--configfile", *configs],
+        cwd=workdir, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def planned_jobs(dry_run: str) -> set[tuple[str, str]]:
+    """(rule, run wildcard or "") of every job in a dry run's output."""
+    jobs, rule = set(), None
+    for line in dry_run.splitlines():
+        if line.startswith("rule ") or line.startswith("localrule "):
+            rule = line.split()[1].rstrip(":")
+            jobs.add((rule, ""))
+        elif line.strip().startswith("wildcards:") and rule:
+            match = re.search(r"\brun=([^,\s]+)", line)
+            if match:
+                jobs.discard((rule, ""))
+                jobs.add((rule, match.group(1)))
+    return jobs
+
+
+@pytest.mark.slow
+def test_a_finder_setting_reruns_the_finder_and_the_auto_runs_only(tmp_path):
+    # A copy of the workflow whose every output exists and is recorded as made by these rules and
+    # params (--touch), so that a dry run tells exactly what a change would rerun.
+    for name in ("Snakefile", "workflow", "config", "scripts", "environment.yaml"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    plan = snakemake_in(tmp_path, "-n")
+    for line in plan.splitlines():
+        key, _, value = line.strip().partition(": ")
+        if key in ("output", "benchmark"):
+            for path in value.split(", "):
+                (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+                (tmp_path / path).touch()
+    snakemake_in(tmp_path, "--touch", "--forceall", "--cores", "1")  # records params, code, ...
+    assert "Nothing to be done" in snakemake_in(tmp_path, "-n")
+
+    config = {}
+    for name in ("config.yaml", "demo.yaml"):
+        with open(ROOT / "config" / name) as f:
+            update_config(config, yaml.safe_load(f))  # merged as Snakemake merges --configfile
+    auto = {name for name, run in expand_runs(config).items() if run["lr"] == "auto"}
+    finder_runs = set(config["lr_finder"]["runs"]) | auto
+    assert auto  # the study has an `lr: auto` run to check
+
+    for change in ({"num_iter": 61}, {"suggestion": "steepest"}, {"smoothing": 0.1}):
+        overlay = tmp_path / "change.yaml"
+        overlay.write_text(yaml.safe_dump({"lr_finder": {**config["lr_finder"], **change}}))
+        jobs = planned_jobs(snakemake_in(tmp_path, "-n", overlay=overlay))
+        assert {run for rule, run in jobs if rule == "lr_find"} == finder_runs, change
+        assert {run for rule, run in jobs if rule == "train"} == auto, change
