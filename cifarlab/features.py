@@ -17,7 +17,7 @@ from torch import nn
 
 from cifarlab.device import autocast, describe, pick_device, synchronize, use_channels_last
 from cifarlab.models import build_model, head_of
-from cifarlab.train import atomic_save, batches
+from cifarlab.train import TEST_SUBSET_SEED, atomic_save, batches, stratified_subset, subset
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,20 @@ def compute_features(
     return torch.cat(captured)
 
 
+def needed_indices(labels: torch.Tensor, split: str, subsets: dict | None) -> torch.Tensor:
+    """Sorted indices of the images of a split that the runs sharing a backbone use.
+
+    subsets: {"train": [[size, seed], ...] or None, "test": [size, ...] or None} (None = all),
+    the same stratified subsets that `train` and `evaluate` draw.
+    """
+    wanted = (subsets or {}).get(split)
+    if wanted is None:
+        return torch.arange(len(labels))
+    if split == "test":
+        wanted = [(size, TEST_SUBSET_SEED) for size in wanted]
+    return torch.cat([stratified_subset(labels, size, seed) for size, seed in wanted]).unique()
+
+
 def main(
     *,
     train_path: str | Path,
@@ -61,10 +75,11 @@ def main(
     device: str = "auto",
     threads: int | None = None,
 ) -> None:
-    """Write `{features, labels, classes, backbone}` for both splits (docs/architecture.md).
+    """Write `{features, indices, labels, classes, backbone}` for both splits (docs/architecture.md).
 
-    backbone: {"model", "pretrained", "seed", "image_size"} (the rule's params); the backbone is
-    built by `build_model` exactly as `train` builds it, so the features match its forward pass.
+    backbone: {"model", "pretrained", "seed", "image_size", "subsets"} (the rule's params); the
+    backbone is built by `build_model` exactly as `train` builds it, so the features match its
+    forward pass. Only the images of the runs' subsets are embedded.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -73,18 +88,23 @@ def main(
     model = build_model({**backbone, "freeze": "head"}, len(train["classes"]))
     for split, path, out in (("train", train_path, out_train), ("test", test_path, out_test)):
         data = train if split == "train" else torch.load(path, map_location="cpu", weights_only=True)
+        indices = needed_indices(data["labels"], split, backbone.get("subsets"))
         started = time.perf_counter()
-        features = compute_features(model, data, image_size=backbone["image_size"], device=torch_device)
+        features = compute_features(
+            model, subset(data, indices), image_size=backbone["image_size"], device=torch_device
+        )
         synchronize(torch_device)
         seconds = time.perf_counter() - started
         log.info(
-            "%s features of %d %s images (%s, %d px) on %s: %.1f s, %.1f images/s",
-            backbone["model"], len(features), split, "imagenet" if backbone["pretrained"] else "random",
-            backbone["image_size"], describe(torch_device), seconds, len(features) / seconds,
+            "%s features of %d of %d %s images (%s, %d px) on %s: %.1f s, %.1f images/s",
+            backbone["model"], len(features), len(data["labels"]), split,
+            "imagenet" if backbone["pretrained"] else "random", backbone["image_size"],
+            describe(torch_device), seconds, len(features) / seconds,
         )  # fmt: skip
         atomic_save(
             {
                 "features": features,
+                "indices": indices,
                 "labels": data["labels"],
                 "classes": data["classes"],
                 "backbone": backbone,

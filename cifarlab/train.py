@@ -64,8 +64,26 @@ def stratified_subset(labels: torch.Tensor, size: int | None, seed: int) -> torc
 
 
 def subset(data: dict, indices: torch.Tensor) -> dict:
-    """The prepared (or features) dict restricted to `indices`; other keys are kept as they are."""
+    """The prepared (or cached-features) dict restricted to the images at `indices`.
+
+    Cached features may hold only some images of their split (their `indices`, see
+    docs/architecture.md); their rows are found by image index, and asking for an image they lack
+    is an error. Other keys are kept as they are.
+    """
     out = dict(data)
+    if "indices" in data:
+        have = data["indices"]
+        rows = torch.searchsorted(have, indices).clamp(max=max(len(have) - 1, 0))
+        missing = int((have[rows] != indices).sum()) if len(have) else len(indices)
+        if missing:
+            raise ValueError(
+                f"the cached features lack {missing} of the {len(indices)} images asked for (they were "
+                "made for other subsets); rerun the features step (snakemake does when the runs change)"
+            )
+        out.pop("indices")
+        out["features"] = data["features"][rows]
+        out["labels"] = data["labels"][indices]
+        return out
     for key in ("images", "features", "labels"):
         if key in data:
             out[key] = data[key][indices]

@@ -120,3 +120,38 @@ def test_stale_features_are_refused(cached, small_data):
     wrong = {split: dict(data, labels=data["labels"].roll(1)) for split, data in cached.items()}
     with pytest.raises(ValueError, match="do not belong to this train.pt"):
         train_run(frozen_run(), small_data["train"], small_data["test"], device=CPU, lr=0.01, features=wrong)
+
+
+def test_features_of_the_runs_subsets_only(cached, small_data, tmp_path):
+    """With subsets, only the images the runs use are embedded; training on them is unchanged."""
+    for split, data in small_data.items():
+        torch.save(data, tmp_path / f"{split}.pt")
+    run = frozen_run(train_subset=120, test_subset=50)
+    backbone = {k: run[k] for k in ("model", "pretrained", "seed", "image_size")}
+    backbone["subsets"] = {"train": [[120, 3], [60, 9]], "test": [50]}
+    main(
+        train_path=tmp_path / "train.pt", test_path=tmp_path / "test.pt", out_train=tmp_path / "f_train.pt",
+        out_test=tmp_path / "f_test.pt", backbone=backbone, device="cpu",
+    )  # fmt: skip
+    partial = {
+        split: torch.load(tmp_path / f"f_{split}.pt", weights_only=True) for split in ("train", "test")
+    }
+    wanted = torch.cat([stratified_subset(small_data["train"]["labels"], 120, 3),
+                        stratified_subset(small_data["train"]["labels"], 60, 9)]).unique()  # fmt: skip
+    assert torch.equal(partial["train"]["indices"], wanted) and len(wanted) < 300
+    assert partial["train"]["features"].shape == (len(wanted), 512)
+    assert len(partial["test"]["indices"]) == 50 and len(partial["test"]["labels"]) == 100
+    torch.testing.assert_close(
+        partial["train"]["features"], cached["train"]["features"][wanted], atol=1e-5, rtol=1e-5
+    )
+
+    on_partial = train_run(
+        run, small_data["train"], small_data["test"], device=CPU, lr=0.05, features=partial
+    )
+    on_all = train_run(run, small_data["train"], small_data["test"], device=CPU, lr=0.05, features=cached)
+    for a, b in zip(on_partial["history"], on_all["history"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"])
+    with pytest.raises(ValueError, match="cached features lack"):
+        train_run(frozen_run(train_subset=250), small_data["train"], small_data["test"], device=CPU, lr=0.05,
+                  features=partial)  # fmt: skip

@@ -87,9 +87,34 @@ def run_figures():
 
 
 def features_params(wildcards):
+    folder = f"results/features/{wildcards.dataset}/{wildcards.backbone}-{wildcards.weights}-{wildcards.size}"
+    users = [
+        r
+        for r in RUNS.values()
+        if uses_cached_features(r) and features_dir(r) == folder
+    ]
     return {
         "model": wildcards.backbone,
         "pretrained": wildcards.weights == "imagenet",
         "seed": 0 if wildcards.weights == "imagenet" else int(wildcards.weights[6:]),
         "image_size": int(wildcards.size),
+        # Only the images these runs use (cifarlab.features.needed_indices): with subsets, a
+        # CPU embeds a few thousand images instead of all 60,000.
+        "subsets": features_subsets(users),
+    }
+
+
+def features_subsets(users):
+    """{"train": [[size, seed], ...] or None (all), "test": [size, ...] or None} of these runs."""
+    if not users or any(r["train_subset"] is None for r in users):
+        train = None
+    else:
+        train = sorted({(r["train_subset"], r["seed"]) for r in users})
+    if not users or any(r["test_subset"] is None for r in users):
+        test = None
+    else:
+        test = sorted({r["test_subset"] for r in users})
+    return {
+        "train": None if train is None else [list(t) for t in train],
+        "test": test,
     }
