@@ -338,6 +338,33 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
     assert figure.stat().st_size > 10_000
 
 
+def test_a_frozen_head_sweeps_on_cached_features(synthetic_data):
+    from cifarlab.models import build_model, head_of
+    from cifarlab.train import epoch_batches
+
+    train = synthetic_data["train"]
+    run = lab_run("resnet18", pretrained=False, image_size=32)  # freeze: head, augment: none
+    # Stand-in features of the frozen backbone (512 per image, as resnet18's): the sweep only
+    # needs their shape and the labels to match.
+    generator = torch.Generator().manual_seed(0)
+    features = {
+        "features": torch.randn(len(train["labels"]), 512, generator=generator),
+        "labels": train["labels"],
+    }
+    finder = {"start_lr": 1e-4, "end_lr": 10.0, "num_iter": 20, "repeats": 1}
+    result = lr_finder.run_lr_finder(run, train, finder, device=CPU, features=features)
+    x, y = next(epoch_batches(features, run, epoch=0, device=CPU))  # training's first batch
+    head = head_of(build_model(run, len(train["classes"])))
+    with torch.no_grad():
+        assert result["repeats"][0]["losses"][0] == pytest.approx(
+            F.cross_entropy(head(x), y).item(), rel=1e-5
+        )
+
+    wrong = {**features, "labels": train["labels"].roll(1)}
+    with pytest.raises(ValueError, match="do not belong"):
+        lr_finder.run_lr_finder(run, train, finder, device=CPU, features=wrong)
+
+
 def test_a_bad_finder_setting_fails_before_any_output(synthetic_files, tmp_path):
     out = tmp_path / "finder.json"
     with pytest.raises(ValueError, match="unknown lr_finder setting"):

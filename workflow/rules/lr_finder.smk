@@ -3,20 +3,18 @@
 # change to either reruns this sweep; `train` depends on its JSON only for `lr: auto` runs.
 
 
-def lr_finder_inputs(wildcards):
-    """The prepared training set; for a frozen backbone on cached features, those features too
-    (the head then sweeps on them, as it trains: a backbone pass per step would cost hours).
-    """
-    run = RUNS[wildcards.run]
-    inputs = {"train": f"{DATA}/train.pt"}
-    if uses_cached_features(run):
-        inputs["features_train"] = f"{features_dir(run)}/train.pt"
-    return inputs
-
-
 rule lr_find:
     input:
-        unpack(lr_finder_inputs),
+        # A frozen head sweeps on the cached backbone features, as it trains (a backbone pass
+        # per step would cost hours on a CPU).
+        unpack(
+            lambda wildcards: (
+                {"features_train": f"{features_dir(RUNS[wildcards.run])}/train.pt"}
+                if uses_cached_features(RUNS[wildcards.run])
+                else {}
+            )
+        ),
+        train=f"{DATA}/train.pt",
     output:
         result="results/lr_finder/{run}.json",
     log:
