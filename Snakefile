@@ -44,6 +44,12 @@ localrules:
     plot_lr_finder,
     plot_saliency,
     plot_saliency_comparison,
+    plot_learning_curves,
+    plot_optimizers,
+    plot_dropout_sweep,
+    plot_lr_finder_comparison,
+    plot_accuracy_vs_params,
+    plot_accuracy_vs_time,
     report,
 
 

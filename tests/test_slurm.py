@@ -1,10 +1,11 @@
 """Cluster submission against a real SLURM: a small study through `--profile profiles/slurm`.
 
 One SLURM run of tests/slurm_study.yaml (on config/demo.yaml) is shared by the tests: its heavy
-jobs must really be SLURM jobs with the threads and GPU they asked for, its results must equal a
-local run of the same study, and a training job killed mid-run (`scancel`, as a time limit or a
-preemption would) must resume from its checkpoint on Snakemake's retry and end with the metrics
-of an uninterrupted run.
+jobs must really be SLURM jobs with the threads and GPU they asked for, and its results must equal
+a local run of the same study although two training jobs are stopped mid-run: one is cancelled
+(`scancel`, as at a time limit: Snakemake submits a retry) and one is requeued (`scontrol
+requeue`, as on preemption: SLURM starts it again). Both must resume from their checkpoints and
+end with the weights and metrics of an uninterrupted run.
 
 Needs sbatch and a running cluster (CI starts one with .ci/slurm/start.sh). Without sbatch the
 tests skip, unless CIFARLAB_REQUIRE_SLURM=1 (CI), where that is a failure.
@@ -26,15 +27,14 @@ import pytest
 import torch
 from conftest import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
-
 # What a copy of the workflow needs: the tests run it in their own folders.
 WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "config", "profiles", "environment.yaml")
 CONFIG = ["--configfile", "config/demo.yaml", "tests/slurm_study.yaml"]
-RUN = "simple_cnn-sgd"
-KILLED = "slurm_resume"  # the run whose training job the test cancels mid-run
-LOCAL_TARGETS = [f"results/runs/{RUN}/metrics.json", f"results/runs/{KILLED}/history.csv"]
-TARGETS = [*LOCAL_TARGETS, f"results/figures/curves/{RUN}.png"]  # plotting: a local job
+# Two runs, each interrupted after its first checkpoint in one of the two ways SLURM stops a job:
+PREEMPTED = "simple_cnn-sgd"  # requeued by SLURM (as on preemption): the same job starts again
+KILLED = "slurm_resume"  # cancelled (as at a time limit): the job fails, Snakemake submits a retry
+LOCAL_TARGETS = [f"results/runs/{PREEMPTED}/metrics.json", f"results/runs/{KILLED}/history.csv"]
+TARGETS = [*LOCAL_TARGETS, f"results/figures/curves/{PREEMPTED}.png"]  # plotting: a local job
 # Every train job asks for a GPU here: the CI node's fake GPU makes it `--gpus=1`.
 SLURM_ARGS = ["--profile", "profiles/slurm", "--profile", "profiles/slurm-ci"]
 SLURM_ARGS += ["--set-resources", "train:gpu=1"]
@@ -79,7 +79,7 @@ def snakemake(*args: str) -> list[str]:
 
 def squeue_snapshot() -> dict[str, dict]:
     """Every job slurmctld knows: id -> state, CPUs, requested TRES (GPUs), comment (rule)."""
-    fields = ["JobID", "State", "NumCPUs", "tres-per-job", "Comment"]
+    fields = ["JobID", "State", "NumCPUs", "tres-per-job", "restartcnt", "Comment"]
     out = subprocess.run(
         ["squeue", "-h", "-t", "all", "-O", ",".join(f"{f}:|" for f in fields)],
         capture_output=True,
@@ -88,8 +88,14 @@ def squeue_snapshot() -> dict[str, dict]:
     ).stdout
     jobs = {}
     for line in out.splitlines():
-        job_id, state, cpus, tres, comment = (part.strip() for part in line.split("|")[:5])
-        jobs[job_id] = {"state": state, "cpus": int(cpus), "tres": tres, "comment": comment}
+        job_id, state, cpus, tres, restarts, comment = (part.strip() for part in line.split("|")[:6])
+        jobs[job_id] = {
+            "state": state,
+            "cpus": int(cpus),
+            "tres": tres,
+            "restarts": int(restarts),
+            "comment": comment,
+        }
     return jobs
 
 
@@ -110,9 +116,9 @@ def training_job(output: str, run: str) -> str | None:
 def study(tmp_path_factory) -> dict:
     """The study on SLURM, and the same study run locally at the same time (the reference).
 
-    On SLURM, the KILLED run's training job is cancelled once its first checkpoint exists.
-    Returns both folders, Snakemake's output on SLURM, the cancelled SLURM job id and what
-    squeue showed about every job during the run.
+    On SLURM, once their first checkpoint exists, the PREEMPTED run's training job is requeued
+    and the KILLED run's is cancelled. Returns both folders, Snakemake's output on SLURM, the
+    interrupted SLURM job ids and what squeue showed about every job during the run.
     """
     slurm_or_skip()
     local = copy_workflow(tmp_path_factory.mktemp("local") / "study")
@@ -126,9 +132,9 @@ def study(tmp_path_factory) -> dict:
         text=True,
     )
     log = folder / "snakemake.out"
-    checkpoint = folder / "results" / "checkpoints" / f"{KILLED}.pt"
+    checkpoints = folder / "results" / "checkpoints"
     seen: dict[str, dict] = {}
-    cancelled = None
+    interrupted: dict[str, str] = {}  # run -> SLURM job id
     with open(log, "w") as out:
         process = subprocess.Popen(
             snakemake(*TARGETS, *SLURM_ARGS, *CONFIG), cwd=folder, stdout=out, stderr=subprocess.STDOUT
@@ -138,11 +144,16 @@ def study(tmp_path_factory) -> dict:
             while process.poll() is None:
                 assert time.monotonic() < deadline, f"the SLURM run took over {TIMEOUT} s:\n{log.read_text()}"
                 seen.update(squeue_snapshot())
-                job = training_job(log.read_text(), KILLED)
-                if cancelled is None and job and checkpoint.exists():
-                    # Like a time limit or a preemption: SIGTERM, then SIGKILL after KillWait.
-                    subprocess.run(["scancel", job], check=True)
-                    cancelled = job
+                for run, command in ((PREEMPTED, ["scontrol", "requeue"]), (KILLED, ["scancel"])):
+                    job = training_job(log.read_text(), run)
+                    if run not in interrupted and job and (checkpoints / f"{run}.pt").exists():
+                        # Either way the job gets SIGTERM, then SIGKILL after KillWait.
+                        subprocess.run([*command, job], check=True)
+                        interrupted[run] = job
+                requeued = interrupted.get(PREEMPTED)
+                if requeued and seen.get(requeued, {}).get("state") == "PENDING":
+                    # SLURM holds a requeued job for two minutes (BeginTime); start it now.
+                    subprocess.run(["scontrol", "update", f"jobid={requeued}", "StartTime=now"])
                 time.sleep(0.5)
         finally:
             if process.poll() is None:
@@ -153,7 +164,7 @@ def study(tmp_path_factory) -> dict:
     output = log.read_text()
     assert process.returncode == 0, f"the SLURM run failed:\n{output[-5000:]}"
     assert reference.returncode == 0, f"the local run failed:\n{local_output[-5000:]}"
-    return {"folder": folder, "local": local, "output": output, "cancelled": cancelled, "jobs": seen}
+    return {"folder": folder, "local": local, "output": output, "interrupted": interrupted, "jobs": seen}
 
 
 def read_metrics(folder: Path, run: str) -> dict:
@@ -171,6 +182,25 @@ def read_model(folder: Path, run: str) -> dict:
     return torch.load(folder / "results" / "runs" / run / "model.pt", map_location="cpu")["model_state"]
 
 
+def rule_blocks() -> dict[str, str]:
+    """Rule name -> its text, for every rule of the workflow."""
+    text = "\n".join(p.read_text() for p in sorted((ROOT / "workflow" / "rules").glob("*.smk")))
+    text += "\n" + (ROOT / "Snakefile").read_text()
+    parts = re.split(r"^rule (\w+):\n", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_every_rule_without_threads_stays_local():
+    """A rule that does not say what it needs is cheap: it must not go to the cluster."""
+    block = re.search(r"^localrules:\n((?:    \w+,?\n)+)", (ROOT / "Snakefile").read_text(), re.M)
+    local = set(re.findall(r"\w+", block.group(1)))
+    cheap = {name for name, body in rule_blocks().items() if "threads:" not in body}
+    assert cheap - local == set(), "add these rules to `localrules:` in the Snakefile, or give them threads"
+    assert {"train", "prepare", "evaluate"}.isdisjoint(local)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
 def test_heavy_jobs_ran_as_slurm_jobs_with_their_threads_and_gpu(study):
     submitted = submitted_jobs(study["output"])
     rules = {rule for _, rule, _ in submitted}
@@ -183,7 +213,7 @@ def test_heavy_jobs_ran_as_slurm_jobs_with_their_threads_and_gpu(study):
         assert job_id in jobs, f"squeue never showed SLURM job {job_id} ({rule})"
         job = jobs[job_id]
         assert job["comment"].startswith(f"rule_{rule}")
-        expected = "CANCELLED" if job_id == study["cancelled"] else "COMPLETED"
+        expected = "CANCELLED" if job_id == study["interrupted"].get(KILLED) else "COMPLETED"
         assert job["state"] == expected, f"SLURM job {job_id} ({rule}): {job['state']}"
         # CPUs: the rule's threads (the study's `threads: 1`; prepare asks for 2).
         assert job["cpus"] == (2 if rule == "prepare" else 1), f"SLURM job {job_id} ({rule})"
@@ -191,25 +221,50 @@ def test_heavy_jobs_ran_as_slurm_jobs_with_their_threads_and_gpu(study):
         assert (job["tres"] == "gres:gpu:1") == (rule == "train"), f"SLURM job {job_id} ({rule})"
 
 
+@pytest.mark.slow
+@pytest.mark.slurm
 def test_results_equal_a_local_run(study):
-    assert read_metrics(study["folder"], RUN) == read_metrics(study["local"], RUN)
-    for run in (RUN, KILLED):
+    assert read_metrics(study["folder"], PREEMPTED) == read_metrics(study["local"], PREEMPTED)
+    for run in (PREEMPTED, KILLED):
         assert read_history(study["folder"], run) == read_history(study["local"], run)
     assert (study["folder"] / TARGETS[-1]).stat().st_size > 0  # the figure, drawn locally
 
 
-def test_killed_training_job_resumes_from_its_checkpoint(study):
-    assert study["cancelled"], "the training job finished before the test could cancel it"
+def resumed_epochs(folder: Path, run: str) -> list[int]:
+    """The epochs that training logged resuming from (`resuming <run> from <checkpoint>: epoch k`)."""
+    log = (folder / "logs" / "train" / f"{run}.log").read_text()
+    return [int(epoch) for epoch in re.findall(r"resuming \S+ from \S+: epoch (\d+)", log)]
+
+
+def assert_resumed_and_equal(study: dict, run: str) -> None:
     folder = study["folder"]
-    attempts = [j for j, rule, run in submitted_jobs(study["output"]) if (rule, run) == ("train", KILLED)]
-    assert attempts[0] == study["cancelled"] and len(attempts) == 2, f"SLURM jobs {attempts}"
-    log = (folder / "logs" / "train" / f"{KILLED}.log").read_text()
-    resumed = re.findall(r"resuming \S+ from \S+: epoch (\d+)", log)
-    assert len(resumed) == 1, f"the retry did not resume from the checkpoint:\n{log}"
-    assert int(resumed[0]) >= 2, "resumed at the first epoch: nothing was kept"
+    epochs = resumed_epochs(folder, run)
+    assert len(epochs) == 1, f"{run}: the job did not resume from its checkpoint"
+    assert epochs[0] >= 2, f"{run}: resumed at the first epoch, nothing was kept"
     # The checkpoint is removed once the outputs are written; the run equals an uninterrupted one.
-    assert not (folder / "results" / "checkpoints" / f"{KILLED}.pt").exists()
-    assert read_history(folder, KILLED) == read_history(study["local"], KILLED)
-    resumed_model, reference = read_model(folder, KILLED), read_model(study["local"], KILLED)
-    assert resumed_model.keys() == reference.keys()
-    assert all(torch.equal(resumed_model[k], reference[k]) for k in reference)
+    assert not (folder / "results" / "checkpoints" / f"{run}.pt").exists()
+    assert read_history(folder, run) == read_history(study["local"], run)
+    resumed, reference = read_model(folder, run), read_model(study["local"], run)
+    assert resumed.keys() == reference.keys()
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_cancelled_training_job_is_retried_and_resumes_from_its_checkpoint(study):
+    cancelled = study["interrupted"].get(KILLED)
+    assert cancelled, "the training job finished before the test could cancel it"
+    attempts = [j for j, rule, run in submitted_jobs(study["output"]) if (rule, run) == ("train", KILLED)]
+    assert attempts[0] == cancelled and len(attempts) == 2, f"SLURM jobs {attempts}: one retry expected"
+    assert_resumed_and_equal(study, KILLED)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_requeued_training_job_resumes_from_its_checkpoint(study):
+    requeued = study["interrupted"].get(PREEMPTED)
+    assert requeued, "the training job finished before the test could requeue it"
+    attempts = [j for j, rule, run in submitted_jobs(study["output"]) if (rule, run) == ("train", PREEMPTED)]
+    assert attempts == [requeued], "SLURM reran the job; Snakemake submitted nothing more"
+    assert study["jobs"][requeued]["restarts"] == 1
+    assert_resumed_and_equal(study, PREEMPTED)
