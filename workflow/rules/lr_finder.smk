@@ -26,7 +26,7 @@ rule lr_find:
     threads: config["threads"]
     resources:
         mem_mb=train_mem_mb,
-        runtime=60,
+        runtime=lr_find_runtime,
         gpu=GPU_JOBS,
     params:
         settings=lr_finder_params,
