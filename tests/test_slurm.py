@@ -183,11 +183,12 @@ def read_model(folder: Path, run: str) -> dict:
 
 
 def rule_blocks() -> dict[str, str]:
-    """Rule name -> its text, for every rule of the workflow."""
-    text = "\n".join(p.read_text() for p in sorted((ROOT / "workflow" / "rules").glob("*.smk")))
-    text += "\n" + (ROOT / "Snakefile").read_text()
-    parts = re.split(r"^rule (\w+):\n", text, flags=re.M)
-    return dict(zip(parts[1::2], parts[2::2], strict=True))
+    """Rule name -> its indented body, for every rule of the workflow."""
+    blocks = {}
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]:
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", path.read_text(), re.M):
+            blocks[name] = body
+    return blocks
 
 
 def test_every_rule_without_threads_stays_local():
@@ -197,6 +198,14 @@ def test_every_rule_without_threads_stays_local():
     cheap = {name for name, body in rule_blocks().items() if "threads:" not in body}
     assert cheap - local == set(), "add these rules to `localrules:` in the Snakefile, or give them threads"
     assert {"train", "prepare", "evaluate"}.isdisjoint(local)
+
+
+def test_every_submitted_rule_asks_for_memory_and_time():
+    """sbatch gets --mem and -t from these; without them a site's defaults may kill the job."""
+    heavy = {name: body for name, body in rule_blocks().items() if "threads:" in body}
+    assert {"prepare", "features", "train", "evaluate", "lr_find", "saliency"} <= set(heavy)
+    for name, body in heavy.items():
+        assert "mem_mb=" in body and "runtime=" in body, f"rule {name}: add mem_mb and runtime"
 
 
 @pytest.mark.slow
