@@ -68,11 +68,13 @@ def round_mb(mb, attempt):
 
 def image_seconds(run, images, passes=1.0):
     """Seconds to push `images` of a run through its model; passes=1/3 for forward only."""
-    model = (
-        "simple_cnn" if uses_cached_features(run) else run["model"]
-    )  # a head on features
+    # A frozen backbone's cached features: only a head trains, on vectors, cheap at any size.
+    if uses_cached_features(run):
+        model, size = "simple_cnn", 32
+    else:
+        model, size = run["model"], run["image_size"]
     per_1000 = SECONDS_PER_1000_IMAGES[model][0 if ON_GPU else 1]
-    return images / 1000 * per_1000 * size_factor(run["image_size"]) * passes
+    return images / 1000 * per_1000 * size_factor(size) * passes
 
 
 def train_mem_mb(wildcards, attempt):
