@@ -10,7 +10,7 @@ import torch
 
 from cifarlab import evaluate as evaluation
 from cifarlab import train as training
-from cifarlab.models import load_trained
+from cifarlab.models import build_model, load_trained
 
 # docs/architecture.md: the keys of metrics.json and of model.pt
 METRICS_KEYS = {
@@ -103,7 +103,7 @@ def test_load_trained_gives_back_the_trained_model(finished, synthetic_data):
     x = training.to_float(synthetic_data["test"]["images"][:8], saved["mean"], saved["std"], 32)
     with torch.no_grad():
         out = model(x)
-    fresh = training.build_model(saved["run"], 10).eval()
+    fresh = build_model(saved["run"], 10).eval()
     with torch.no_grad():
         assert not torch.allclose(out, fresh(x))  # trained weights, not the initialisation
 
