@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
-import torch
+# Before torch is imported (as cifarlab/__init__.py does for the workflow): spinning OpenMP
+# threads make a loaded 2-core machine 10x slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from cifarlab import synthetic
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from cifarlab import synthetic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
