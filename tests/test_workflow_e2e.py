@@ -1,0 +1,108 @@
+"""The whole study through Snakemake on tiny synthetic data: every step, the report, one figure rebuilt.
+
+This is what a user runs (`snakemake --cores 2 report --configfile config/demo.yaml`), made tiny by
+tests/e2e_study.yaml so that it takes a couple of minutes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cifarlab.config import validate_config
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "profiles")
+OVERLAYS = ("config/demo.yaml", "tests/e2e_study.yaml")
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", *OVERLAYS, *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """A copy of the workflow in a temp folder, with the tiny study run to its report."""
+    workdir = tmp_path_factory.mktemp("study")
+    for part in WORKFLOW_PARTS:
+        source = ROOT / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / part)
+    (workdir / "tests").mkdir()
+    shutil.copy(ROOT / "tests" / "e2e_study.yaml", workdir / "tests")
+    result = snakemake(workdir, "report")
+    assert result.returncode == 0, result.stderr[-6000:]
+    return workdir
+
+
+def expanded_runs(workdir: Path) -> dict[str, dict]:
+    config = {}
+    for path in ("config/config.yaml", *OVERLAYS):
+        overlay = yaml.safe_load(open(workdir / path))
+        config = _merge(config, overlay)
+    return validate_config(config)
+
+
+def _merge(base: dict, overlay: dict) -> dict:
+    """Snakemake's merge of --configfile overlays: dicts recursively, everything else replaced."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+@pytest.mark.slow
+def test_every_run_is_trained_evaluated_and_reported(study):
+    runs = expanded_runs(study)
+    assert len(runs) == 14
+    for name in runs:
+        metrics = json.loads((study / "results" / "runs" / name / "metrics.json").read_text())
+        assert metrics["run"] == name
+        assert metrics["status"] == "ok", (name, metrics["status"])
+        assert 0 <= metrics["test_accuracy"] <= 100
+        assert metrics["params_total"] >= metrics["params_trainable"] > 0
+        assert (study / "results" / "figures" / "curves" / f"{name}.png").stat().st_size > 0
+    with open(study / "results" / "report" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["run"] for row in rows] == list(runs)
+    html = (study / "results" / "report" / "index.html").read_text()
+    assert "http://" not in html.replace("http://www.w3.org", "") and 'src="https://' not in html
+    assert (study / "results" / "report" / "summary.md").read_text().count("\n|") >= len(runs)
+
+
+@pytest.mark.slow
+def test_report_opens_in_a_real_browser(study):
+    from test_report_browser import check_report_in_browser, require_browser
+
+    require_browser()
+    screenshot = check_report_in_browser(study / "results" / "report" / "index.html", 14, name="e2e-demo")
+    assert screenshot.stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_nothing_is_stale_after_a_run_and_one_figure_rebuilds_alone(study):
+    result = snakemake(study, "report", "-n")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+    figure = study / "results" / "figures" / "confusion" / "vit.png"
+    figure.unlink()
+    plan = snakemake(study, str(figure.relative_to(study)), "-n", "--quiet", "rules")
+    assert plan.returncode == 0, plan.stderr
+    assert "plot_confusion" in plan.stdout and "train" not in plan.stdout and "evaluate" not in plan.stdout
+    rebuilt = snakemake(study, str(figure.relative_to(study)))
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert figure.stat().st_size > 0
