@@ -25,7 +25,8 @@ OVERLAYS = ("config/demo.yaml", "tests/e2e_study.yaml")
 
 def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", *OVERLAYS, *args],
+        # targets first: --configfile takes every word after it
+        [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", *OVERLAYS],
         cwd=workdir,
         capture_output=True,
         text=True,
