@@ -157,8 +157,11 @@ def study(tmp_path_factory) -> dict:
                 time.sleep(0.5)
         finally:
             if process.poll() is None:
-                process.terminate()  # Snakemake cancels its SLURM jobs on SIGTERM
-                process.wait(timeout=60)
+                # On SIGTERM Snakemake waits for its jobs: cancel them first, leave none behind.
+                jobs = [job_id for job_id, _, _ in submitted_jobs(log.read_text())]
+                subprocess.run(["scancel", *jobs])
+                process.terminate()
+                process.wait(timeout=120)
     seen.update(squeue_snapshot())
     local_output = reference.communicate(timeout=TIMEOUT)[0]
     output = log.read_text()
