@@ -19,7 +19,7 @@ import yaml
 from cifarlab.config import validate_config
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "profiles")
+WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "profiles", "environment.yaml")
 OVERLAYS = ("config/demo.yaml", "tests/e2e_study.yaml")
 
 
