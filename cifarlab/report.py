@@ -53,8 +53,11 @@ METRICS_KEYS = (
 )
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
 
-# Models the lab used with ImageNet weights: its numbers for them are transfer learning.
+# Columns of a reference file such as config/lab-reference.csv; `pretrained` marks numbers that came
+# from ImageNet weights (transfer learning).
 REFERENCE_COLUMNS = ("run", "model", "pretrained", "test_accuracy", "note")
+# The lab's numbers are CIFAR-10 test accuracies: runs on other data are not set against them.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def read_json(path: str | Path) -> Any:
@@ -145,6 +148,8 @@ def lab_comparison(metrics: dict, reference: dict[str, dict]) -> tuple[float | N
         return None, None, ""
     if lab["model"] != metrics["model"]:
         return None, None, f"lab row is {lab['model']}, this run is {metrics['model']}"
+    if tuple(metrics.get("classes") or ()) != CIFAR10_CLASSES:
+        return None, None, f"not CIFAR-10 data: the lab's {lab['test_accuracy']:.2f} is a CIFAR-10 accuracy"
     if lab["pretrained"] and not metrics["pretrained"]:
         return None, None, f"not pretrained: the lab's {lab['test_accuracy']:.2f} used ImageNet weights"
     if metrics["status"] != "ok" or metrics["test_accuracy"] is None:

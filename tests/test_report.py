@@ -22,7 +22,7 @@ from cifarlab import report, synthetic
 from cifarlab.config import expand_runs, validate_config
 
 ROOT = Path(__file__).resolve().parent.parent
-CLASSES = list(synthetic.CLASSES)
+CLASSES = list(report.CIFAR10_CLASSES)  # the study of these tests claims CIFAR-10 data
 LAB = ROOT / "config" / "lab-reference.csv"
 
 # The study of these tests: an optimizer sweep, a dropout sweep (one p diverges), a
@@ -337,6 +337,14 @@ def test_not_pretrained_backbone_is_labelled_and_not_set_against_the_lab(study):
     assert "not pretrained" in row["lab_note"] and "86.06" in row["lab_note"]
 
 
+def test_runs_on_other_data_are_not_set_against_the_lab(study):
+    root, _, _ = study
+    metrics = json.loads((root / "results/runs/simple_cnn-sgd/metrics.json").read_text())
+    metrics["classes"] = list(synthetic.CLASSES)
+    lab, difference, note = report.lab_comparison(metrics, report.load_reference(LAB))
+    assert lab is None and difference is None and "not CIFAR-10" in note
+
+
 def test_pretrained_backbone_is_compared_with_the_lab(study):
     root, _, _ = study
     metrics = json.loads((root / "results/runs/vgg16/metrics.json").read_text())
@@ -363,7 +371,7 @@ def test_metrics_csv_has_every_metric_and_setting(study):
         "train_test_gap",
         "params_trainable",
         "lab_difference",
-        "per_class_accuracy.disc",
+        "per_class_accuracy.airplane",
         "param.optimizer",
         "param.weight_decay",
     ):
@@ -487,7 +495,7 @@ def test_page_has_data_and_provenance(study):
     assert "abc123" in page  # config hash
     assert "torch" in page and "snakemake" in page
     # counts per class: 3 train and 2 test images of each of the 10 classes
-    assert re.search(r"<td class=\"text\">disc</td><td>3</td><td>2</td>", page)
+    assert re.search(r"<td class=\"text\">airplane</td><td>3</td><td>2</td>", page)
     # compute time: 12.5 s of train and of saliency for each of 8 runs, 2 x 3 s lr_find, 1 s prepare,
     # 2 s features
     assert ">3 min 29 s</td>" in page
