@@ -38,6 +38,7 @@ import yaml
 from torch import nn
 
 from cifarlab.config import validate_config
+from cifarlab.device import pick_device, synchronize
 from cifarlab.features import compute_features
 from cifarlab.models import SimpleCNN, build_model
 from cifarlab.train import (
@@ -47,12 +48,13 @@ from cifarlab.train import (
     new_running,
     stratified_subset,
     subset,
+    to_device,
     train_one_epoch,
     train_run,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-DEVICE = torch.device("cpu")  # the comparisons are about this CPU machine; a GPU changes every ratio
+DEVICE = torch.device("cpu")  # set by --device; the CPU by default, the machine these tables are from
 
 
 def lab_runs() -> dict[str, dict]:
@@ -87,12 +89,13 @@ def cpu_seconds() -> float:
 
 def ours_epoch(train: dict, run: dict, num_batches: int) -> tuple[float, float]:
     """(wall, CPU) seconds for `num_batches` training steps of the simple CNN through cifarlab.train."""
-    model = build_model(run, len(train["classes"]))
+    model = build_model(run, len(train["classes"])).to(DEVICE)
     optimizer = build_optimizer(model.parameters(), run, run["lr"])
     scheduler = build_scheduler(optimizer, run, num_batches)
     started, cpu = time.perf_counter(), cpu_seconds()
     stream = itertools.islice(epoch_batches(train, run, epoch=0, device=DEVICE), num_batches)
     train_one_epoch(model, stream, optimizer, scheduler, device=DEVICE, running=new_running(DEVICE))
+    synchronize(DEVICE)
     return time.perf_counter() - started, cpu_seconds() - cpu
 
 
@@ -106,7 +109,7 @@ def data_only(stream, num_batches: int) -> float:
 
 def notebook_epoch(loader, num_batches: int) -> tuple[float, float]:
     """(wall, CPU) seconds for `num_batches` steps the way the PyTorch CIFAR-10 tutorial writes its loop."""
-    net = SimpleCNN()
+    net = SimpleCNN().to(DEVICE)
     criterion = nn.NLLLoss()  # the lab's model ends in log-softmax
     optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
     running_loss = 0.0
@@ -115,6 +118,7 @@ def notebook_epoch(loader, num_batches: int) -> tuple[float, float]:
     for i, (inputs, labels) in enumerate(batches):
         if i == num_batches:
             break
+        inputs, labels = inputs.to(DEVICE), labels.to(DEVICE)
         optimizer.zero_grad()
         loss = criterion(net(inputs), labels)
         loss.backward()
@@ -131,6 +135,7 @@ def cmd_epoch(args) -> dict:
     from torch.utils.data import DataLoader
 
     train, _ = load_data(args.data)
+    train = to_device(train, DEVICE)  # once, as train_run does: the images then stay on a GPU
     run = lab_runs()["simple_cnn-sgd"]  # simple_cnn, sgd lr 0.001 momentum 0.9, batch 32
     transform = T.Compose([T.ToTensor(), T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
     started = time.perf_counter()
@@ -263,6 +268,8 @@ def cmd_frozen(args) -> dict:
 def cmd_recipe(args) -> dict:
     train, test = load_data(args.data)
     base = {**lab_runs()["simple_cnn_recipe"], "lr": args.lr}
+    if args.augment is not None:
+        base["augment"] = args.augment
     notebook_seconds = 10 * args.notebook_epoch
     rows = []
     for epochs in args.epochs:
@@ -300,7 +307,7 @@ def cmd_vit(args) -> dict:
     train, test = load_data(args.data)
     runs = lab_runs()
     sizes = {
-        "patch_size": 4,
+        "patch_size": args.patch,
         "dim": args.dim,
         "depth": args.depth,
         "heads": args.heads,
@@ -341,7 +348,7 @@ def cmd_vit(args) -> dict:
         }
         print(f"{name}: test accuracy by epoch {rows[name]['test_accuracy']}", flush=True)
     print(
-        f"\nViT (patch 4, dim {args.dim}, depth {args.depth}, heads {args.heads}, mlp {2 * args.dim}), "
+        f"\nViT ({', '.join(f'{k} {v}' for k, v in sizes.items())}), "
         f"{args.train_subset} train / {args.test_subset} test images, {args.epochs} epochs"
     )
     print("| run | settings | final test acc (%) | best (%) | final train acc (%) | seconds |")
@@ -362,6 +369,9 @@ def cmd_vit(args) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu | cuda | mps | auto (CPU seconds mean little on a GPU)"
+    )
     parser.add_argument(
         "--out", type=Path, default=Path("/tmp/cifarlab-bench"), help="folder for <command>.json"
     )
@@ -389,16 +399,20 @@ def main() -> int:
     p.add_argument("--notebook-epoch", type=float, required=True, help="seconds of one notebook epoch")
     p.add_argument("--lr", type=float, default=0.05, help="one-cycle peak lr")
     p.add_argument("--epochs", type=int, nargs="+", default=[3, 5])
+    p.add_argument("--augment", choices=["none", "crop_flip"], help="default: the config's simple_cnn_recipe")
     p = command("vit")
     p.add_argument("--train-subset", type=int, default=5000)
     p.add_argument("--test-subset", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--patch", type=int, default=4, help="patch size (px)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--heads", type=int, default=4)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = pick_device(args.device)
     result = {"cmd_epoch": cmd_epoch, "cmd_frozen": cmd_frozen, "cmd_recipe": cmd_recipe, "cmd_vit": cmd_vit}[
         f"cmd_{args.command}"
     ](args)
