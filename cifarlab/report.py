@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab import plotting
+from cifarlab.lr_finder import median_curve
 
 # --- reading the step outputs ------------------------------------------------------------
 
@@ -699,23 +700,6 @@ def plot_learning_curves(
     plotting.save(fig, output)
 
 
-def lr_finder_curve(result: dict) -> tuple[list[float], list[float], list[float], list[float]]:
-    """(lrs, median, min, max) over repeats of the smoothed loss; points a repeat lacks are skipped."""
-    lrs = result["lrs"]
-    curves = [r["smoothed"] for r in result["repeats"]]
-    median, low, high = [], [], []
-    for i in range(len(lrs)):
-        values = sorted(c[i] for c in curves if i < len(c) and c[i] is not None and math.isfinite(c[i]))
-        if not values:
-            lrs = lrs[:i]
-            break
-        n = len(values)
-        median.append(values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2)
-        low.append(values[0])
-        high.append(values[-1])
-    return list(lrs), median, low, high
-
-
 def plot_lr_finder_comparison(result_paths: Sequence[str | Path], output: str | Path) -> None:
     """Median smoothed loss against lr (log axis) of every LR-finder run, min-max band over repeats,
     the chosen suggestion marked with its spread across repeats as a shaded span."""
@@ -727,7 +711,7 @@ def plot_lr_finder_comparison(result_paths: Sequence[str | Path], output: str | 
     for i, path in enumerate(result_paths):
         result = read_json(path)
         colour = plotting.series_colour(i)
-        lrs, median, low, high = lr_finder_curve(result)
+        lrs, median, low, high = median_curve(result)  # the same curve as the per-run figure
         ax.plot(lrs, median, color=colour, label=result.get("run", Path(path).stem))
         ax.fill_between(lrs, low, high, color=colour, alpha=0.15, linewidth=0)
         spread = result["suggestions"][result["chosen"]].get("spread_decades") or 0.0
@@ -735,7 +719,8 @@ def plot_lr_finder_comparison(result_paths: Sequence[str | Path], output: str | 
         ax.axvspan(
             result["lr"] / 10 ** (spread / 2), result["lr"] * 10 ** (spread / 2), color=colour, alpha=0.08
         )
-        starts += median[:1]
+        if len(median):
+            starts.append(float(median[0]))
     ax.set_xscale("log")
     ax.set(xlabel="learning rate", ylabel="smoothed training loss (nats)")
     if starts:  # the divergence at the right end would otherwise squash the useful part

@@ -20,6 +20,7 @@ from PIL import Image
 
 from cifarlab import report, synthetic
 from cifarlab.config import expand_runs, validate_config
+from cifarlab.lr_finder import median_curve
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = list(report.CIFAR10_CLASSES)  # the study of these tests claims CIFAR-10 data
@@ -531,7 +532,7 @@ def test_sweep_figure_without_a_sweep_says_how_to_get_one(tmp_path):
 
 def test_lr_finder_curve_is_the_median_over_repeats_where_they_exist():
     result = fake_lr_finder("x")
-    lrs, median, low, high = report.lr_finder_curve(result)
+    lrs, median, low, high = median_curve(result)  # what the comparison figure draws
     assert len(lrs) == len(median) == 60  # the longer repeat carries the tail
     assert all(lo <= m <= hi for lo, m, hi in zip(low, median, high, strict=True))
 
