@@ -707,7 +707,7 @@ def plot_lr_finder_comparison(result_paths: Sequence[str | Path], output: str | 
         raise ValueError("this study runs no LR finder: list runs under `lr_finder.runs` or use `lr: auto`")
     fig, axes = plotting.figure(size=(6.5, 4.0))
     ax = axes[0, 0]
-    starts = []
+    starts, lowest = [], []
     for i, path in enumerate(result_paths):
         result = read_json(path)
         colour = plotting.series_colour(i)
@@ -721,10 +721,14 @@ def plot_lr_finder_comparison(result_paths: Sequence[str | Path], output: str | 
         )
         if len(median):
             starts.append(float(median[0]))
+            lowest.append(float(min(low)))
     ax.set_xscale("log")
     ax.set(xlabel="learning rate", ylabel="smoothed training loss (nats)")
     if starts:  # the divergence at the right end would otherwise squash the useful part
-        ax.set_ylim(top=1.5 * max(starts))
+        # Both limits: autoscaling pads the bottom by a share of the divergent range.
+        top = 1.5 * max(starts)
+        bottom = min(lowest)
+        ax.set_ylim(bottom - 0.05 * (top - bottom), top)
     ax.legend(title="dotted: chosen lr; span: spread")
     plotting.save(fig, output)
 
