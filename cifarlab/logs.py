@@ -36,10 +36,3 @@ def log_to(path: str | Path) -> Iterator[logging.Logger]:
         finally:
             sys.stdout, sys.stderr = old_out, old_err
             root.removeHandler(handler)
-
-
-def not_implemented(step: str, issue: int) -> None:
-    """Stop a step that a later issue fills in, with a clear message and no output."""
-    raise NotImplementedError(
-        f"the '{step}' step is not implemented yet (issue #{issue}); no output was written"
-    )

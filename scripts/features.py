@@ -1,12 +1,6 @@
 """Snakemake entry point of the 'features' step: a frozen backbone's features, computed once."""
 
-import os
-
-# Before torch loads OpenMP: idle threads sleep instead of spinning. On a machine shared with
-# other jobs, spinning threads made training over ten times slower (docs/training.md, Threads).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from cifarlab.logs import log_to  # noqa: E402
+from cifarlab.logs import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
     from cifarlab.features import main
