@@ -79,6 +79,14 @@ def dedup_legend(ax, **kwargs) -> None:
 
 
 def epoch_axis(ax) -> None:
-    """Label the x axis 'epoch' with whole-number ticks."""
+    """Label the x axis 'epoch' with whole-number ticks. Call after plotting.
+
+    A one-epoch run is a single point, which matplotlib pads by a hair and labels in fractions
+    of an epoch: widen such a range to one epoch either side.
+    """
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    lo, hi = ax.get_xlim()
+    if hi - lo < 2:
+        middle = round((lo + hi) / 2)
+        ax.set_xlim(middle - 1, middle + 1)
