@@ -27,6 +27,7 @@ from typing import Any
 
 from cifarlab import plotting
 from cifarlab.lr_finder import median_curve
+from cifarlab.train import HISTORY_COLUMNS  # the columns train writes
 
 # --- reading the step outputs ------------------------------------------------------------
 
@@ -52,7 +53,6 @@ METRICS_KEYS = (
     "device",
     "settings",
 )
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
 
 # Columns of a reference file such as config/lab-reference.csv; `pretrained` marks numbers that came
 # from ImageNet weights (transfer learning).
