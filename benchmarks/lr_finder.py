@@ -24,7 +24,8 @@ import yaml
 
 from cifarlab.config import expand_runs
 from cifarlab.data import prepare
-from cifarlab.lr_finder import METHODS, plot_lr_finder, run_lr_finder, write_json
+from cifarlab.files import write_json
+from cifarlab.lr_finder import METHODS, plot_lr_finder, run_lr_finder
 from cifarlab.train import train_run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,6 @@ folders, either possibly inside one top folder of the archive.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import io
@@ -22,13 +21,11 @@ import pickle
 import shutil
 import stat
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
@@ -38,6 +35,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
+
+from cifarlab.files import atomic_path
 
 try:  # JPEG via libjpeg-turbo without PIL's Python-level parsing: 2-3x faster on CIFAR-sized images,
     # the same pixels bit for bit (tests/test_data.py checks). PIL decodes everything else, and all
@@ -101,28 +100,6 @@ def local_path(source: str) -> Path | None:
     if "://" in source:
         raise DataError(f"unsupported data source {source!r}: use http(s)://, file://, a path or 'synthetic'")
     return Path(source).expanduser()
-
-
-# --- Writing files atomically -------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temp file in `path`'s folder, renamed onto `path` only if the block succeeds.
-
-    The temp file lives next to the target so the rename is atomic (same filesystem); on any
-    error it is deleted, so a failed or killed step never leaves a half-written file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def file_digests(path: str | Path) -> dict:

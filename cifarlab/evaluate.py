@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cifarlab import plotting
 from cifarlab.device import pick_device
+from cifarlab.files import write_json
 from cifarlab.models import head_of, load_trained
 from cifarlab.train import TEST_SUBSET_SEED, epoch_batches, evaluate, read_history, stratified_subset, subset
 
@@ -111,20 +111,6 @@ def compute_metrics(
     return metrics
 
 
-def write_json(obj: dict, path: str | Path) -> None:
-    """Strict JSON (NaN/inf refused), written via a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def main(
     *,
     model_path: str | Path,
@@ -141,7 +127,7 @@ def main(
     metrics = compute_metrics(
         model_path, history_path, test_path, device=pick_device(device), features_test=features_test
     )
-    write_json(metrics, metrics_path)
+    write_json(metrics, metrics_path, strict=True)
     return metrics
 
 

@@ -20,7 +20,6 @@ import copy
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from cifarlab.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -384,18 +385,6 @@ def run_lr_finder(
     }
 
 
-def write_json(result: dict, path: str | Path) -> None:
-    """Write the results JSON via a temp file and a rename: never a half-written output."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def main(
     *,
     train_path: str | Path,
@@ -418,7 +407,7 @@ def main(
     if features_train is not None:
         features = torch.load(features_train, map_location="cpu", weights_only=True)
     result = run_lr_finder(run, train, finder, device=torch_device, features=features)
-    write_json(result, result_path)
+    write_json(result, result_path, indent=1)
     log.info("%s: lr %.3g (%s) written to %s", run["name"], result["lr"], result["chosen"], result_path)
     return result
 

@@ -6,7 +6,6 @@ start from `figure()`; `save()` writes atomically so a failed plot never leaves 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +14,8 @@ matplotlib.use("Agg")  # no display on clusters and CI
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from cifarlab.files import atomic_path  # noqa: E402
 
 STYLE = {
     "font.size": 9,
@@ -54,15 +55,11 @@ def model_colour(model: str) -> str:
 
 def save(fig, path: str | Path) -> None:
     """Write `fig` to `path` (format from its suffix) via a temp file and a rename; close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix.lstrip("."))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def series_colour(index: int) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab import plotting
+from cifarlab.files import write_text
 from cifarlab.lr_finder import median_curve
 from cifarlab.train import HISTORY_COLUMNS  # the columns train writes
 
@@ -977,15 +978,6 @@ def provenance(metrics: Sequence[dict], config_hash: str, benchmarks: Iterable[s
     }
 
 
-def write_text(path: str | Path, text: str) -> None:
-    """Write atomically: a failure never leaves a half-written report that looks complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(
     metrics_paths: Sequence[str | Path],
     outputs: dict[str, str | Path],
@@ -1029,7 +1021,7 @@ def write_report(
         diff_label=str(compare_to or ""),
     )
     notes = [f"compared with {compare_to}: see index.html"] if compare_to else []
-    write_text(outputs["metrics"], csv_text(flat))
-    write_text(outputs["summary"], summary_markdown(rows, notes))
-    write_text(outputs["html"], page)
+    write_text(csv_text(flat), outputs["metrics"])
+    write_text(summary_markdown(rows, notes), outputs["summary"])
+    write_text(page, outputs["html"])
     return rows

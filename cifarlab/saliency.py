@@ -27,7 +27,6 @@ import copy
 import json
 import logging
 import math
-import os
 import textwrap
 import time
 import warnings
@@ -38,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cifarlab.files import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def write_sample(test_pt: str | Path, out_json: str | Path, images_per_class: in
         "images_per_class": images_per_class,
         "seed": seed,
     }
-    _write_json(sample, out_json)
+    write_json(sample, out_json)
     log.info("saliency sample: %d images (%d per class, seed %d)", len(indices), images_per_class, seed)
     return sample
 
@@ -563,20 +564,9 @@ def _json_float(value: float) -> float | None:
 # --- The step --------------------------------------------------------------------------------
 
 
-def _write_json(data: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _torch_save(data: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
 
 
 def resolve_settings(settings: dict | None) -> dict:
@@ -686,7 +676,7 @@ def run_saliency(
         },
         maps_out,
     )
-    _write_json(result, result_out)
+    write_json(result, result_out)
     for method, s in result["sanity"]["methods"].items():
         log.info(
             "%s: rho(trained, all random) = %s, %s",

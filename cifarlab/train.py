@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import signal
 import sys
 import threading
@@ -27,6 +26,7 @@ from torch import nn
 
 from cifarlab.config import settings_hash
 from cifarlab.device import autocast, describe, pick_device, synchronize, use_channels_last
+from cifarlab.files import atomic_path
 from cifarlab.models import build_model, count_parameters, head_of, set_train_mode
 
 log = logging.getLogger(__name__)
@@ -378,14 +378,8 @@ def stop_requests() -> Iterator[list]:
 
 def atomic_save(obj, path: str | Path) -> None:
     """torch.save via a temporary file and a rename: a kill mid-write never leaves a broken file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def rng_states(device: torch.device) -> dict:
@@ -609,17 +603,10 @@ def train_run(
 
 def write_history(history: list[dict], path: str | Path) -> None:
     """history.csv: one row per epoch (HISTORY_COLUMNS; accuracies in %, seconds of training)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
-            writer.writeheader()
-            writer.writerows({k: row[k] for k in HISTORY_COLUMNS} for row in history)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: row[k] for k in HISTORY_COLUMNS} for row in history)
 
 
 def read_history(path: str | Path) -> list[dict]:

@@ -1,0 +1,47 @@
+"""Writing outputs atomically: a failed or killed step never leaves a half-written file.
+
+Every step writes through `atomic_path`, so that a file under results/ is either complete or
+absent, and Snakemake never mistakes a partial output for a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp file in `path`'s folder, renamed onto `path` only if the block succeeds.
+
+    The temp file lives next to the target so the rename is atomic (same filesystem); on any
+    error it is deleted. Its suffix is `.part`: writers that infer a format from the file name
+    (matplotlib) must be told the format.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(obj: Any, path: str | Path, *, strict: bool = False, indent: int = 2) -> None:
+    """JSON to `path`, atomically. strict: refuse NaN/inf (they are not JSON) instead of writing them."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent, allow_nan=not strict) + "\n")
+
+
+def write_text(text: str, path: str | Path) -> None:
+    """Text to `path`, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
