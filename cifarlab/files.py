@@ -21,7 +21,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     The temp file lives next to the target so the rename is atomic (same filesystem); on any
     error it is deleted. Its suffix is `.part`: writers that infer a format from the file name
-    (matplotlib) must be told the format.
+    (matplotlib) must be told the format. The finished file gets the permissions of a plain
+    `open(path, "w")` (0666 less the umask), not mkstemp's private 0600, so a group that shares
+    results/ on a cluster can read them.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,9 +32,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(obj: Any, path: str | Path, *, strict: bool = False, indent: int = 2) -> None:
