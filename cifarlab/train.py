@@ -382,6 +382,13 @@ def atomic_save(obj, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
+def resume_hint(checkpoint: str | Path | None) -> str:
+    """What an interrupted run tells its user: where it was saved, or that it was not."""
+    if checkpoint is None:
+        return "no checkpoint path was given, so nothing was saved; the next run starts over"
+    return f"checkpoint saved to {checkpoint}; rerun to resume"
+
+
 def rng_states(device: torch.device) -> dict:
     states = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -546,8 +553,7 @@ def train_run(
             if outcome == "stopped":
                 save(epoch, running)
                 raise TrainingInterrupted(
-                    f"{stop[0]} during epoch {epoch + 1}, step {running['step']}: checkpoint saved to "
-                    f"{checkpoint}; rerun to resume"
+                    f"{stop[0]} during epoch {epoch + 1}, step {running['step']}: {resume_hint(checkpoint)}"
                 )
             if outcome == "diverged":
                 status = "diverged"
@@ -571,9 +577,7 @@ def train_run(
             running = None
             save(epoch + 1, None)
             if stop:
-                raise TrainingInterrupted(
-                    f"{stop[0]} after epoch {epoch + 1}: checkpoint saved to {checkpoint}; rerun to resume"
-                )
+                raise TrainingInterrupted(f"{stop[0]} after epoch {epoch + 1}: {resume_hint(checkpoint)}")
 
     total, trainable_count = count_parameters(model)
     seconds = sum(row["seconds"] for row in history)

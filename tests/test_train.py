@@ -266,6 +266,21 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(synthetic_data, tmp_path, m
     assert same_state(resumed["model"], reference["model"])
 
 
+def test_sigterm_without_a_checkpoint_path_says_nothing_was_saved(synthetic_data, monkeypatch):
+    run = make_run(epochs=1, train_subset=256, test_subset=64)
+    real_batches = training.epoch_batches
+
+    def signal_at_step_two(data, run, *, epoch, device, start=0):
+        for i, batch in enumerate(real_batches(data, run, epoch=epoch, device=device, start=start)):
+            if i == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    monkeypatch.setattr(training, "epoch_batches", signal_at_step_two)
+    with pytest.raises(TrainingInterrupted, match="no checkpoint path was given, so nothing was saved"):
+        train_run(run, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=run["lr"])
+
+
 def test_a_changed_run_never_resumes_a_stale_checkpoint(synthetic_data, tmp_path):
     checkpoint = tmp_path / "ckpt.pt"
     old = make_run(epochs=1, train_subset=300, test_subset=100)
