@@ -322,7 +322,7 @@ def cmd_vit(args) -> dict:
         "vit": sizes,
     }
     rows = {}
-    for name in ("vit", "vit_recipe"):
+    for name in args.runs:
         run = {**runs[name], **common}
         if name == "vit_recipe":
             run["warmup_epochs"] = max(1, round(args.epochs / 10))  # the config's 2 of 20
@@ -408,6 +408,11 @@ def main() -> int:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--heads", type=int, default=4)
+    p.add_argument(
+        "--runs", nargs="+", choices=["vit", "vit_recipe"], default=["vit", "vit_recipe"],
+        help="which to train (one per process runs them side by side on two cores)",
+    )  # fmt: skip
+    p.add_argument("--outfile", default="vit.json", help="file name under --out")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -417,7 +422,8 @@ def main() -> int:
         f"cmd_{args.command}"
     ](args)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.command}.json").write_text(json.dumps(result, indent=1, default=str))
+    name = args.outfile if args.command == "vit" else f"{args.command}.json"
+    (args.out / name).write_text(json.dumps(result, indent=1, default=str))
     return 0
 
 
