@@ -18,6 +18,8 @@ reads with ImageFolder. Each command prints a table and writes <command>.json in
 - recipe: epochs of our simple-CNN recipe (batch 256, one-cycle, nesterov, crop+flip) needed to
   reach --target (the notebook's 10-epoch accuracy), against 10 notebook epochs of --notebook-epoch s.
 - vit: the lab's ViT settings vs our recipe (vit_recipe), same small ViT, subset and epochs.
+- seeds: one run of config/config.yaml, unchanged but for its seed, once per --seeds value: how
+  much of a difference to the lab is seed noise.
 
 Timings on a shared CPU are noisy: compare the ratios of one invocation, not absolute seconds.
 """
@@ -366,6 +368,26 @@ def cmd_vit(args) -> dict:
     return {"sizes": sizes, **common, "rows": rows}
 
 
+def cmd_seeds(args) -> dict:
+    train, test = load_data(args.data)
+    runs = lab_runs()
+    if args.run not in runs:
+        sys.exit(f"error: no run {args.run!r} in config/config.yaml; runs: {', '.join(sorted(runs))}")
+    rows = {}
+    for seed in args.seeds:
+        run = {**runs[args.run], "seed": seed}
+        history = train_run(run, train, test, device=DEVICE, lr=float(run["lr"]))["history"]
+        rows[seed] = [round(r["test_accuracy"], 2) for r in history]
+        print(f"{args.run} seed {seed}: test accuracy by epoch {rows[seed]}", flush=True)
+    finals = [accuracies[-1] for accuracies in rows.values()]
+    print("\n| run | seeds | final test accuracy (%) | mean |\n| --- | --- | --- | ---: |")
+    print(
+        f"| {args.run} | {', '.join(map(str, rows))} | {', '.join(f'{a:.2f}' for a in finals)} | "
+        f"{statistics.mean(finals):.2f} |"
+    )
+    return {"run": args.run, "test_accuracy_by_seed": rows}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -413,14 +435,21 @@ def main() -> int:
         help="which to train (one per process runs them side by side on two cores)",
     )  # fmt: skip
     p.add_argument("--outfile", default="vit.json", help="file name under --out")
+    p = command("seeds")
+    p.add_argument("--run", required=True, help="a run of config/config.yaml, e.g. simple_cnn-sgd")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     global DEVICE
     DEVICE = pick_device(args.device)
-    result = {"cmd_epoch": cmd_epoch, "cmd_frozen": cmd_frozen, "cmd_recipe": cmd_recipe, "cmd_vit": cmd_vit}[
-        f"cmd_{args.command}"
-    ](args)
+    result = {
+        "cmd_epoch": cmd_epoch,
+        "cmd_frozen": cmd_frozen,
+        "cmd_recipe": cmd_recipe,
+        "cmd_vit": cmd_vit,
+        "cmd_seeds": cmd_seeds,
+    }[f"cmd_{args.command}"](args)
     args.out.mkdir(parents=True, exist_ok=True)
     name = args.outfile if args.command == "vit" else f"{args.command}.json"
     (args.out / name).write_text(json.dumps(result, indent=1, default=str))
