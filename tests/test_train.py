@@ -236,6 +236,19 @@ def test_a_crashed_run_resumes_from_its_last_epoch(synthetic_data, tmp_path, mon
     assert same_state(resumed["model"], reference["model"])
 
 
+def sigterm_at(epoch: int, step: int):
+    """An `epoch_batches` that sends this process SIGTERM before batch `step` of `epoch` (0-based)."""
+    real_batches, at_epoch = training.epoch_batches, epoch
+
+    def epoch_batches(data, run, *, epoch, device, start=0):
+        for i, batch in enumerate(real_batches(data, run, epoch=epoch, device=device, start=start)):
+            if epoch == at_epoch and i == step:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    return epoch_batches
+
+
 def test_sigterm_mid_epoch_saves_and_resumes_exactly(synthetic_data, tmp_path, monkeypatch):
     """A stop signal mid-epoch saves the step and the RNG; the resumed run matches, dropout included."""
     run = make_run(
@@ -245,15 +258,8 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(synthetic_data, tmp_path, m
     reference = train_run(*data, device=CPU, lr=run["lr"])
 
     real_batches = training.epoch_batches
-
-    def signal_at_step_three_of_epoch_two(data, run, *, epoch, device, start=0):
-        for i, batch in enumerate(real_batches(data, run, epoch=epoch, device=device, start=start)):
-            if epoch == 1 and i == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
-            yield batch
-
     checkpoint = tmp_path / "ckpt.pt"
-    monkeypatch.setattr(training, "epoch_batches", signal_at_step_three_of_epoch_two)
+    monkeypatch.setattr(training, "epoch_batches", sigterm_at(epoch=1, step=3))
     with pytest.raises(TrainingInterrupted, match="SIGTERM during epoch 2, step 4"):
         train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
     saved = torch.load(checkpoint, weights_only=True)
@@ -268,15 +274,7 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(synthetic_data, tmp_path, m
 
 def test_sigterm_without_a_checkpoint_path_says_nothing_was_saved(synthetic_data, monkeypatch):
     run = make_run(epochs=1, train_subset=256, test_subset=64)
-    real_batches = training.epoch_batches
-
-    def signal_at_step_two(data, run, *, epoch, device, start=0):
-        for i, batch in enumerate(real_batches(data, run, epoch=epoch, device=device, start=start)):
-            if i == 2:
-                os.kill(os.getpid(), signal.SIGTERM)
-            yield batch
-
-    monkeypatch.setattr(training, "epoch_batches", signal_at_step_two)
+    monkeypatch.setattr(training, "epoch_batches", sigterm_at(epoch=0, step=2))
     with pytest.raises(TrainingInterrupted, match="no checkpoint path was given, so nothing was saved"):
         train_run(run, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=run["lr"])
 
