@@ -36,7 +36,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from cifarlab.files import atomic_path
+from cifarlab.files import atomic_path, save_torch
 
 try:  # JPEG via libjpeg-turbo without PIL's Python-level parsing: 2-3x faster on CIFAR-sized images,
     # the same pixels bit for bit (tests/test_data.py checks). PIL decodes everything else, and all
@@ -656,8 +656,7 @@ def prepare(
             "std": std,
             "source": source or str(archive),
         }
-        with atomic_path(out) as tmp:
-            torch.save(result[split], tmp)
+        save_torch(result[split], out)
     if samples_out is not None:
         plot_samples(splits["train"][0], splits["train"][1], classes, samples_out)
     log.info(

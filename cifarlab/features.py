@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from cifarlab.device import autocast, describe, pick_device, synchronize, use_channels_last
+from cifarlab.files import save_torch
 from cifarlab.models import build_model, head_of
-from cifarlab.train import TEST_SUBSET_SEED, atomic_save, batches, stratified_subset, subset
+from cifarlab.train import TEST_SUBSET_SEED, batches, stratified_subset, subset
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def main(
             "imagenet" if backbone["pretrained"] else "random", backbone["image_size"],
             describe(torch_device), seconds, len(features) / seconds,
         )  # fmt: skip
-        atomic_save(
+        save_torch(
             {
                 "features": features,
                 "indices": indices,

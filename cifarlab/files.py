@@ -55,3 +55,11 @@ def write_text(text: str, path: str | Path) -> None:
     """Text to `path`, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def save_torch(obj: Any, path: str | Path) -> None:
+    """torch.save to `path`, atomically: a kill mid-write never leaves a truncated tensor file."""
+    import torch  # here, not at the top: the plotting and report steps write files without torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.files import atomic_path, write_json
+from cifarlab.files import save_torch, write_json
 
 log = logging.getLogger(__name__)
 
@@ -564,11 +564,6 @@ def _json_float(value: float) -> float | None:
 # --- The step --------------------------------------------------------------------------------
 
 
-def _torch_save(data: dict, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(data, tmp)
-
-
 def resolve_settings(settings: dict | None) -> dict:
     """The step's settings with defaults filled in; a bad value is an error that names it."""
     resolved = {**DEFAULTS, **{k: v for k, v in (settings or {}).items() if k != "runs"}}
@@ -661,7 +656,7 @@ def run_saliency(
         "indices": sample["indices"],
         **result,
     }
-    _torch_save(
+    save_torch(
         {
             "run": run["name"],
             "model": run["model"],

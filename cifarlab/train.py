@@ -26,7 +26,7 @@ from torch import nn
 
 from cifarlab.config import settings_hash
 from cifarlab.device import autocast, describe, pick_device, synchronize, use_channels_last
-from cifarlab.files import atomic_path
+from cifarlab.files import atomic_path, save_torch
 from cifarlab.models import build_model, count_parameters, head_of, set_train_mode
 
 log = logging.getLogger(__name__)
@@ -376,12 +376,6 @@ def stop_requests() -> Iterator[list]:
             signal.signal(s, h)
 
 
-def atomic_save(obj, path: str | Path) -> None:
-    """torch.save via a temporary file and a rename: a kill mid-write never leaves a broken file."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def resume_hint(checkpoint: str | Path | None) -> str:
     """What an interrupted run tells its user: where it was saved, or that it was not."""
     if checkpoint is None:
@@ -514,7 +508,7 @@ def train_run(
     def save(epoch: int, running: dict | None) -> None:
         if checkpoint is None:
             return
-        atomic_save(
+        save_torch(
             {
                 "fingerprint": fingerprint,
                 "epoch": epoch,  # epochs completed
@@ -626,7 +620,7 @@ def save_model(result: dict, path: str | Path) -> None:
     """model.pt as docs/architecture.md describes it (weights on the CPU, portable across devices)."""
     saved = {k: v for k, v in result.items() if k not in ("model", "history")}
     saved["model_state"] = {k: v.detach().cpu() for k, v in result["model"].state_dict().items()}
-    atomic_save(saved, path)
+    save_torch(saved, path)
 
 
 def resolve_lr(run: dict, lr_finder: str | Path | None, suggestion: str | None = None) -> tuple[float, str]:
