@@ -44,16 +44,25 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def uses_cuda_speedups(device: torch.device) -> bool:
+    """Whether `device` gets bf16 autocast and channels_last (CUDA only).
+
+    The one place that decides it: tests/test_device.py switches it on for the CPU, which
+    supports both, to run the CUDA code path without a GPU.
+    """
+    return device.type == "cuda"
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA (tensor cores, no loss scaling needed); full fp32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if uses_cuda_speedups(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def use_channels_last(device: torch.device) -> bool:
     """NHWC memory layout: faster convolutions with cuDNN on CUDA, no gain (or a loss) elsewhere."""
-    return device.type == "cuda"
+    return uses_cuda_speedups(device)
 
 
 def synchronize(device: torch.device) -> None:

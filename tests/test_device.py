@@ -14,9 +14,7 @@ import torch
 from test_train import make_run
 
 from cifarlab import device as device_module
-from cifarlab import features as features_module
 from cifarlab import lr_finder
-from cifarlab import train as training
 from cifarlab.device import pick_device
 from cifarlab.features import compute_features
 from cifarlab.models import build_model
@@ -30,18 +28,16 @@ SMALL_VIT = {
 
 @pytest.fixture
 def cuda_code_path(monkeypatch):
-    """bf16 autocast and channels_last, as on CUDA, for CPU tensors. Yields the autocast entries
-    (one per forward pass), so that a test can show the path was taken."""
-    entered = []
+    """bf16 autocast and channels_last, as on CUDA, for CPU tensors. Yields the devices that asked
+    for them (at least one per forward pass), so that a test can show the path was taken."""
+    asked = []
 
-    def bf16(device: torch.device):
-        entered.append(device)
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+    def always(device: torch.device) -> bool:
+        asked.append(device)
+        return True
 
-    for module in (device_module, training, features_module):  # lr_finder imports from device at call time
-        monkeypatch.setattr(module, "autocast", bf16)
-        monkeypatch.setattr(module, "use_channels_last", lambda device: True)
-    return entered
+    monkeypatch.setattr(device_module, "uses_cuda_speedups", always)
+    return asked
 
 
 def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
@@ -130,8 +126,7 @@ def test_cached_features_under_bf16_match_fp32_to_bf16_precision(synthetic_data,
     data = subset(synthetic_data["test"], torch.arange(64))
     model = build_model(make_run(model="resnet18", freeze="head"), num_classes=10)
     full = compute_features(model, data, image_size=32, device=CPU)
-    monkeypatch.setattr(features_module, "autocast", lambda d: torch.autocast("cpu", dtype=torch.bfloat16))
-    monkeypatch.setattr(features_module, "use_channels_last", lambda d: True)
+    monkeypatch.setattr(device_module, "uses_cuda_speedups", lambda device: True)
     mixed = compute_features(model, data, image_size=32, device=CPU)
     assert mixed.dtype == torch.float32 and mixed.shape == full.shape == (64, 512)
     relative = (mixed - full).norm() / full.norm()
