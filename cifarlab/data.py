@@ -18,7 +18,10 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
+import socket
+import ssl
 import stat
 import tarfile
 import time
@@ -26,6 +29,7 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
@@ -36,7 +40,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from cifarlab.files import atomic_path, save_torch
+from cifarlab.files import atomic_path, save_torch, write_json
 
 try:  # JPEG via libjpeg-turbo without PIL's Python-level parsing: 2-3x faster on CIFAR-sized images,
     # the same pixels bit for bit (tests/test_data.py checks). PIL decodes everything else, and all
@@ -55,6 +59,15 @@ IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in Image.registered_extensions(
 # Below this many images a process pool costs more than it saves.
 POOL_MIN_IMAGES = 4096
 POOL_CHUNK = 2000
+# Downloads (docs/data.md gives the worst case): attempts in all, the wait before the second
+# (doubling after), and the seconds a connection may stay silent. Only transient failures retry.
+DOWNLOAD_ATTEMPTS = 3
+DOWNLOAD_BACKOFF_S = 2.0
+DOWNLOAD_TIMEOUT_S = 30.0
+# Where the download's error message suggests putting an archive fetched by hand.
+MANUAL_DIR = "resources/manual"
+# What a damaged archive raises while its members are listed or read.
+ARCHIVE_ERRORS = (EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, OSError)
 
 
 class DataError(ValueError):
@@ -113,6 +126,87 @@ def file_digests(path: str | Path) -> dict:
     return {"bytes": size, "md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
 
 
+def folder_files(folder: Path) -> list[str]:
+    """The files of an image-folder directory, relative POSIX names, sorted; links followed.
+
+    Directory links are followed (a class folder may be a link to another disk); a link that
+    leads back into a folder above it is refused. Hidden files and folders are left out.
+    """
+    folder = Path(folder)
+    files, seen = [], set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen or any(real == p for p in _ancestors(top, folder)):
+            raise DataError(
+                f"{top}: a directory link that leads back into a folder above it (a loop); remove "
+                "the link or point it elsewhere"
+            )
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = Path(top).relative_to(folder)
+        files += [(rel / n).as_posix() for n in names if not n.startswith(".") and os.path.isfile(Path(top, n))]
+    return sorted(files)
+
+
+def _ancestors(top: str, folder: Path) -> list[str]:
+    """Real paths of the folders strictly above `top`, up to and including `folder`."""
+    out, path = [], Path(top)
+    while path != folder and path != path.parent:
+        path = path.parent
+        out.append(os.path.realpath(path))
+    return out
+
+
+def folder_dirs(folder: Path) -> list[str]:
+    """The (non-hidden) sub-folders of a directory, relative POSIX names; links followed."""
+    out = []
+    for top, dirs, _ in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        out += [(Path(top).relative_to(folder) / d).as_posix() for d in dirs]
+    return out
+
+
+def source_fingerprint(source: str, cache: str | Path | None = None) -> str | None:
+    """The content identity of a local source (sha256 hex), or None for URLs and `synthetic`.
+
+    An archive: the sha256 of its bytes. A directory: the sha256 over each file that would be
+    packed (name and the sha256 of its bytes), so it changes when an image is added, removed
+    or rewritten, and not when files are only touched. `cache` (JSON, written atomically) keeps
+    each file's hash under its size and mtime: a file whose stat is unchanged is not read again.
+    """
+    path = None if source == "synthetic" else local_path(source)
+    if path is None or not path.exists():
+        return None
+    known = _read_cache(cache)
+    fresh: dict[str, list] = {}
+
+    def sha256_of(file: Path) -> str:
+        st = file.stat()
+        key, stamp = str(file.resolve()), [st.st_size, st.st_mtime_ns]
+        entry = known.get(key)
+        digest = entry[2] if entry and entry[:2] == stamp else file_digests(file)["sha256"]
+        fresh[key] = [*stamp, digest]
+        return digest
+
+    if path.is_dir():
+        total = hashlib.sha256()
+        for name in folder_files(path):
+            total.update(f"{name}\0{sha256_of(path / name)}\n".encode())
+        digest = total.hexdigest()
+    else:
+        digest = sha256_of(path)
+    if cache is not None and fresh != known:
+        write_json(fresh, cache, indent=0)
+    return digest
+
+
+def _read_cache(cache: str | Path | None) -> dict:
+    try:
+        return json.loads(Path(cache).read_text()) if cache else {}
+    except (OSError, ValueError):  # absent or half-written by a killed process: rebuilt
+        return {}
+
+
 # --- Download -----------------------------------------------------------------------------
 
 
@@ -146,32 +240,58 @@ def _http_get_once(url: str, target: Path, timeout: float) -> None:
         )
 
 
-def http_get(url: str, target: Path, retries: int = 4, backoff: float = 2.0, timeout: float = 60) -> None:
-    """Download `url` into `target` with a progress bar; retry network errors with backoff.
+def _failure(error: Exception) -> tuple[str, bool]:
+    """(what went wrong in words, whether it can go away by itself: a retry may help)."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}", error.code >= 500 or error.code in (408, 429)
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, socket.gaierror):
+        return f"the host name does not resolve ({reason.strerror or reason})", False
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused", False
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return f"certificate check failed ({reason.verify_message})", False
+    if isinstance(reason, TimeoutError):
+        return f"timed out: nothing came for {DOWNLOAD_TIMEOUT_S:g} s", True
+    return str(reason) or type(reason).__name__, True  # resets, truncation, 5xx-like network trouble
 
-    Waits backoff, 2 x backoff, 4 x backoff, ... seconds between attempts. Client errors (404,
-    403) are not retried: they will not go away.
+
+def offline_hint(url: str, problem: str) -> str:
+    """One line for a host that cannot be reached: what failed and the two ways forward."""
+    name = archive_name(url)
+    return (
+        f"cannot download {url}: {problem}; this machine seems offline (or the host is down). "
+        f"Fetch {name} elsewhere, put it e.g. at {MANUAL_DIR}/{name}, and run with "
+        f"--config data_source={MANUAL_DIR}/{name}"
+    )
+
+
+def http_get(url: str, target: Path, attempts: int | None = None, backoff: float | None = None) -> None:
+    """Download `url` into `target` with a progress bar; only transient failures are retried.
+
+    Transient: 5xx, 408, 429, a timeout, a reset or truncated transfer; they are tried
+    `attempts` times in all (DOWNLOAD_ATTEMPTS), waiting backoff, 2 x backoff, ... seconds
+    between. Deterministic: any other 4xx, a refused connection, a name that does not resolve,
+    a bad certificate; they fail at once. A connection silent for DOWNLOAD_TIMEOUT_S fails its attempt.
     """
-    for attempt in range(1, retries + 1):
+    attempts = DOWNLOAD_ATTEMPTS if attempts is None else attempts
+    backoff = DOWNLOAD_BACKOFF_S if backoff is None else backoff
+    for attempt in range(1, attempts + 1):
         try:
-            _http_get_once(url, target, timeout)
+            _http_get_once(url, target, DOWNLOAD_TIMEOUT_S)
             return
-        except urllib.error.HTTPError as error:
-            if error.code < 500 and error.code != 429:
-                raise DownloadError(f"download of {url} failed: HTTP {error.code} {error.reason}") from None
-            problem = f"HTTP {error.code} {error.reason}"
         except (OSError, http.client.HTTPException) as error:
-            problem = str(error) or type(error).__name__
-        if attempt == retries:
-            raise DownloadError(f"download of {url} failed after {retries} attempts; last error: {problem}")
+            problem, transient = _failure(error)
+        unreachable = problem.startswith(("connection refused", "the host name"))
+        if unreachable:
+            raise DownloadError(offline_hint(url, problem))
+        if not transient:
+            raise DownloadError(f"download of {url} failed: {problem} (not retried: it will not go away)")
+        if attempt == attempts:
+            raise DownloadError(f"download of {url} failed after {attempts} attempts; last error: {problem}")
         wait = backoff * 2 ** (attempt - 1)
         log.warning(
-            "download attempt %d/%d of %s failed (%s); retrying in %.0f s",
-            attempt,
-            retries,
-            url,
-            problem,
-            wait,
+            "download attempt %d/%d of %s failed (%s); retrying in %.0f s", attempt, attempts, url, problem, wait
         )
         time.sleep(wait)
 
@@ -183,12 +303,8 @@ def pack_directory(folder: Path, target: Path) -> None:
     changes only when the images do. Hidden files (`.DS_Store`, `.git/`) are left out; links
     to files are stored as the files they point to.
     """
-    files = sorted(
-        p.relative_to(folder).as_posix()
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
-    find_image_folder(files, str(folder))  # a wrong layout fails here, before any packing
+    files = folder_files(folder)
+    find_image_folder(files, str(folder), folder_dirs(folder))  # a wrong layout fails here, before packing
     with tarfile.open(target, "w", format=tarfile.GNU_FORMAT) as tar:
         for name in files:
             info = tarfile.TarInfo(name)
@@ -223,8 +339,8 @@ def download(
     md5: str | None = None,
     synthetic: dict | None = None,
     image_size: int = 32,
-    retries: int = 4,
-    backoff: float = 2.0,
+    attempts: int | None = None,
+    backoff: float | None = None,
 ) -> dict:
     """Fetch `source` into `archive` (verified, atomic) and describe it in `record` (JSON).
 
@@ -232,18 +348,23 @@ def download(
     `synthetic` (settings in `synthetic`: seed, train_per_class, test_per_class; images are
     image_size pixels square). md5: the expected checksum, or None to skip the check.
     A mismatch or truncated download raises DownloadError and leaves no file behind.
-    Returns the record: {"source", "archive", "bytes", "md5", "sha256", "md5_expected"}.
+    Returns the record: {"source", "kind", "archive", "bytes", "md5", "sha256", "md5_expected"};
+    kind is "url", "archive", "folder" or "synthetic".
     """
     archive = Path(archive)
     with atomic_path(archive) as tmp:
         path = None if source == "synthetic" else local_path(source)
         if source == "synthetic":
+            kind = "synthetic"
             write_synthetic_zip(tmp, image_size, **(synthetic or {}))
         elif path is None:
-            http_get(source, tmp, retries=retries, backoff=backoff)
+            kind = "url"
+            http_get(source, tmp, attempts=attempts, backoff=backoff)
         elif path.is_dir():
+            kind = "folder"
             pack_directory(path, tmp)
         elif path.is_file():
+            kind = "archive"
             shutil.copyfile(path, tmp)
         else:
             raise DownloadError(f"data source {source!r} does not exist (looked for {path.resolve()})")
@@ -254,7 +375,7 @@ def download(
                 f"({digests['bytes']} bytes); the file was not kept. Check the source, or the md5 "
                 "in the config (null skips the check)."
             )
-    info = {"source": source, "archive": archive.name, **digests, "md5_expected": md5}
+    info = {"source": source, "kind": kind, "archive": archive.name, **digests, "md5_expected": md5}
     with atomic_path(record) as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n")
     log.info("%s -> %s (%d bytes, md5 %s)", source, archive, digests["bytes"], digests["md5"])
@@ -283,20 +404,30 @@ class Archive:
     would not follow them, since such an archive was not made for this purpose.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, shown_as: str | None = None, folder: bool | None = None):
+        """shown_as: the name messages give instead of `path` (the user's own folder or file, when
+        `path` is its packed copy); folder: whether that is a folder (entries then read `<it>/<name>`,
+        else `<it>:<name>`)."""
         self.path = Path(path)
-        self.where = str(self.path)
+        self.where = shown_as or str(self.path)
+        self._folder = self.path.is_dir() if folder is None else folder
         self._zip = self._tar = None
+        self.dirs: list[str] = []  # folders, so that an empty class folder can be noted
+        try:
+            self._open()
+        except ARCHIVE_ERRORS as error:
+            raise DataError(damaged(self.where, error)) from None
+
+    def _open(self) -> None:
         if self.path.is_dir():
-            self.names = sorted(
-                p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()
-            )
+            self.names, self.dirs = folder_files(self.path), folder_dirs(self.path)
         elif zipfile.is_zipfile(self.path):
             self._zip = zipfile.ZipFile(self.path)
             infos = self._zip.infolist()
             for info in infos:
                 self._check_zip(info)
             self.names = [info.filename for info in infos if not info.is_dir()]
+            self.dirs = [info.filename.rstrip("/") for info in infos if info.is_dir()]
         elif tarfile.is_tarfile(self.path):
             self._tar = tarfile.open(self.path)
             self._members = {}
@@ -304,9 +435,17 @@ class Archive:
                 self._check_tar(member)
                 if member.isfile():
                     self._members[member.name] = member
+                elif member.isdir():
+                    self.dirs.append(member.name.rstrip("/"))
             self.names = list(self._members)
+        elif self.path.name.lower().endswith((".zip", ".tar", ".tar.gz", ".tgz")):
+            raise zipfile.BadZipFile("its table of contents is missing or unreadable")
         else:
             raise DataError(f"{self.where} is neither a folder, a zip nor a tar(.gz) archive")
+
+    def entry(self, name: str) -> str:
+        """How messages name entry `name`: `folder/name` or `archive.zip:name`."""
+        return f"{self.where.rstrip('/')}/{name}" if self._folder else f"{self.where}:{name}"
 
     def _check_zip(self, info: zipfile.ZipInfo) -> None:
         check_entry_name(info.filename, self.where)
@@ -332,6 +471,12 @@ class Archive:
             )
 
     def read(self, name: str) -> bytes:
+        try:
+            return self._read(name)
+        except ARCHIVE_ERRORS as error:
+            raise DataError(damaged(self.where, error, self.entry(name))) from None
+
+    def _read(self, name: str) -> bytes:
         if self._zip is not None:
             return self._zip.read(name)
         if self._tar is not None:
@@ -360,6 +505,15 @@ class Archive:
         self.close()
 
 
+def damaged(where: str, error: Exception, entry: str | None = None) -> str:
+    """The message for an archive that ends early or is corrupt: which file, why, and the fix."""
+    at = f" (at {entry})" if entry else ""
+    return (
+        f"{where} is incomplete or damaged{at}: {type(error).__name__}: {error}. The archive was cut "
+        "short or corrupted in transfer: download it again (or copy it again from its source)"
+    )
+
+
 # --- Layouts ------------------------------------------------------------------------------
 
 
@@ -383,13 +537,16 @@ def find_cifar_python(names: list[str], where: str) -> str | None:
     return prefix
 
 
-def find_image_folder(names: list[str], where: str) -> tuple[list[str], dict[str, dict[str, list[str]]]]:
+def find_image_folder(
+    names: list[str], where: str, dirs: list[str] = ()
+) -> tuple[list[str], dict[str, dict[str, list[str]]]]:
     """(classes, {"train": {class: [names]}, "test": {...}}) of an image-folder layout.
 
     The layout is `train/<class>/<image>` and `test/<class>/<image>`, possibly inside one top
     folder. Classes are the training folders' names, sorted (as torchvision's ImageFolder
     does); a test class without training images is an error. Files whose extension is not an
-    image format are skipped (and logged); names are sorted within each class.
+    image format are skipped (and logged); names are sorted within each class. `dirs`, the
+    folders of the source: a class folder among them without images is noted in the log.
     """
     roots: dict[str, dict[str, dict[str, list[str]]]] = {}
     skipped = []
@@ -417,6 +574,16 @@ def find_image_folder(names: list[str], where: str) -> tuple[list[str], dict[str
     if skipped:
         log.warning("%s: skipped %d non-image files, e.g. %s", where, len(skipped), skipped[:3])
     ((root, splits),) = complete.items()
+    for folder in sorted(dirs):
+        parts = folder.split("/")
+        if (
+            len(parts) >= 2 and parts[-2] in ("train", "test") and "/".join(parts[:-2]) == root
+            and not _is_junk(parts) and parts[-1] not in splits[parts[-2]]
+        ):  # fmt: skip
+            log.warning(
+                "%s: class folder %s/ is empty (no images): class %r is left out of the %s split",
+                where, folder, parts[-1], parts[-2],
+            )  # fmt: skip
     classes = sorted(splits["train"])
     unknown = sorted(set(splits["test"]) - set(classes))
     if unknown:
@@ -441,7 +608,24 @@ def _decode_rgb(data: bytes) -> np.ndarray:
             image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         return image.permute(1, 2, 0).numpy()
     with Image.open(io.BytesIO(data)) as image:
+        if image.mode.startswith("I"):  # 16-bit (I;16*) or 32-bit integer greyscale
+            return _to_8_bit(np.asarray(image), image.mode)
         return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)  # convert copies
+
+
+def _to_8_bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """Integer greyscale -> uint8 H x W x 3, scaled (not clipped) from its bit depth.
+
+    PIL's convert("RGB") clips at 255, so a mid-grey 16-bit image would come out white. `I;16*`
+    is 16-bit; `I` (32-bit) is taken as 16-bit when its values fit in 16 bits (as PNG and TIFF
+    scans give), else as full 32-bit range.
+    """
+    values = values.astype(np.int64)
+    top = 65535 if mode.startswith("I;16") or values.max(initial=0) <= 65535 else 2**32 - 1
+    if mode == "I" and values.max(initial=0) <= 255:
+        top = 255  # an 8-bit image stored as 32-bit integers
+    grey = ((values.clip(0, top) * 255 + top // 2) // top).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
 
 
 def decode_image(data: bytes, size: int, name: str) -> np.ndarray:
@@ -458,7 +642,11 @@ def decode_image(data: bytes, size: int, name: str) -> np.ndarray:
             pixels = np.asarray(image)
         return pixels
     except Exception as error:  # decoders raise many kinds for a corrupt file; all mean "unreadable"
-        raise DataError(f"cannot read image {name}: {type(error).__name__}: {error}") from None
+        # PIL names the in-memory buffer (`<_io.BytesIO object at 0x...>`), not the file: drop it.
+        why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(error))
+        raise DataError(
+            f"cannot read image {name}: {type(error).__name__}: {why}. Remove or replace that file and rerun"
+        ) from None
 
 
 def _decode_chunk(items: list[tuple[str, bytes]], size: int) -> np.ndarray:
@@ -535,7 +723,7 @@ def read_cifar_python(archive: Archive, prefix: str, size: int) -> tuple[list[st
     """(classes, {"train": (images, labels), "test": ...}) from the official python batches."""
     names = [prefix + f for f in CIFAR_FILES]
     batches = {
-        n: _load_batch(d, f"{archive.where}:{n}")
+        n: _load_batch(d, archive.entry(n))
         for n, d in zip(names, archive.read_many(names), strict=True)
     }
     classes = [c.decode() if isinstance(c, bytes) else str(c) for c in batches[names[-1]]["label_names"]]
@@ -550,7 +738,7 @@ def read_cifar_python(archive: Archive, prefix: str, size: int) -> tuple[list[st
 
 def read_image_folder(archive: Archive, size: int, workers: int = 1) -> tuple[list[str], dict]:
     """(classes, {"train": (images, labels), "test": ...}) from an image-folder layout."""
-    classes, layout = find_image_folder(archive.names, archive.where)
+    classes, layout = find_image_folder(archive.names, archive.where, archive.dirs)
     splits = {}
     for split in ("train", "test"):
         names, labels = [], []
@@ -558,14 +746,19 @@ def read_image_folder(archive: Archive, size: int, workers: int = 1) -> tuple[li
             files = layout[split].get(cls, [])
             names += files
             labels += [label] * len(files)
-        items = [(f"{archive.where}:{n}", d) for n, d in zip(names, archive.read_many(names), strict=True)]
+        items = [(archive.entry(n), d) for n, d in zip(names, archive.read_many(names), strict=True)]
         splits[split] = (decode_images(items, size, workers), torch.tensor(labels, dtype=torch.int64))
     return classes, splits
 
 
-def read_dataset(path: str | Path, size: int, workers: int = 1) -> tuple[list[str], dict]:
-    """(classes, {"train": (uint8 N x 3 x size x size, int64 N), "test": ...}) of any accepted layout."""
-    with Archive(path) as archive:
+def read_dataset(
+    path: str | Path, size: int, workers: int = 1, shown_as: str | None = None, folder: bool | None = None
+) -> tuple[list[str], dict]:
+    """(classes, {"train": (uint8 N x 3 x size x size, int64 N), "test": ...}) of any accepted layout.
+
+    shown_as, folder: how messages name the source (see Archive).
+    """
+    with Archive(path, shown_as, folder) as archive:
         prefix = find_cifar_python(archive.names, archive.where)
         if prefix is not None:
             return read_cifar_python(archive, prefix, size)
@@ -640,10 +833,13 @@ def prepare(
     (docs/architecture.md). Both are written atomically. Returns the two dicts.
     """
     start = time.perf_counter()
-    classes, splits = read_dataset(archive, image_size, workers)
+    # Messages name the user's own folder or archive, not its copy under resources/.
+    local = None if source in (None, "synthetic") else local_path(source)
+    shown = (str(local), local.is_dir()) if local is not None and local.exists() else (None, None)
+    classes, splits = read_dataset(archive, image_size, workers, *shown)
     for split, (images, _) in splits.items():
         if len(images) == 0:
-            raise DataError(f"{archive}: the {split} split has no images")
+            raise DataError(f"{shown[0] or archive}: the {split} split has no images")
     mean, std = channel_stats(splits["train"][0])
     result = {}
     for split, out in (("train", train_out), ("test", test_out)):

@@ -7,8 +7,10 @@ absent, and Snakemake never mistakes a partial output for a result.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,8 +60,50 @@ def write_text(text: str, path: str | Path) -> None:
 
 
 def save_torch(obj: Any, path: str | Path) -> None:
-    """torch.save to `path`, atomically: a kill mid-write never leaves a truncated tensor file."""
+    """torch.save to `path`, atomically: a kill mid-write never leaves a truncated tensor file.
+
+    A write that fails for want of space (torch reports it as `unexpected pos N vs M`) raises
+    OSError(ENOSPC) naming the file, the free space and the folder to clear.
+    """
     import torch  # here, not at the top: the plotting and report steps write files without torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and "unexpected pos" not in str(error):
+            raise
+        if isinstance(error, OSError) and error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        folder = Path(path).parent
+        free = shutil.disk_usage(folder).free / 2**20
+        raise OSError(
+            errno.ENOSPC,
+            f"could not write {path}: the disk (or this process's file-size or quota limit) is full, "
+            f"{free:.0f} MiB free in {folder}; nothing was kept. Free space in {folder} and rerun",
+        ) from None
+
+
+class DamagedFileError(OSError):
+    """A file a step reads is incomplete or corrupt; the message names it and says to delete it."""
+
+
+def load_torch(path: str | Path, **kwargs: Any) -> Any:
+    """torch.load of a file this study wrote (tensors and plain types only), on the CPU.
+
+    A truncated or corrupt file raises DamagedFileError naming it and the fix, instead of
+    torch's "PytorchStreamReader failed reading zip archive".
+    """
+    import torch
+
+    kwargs = {"map_location": "cpu", "weights_only": True, **kwargs}
+    try:
+        return torch.load(path, **kwargs)
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, OSError) as error:
+        raise DamagedFileError(
+            f"{path} is incomplete or damaged ({type(error).__name__}: {str(error).splitlines()[0]}); "
+            "a step was killed while writing it, or the disk filled: delete it and rerun "
+            "(Snakemake makes it again)"
+        ) from None

@@ -213,7 +213,7 @@ def test_truncated_download_is_retried_then_fails_cleanly(tmp_path):
     out = tmp_path / "resources"
     with _Server(body, lie=500) as server:
         with pytest.raises(DownloadError) as error:
-            data.download(server.url, out / "a.tar.gz", out / "source.json", retries=3, backoff=0)
+            data.download(server.url, out / "a.tar.gz", out / "source.json", attempts=3, backoff=0)
         assert server.requests == 3
     assert "10500" in str(error.value) and "10000" in str(error.value)
     assert leftovers(out) == []
@@ -222,7 +222,7 @@ def test_truncated_download_is_retried_then_fails_cleanly(tmp_path):
 def test_client_error_is_not_retried(tmp_path):
     with _Server(b"", status=404) as server:
         with pytest.raises(DownloadError, match="HTTP 404"):
-            data.download(server.url, tmp_path / "a.tar.gz", tmp_path / "s.json", retries=3, backoff=0)
+            data.download(server.url, tmp_path / "a.tar.gz", tmp_path / "s.json", attempts=3, backoff=0)
         assert server.requests == 1
 
 
@@ -506,3 +506,180 @@ def test_prepare_writes_the_contract(tmp_path):
     with Image.open(out / "samples.png") as figure:
         assert figure.size[0] > 100 and figure.size[1] > 100
     assert sorted(p.name for p in out.iterdir()) == ["samples.png", "test.pt", "train.pt"]
+
+
+# --- Issue 15: content identity, links, bit depth, our errors, bounded downloads ----------
+
+
+def test_content_fingerprint_of_a_folder_judges_content(tmp_path):
+    """Same images, new mtimes: same identity; a file removed, added or rewritten: a new one."""
+    folder = make_image_folder(tmp_path / "mine")
+    cache = tmp_path / "cache.json"
+    first = data.source_fingerprint(str(folder), cache)
+    for path in folder.rglob("*.png"):
+        path.touch()
+    assert data.source_fingerprint(str(folder), cache) == first
+    (folder / "train" / "cat" / "000.png").unlink()
+    removed = data.source_fingerprint(str(folder), cache)
+    assert removed != first
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(folder / "train" / "cat" / "000.png")
+    assert data.source_fingerprint(str(folder), cache) not in (first, removed)
+    (folder / ".DS_Store").write_bytes(b"junk")  # left out of the packed archive: no new identity
+    assert data.source_fingerprint(str(folder), cache) == data.source_fingerprint(str(folder), None)
+
+
+def test_content_fingerprint_of_an_archive(tmp_path):
+    path = zip_folder(make_image_folder(tmp_path / "mine"), tmp_path / "mine.zip")
+    cache = tmp_path / "cache.json"
+    first = data.source_fingerprint(path.as_uri(), cache)
+    assert first == data.source_fingerprint(str(path), None) == data.file_digests(path)["sha256"]
+    path.write_bytes(path.read_bytes()[:-100])
+    assert data.source_fingerprint(str(path), cache) != first
+    assert data.source_fingerprint("https://example.org/x.tar.gz", cache) is None
+    assert data.source_fingerprint("synthetic", cache) is None
+
+
+def test_unreadable_image_names_the_users_file(tmp_path):
+    """The packed copy is an implementation detail: the error names the file the user can remove."""
+    folder = make_image_folder(tmp_path / "mine")
+    (folder / "train" / "dog" / "broken.png").write_bytes(b"this is no image at all")
+    out = tmp_path / "resources"
+    data.download(str(folder), out / "mine.tar", out / "source.json")
+    with pytest.raises(DataError) as error:
+        data.prepare(out / "mine.tar", tmp_path / "train.pt", tmp_path / "test.pt", None, source=str(folder))
+    message = str(error.value)
+    assert f"{folder}/train/dog/broken.png" in message
+    assert "mine.tar" not in message and "BytesIO" not in message
+
+
+def test_symlinked_class_folder_is_read(tmp_path):
+    folder = make_image_folder(tmp_path / "mine")
+    elsewhere = tmp_path / "elsewhere" / "cat"
+    elsewhere.parent.mkdir()
+    (folder / "train" / "cat").rename(elsewhere)
+    (folder / "train" / "cat").symlink_to(elsewhere, target_is_directory=True)
+    classes, splits = data.read_dataset(folder, 32)
+    check_solid_colours(classes, splits, {"train": 3, "test": 2})
+    data.download(str(folder), tmp_path / "o" / "mine.tar", tmp_path / "o" / "s.json")
+    classes, splits = data.read_dataset(tmp_path / "o" / "mine.tar", 32)
+    check_solid_colours(classes, splits, {"train": 3, "test": 2})
+
+
+def test_symlink_loop_is_refused(tmp_path):
+    folder = make_image_folder(tmp_path / "mine")
+    (folder / "train" / "cat" / "again").symlink_to(folder / "train", target_is_directory=True)
+    with pytest.raises(DataError, match="again.*loop"):
+        data.download(str(folder), tmp_path / "o" / "mine.tar", tmp_path / "o" / "s.json")
+
+
+@pytest.mark.parametrize(
+    ("array", "grey"),
+    [
+        (np.full((8, 8), 32896, dtype=np.uint16), 128),  # 32896 = 128 * 257: mid-grey
+        (np.full((8, 8), 65535, dtype=np.uint16), 255),
+        (np.full((8, 8), 257, dtype=np.uint16), 1),
+    ],
+    ids=["mid-grey", "white", "dark"],
+)
+def test_16_bit_images_are_scaled_not_clipped(array, grey):
+    decoded = data.decode_image(png_bytes(Image.fromarray(array)), 8, "deep.png")
+    assert decoded.dtype == np.uint8 and (decoded == grey).all()
+
+
+def test_empty_class_folder_is_noted(tmp_path, caplog):
+    folder = make_image_folder(tmp_path / "mine")
+    (folder / "train" / "yak").mkdir()
+    with caplog.at_level("WARNING", logger="cifarlab.data"):
+        classes, _ = data.read_dataset(folder, 32)
+    assert "yak" not in classes
+    assert any("train/yak" in r.message and "empty" in r.message for r in caplog.records)
+
+
+def test_truncated_tar_gz_is_named_with_the_fix(tmp_path):
+    path = tmp_path / "cifar-10-python.tar.gz"
+    make_cifar_python(path, per_batch=50)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError) as error:
+        data.read_dataset(path, 32)
+    assert str(path) in str(error.value) and "incomplete" in str(error.value)
+    assert "download it again" in str(error.value)
+
+
+def test_truncated_zip_is_named_with_the_fix(tmp_path):
+    path = zip_folder(make_image_folder(tmp_path / "mine"), tmp_path / "mine.zip")
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(DataError, match=r"mine\.zip.*incomplete.*again"):
+        data.read_dataset(path, 32)
+
+
+def test_truncated_prepared_tensor_is_named_with_the_fix(tmp_path, synthetic_files):
+    from cifarlab.files import load_torch
+
+    broken = tmp_path / "train.pt"
+    broken.write_bytes(synthetic_files["train"].read_bytes()[:5000])
+    with pytest.raises(OSError) as error:
+        load_torch(broken)
+    assert str(broken) in str(error.value) and "delete it and rerun" in str(error.value)
+
+
+def test_full_disk_is_named_with_the_fix(tmp_path):
+    """torch.save on a full disk says `unexpected pos`; ours names the file and where to free space."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, signal, sys, torch\n"
+        "from cifarlab.files import save_torch\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))\n"
+        "save_torch({'x': torch.zeros(100_000)}, sys.argv[1])\n"
+    )
+    target = tmp_path / "out" / "train.pt"
+    done = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert str(target) in last and f"free space in {target.parent}" in last.lower(), last
+    assert leftovers(target.parent) == []
+
+
+def closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/cifar-10-python.tar.gz"
+
+
+def test_closed_port_fails_once_with_the_way_forward(tmp_path):
+    url = closed_port_url()
+    with pytest.raises(DownloadError) as error:
+        data.download(url, tmp_path / "r" / "a.tar.gz", tmp_path / "r" / "s.json", backoff=30)
+    message = str(error.value)
+    assert "\n" not in message and url in message and "offline" in message
+    assert "--config data_source=" in message and "cifar-10-python.tar.gz" in message
+
+
+def test_unknown_host_fails_once(tmp_path):
+    url = "http://no-such-host.invalid/cifar-10-python.tar.gz"  # .invalid never resolves (RFC 2606)
+    with pytest.raises(DownloadError, match=r"no-such-host\.invalid.*offline"):
+        data.download(url, tmp_path / "a.tar.gz", tmp_path / "s.json", backoff=30)
+
+
+def test_server_errors_are_retried_a_bounded_number_of_times(tmp_path):
+    with _Server(b"", status=503) as server:
+        with pytest.raises(DownloadError, match="HTTP 503"):
+            data.download(server.url, tmp_path / "a.tar.gz", tmp_path / "s.json", backoff=0)
+        assert server.requests == data.DOWNLOAD_ATTEMPTS
+
+
+def test_silent_server_times_out_within_the_documented_bound(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT_S", 0.5)
+    with socket.socket() as listener:  # accepts connections, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/x.tar.gz"
+        with pytest.raises(DownloadError, match="timed out"):
+            data.download(url, tmp_path / "a.tar.gz", tmp_path / "s.json", backoff=0)
