@@ -12,6 +12,7 @@ import copy
 import hashlib
 import itertools
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -209,5 +210,8 @@ def dataset_name(config: dict) -> str:
         if base.endswith(suffix):
             base = base[: -len(suffix)]
             break
-    cleaned = "".join(c if c.isalnum() or c in "_.-" else "_" for c in base)
+    # ASCII only (the Snakefile's {dataset} wildcard, and file systems of clusters): accents are
+    # dropped (`données` -> `donnees`), letters without an ASCII form too, other characters become `_`.
+    ascii_base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in ascii_base)
     return cleaned or "data"

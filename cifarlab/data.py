@@ -144,7 +144,7 @@ def folder_files(folder: Path) -> list[str]:
         seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         rel = Path(top).relative_to(folder)
-        files += [(rel / n).as_posix() for n in names if not n.startswith(".") and os.path.isfile(Path(top, n))]
+        files += [(rel / n).as_posix() for n in names if not n.startswith(".") and Path(top, n).is_file()]
     return sorted(files)
 
 
@@ -291,7 +291,12 @@ def http_get(url: str, target: Path, attempts: int | None = None, backoff: float
             raise DownloadError(f"download of {url} failed after {attempts} attempts; last error: {problem}")
         wait = backoff * 2 ** (attempt - 1)
         log.warning(
-            "download attempt %d/%d of %s failed (%s); retrying in %.0f s", attempt, attempts, url, problem, wait
+            "download attempt %d/%d of %s failed (%s); retrying in %.0f s",
+            attempt,
+            attempts,
+            url,
+            problem,
+            wait,
         )
         time.sleep(wait)
 
@@ -723,8 +728,7 @@ def read_cifar_python(archive: Archive, prefix: str, size: int) -> tuple[list[st
     """(classes, {"train": (images, labels), "test": ...}) from the official python batches."""
     names = [prefix + f for f in CIFAR_FILES]
     batches = {
-        n: _load_batch(d, archive.entry(n))
-        for n, d in zip(names, archive.read_many(names), strict=True)
+        n: _load_batch(d, archive.entry(n)) for n, d in zip(names, archive.read_many(names), strict=True)
     }
     classes = [c.decode() if isinstance(c, bytes) else str(c) for c in batches[names[-1]]["label_names"]]
     train = [n for n in names if "data_batch" in n]

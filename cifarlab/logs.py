@@ -11,10 +11,12 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def log_to(path: str | Path) -> Iterator[logging.Logger]:
+def log_to(path: str | Path, expected: tuple[type[BaseException], ...] = ()) -> Iterator[logging.Logger]:
     """Send logging, stdout and stderr of the block to `path`; a failure's traceback lands there too.
 
     The exception is re-raised, so Snakemake marks the job failed and removes its outputs.
+    `expected`: error classes whose message says all (bad data, no network): for them the log and
+    the terminal get that one line, no traceback, and the step exits with status 1.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +30,10 @@ def log_to(path: str | Path) -> Iterator[logging.Logger]:
         sys.stdout = sys.stderr = stream
         try:
             yield logging.getLogger("cifarlab")
+        except expected as error:
+            logging.getLogger("cifarlab").error("%s", error)
+            print(f"{type(error).__name__}: {error}  (log: {path})", file=old_err)
+            raise SystemExit(1) from None
         except BaseException as error:
             traceback.print_exc(file=stream)
             # Also tell the terminal why, in one line, so the user need not open the log first.

@@ -1,9 +1,10 @@
 """Snakemake entry point of the 'download' step: fetch the data source into one verified archive."""
 
-from cifarlab.data import download
+from cifarlab.data import DataError, DownloadError, download
 from cifarlab.logs import log_to
 
-with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
+# A bad source or no network is said in one line (log and terminal), not a traceback.
+with log_to(snakemake.log[0], expected=(DownloadError, DataError)):  # noqa: F821 (injected by Snakemake)
     params = snakemake.params  # noqa: F821
     download(
         params.source,

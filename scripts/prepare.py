@@ -2,10 +2,11 @@
 
 import json
 
-from cifarlab.data import prepare
+from cifarlab.data import DataError, prepare
 from cifarlab.logs import log_to
 
-with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
+# Unusable data is said in one line naming the file and the fix (log and terminal), not a traceback.
+with log_to(snakemake.log[0], expected=(DataError,)):  # noqa: F821 (snakemake is injected by the script directive)
     inputs, output = snakemake.input, snakemake.output  # noqa: F821
     with open(inputs.record) as f:
         source = json.load(f)["source"]

@@ -12,7 +12,7 @@ from cifarlab.config import (
     saliency_runs,
     validate_config,
 )
-from cifarlab.data import archive_name
+from cifarlab.data import archive_name, source_fingerprint
 
 # Validate before any job runs: a bad key stops here with a message that names it.
 try:
@@ -23,6 +23,12 @@ except ConfigError as error:
 DATASET = dataset_name(config)
 SOURCE, SOURCE_MD5 = dataset_source(config)
 ARCHIVE = archive_name(SOURCE)
+# A local folder or archive is known by its content, not its name: when images are added,
+# removed or replaced, this changes and `download` (and all that follows) reruns. Per-file
+# hashes are cached by size and mtime (benchmarks/README.md: the cost on CIFAR-10).
+SOURCE_CONTENT = source_fingerprint(
+    SOURCE, f".snakemake/cifarlab/{DATASET}-content.json"
+)
 LR_FINDER_RUNS = lr_finder_runs(config, RUNS)
 SALIENCY_RUNS = saliency_runs(config, RUNS)
 LR_FINDER_SETTINGS = {

@@ -7,11 +7,14 @@ rule download:
         record="resources/{dataset}/source.json",
     log:
         "logs/download/{dataset}.log",
-    retries: 2
+    # The code retries transient failures itself (cifarlab.data.http_get); Snakemake's retries
+    # (a profile's --retries too) would multiply its attempts.
+    retries: 0
     conda:
         "../../environment.yaml"
     params:
         source=SOURCE,
+        content=SOURCE_CONTENT,
         md5=SOURCE_MD5,
         synthetic=config["dataset"].get("synthetic"),
         image_size=config["dataset"]["image_size"],
