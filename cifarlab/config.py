@@ -24,6 +24,11 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / 
 # Models whose weights can come from ImageNet (the `pretrained` switch applies to them).
 PRETRAINABLE_MODELS = ("vgg16", "resnet18")
 
+# The smallest image_size (px) each model can take, checked before any job runs (the models
+# raise the same at build time; tests/test_config.py checks the two agree): the simple CNN's
+# two valid 5x5 convolutions and pools, the dropout CNN's two pools, VGG16's five pools.
+MIN_IMAGE_SIZE = {"simple_cnn": 16, "dropout_cnn": 4, "vgg16": 32}
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key, the value and what is allowed."""
@@ -61,7 +66,10 @@ def _explain(error: jsonschema.ValidationError, where: str) -> str:
                 options.append(f"a number > {sub['exclusiveMinimum']}")
             elif "items" in sub:
                 options.append("a list")
-        return f"config error at {where}: got {error.instance!r}; allowed: {', or '.join(options)}."
+        return (
+            f"config error at {where}: got {error.instance!r}; allowed: {', or '.join(options)}."
+            + _number_as_string_hint(error.instance)
+        )
     if error.validator == "enum":
         return f"config error at {where}: got {error.instance!r}; allowed values: {error.validator_value}."
     if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
@@ -74,6 +82,19 @@ def _explain(error: jsonschema.ValidationError, where: str) -> str:
     if error.validator == "required":
         return f"config error at {where}: {error.message}."
     return f"config error at {where}: {error.message}."
+
+
+def _number_as_string_hint(value: Any) -> str:
+    """YAML 1.1 (PyYAML, Snakemake) reads `1e-3` without a dot as a string: say how to write it."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    mantissa, _, exponent = value.lower().partition("e")
+    written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}" if exponent else repr(number)
+    return f" YAML reads {value} as text, not a number: write {written} (with a dot)."
 
 
 def _raise_first_error(instance: Any, schema: dict, prefix: list) -> None:
@@ -177,6 +198,12 @@ def validate_config(config: dict) -> dict[str, dict]:
     lr_finder_runs(config, runs)
     saliency_runs(config, runs)
     for run in runs.values():
+        smallest = MIN_IMAGE_SIZE.get(run["model"], 1)
+        if run["image_size"] < smallest:
+            raise ConfigError(
+                f"config error at runs.{run['entry']}.image_size: {run['model']} needs image_size >= "
+                f"{smallest}, got {run['image_size']} (from the run, its defaults or dataset.image_size)."
+            )
         if run["model"] not in PRETRAINABLE_MODELS and run.get("freeze") == "head":
             raise ConfigError(
                 f"config error at runs.{run['entry']}.freeze: 'head' needs a pretrained backbone "

@@ -126,77 +126,78 @@ def file_digests(path: str | Path) -> dict:
     return {"bytes": size, "md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
 
 
-def folder_files(folder: Path) -> list[str]:
-    """The files of an image-folder directory, relative POSIX names, sorted; links followed.
+def walk_folder(folder: str | Path) -> tuple[list[tuple[str, os.stat_result]], list[str]]:
+    """([(file, its stat)], [sub-folders]) of a directory, relative POSIX names, sorted; links followed.
 
     Directory links are followed (a class folder may be a link to another disk); a link that
     leads back into a folder above it is refused. Hidden files and folders are left out.
     """
-    folder = Path(folder)
-    files, seen = [], set()
-    for top, dirs, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(top)
-        if real in seen or any(real == p for p in _ancestors(top, folder)):
-            raise DataError(
-                f"{top}: a directory link that leads back into a folder above it (a loop); remove "
-                "the link or point it elsewhere"
-            )
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = Path(top).relative_to(folder)
-        files += [(rel / n).as_posix() for n in names if not n.startswith(".") and Path(top, n).is_file()]
-    return sorted(files)
+    files: list[tuple[str, os.stat_result]] = []
+    dirs: list[str] = []
+
+    def visit(path: str, rel: str, above: tuple[str, ...]) -> None:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                name = f"{rel}{entry.name}"
+                if entry.is_dir():  # follows links
+                    real = os.path.realpath(entry.path)
+                    if real in above:
+                        raise DataError(
+                            f"{entry.path}: a directory link that leads back into a folder above it "
+                            "(a loop); remove the link or point it elsewhere"
+                        )
+                    dirs.append(name)
+                    visit(entry.path, f"{name}/", (*above, real))
+                elif entry.is_file():
+                    files.append((name, entry.stat()))
+
+    visit(str(folder), "", (os.path.realpath(folder),))
+    return sorted(files), sorted(dirs)
 
 
-def _ancestors(top: str, folder: Path) -> list[str]:
-    """Real paths of the folders strictly above `top`, up to and including `folder`."""
-    out, path = [], Path(top)
-    while path != folder and path != path.parent:
-        path = path.parent
-        out.append(os.path.realpath(path))
-    return out
-
-
-def folder_dirs(folder: Path) -> list[str]:
-    """The (non-hidden) sub-folders of a directory, relative POSIX names; links followed."""
-    out = []
-    for top, dirs, _ in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        out += [(Path(top).relative_to(folder) / d).as_posix() for d in dirs]
-    return out
+def _sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def source_fingerprint(source: str, cache: str | Path | None = None) -> str | None:
     """The content identity of a local source (sha256 hex), or None for URLs and `synthetic`.
 
     An archive: the sha256 of its bytes. A directory: the sha256 over each file that would be
-    packed (name and the sha256 of its bytes), so it changes when an image is added, removed
-    or rewritten, and not when files are only touched. `cache` (JSON, written atomically) keeps
-    each file's hash under its size and mtime: a file whose stat is unchanged is not read again.
+    packed (its name and the sha256 of its bytes), so it changes when an image is added,
+    removed or rewritten, and not when files are only touched. `cache` (JSON, written
+    atomically) keeps each file's hash under its size and mtime: a file whose stat is unchanged
+    is not read again, so an unchanged source costs one stat per file.
     """
     path = None if source == "synthetic" else local_path(source)
     if path is None or not path.exists():
         return None
-    known = _read_cache(cache)
+    where = os.path.abspath(path)
+    saved = _read_cache(cache)
+    known = saved.get("files", {}) if saved.get("source") == where else {}
     fresh: dict[str, list] = {}
 
-    def sha256_of(file: Path) -> str:
-        st = file.stat()
-        key, stamp = str(file.resolve()), [st.st_size, st.st_mtime_ns]
-        entry = known.get(key)
-        digest = entry[2] if entry and entry[:2] == stamp else file_digests(file)["sha256"]
-        fresh[key] = [*stamp, digest]
+    def sha256_of(name: str, file: str, st: os.stat_result) -> str:
+        stamp = [st.st_size, st.st_mtime_ns]
+        entry = known.get(name)
+        digest = entry[2] if entry and entry[:2] == stamp else _sha256(file)
+        fresh[name] = [*stamp, digest]
         return digest
 
     if path.is_dir():
         total = hashlib.sha256()
-        for name in folder_files(path):
-            total.update(f"{name}\0{sha256_of(path / name)}\n".encode())
+        for name, st in walk_folder(path)[0]:
+            total.update(f"{name}\0{sha256_of(name, os.path.join(where, name), st)}\n".encode())
         digest = total.hexdigest()
     else:
-        digest = sha256_of(path)
+        digest = sha256_of("", where, path.stat())
     if cache is not None and fresh != known:
-        write_json(fresh, cache, indent=0)
+        write_json({"source": where, "files": fresh}, cache, indent=None)
     return digest
 
 
@@ -308,8 +309,9 @@ def pack_directory(folder: Path, target: Path) -> None:
     changes only when the images do. Hidden files (`.DS_Store`, `.git/`) are left out; links
     to files are stored as the files they point to.
     """
-    files = folder_files(folder)
-    find_image_folder(files, str(folder), folder_dirs(folder))  # a wrong layout fails here, before packing
+    listed, dirs = walk_folder(folder)
+    files = [name for name, _ in listed]
+    find_image_folder(files, str(folder), dirs)  # a wrong layout fails here, before packing
     with tarfile.open(target, "w", format=tarfile.GNU_FORMAT) as tar:
         for name in files:
             info = tarfile.TarInfo(name)
@@ -425,7 +427,8 @@ class Archive:
 
     def _open(self) -> None:
         if self.path.is_dir():
-            self.names, self.dirs = folder_files(self.path), folder_dirs(self.path)
+            listed, self.dirs = walk_folder(self.path)
+            self.names = [name for name, _ in listed]
         elif zipfile.is_zipfile(self.path):
             self._zip = zipfile.ZipFile(self.path)
             infos = self._zip.infolist()

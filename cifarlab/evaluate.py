@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cifarlab import plotting
 from cifarlab.device import pick_device
-from cifarlab.files import write_json
+from cifarlab.files import load_torch, write_json
 from cifarlab.models import head_of, load_trained
 from cifarlab.train import TEST_SUBSET_SEED, epoch_batches, evaluate, read_history, stratified_subset, subset
 
@@ -84,6 +84,7 @@ def compute_metrics(
         "pretrained": run.get("pretrained"),
         "freeze": run.get("freeze"),
         "image_size": run["image_size"],
+        "train_images": saved.get("train_images"),  # used, after capping an oversized train_subset
         "train_seconds": saved["train_seconds"],
         "images_per_second": saved["images_per_second"],
         "device": saved["device"],
@@ -93,10 +94,10 @@ def compute_metrics(
         log.warning("%s: status %s, no test metrics (%s)", run["name"], saved["status"], saved["diverged"])
         return metrics
     if features_test is not None:
-        data = torch.load(features_test, map_location="cpu", weights_only=True)
+        data = load_torch(features_test)
         model = head_of(model)
     else:
-        data = torch.load(test_path, map_location="cpu", weights_only=True)
+        data = load_torch(test_path)
     data = subset(data, stratified_subset(data["labels"], run.get("test_subset"), TEST_SUBSET_SEED))
     loss, accuracy, predictions = evaluate(model, epoch_batches(data, run, epoch=None, device=device), device)
     confusion = confusion_matrix(data["labels"], predictions, len(classes))

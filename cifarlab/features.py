@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cifarlab.device import autocast, describe, pick_device, synchronize, use_channels_last
-from cifarlab.files import save_torch
+from cifarlab.files import load_torch, save_torch
 from cifarlab.models import build_model, head_of
 from cifarlab.train import TEST_SUBSET_SEED, batches, stratified_subset, subset
 
@@ -85,10 +85,10 @@ def main(
     if threads:
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
-    train = torch.load(train_path, map_location="cpu", weights_only=True)
+    train = load_torch(train_path)
     model = build_model({**backbone, "freeze": "head"}, len(train["classes"]))
     for split, path, out in (("train", train_path, out_train), ("test", test_path, out_test)):
-        data = train if split == "train" else torch.load(path, map_location="cpu", weights_only=True)
+        data = train if split == "train" else load_torch(path)
         indices = needed_indices(data["labels"], split, backbone.get("subsets"))
         started = time.perf_counter()
         features = compute_features(

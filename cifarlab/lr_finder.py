@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cifarlab.files import write_json
+from cifarlab.files import load_torch, write_json
 
 log = logging.getLogger(__name__)
 
@@ -402,10 +402,10 @@ def main(
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
     finder = finder_settings(finder)  # a bad setting fails before the data are read
-    train = torch.load(train_path, map_location="cpu", weights_only=True)
+    train = load_torch(train_path)
     features = None
     if features_train is not None:
-        features = torch.load(features_train, map_location="cpu", weights_only=True)
+        features = load_torch(features_train)
     result = run_lr_finder(run, train, finder, device=torch_device, features=features)
     write_json(result, result_path, indent=1)
     log.info("%s: lr %.3g (%s) written to %s", run["name"], result["lr"], result["chosen"], result_path)

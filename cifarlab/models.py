@@ -22,6 +22,8 @@ import torch
 import torchvision
 from torch import nn
 
+from cifarlab.files import load_torch
+
 # The lab's ViT (vit-pytorch); a run's `vit:` entry overrides any of these.
 VIT_DEFAULTS = {
     "patch_size": 4,
@@ -44,7 +46,7 @@ class SimpleCNN(nn.Module):
         super().__init__()
         side = ((image_size - 4) // 2 - 4) // 2  # two valid 5x5 convs, each followed by a 2x2 pool
         if side < 1:
-            raise ValueError(f"simple_cnn needs image_size >= 14, got {image_size}")
+            raise ValueError(f"simple_cnn needs image_size >= 16, got {image_size}")
         self.features = nn.Sequential(
             nn.Conv2d(3, 6, 5),
             nn.LeakyReLU(),
@@ -221,7 +223,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def load_trained(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """The model saved by `train` (in eval mode, on `device`) and the saved dict (docs/architecture.md)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_torch(path)
     # The trained weights replace everything, so never fetch ImageNet weights here.
     model = build_model({**saved["run"], "pretrained": False}, len(saved["classes"]))
     model.load_state_dict(saved["model_state"])

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.files import save_torch, write_json
+from cifarlab.files import load_torch, save_torch, write_json
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def choose_sample(labels: torch.Tensor, num_classes: int, images_per_class: int,
 
 def write_sample(test_pt: str | Path, out_json: str | Path, images_per_class: int = 1, seed: int = 0) -> dict:
     """Choose the sample from the prepared test set and write `results/saliency/sample.json`."""
-    test = torch.load(test_pt, map_location="cpu", weights_only=False)
+    test = load_torch(test_pt)
     labels = test["labels"]
     indices = choose_sample(labels, len(test["classes"]), images_per_class, seed)
     sample = {
@@ -640,7 +640,7 @@ def run_saliency(
     model, saved = load_trained(model_pt, dev)
     run = saved["run"]
     sample = json.loads(Path(sample_json).read_text())
-    test = torch.load(test_pt, map_location="cpu", weights_only=False)
+    test = load_torch(test_pt)
     indices = torch.tensor(sample["indices"], dtype=torch.long)
     images = test["images"][indices]
     labels = test["labels"][indices]
@@ -745,7 +745,7 @@ def plot_saliency(maps_pt: str | Path, result_json: str | Path, out_png: str | P
     """
     from cifarlab.plotting import figure, save
 
-    data = torch.load(maps_pt, map_location="cpu", weights_only=False)
+    data = load_torch(maps_pt)
     result = json.loads(Path(result_json).read_text())
     classes = data["classes"]
     shown = [m for m in METHODS if m in data["maps"] or m in result["unsupported"]]
@@ -804,7 +804,7 @@ def plot_saliency_comparison(
 
     if len(maps_pts) != len(result_jsons) or not maps_pts:
         raise ValueError(f"need one result JSON per maps file, got {len(maps_pts)} and {len(result_jsons)}")
-    runs = [torch.load(p, map_location="cpu", weights_only=False) for p in maps_pts]
+    runs = [load_torch(p) for p in maps_pts]
     results = [json.loads(Path(p).read_text()) for p in result_jsons]
     first = runs[0]
     for path, data in zip(maps_pts, runs, strict=True):

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -26,7 +27,7 @@ from torch import nn
 
 from cifarlab.config import settings_hash
 from cifarlab.device import autocast, describe, pick_device, synchronize, use_channels_last
-from cifarlab.files import atomic_path, save_torch
+from cifarlab.files import atomic_path, load_torch, save_torch
 from cifarlab.models import build_model, count_parameters, head_of, set_train_mode
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ CROP_PADDING = 4  # pixels of zero padding around the image before the random cr
 TEST_SUBSET_SEED = 0
 # Steps between checks of the loss for NaN/inf: each check waits for the GPU, so not every step.
 DIVERGENCE_CHECK_STEPS = 25
+# Seconds between checks that the parent (Snakemake) still lives: after a `kill -9` of it, the
+# training process would otherwise run on alone, holding the CPU or GPU and the lock's outputs.
+PARENT_CHECK_S = 5.0
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
 
 
@@ -359,8 +363,13 @@ def stop_requests() -> Iterator[list]:
     step, saves a checkpoint and exits non-zero, so that Snakemake reruns (and resumes) the job.
     """
     received: list[str] = []
+    done = threading.Event()
+    threading.Thread(target=_watch_parent, args=(received, done), daemon=True).start()
     if threading.current_thread() is not threading.main_thread():
-        yield received  # signal handlers can only be set from the main thread
+        try:
+            yield received  # signal handlers can only be set from the main thread
+        finally:
+            done.set()
         return
 
     def handler(signum, frame):
@@ -372,8 +381,21 @@ def stop_requests() -> Iterator[list]:
     try:
         yield received
     finally:
+        done.set()
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _watch_parent(received: list, done: threading.Event) -> None:
+    """Ask the loop to stop (as a signal would) when this process's parent dies (it is re-parented)."""
+    parent = os.getppid()
+    while not done.wait(PARENT_CHECK_S):
+        if os.getppid() != parent:
+            log.warning(
+                "the parent process %d exited: stopping after this step and saving the checkpoint", parent
+            )
+            received.append(f"exit of the parent process {parent}")
+            return
 
 
 def resume_hint(checkpoint: str | Path | None) -> str:
@@ -467,6 +489,12 @@ def train_run(
     model = build_model(run, len(classes))
     train_index = stratified_subset(train["labels"], run.get("train_subset"), run["seed"])
     test_index = stratified_subset(test["labels"], run.get("test_subset"), TEST_SUBSET_SEED)
+    for key, index, data in (("train_subset", train_index, train), ("test_subset", test_index, test)):
+        if (run.get(key) or 0) > len(index):
+            log.warning(
+                "%s: %s %d is more than the %d images there are; using all %d (recorded as %s_images)",
+                run["name"], key, run[key], len(data["labels"]), len(index), key.split("_")[0],
+            )  # fmt: skip
     if features is None:
         trainable, train_data, test_data = model, subset(train, train_index), subset(test, test_index)
     else:
@@ -590,6 +618,8 @@ def train_run(
         "diverged": diverged,
         "params_total": total,
         "params_trainable": trainable_count,
+        "train_images": len(train_index),  # what was used: a train_subset above the split's size is capped
+        "test_images": len(test_index),
         "train_seconds": seconds,
         "images_per_second": images / seconds if seconds > 0 else None,
         "device": describe(device),
@@ -666,14 +696,10 @@ def main(
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
     lr, lr_source = resolve_lr(run, lr_finder, lr_suggestion)
-    train = torch.load(train_path, map_location="cpu", weights_only=True)
-    test = torch.load(test_path, map_location="cpu", weights_only=True)
+    train, test = load_torch(train_path), load_torch(test_path)
     features = None
     if features_train is not None:
-        features = {
-            "train": torch.load(features_train, map_location="cpu", weights_only=True),
-            "test": torch.load(features_test, map_location="cpu", weights_only=True),
-        }
+        features = {"train": load_torch(features_train), "test": load_torch(features_test)}
     log.info(
         "training %s (%s) on %s with lr %g (%s)%s",
         run["name"], run["model"], describe(torch_device), lr, lr_source,

@@ -164,3 +164,34 @@ def test_schema_error_stops_snakemake_before_any_job():
     assert result.returncode != 0
     assert "config error at device" in result.stderr + result.stdout
     assert "'cuda'" in result.stderr + result.stdout
+
+
+def test_lr_written_as_1e_minus_3_gets_the_yaml_fix(config):
+    """YAML 1.1 reads `1e-3` (no dot) as a string; the message must say how to write the number."""
+    config["runs"]["simple_cnn"]["lr"] = yaml.safe_load("lr: 1e-3")["lr"]
+    assert config["runs"]["simple_cnn"]["lr"] == "1e-3"
+    message = _error(config)
+    assert "lr" in message and "'1e-3'" in message and "1.0e-3" in message
+
+
+@pytest.mark.parametrize(("model", "size"), [("simple_cnn", 15), ("dropout_cnn", 3), ("vgg16", 16)])
+def test_image_size_below_a_models_minimum_is_refused_before_any_job(config, model, size):
+    entry = next(name for name, spec in config["runs"].items() if spec.get("model") == model)
+    config["runs"][entry]["image_size"] = size
+    message = _error(config)
+    assert f"runs.{entry}.image_size" in message and model in message and str(size) in message
+
+
+def test_image_size_minimums_agree_with_the_models():
+    """The table checked before any job is the models' own limit: one below fails, at it builds."""
+    from cifarlab.config import MIN_IMAGE_SIZE
+    from cifarlab.models import build_model
+
+    for model, size in MIN_IMAGE_SIZE.items():
+        run = {"model": model, "image_size": size, "pretrained": False, "freeze": "none", "seed": 0}
+        torch_model = build_model(run, 10)
+        import torch
+
+        assert torch_model.eval()(torch.zeros(1, 3, size, size)).shape == (1, 10)
+        with pytest.raises((ValueError, RuntimeError)):
+            build_model({**run, "image_size": size - 1}, 10).eval()(torch.zeros(1, 3, size - 1, size - 1))

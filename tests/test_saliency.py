@@ -302,3 +302,27 @@ def test_files_and_figures(tmp_path, synthetic_files, monkeypatch):
         tmp_path / "cmp.png",
     )
     assert (tmp_path / "fig.png").stat().st_size > 10_000 and (tmp_path / "cmp.png").stat().st_size > 10_000
+
+
+class _RunsCode:
+    """A pickle that touches a file when loaded: what a malicious `.pt` could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_saliency_files_are_loaded_without_running_code(tmp_path):
+    """test.pt and the maps are tensors and plain types: loaded with weights_only=True like the rest."""
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"labels": torch.zeros(3, dtype=torch.long), "classes": ["a"], "x": _RunsCode(marker)}, evil)
+    with pytest.raises(Exception, match="(?i)weights.only"):
+        saliency.write_sample(evil, tmp_path / "sample.json")
+    with pytest.raises(Exception, match="(?i)weights.only"):
+        saliency.plot_saliency(evil, tmp_path / "r.json", tmp_path / "fig.png")
+    assert not marker.exists()

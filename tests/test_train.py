@@ -355,3 +355,73 @@ def test_sigterm_to_a_training_process_exits_nonzero_then_resumes(synthetic_file
     data = {split: torch.load(path, weights_only=True) for split, path in synthetic_files.items()}
     reference = train_run(run, data["train"], data["test"], device=CPU, lr=run["lr"])
     assert comparable(resumed["history"]) == comparable(reference["history"])
+
+
+def test_oversized_subset_is_recorded_as_what_was_used(synthetic_data, caplog):
+    """train_subset above the split's size trains on all images, says so, and records that number."""
+    run = make_run(epochs=1, train_subset=100_000, test_subset=50_000)
+    with caplog.at_level("WARNING", logger="cifarlab.train"):
+        result = train_run(run, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=run["lr"])
+    assert result["train_images"] == 2000 and result["test_images"] == 500
+    assert any("train_subset 100000" in r.message and "2000" in r.message for r in caplog.records)
+
+
+ORPHAN_PARENT = r"""
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+ORPHAN_CHILD = r"""
+import sys, torch
+from cifarlab import synthetic, train
+from cifarlab.train import train_run
+torch.set_num_threads(1)
+train.PARENT_CHECK_S = 0.2
+splits = synthetic.make_dataset(train_per_class=100, test_per_class=10, size=32, seed=0)
+def prepared(images, labels):
+    pixels = images.float() / 255
+    return {"images": images, "labels": labels, "classes": list(synthetic.CLASSES),
+            "mean": pixels.mean(dim=(0, 2, 3)), "std": pixels.std(dim=(0, 2, 3))}
+run = {"name": "orphan", "model": "simple_cnn", "epochs": 1000, "batch_size": 16, "optimizer": "sgd",
+       "lr": 0.01, "momentum": 0.9, "nesterov": False, "eps": None, "weight_decay": 0.0,
+       "schedule": "constant", "warmup_epochs": 0, "label_smoothing": 0.0, "augment": "none",
+       "seed": 0, "train_subset": None, "test_subset": None, "dropout": 0.0, "freeze": "none",
+       "image_size": 32, "pretrained": False}
+train_run(run, prepared(*splits["train"]), prepared(*splits["test"]), device=torch.device("cpu"),
+          lr=0.01, checkpoint=sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_training_child_stops_when_its_parent_is_killed(tmp_path):
+    """kill -9 of Snakemake leaves the training process an orphan: it saves and exits by itself."""
+    checkpoint = tmp_path / "orphan.pt"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_PARENT, ORPHAN_CHILD, str(checkpoint)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = int(parent.stdout.readline())
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:  # an epoch done: training runs
+        time.sleep(0.2)
+    assert checkpoint.exists()
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{child}") and not _zombie(child):
+        time.sleep(0.2)
+    alive = os.path.exists(f"/proc/{child}") and not _zombie(child)
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive, "the orphaned training process kept running"
+    assert torch.load(checkpoint, weights_only=True)["running"] is not None  # saved mid-epoch
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
