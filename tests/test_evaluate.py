@@ -17,12 +17,13 @@ METRICS_KEYS = {
     "run", "model", "status", "diverged", "test_accuracy", "test_loss", "per_class_accuracy",
     "confusion_matrix", "classes", "best_epoch", "best_test_accuracy", "final_train_accuracy",
     "params_total", "params_trainable", "epochs", "batch_size", "optimizer", "lr", "lr_source",
-    "dropout", "pretrained", "freeze", "image_size", "train_seconds", "images_per_second", "device",
-    "settings",
+    "dropout", "pretrained", "freeze", "image_size", "train_images", "train_seconds", "images_per_second",
+    "device", "settings",
 }  # fmt: skip
 MODEL_KEYS = {
     "model_state", "run", "classes", "mean", "std", "lr", "lr_source", "status", "diverged",
-    "params_total", "params_trainable", "train_seconds", "images_per_second", "device",
+    "params_total", "params_trainable", "train_images", "test_images", "train_seconds",
+    "images_per_second", "device",
 }  # fmt: skip
 
 
