@@ -74,19 +74,12 @@ class Steps:
     def __init__(self, name: str, total: int, unit: str, every: float = 30.0) -> None:
         self.name, self.total, self.unit, self.every = name, total, unit, every
         self.started = self.last = time.perf_counter()
-        self.start_done = 0
-
-    def start(self, done: int = 0) -> None:
-        """Count time from now (after loading), and from `done` steps already made (resumed)."""
-        self.started = self.last = time.perf_counter()
-        self.start_done = done
 
     def update(self, done: int) -> None:
+        """`done` of `total` steps are made: print a line if `every` seconds passed or all are done."""
         now = time.perf_counter()
         if done < self.total and now - self.last < self.every:
             return
         self.last = now
-        rate = (now - self.started) / max(done - self.start_done, 1)
-        log.info(
-            "%s %d/%d %s | ~%s left", self.name, done, self.total, self.unit, duration((self.total - done) * rate)
-        )
+        left = (self.total - done) * (now - self.started) / max(done, 1)
+        log.info("%s %d/%d %s | ~%s left", self.name, done, self.total, self.unit, duration(left))
