@@ -211,3 +211,8 @@ def dataset_name(config: dict) -> str:
             break
     cleaned = "".join(c if c.isalnum() or c in "_.-" else "_" for c in base)
     return cleaned or "data"
+
+
+def uses_cached_features(run: dict) -> bool:
+    """A frozen pretrained-style backbone with no augmentation: the head trains on cached features."""
+    return run["freeze"] == "head" and run["augment"] == "none"
