@@ -36,8 +36,11 @@ FORWARD_ONLY = 1 / 3
 # Decoding and packing the source images (the prepare step), per 1,000 images.
 PREPARE_SECONDS_PER_1000_IMAGES = 1.0
 # Every job: starting Python, importing torch, reading the prepared data, writing outputs (all a
-# cheap job costs: a download of a local file, a plot, the report).
-JOB_START_SECONDS = 10.0
+# cheap job costs: a download of a local file, a plot, the report). Measured: 5-7 s on the
+# project's 2-core machine; not scaled by the calibration.
+JOB_START_SECONDS = 6.0
+# Jobs with less modelled work than this (seconds) do not calibrate: their time is all start-up.
+MIN_CALIBRATING_SECONDS = 1.0
 # From this much wall time on, the estimate says so and names the smaller study.
 LONG_SECONDS = 3600.0
 SMALLER_STUDY = "config/quick.yaml"
@@ -115,16 +118,17 @@ def read_benchmark(path: str | Path) -> float | None:
 
 
 def calibration(done: Iterable[Job]) -> dict[str, float]:
-    """Per step kind: measured / modelled seconds (median over the jobs with a benchmark file).
+    """Per step kind: measured / modelled seconds of work (median over the jobs with a benchmark file).
 
-    `done`: jobs that already ran under the current settings. Kinds without a measurement get
-    the median over all measured jobs under the key "*"; nothing measured gives {}.
+    A job's work is its measured wall time less JOB_START_SECONDS. `done`: jobs that already ran
+    under the current settings. Kinds without a measurement get the median over all measured
+    jobs under the key "*"; nothing measured gives {}.
     """
     ratios: dict[str, list[float]] = {}
     for job in done:
         measured = read_benchmark(job.benchmark) if job.benchmark else None
-        if measured is not None:
-            ratios.setdefault(job.kind, []).append(measured / (job.seconds + JOB_START_SECONDS))
+        if measured is not None and job.seconds >= MIN_CALIBRATING_SECONDS:
+            ratios.setdefault(job.kind, []).append(max(measured - JOB_START_SECONDS, 0.0) / job.seconds)
     factors = {kind: statistics.median(values) for kind, values in ratios.items()}
     if ratios:
         factors["*"] = statistics.median(v for values in ratios.values() for v in values)
@@ -144,7 +148,7 @@ class Estimate:
 
 
 def estimate(planned: Iterable[Job], factors: Mapping[str, float], parallel: int) -> Estimate:
-    """The seconds of the planned jobs: start-up plus model seconds, times their kind's factor.
+    """The seconds of the planned jobs: start-up plus their model seconds times their kind's factor.
 
     parallel: how many jobs run side by side (--cores // threads per job, at least 1). The wall
     time assumes they keep that many busy; a long last job makes the real one longer.
@@ -153,7 +157,7 @@ def estimate(planned: Iterable[Job], factors: Mapping[str, float], parallel: int
     for job in planned:
         factor = factors.get(job.kind, factors.get("*", 1.0))
         count, seconds = kinds.get(job.kind, (0, 0.0))
-        kinds[job.kind] = (count + 1, seconds + factor * (job.seconds + JOB_START_SECONDS))
+        kinds[job.kind] = (count + 1, seconds + JOB_START_SECONDS + factor * job.seconds)
     total = sum(seconds for _, seconds in kinds.values())
     parallel = max(1, parallel)
     calibrated = tuple(kind for kind in kinds if kind in factors)
@@ -168,12 +172,13 @@ def format_estimate(result: Estimate) -> str:
         source = f"cost model, calibrated by this study's benchmark files ({', '.join(result.calibrated)})"
     else:
         source = "cost model (slow-machine figures, uncalibrated: expect less)"
+    jobs = sum(n for n, _ in result.kinds.values())
     lines = [
-        f"Estimate: {duration(result.wall)} wall time for {sum(n for n, _ in result.kinds.values())} jobs "
+        f"Estimate: {duration(result.wall)} wall time for {jobs} job{'s' * (jobs != 1)} "
         f"({duration(result.total)} of jobs, {result.parallel} side by side); {source}"
     ]
     for kind, (count, seconds) in sorted(result.kinds.items(), key=lambda item: -item[1][1]):
-        lines.append(f"  {kind:<16} {count:>4} jobs  {duration(seconds):>9}")
+        lines.append(f"  {kind:<16} {count:>4} job{'s' if count != 1 else ' '}  {duration(seconds):>9}")
     if result.wall >= LONG_SECONDS:
         lines.append(
             f"Estimate: this is long. The same comparisons in minutes: --configfile {SMALLER_STUDY} "

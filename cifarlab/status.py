@@ -161,7 +161,7 @@ def study_status(config: dict, root: Path) -> list[RunStatus]:
     ]
     factor = estimate.calibration(done).get("train", 1.0)
     active = snakemake_active(root)
-    waiting = {name: factor * (seconds + estimate.JOB_START_SECONDS) for name, seconds in model.items()}
+    waiting = {name: estimate.JOB_START_SECONDS + factor * seconds for name, seconds in model.items()}
     return [
         run_status(name, run, root, active=active, waiting_seconds=waiting[name])
         for name, run in runs.items()

@@ -87,22 +87,25 @@ def write_benchmark(path: Path, seconds: float) -> str:
     return str(path)
 
 
-def test_calibration_is_the_median_ratio_per_kind_with_an_overall_fallback(tmp_path):
+def test_calibration_is_the_median_ratio_of_work_per_kind_with_an_overall_fallback(tmp_path):
     start = estimate.JOB_START_SECONDS
     done = [
-        estimate.Job("train", "a", 90.0, write_benchmark(tmp_path / "a.tsv", (90 + start) * 0.5)),
-        estimate.Job("train", "b", 190.0, write_benchmark(tmp_path / "b.tsv", (190 + start) * 0.3)),
-        estimate.Job("train", "c", 40.0, write_benchmark(tmp_path / "c.tsv", (40 + start) * 0.4)),
-        estimate.Job("saliency", "a", 30.0, write_benchmark(tmp_path / "s.tsv", (30 + start) * 2.0)),
+        estimate.Job("train", "a", 90.0, write_benchmark(tmp_path / "a.tsv", start + 90 * 0.5)),
+        estimate.Job("train", "b", 190.0, write_benchmark(tmp_path / "b.tsv", start + 190 * 0.3)),
+        estimate.Job("train", "c", 40.0, write_benchmark(tmp_path / "c.tsv", start + 40 * 0.4)),
+        estimate.Job("saliency", "a", 30.0, write_benchmark(tmp_path / "s.tsv", start + 30 * 2.0)),
+        estimate.Job("saliency", "b", 20.0, write_benchmark(tmp_path / "s2.tsv", start / 2)),  # all start-up
         estimate.Job("lr_find", "a", 10.0, str(tmp_path / "missing.tsv")),  # no file: ignored
-        estimate.Job("plot_*", "a", 0.0, None),
+        estimate.Job(
+            "plot_*", "a", 0.0, write_benchmark(tmp_path / "p.tsv", 30.0)
+        ),  # no modelled work: ignored
     ]
     factors = estimate.calibration(done)
-    assert factors == pytest.approx({"train": 0.4, "saliency": 2.0, "*": 0.45})
+    assert factors == pytest.approx({"train": 0.4, "saliency": 1.0, "*": 0.4})
     assert estimate.calibration([]) == {}
 
 
-def test_estimate_sums_per_kind_applies_factors_and_divides_the_wall_time():
+def test_estimate_sums_per_kind_applies_factors_to_the_work_and_divides_the_wall_time():
     start = estimate.JOB_START_SECONDS
     planned = [
         estimate.Job("train", "a", 100.0),
@@ -111,9 +114,9 @@ def test_estimate_sums_per_kind_applies_factors_and_divides_the_wall_time():
         estimate.Job("plot_*", "a", 0.0),
     ]
     result = estimate.estimate(planned, {"train": 0.5, "*": 2.0}, parallel=2)
-    assert result.kinds["train"] == (2, pytest.approx(0.5 * (400 + 2 * start)))
-    assert result.kinds["lr_find"] == (1, pytest.approx(2.0 * (50 + start)))  # the overall factor
-    assert result.kinds["plot_*"] == (1, pytest.approx(2.0 * start))
+    assert result.kinds["train"] == (2, pytest.approx(2 * start + 0.5 * 400))
+    assert result.kinds["lr_find"] == (1, pytest.approx(start + 2.0 * 50))  # the overall factor
+    assert result.kinds["plot_*"] == (1, pytest.approx(start))
     assert result.total == pytest.approx(sum(s for _, s in result.kinds.values()))
     assert result.wall == pytest.approx(result.total / 2)
     assert result.calibrated == ("train",)
@@ -123,7 +126,7 @@ def test_estimate_sums_per_kind_applies_factors_and_divides_the_wall_time():
 
 def test_format_estimate_names_the_smaller_study_only_when_long():
     short = estimate.format_estimate(estimate.estimate([estimate.Job("train", "a", 600.0)], {}, 1))
-    assert short.startswith("Estimate: 10.2 min wall time for 1 jobs")
+    assert short.startswith("Estimate: 10.1 min wall time for 1 job ")
     assert "uncalibrated" in short and "quick.yaml" not in short
     long = estimate.format_estimate(
         estimate.estimate([estimate.Job("train", "a", 7200.0)] * 3, {"train": 1.0}, 2)
