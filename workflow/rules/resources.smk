@@ -15,9 +15,6 @@ from cifarlab import estimate
 GPU_JOBS = 1 if DEVICE == "cuda" else 0
 ON_GPU = estimate.on_gpu(DEVICE)
 
-# Seconds of work: cifarlab.estimate's cost model (SECONDS_PER_1000_IMAGES), one place for the
-# time limits below and for the estimate printed before the work (workflow/rules/estimate.smk).
-
 # Activation memory (MB) per training image at 32 px, held in host memory when on the CPU.
 ACTIVATION_MB = {
     "simple_cnn": 0.1,
@@ -135,7 +132,9 @@ def prepare_seconds(wildcards):
     return images / 1000 * estimate.PREPARE_SECONDS_PER_1000_IMAGES
 
 
-# Seconds of work of a job, by rule; the rules' `runtime` (minutes, with headroom) derive from them.
+# Seconds of work of a job, by rule, from cifarlab.estimate's cost model (SECONDS_PER_1000_IMAGES):
+# the rules' `runtime` below (minutes, with headroom; prepare asks for a fixed 30) and the
+# estimate printed before the work (workflow/rules/estimate.smk) both derive from them.
 JOB_SECONDS = {
     "prepare": prepare_seconds,
     "features": features_seconds,
