@@ -126,7 +126,7 @@ def test_estimate_sums_per_kind_applies_factors_to_the_work_and_divides_the_wall
 
 def test_format_estimate_names_the_smaller_study_only_when_long():
     short = estimate.format_estimate(estimate.estimate([estimate.Job("train", "a", 600.0)], {}, 1))
-    assert short.startswith("Estimate: 10.1 min wall time for 1 job ")
+    assert short.startswith("Estimate: 10.2 min wall time for 1 job ")
     assert "uncalibrated" in short and "quick.yaml" not in short
     long = estimate.format_estimate(
         estimate.estimate([estimate.Job("train", "a", 7200.0)] * 3, {"train": 1.0}, 2)
