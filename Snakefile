@@ -26,6 +26,7 @@ wildcard_constraints:
 
 
 include: "workflow/rules/resources.smk"
+include: "workflow/rules/estimate.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/lr_finder.smk"

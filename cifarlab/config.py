@@ -242,3 +242,8 @@ def dataset_name(config: dict) -> str:
     ascii_base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
     cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in ascii_base)
     return cleaned or "data"
+
+
+def uses_cached_features(run: dict) -> bool:
+    """A frozen pretrained-style backbone with no augmentation: the head trains on cached features."""
+    return run["freeze"] == "head" and run["augment"] == "none"

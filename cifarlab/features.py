@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cifarlab import progress
 from cifarlab.device import autocast, describe, pick_device, synchronize, use_channels_last
 from cifarlab.files import load_torch, save_torch
 from cifarlab.models import build_model, head_of
@@ -27,13 +28,16 @@ BATCH_SIZE = 64  # images per forward pass (inference only)
 
 @torch.no_grad()
 def compute_features(
-    model: nn.Module, data: dict, *, image_size: int, device: torch.device, batch_size: int = BATCH_SIZE
-) -> torch.Tensor:
+    model: nn.Module, data: dict, *, image_size: int, device: torch.device, batch_size: int = BATCH_SIZE,
+    name: str = "features",
+) -> torch.Tensor:  # fmt: skip
     """The input of `model`'s head for every image of the prepared dict `data`, in order.
 
     float32 N x D on the CPU (D = 4096 for vgg16, 512 for resnet18). The model runs in eval mode,
-    without augmentation, exactly as it does in training with a frozen backbone.
+    without augmentation, exactly as it does in training with a frozen backbone. Every 30 s a
+    progress line (`name done/total images | ~time left`) goes to the terminal (cifarlab.progress).
     """
+    steps = progress.Steps(name, len(data["labels"]), "images")
     captured: list[torch.Tensor] = []
     # A hook on the head sees what the head receives: the same graph as the full forward pass.
     hook = head_of(model).register_forward_hook(lambda m, args, out: captured.append(args[0].float().cpu()))
@@ -47,6 +51,7 @@ def compute_features(
         ):  # fmt: skip
             with autocast(device):
                 model(x)
+            steps.update(sum(len(c) for c in captured))
     finally:
         hook.remove()
     return torch.cat(captured)
@@ -92,8 +97,9 @@ def main(
         indices = needed_indices(data["labels"], split, backbone.get("subsets"))
         started = time.perf_counter()
         features = compute_features(
-            model, subset(data, indices), image_size=backbone["image_size"], device=torch_device
-        )
+            model, subset(data, indices), image_size=backbone["image_size"], device=torch_device,
+            name=f"features {backbone['model']} {split}",
+        )  # fmt: skip
         synchronize(torch_device)
         seconds = time.perf_counter() - started
         log.info(

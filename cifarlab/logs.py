@@ -1,4 +1,5 @@
-"""Logging for Snakemake jobs: everything a step prints goes to its rule's `log:` file."""
+"""Logging for Snakemake jobs: everything a step prints goes to its rule's `log:` file, and its
+progress lines (`cifarlab.progress`) to the terminal as well."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+from cifarlab.progress import log as progress_log
+
 
 @contextlib.contextmanager
 def log_to(path: str | Path, expected: tuple[type[BaseException], ...] = ()) -> Iterator[logging.Logger]:
     """Send logging, stdout and stderr of the block to `path`; a failure's traceback lands there too.
 
+    The `cifarlab.progress` lines also go to the real stderr, which a Snakemake `script:` job
+    inherits from Snakemake: its terminal locally, the job's log file under SLURM.
     The exception is re-raised, so Snakemake marks the job failed and removes its outputs.
     `expected`: error classes whose message says all (bad data, no network): for them the log and
     the terminal get that one line, no traceback, and the step exits with status 1.
@@ -27,6 +32,9 @@ def log_to(path: str | Path, expected: tuple[type[BaseException], ...] = ()) -> 
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         old_out, old_err = sys.stdout, sys.stderr
+        terminal = logging.StreamHandler(old_err)
+        terminal.setFormatter(logging.Formatter("%(message)s"))
+        progress_log.addHandler(terminal)
         sys.stdout = sys.stderr = stream
         try:
             yield logging.getLogger("cifarlab")
@@ -42,3 +50,4 @@ def log_to(path: str | Path, expected: tuple[type[BaseException], ...] = ()) -> 
         finally:
             sys.stdout, sys.stderr = old_out, old_err
             root.removeHandler(handler)
+            progress_log.removeHandler(terminal)

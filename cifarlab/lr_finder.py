@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cifarlab import progress
 from cifarlab.files import load_torch, write_json
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,7 @@ def repeated_range_test(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     settings: dict,
     seed: int = 0,
+    name: str = "lr_find",
     **options: Any,
 ) -> dict[str, Any]:
     """`settings["repeats"]` sweeps from the same starting weights, each with its own seed.
@@ -250,7 +252,8 @@ def repeated_range_test(
     repeat's next_batch) and for everything drawn from torch's global generator during the sweep
     (dropout, augmentation). The caller's RNG state is restored afterwards, as are the model and
     the optimizer, so the same seed gives identical repeats and training is not disturbed.
-    `options` (train_mode, autocast) go to `lr_range_test`.
+    `options` (train_mode, autocast) go to `lr_range_test`. After each repeat a progress line
+    (`name repeat r/n | ~time left`) goes to the terminal (cifarlab.progress).
 
     Returns the results dict of docs/architecture.md, less the run's name and timing:
     "lrs" (the planned schedule), "repeats" (per repeat: seed, losses, smoothed, diverged,
@@ -268,6 +271,7 @@ def repeated_range_test(
         "device_type": device.type if accelerator else None,
     }
     repeats = []
+    steps = progress.Steps(name, int(settings["repeats"]), "repeats", every=0)
     for r in range(int(settings["repeats"])):
         with torch.random.fork_rng(**fork):
             torch.manual_seed(seed + r)
@@ -285,6 +289,7 @@ def repeated_range_test(
             ", ".join(f"{m} {lr:.2e}" for m, lr in result["suggestions"].items()),
         )
         repeats.append(result)
+        steps.update(r + 1)
     summary = summarize([r["suggestions"] for r in repeats])
     chosen = settings["suggestion"]
     return {
@@ -366,7 +371,7 @@ def run_lr_finder(
         run["name"], run["model"], run["optimizer"], run["batch_size"], describe(device), len(index),
     )  # fmt: skip
     result = repeated_range_test(
-        trainable, optimizer, make_batches, loss_fn, finder, seed=run["seed"],
+        trainable, optimizer, make_batches, loss_fn, finder, seed=run["seed"], name=f"lr_find {run['name']}",
         train_mode=set_train_mode, autocast=lambda: autocast(device),
     )  # fmt: skip
     for method, s in result["suggestions"].items():

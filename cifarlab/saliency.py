@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifarlab import progress
 from cifarlab.files import load_torch, save_torch, write_json
 
 log = logging.getLogger(__name__)
@@ -511,12 +512,14 @@ def sanity_check(
     backend: str = "captum",
     seed: int = 0,
     name: str = "model",
+    steps: progress.Steps | None = None,
 ) -> dict[str, Any]:
     """Cascading randomisation: Spearman correlation of trained vs randomised maps, per stage.
 
     Stage k re-initialises the top k parameter layers (the last stage: every layer) of a copy of
     `net`; the maps explain the same target classes. A constant map (a Grad-CAM of a random net is
-    often all zero) has no rank order: its correlation is NaN, reported as null.
+    often all zero) has no rank order: its correlation is NaN, reported as null. `steps`, when
+    given, is advanced by one network state per stage (the trained net being its first).
     """
     layers = parameter_layers(net, pixels[:1])
     stages = []
@@ -530,6 +533,8 @@ def sanity_check(
         label = "all layers" if count == len(layers) else f"top {count} layer{'s' * (count > 1)}"
         stages.append({"name": label, "layers_reinitialised": count, "top_layer": layers[-count]})
         log.info("sanity check: %s re-initialised", label)
+        if steps is not None:
+            steps.update(len(stages) + 1)
     summary = {}
     for method, per_stage in correlations.items():
         means = [_nanmean(values) for values in per_stage]
@@ -600,9 +605,13 @@ def explain(
             f"none of saliency.methods {settings['methods']} applies to run {name!r}: {unsupported}"
         )
     start = time.perf_counter()
+    # Progress in network states: the trained net, then each stage of the sanity check.
+    states = 1 + len(cascade_stages(len(parameter_layers(net, pixels[:1]))))
+    steps = progress.Steps(f"saliency {name}", states, "network states", every=0)
     maps = compute_maps(net, pixels, targets, methods, backend, seed, name)
+    steps.update(1)
     zero_maps = check_not_zero(maps, name)
-    sanity = sanity_check(net, pixels, targets, maps, backend, seed, name)
+    sanity = sanity_check(net, pixels, targets, maps, backend, seed, name, steps)
     seconds = time.perf_counter() - start
     result = {
         "target": settings["target"],

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifarlab import progress
 from cifarlab.config import settings_hash
 from cifarlab.device import autocast, describe, pick_device, synchronize, use_channels_last
 from cifarlab.files import atomic_path, load_torch, save_torch
@@ -596,6 +597,12 @@ def train_run(
                 run["name"], epoch + 1, run["epochs"], row["train_loss"], row["train_accuracy"],
                 test_loss, test_accuracy, row["lr"], row["seconds"],
             )  # fmt: skip
+            seconds_per_epoch = sum(r["seconds"] for r in history) / len(history)
+            progress.log.info(
+                progress.epoch_line(
+                    run["name"], epoch + 1, run["epochs"], row["train_loss"], test_accuracy, seconds_per_epoch
+                )
+            )
             running = None
             save(epoch + 1, None)
             if stop:

@@ -35,17 +35,27 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.Comp
     return result
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    """A copy of the workflow in a temp folder, with the tiny study run to its report."""
-    workdir = tmp_path_factory.mktemp("study")
+def copy_workflow(workdir: Path) -> Path:
+    """The workflow and the tiny study's overlay, copied into `workdir` (no data, no results)."""
     for part in WORKFLOW_PARTS:
         source = ROOT / part
         (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / part)
     (workdir / "tests").mkdir()
     shutil.copy(ROOT / "tests" / "e2e_study.yaml", workdir / "tests")
+    return workdir
+
+
+# What Snakemake printed while it ran the study (its terminal), saved by the `study` fixture.
+TERMINAL = "snakemake-terminal.txt"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """A copy of the workflow in a temp folder, with the tiny study run to its report."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("study"))
     result = snakemake(workdir, "report")
     assert result.returncode == 0, result.stderr[-6000:]
+    (workdir / TERMINAL).write_text(result.stdout + result.stderr)
     return workdir
 
 
@@ -108,3 +118,37 @@ def test_nothing_is_stale_after_a_run_and_one_figure_rebuilds_alone(study):
     rebuilt = snakemake(study, str(figure.relative_to(study)))
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert figure.stat().st_size > 0
+
+
+def estimate_block(terminal: str) -> list[str]:
+    """The estimate Snakemake printed: its 'Estimate:' line and the indented lines under it."""
+    lines = terminal.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("Estimate: "))
+    end = next((i for i in range(first + 1, len(lines)) if not lines[i].startswith("  ")), len(lines))
+    return lines[first:end]
+
+
+@pytest.mark.slow
+def test_the_terminal_shows_each_runs_epochs_the_lr_finder_saliency_and_the_estimate(study, tmp_path):
+    terminal = (study / TERMINAL).read_text()
+    runs = expanded_runs(study)
+    for name, run in runs.items():
+        for epoch in range(1, run["epochs"] + 1):
+            assert f"train {name} epoch {epoch}/{run['epochs']} | loss " in terminal, name
+    config = yaml.safe_load(open(study / "tests" / "e2e_study.yaml"))
+    repeats = config["lr_finder"]["repeats"]
+    lr_find_runs = [name for name, run in runs.items() if run["lr"] == "auto"]
+    assert lr_find_runs
+    for name in lr_find_runs:
+        assert f"lr_find {name} {repeats}/{repeats} repeats | ~0 s left" in terminal, name
+    for name in config["saliency"]["runs"]:
+        assert f"saliency {name} 1/" in terminal, name
+    assert "\r" not in terminal  # whole lines, no carriage-return bars (stderr is not a terminal)
+    # The estimate comes after Snakemake's table of jobs, before the first job runs; a dry run of
+    # the same study from scratch prints the same one.
+    block = estimate_block(terminal)
+    assert "wall time for" in block[0] and any(line.split()[0] == "train" for line in block[1:])
+    assert terminal.index("Estimate: ") < terminal.index("rule train:")
+    dry = snakemake(copy_workflow(tmp_path), "report", "-n")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert estimate_block(dry.stdout + dry.stderr) == block

@@ -10,6 +10,7 @@ from cifarlab.config import (
     dataset_source,
     lr_finder_runs,
     saliency_runs,
+    uses_cached_features,
     validate_config,
 )
 from cifarlab.data import archive_name, source_fingerprint
@@ -43,11 +44,6 @@ DATA = f"results/data/{DATASET}"
 def run_settings(wildcards):
     """The complete settings of one run: its train, lr_find and saliency params."""
     return RUNS[wildcards.run]
-
-
-def uses_cached_features(run):
-    """A frozen pretrained-style backbone with no augmentation: the head trains on cached features."""
-    return run["freeze"] == "head" and run["augment"] == "none"
 
 
 def features_dir(run):

@@ -8,20 +8,13 @@
 # `set-resources:` in a profile (profiles/slurm/config.yaml).
 import math
 
+from cifarlab import estimate
+
 # Only `device: cuda` asks for a GPU (`--gpus=1` under SLURM). With `auto` a cluster job gets
 # no GPU and trains on the CPU, so its time is estimated at CPU speed.
 GPU_JOBS = 1 if DEVICE == "cuda" else 0
-ON_GPU = DEVICE in ("cuda", "mps")
+ON_GPU = estimate.on_gpu(DEVICE)
 
-# Seconds per 1,000 images, forward and backward, at 32 px: (on a GPU, on a CPU with `threads`
-# cores). Slow-machine figures on purpose; larger images cost (size / 32)^2 times more.
-SECONDS_PER_1000_IMAGES = {
-    "simple_cnn": (0.2, 1),
-    "dropout_cnn": (0.5, 5),
-    "vit": (2, 30),
-    "resnet18": (0.2, 10),
-    "vgg16": (0.4, 30),
-}
 # Activation memory (MB) per training image at 32 px, held in host memory when on the CPU.
 ACTIVATION_MB = {
     "simple_cnn": 0.1,
@@ -38,12 +31,7 @@ START_MINUTES = 5  # start-up, loading the data, writing outputs
 
 def split_images(split, run=None):
     """Images in a split: the run's subset, the synthetic set's size, else CIFAR-10's."""
-    if run and run.get(f"{split}_subset"):
-        return run[f"{split}_subset"]
-    synthetic = config["dataset"].get("synthetic") or {}
-    if SOURCE == "synthetic":
-        return 10 * synthetic.get(f"{split}_per_class", 500)
-    return {"train": 50000, "test": 10000}[split]
+    return estimate.split_images(config, split, run)
 
 
 def size_factor(image_size):
@@ -67,14 +55,8 @@ def round_mb(mb, attempt):
 
 
 def image_seconds(run, images, passes=1.0):
-    """Seconds to push `images` of a run through its model; passes=1/3 for forward only."""
-    # A frozen backbone's cached features: only a head trains, on vectors, cheap at any size.
-    if uses_cached_features(run):
-        model, size = "simple_cnn", 32
-    else:
-        model, size = run["model"], run["image_size"]
-    per_1000 = SECONDS_PER_1000_IMAGES[model][0 if ON_GPU else 1]
-    return images / 1000 * per_1000 * size_factor(size) * passes
+    """Seconds to push `images` of a run through its model; passes=FORWARD_ONLY for inference."""
+    return estimate.run_image_seconds(run, images, on_gpu=ON_GPU, passes=passes)
 
 
 def train_mem_mb(wildcards, attempt):
@@ -93,34 +75,29 @@ def train_mem_mb(wildcards, attempt):
     return round_mb(BASE_MB + 2 * data_mb() + activations + features, attempt)
 
 
-def train_runtime(wildcards, attempt):
-    """Minutes: every epoch trains on the training set and tests on the test set."""
+def train_seconds(wildcards):
+    return estimate.train_seconds(config, RUNS[wildcards.run], on_gpu=ON_GPU)
+
+
+def evaluate_seconds(wildcards):
     run = RUNS[wildcards.run]
-    per_epoch = image_seconds(run, split_images("train", run)) + image_seconds(
-        run, split_images("test", run), passes=1 / 3
-    )
-    return minutes(run["epochs"] * per_epoch, attempt)
+    return image_seconds(run, split_images("test", run), passes=estimate.FORWARD_ONLY)
 
 
-def evaluate_runtime(wildcards, attempt):
-    run = RUNS[wildcards.run]
-    return minutes(image_seconds(run, split_images("test", run), passes=1 / 3), attempt)
-
-
-def lr_find_runtime(wildcards, attempt):
-    """Minutes: `repeats` sweeps of `num_iter` mini-batches each."""
+def lr_find_seconds(wildcards):
+    """`repeats` sweeps of `num_iter` mini-batches each."""
     run = RUNS[wildcards.run]
     finder = config.get("lr_finder", {})
     batches = finder.get("num_iter", 200) * finder.get("repeats", 5)
-    return minutes(image_seconds(run, batches * run["batch_size"]), attempt)
+    return image_seconds(run, batches * run["batch_size"])
 
 
-def saliency_runtime(wildcards, attempt):
-    """Minutes: up to ~300 gradient passes per image (SmoothGrad, integrated gradients), twice
-    (the trained and the randomised model of the sanity check)."""
+def saliency_seconds(wildcards):
+    """Up to ~300 gradient passes per image (SmoothGrad, integrated gradients), twice (the
+    trained and the randomised model of the sanity check)."""
     run = RUNS[wildcards.run]
     images = 10 * config.get("saliency", {}).get("images_per_class", 1)
-    return minutes(image_seconds(run, images * 300 * 2), attempt)
+    return image_seconds(run, images * 300 * 2)
 
 
 def features_run(wildcards):
@@ -144,12 +121,40 @@ def features_mem_mb(wildcards, attempt):
     return round_mb(BASE_MB + 2 * data_mb() + output + batch, attempt)
 
 
-def features_runtime(wildcards, attempt):
-    """Minutes: one forward pass over both splits."""
+def features_seconds(wildcards):
+    """One forward pass over both splits."""
     images = split_images("train") + split_images("test")
-    return minutes(
-        image_seconds(features_run(wildcards), images, passes=1 / 3), attempt
-    )
+    return image_seconds(features_run(wildcards), images, passes=estimate.FORWARD_ONLY)
+
+
+def prepare_seconds(wildcards):
+    images = split_images("train") + split_images("test")
+    return images / 1000 * estimate.PREPARE_SECONDS_PER_1000_IMAGES
+
+
+# Seconds of work of a job, by rule, from cifarlab.estimate's cost model (SECONDS_PER_1000_IMAGES):
+# the rules' `runtime` below (minutes, with headroom; prepare asks for a fixed 30) and the
+# estimate printed before the work (workflow/rules/estimate.smk) both derive from them.
+JOB_SECONDS = {
+    "prepare": prepare_seconds,
+    "features": features_seconds,
+    "lr_find": lr_find_seconds,
+    "train": train_seconds,
+    "evaluate": evaluate_seconds,
+    "saliency": saliency_seconds,
+}
+
+
+def runtime(rule):
+    """The `runtime` resource of `rule` (minutes): its seconds with headroom, x attempt."""
+    return lambda wildcards, attempt: minutes(JOB_SECONDS[rule](wildcards), attempt)
+
+
+train_runtime = runtime("train")
+evaluate_runtime = runtime("evaluate")
+lr_find_runtime = runtime("lr_find")
+saliency_runtime = runtime("saliency")
+features_runtime = runtime("features")
 
 
 def prepare_mem_mb(wildcards, attempt):

@@ -1,0 +1,61 @@
+# The estimate printed before the work: how long the jobs Snakemake plans should take here.
+#
+# Snakemake logs its table of planned jobs (a RUN_INFO event) once the DAG is built, in a dry run
+# (-n) as in a real one, before the first job starts; a handler on its logger prints the
+# estimate right after it, so that both show the same figure. The arithmetic is
+# cifarlab.estimate's (no torch); the seconds per job are JOB_SECONDS of resources.smk.
+import logging
+
+from snakemake.logging import logger
+from snakemake_interface_logger_plugins.common import LogEvent
+
+
+def planned_job(job):
+    """A Snakemake job as a cifarlab.estimate.Job: cheap rules (download, plots, report) cost
+    their start-up only, and the figures count as one kind, plot_*."""
+    seconds = JOB_SECONDS.get(job.rule.name)
+    return estimate.Job(
+        kind="plot_*" if job.rule.name.startswith("plot_") else job.rule.name,
+        name=",".join(str(v) for v in job.wildcards),
+        seconds=seconds(job.wildcards) if seconds else 0.0,
+        benchmark=str(job.benchmark) if job.benchmark else None,
+    )
+
+
+def side_by_side():
+    """Heavy jobs at once: --jobs on a cluster, else --cores over the threads of one job."""
+    if workflow.non_local_exec:
+        return workflow.nodes or 1
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # no --cores given (a dry run may omit it)
+        cores = 1
+    return max(1, (cores or 1) // config["threads"])
+
+
+def planned_estimate(dag):
+    """cifarlab.estimate.format_estimate of the DAG's jobs, calibrated by the done ones."""
+    planned = [planned_job(job) for job in dag.needrun_jobs()]
+    done = [planned_job(job) for job in dag.jobs if not dag.needrun(job)]
+    result = estimate.estimate(planned, estimate.calibration(done), side_by_side())
+    return estimate.format_estimate(result)
+
+
+class EstimateAfterPlan(logging.Handler):
+    """Logs the estimate once, after Snakemake's first table of planned jobs (to Snakemake's
+    own logger: its terminal and .snakemake/log/)."""
+
+    def __init__(self):
+        super().__init__()
+        self.printed = False
+
+    def emit(self, record):
+        if self.printed or getattr(record, "event", None) != LogEvent.RUN_INFO:
+            return
+        self.printed = True  # first: the estimate's own message comes through here too
+        logger.info(planned_estimate(workflow.dag))
+
+
+# On Snakemake's logger's parent: Snakemake resets the handlers of its own logger.
+if workflow.is_main_process:
+    logging.getLogger("snakemake").addHandler(EstimateAfterPlan())
