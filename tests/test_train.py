@@ -240,8 +240,8 @@ def sigterm_at(epoch: int, step: int):
     """An `epoch_batches` that sends this process SIGTERM before batch `step` of `epoch` (0-based)."""
     real_batches, at_epoch = training.epoch_batches, epoch
 
-    def epoch_batches(data, run, *, epoch, device, start=0):
-        for i, batch in enumerate(real_batches(data, run, epoch=epoch, device=device, start=start)):
+    def epoch_batches(data, run, *, epoch, **options):
+        for i, batch in enumerate(real_batches(data, run, epoch=epoch, **options)):
             if epoch == at_epoch and i == step:
                 os.kill(os.getpid(), signal.SIGTERM)
             yield batch
