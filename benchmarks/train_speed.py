@@ -92,7 +92,7 @@ def cpu_seconds() -> float:
 def ours_epoch(train: dict, run: dict, num_batches: int) -> tuple[float, float]:
     """(wall, CPU) seconds for `num_batches` training steps of the simple CNN through cifarlab.train."""
     model = build_model(run, len(train["classes"])).to(DEVICE)
-    optimizer = build_optimizer(model.parameters(), run, run["lr"])
+    optimizer = build_optimizer(model, run, run["lr"])
     scheduler = build_scheduler(optimizer, run, num_batches)
     started, cpu = time.perf_counter(), cpu_seconds()
     stream = itertools.islice(epoch_batches(train, run, epoch=0, device=DEVICE), num_batches)

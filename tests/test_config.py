@@ -152,7 +152,7 @@ def test_dry_run_plans_the_whole_study():
             counts[parts[0]] = int(parts[1])
     runs = validate_config(yaml.safe_load(open(ROOT / "config" / "config.yaml")))
     assert counts["download"] == 1 and counts["prepare"] == 1
-    assert counts["train"] == counts["evaluate"] == len(runs) == 14
+    assert counts["train"] == counts["evaluate"] == len(runs) == 15
     assert counts["lr_find"] == 4  # three optimizers + the `lr: auto` recipe
     assert counts["saliency"] == len(runs)
     assert counts["features"] == 2  # frozen VGG16 and ResNet18 heads train on cached features

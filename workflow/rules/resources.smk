@@ -21,6 +21,7 @@ SECONDS_PER_1000_IMAGES = {
     "vit": (2, 30),
     "resnet18": (0.2, 10),
     "vgg16": (0.4, 30),
+    "airbench": (0.05, 4),
 }
 # Activation memory (MB) per training image at 32 px, held in host memory when on the CPU.
 ACTIVATION_MB = {
@@ -29,6 +30,7 @@ ACTIVATION_MB = {
     "vit": 8,
     "resnet18": 1,
     "vgg16": 2,
+    "airbench": 2,
 }
 # Width of the cached features of a frozen backbone (its output before the last layer).
 FEATURE_WIDTH = {"vgg16": 4096, "resnet18": 512}
