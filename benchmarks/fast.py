@@ -34,7 +34,7 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from cifarlab.config import validate_config
-from cifarlab.device import autocast, cpu_has_native_bf16, use_channels_last
+from cifarlab.device import autocast, cpu_has_native_bf16, pick_device, synchronize, use_channels_last
 from cifarlab.evaluate import compute_metrics
 from cifarlab.models import build_model
 from cifarlab.train import (
@@ -49,7 +49,7 @@ from cifarlab.train import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-CPU = torch.device("cpu")
+DEVICE = torch.device("cpu")  # set by --device (benchmarks/gpu.sh: cuda); the CPU by default
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -86,7 +86,7 @@ def cmd_run(args) -> dict:
     rows = []
     for seed in args.seeds:
         run = {**base, "seed": seed, "name": f"airbench-seed{seed}"}
-        result = train_run(run, train, test, device=CPU, lr=run["lr"], precision=args.precision)
+        result = train_run(run, train, test, device=DEVICE, lr=run["lr"], precision=args.precision)
         folder = Path(args.out) / run["name"]
         folder.mkdir(parents=True, exist_ok=True)
         save_model(result, folder / "model.pt")
@@ -95,7 +95,7 @@ def cmd_run(args) -> dict:
             folder / "model.pt",
             folder / "history.csv",
             Path(args.data) / "test.pt",
-            device=CPU,
+            device=DEVICE,
             precision=args.precision,
         )
         rows.append(
@@ -154,12 +154,13 @@ def lab_models() -> dict[str, dict]:
 def step_seconds(model, optimizer, run: dict, x: torch.Tensor, y: torch.Tensor, precision: str) -> float:
     """Seconds of one training step (forward, loss, backward, optimizer) at `precision`."""
     started = time.perf_counter()
-    with autocast(CPU, precision):
+    with autocast(DEVICE, precision):
         logits = model(x)
     loss = torch.nn.functional.cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    synchronize(DEVICE)
     return time.perf_counter() - started
 
 
@@ -173,9 +174,10 @@ def cmd_precision(args) -> dict:
             model = build_model(run, 10)
             init_from_data(model, train, run)
             model.to(
+                DEVICE,
                 memory_format=torch.channels_last
-                if use_channels_last(CPU, precision)
-                else torch.preserve_format
+                if use_channels_last(DEVICE, precision)
+                else torch.preserve_format,
             )
             model.train()
             optimizer = build_optimizer(model, run, 1e-3 if run["optimizer"] != "sgd" else 0.01)
@@ -184,7 +186,7 @@ def cmd_precision(args) -> dict:
                     subset(train, torch.arange(run["batch_size"])),
                     run,
                     epoch=0,
-                    device=CPU,
+                    device=DEVICE,
                     precision=precision,
                 )
             )
@@ -235,7 +237,7 @@ def cmd_accuracy(args) -> dict:
     for seed in args.seeds:
         for precision in PRECISIONS:
             result = train_run(
-                {**base, "seed": seed}, train, test, device=CPU, lr=base["lr"], precision=precision
+                {**base, "seed": seed}, train, test, device=DEVICE, lr=base["lr"], precision=precision
             )
             rows.append(
                 {
@@ -263,15 +265,16 @@ def cmd_flops(args) -> dict:
             model = build_model(run, 10)
             init_from_data(model, train, run)
             model.to(
+                DEVICE,
                 memory_format=torch.channels_last
-                if use_channels_last(CPU, precision)
-                else torch.preserve_format
+                if use_channels_last(DEVICE, precision)
+                else torch.preserve_format,
             )
             model.train()
             optimizer = build_optimizer(model, run, run["lr"])
             forward = torch.compile(model) if compiled else model
             index = stratified_subset(train["labels"], run["batch_size"], 0)
-            x, y = next(epoch_batches(subset(train, index), run, epoch=0, device=CPU, precision=precision))
+            x, y = next(epoch_batches(subset(train, index), run, epoch=0, device=DEVICE, precision=precision))
             with FlopCounterMode(display=False) as counter:
                 step_seconds(forward, optimizer, run, x, y, precision)
             flops = counter.get_total_flops()
@@ -303,6 +306,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     parser.add_argument("--out", required=True, help="folder for <command>.json")
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {"run": cmd_run, "precision": cmd_precision, "accuracy": cmd_accuracy, "flops": cmd_flops}
@@ -325,6 +329,8 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = pick_device(args.device)
     result = commands[args.command](args)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"{args.command}.json").write_text(
