@@ -100,6 +100,11 @@ def compute_metrics(
     if saved["status"] != "ok":
         log.warning("%s: status %s, no test metrics (%s)", run["name"], saved["status"], saved["diverged"])
         return metrics
+    if features_test is not None and metrics["tta"] != "none":
+        raise ValueError(
+            f"{run['name']}: tta {metrics['tta']!r} needs the test images, not cached features; "
+            "the workflow gives such runs the images (common.smk uses_cached_features)"
+        )
     if features_test is not None:
         data = torch.load(features_test, map_location="cpu", weights_only=True)
         model = head_of(model)
