@@ -446,7 +446,8 @@ def train_one_epoch(
         loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        running["lr"] = optimizer.param_groups[0]["lr"]
+        group = optimizer.param_groups[0]
+        running["lr"] = group["lr"] / group.get("lr_scale", 1.0)  # in the run's units (param_groups)
         optimizer.step()
         scheduler.step()
         if lookahead is not None:
