@@ -258,9 +258,10 @@ def cmd_accuracy(args) -> dict:
 
 def cmd_flops(args) -> dict:
     train, _ = load_data(args.data)
-    run = study_runs([])["airbench"]
-    rows = []
-    for precision in PRECISIONS:
+    run = {**study_runs([])["airbench"], "batch_size": args.batch_size}
+    index = stratified_subset(train["labels"], run["batch_size"], 0)
+    rows, flops = [], None
+    for precision in args.precisions:
         for compiled in (False, True) if args.compile else (False,):
             model = build_model(run, 10)
             init_from_data(model, train, run)
@@ -272,14 +273,15 @@ def cmd_flops(args) -> dict:
             )
             model.train()
             optimizer = build_optimizer(model, run, run["lr"])
-            forward = torch.compile(model) if compiled else model
-            index = stratified_subset(train["labels"], run["batch_size"], 0)
             x, y = next(epoch_batches(subset(train, index), run, epoch=0, device=DEVICE, precision=precision))
-            with FlopCounterMode(display=False) as counter:
-                step_seconds(forward, optimizer, run, x, y, precision)
-            flops = counter.get_total_flops()
-            for _ in range(2):  # warm-up (compilation, kernel choice)
-                step_seconds(forward, optimizer, run, x, y, precision)
+            if flops is None:  # counted on the eager model: the FLOPs of the step, whatever runs them
+                with FlopCounterMode(display=False) as counter:
+                    step_seconds(model, optimizer, run, x, y, precision)
+                flops = counter.get_total_flops()
+            forward = torch.compile(model) if compiled else model
+            started = time.perf_counter()
+            step_seconds(forward, optimizer, run, x, y, precision)  # compilation, kernel choice
+            first = time.perf_counter() - started
             seconds = statistics.median(
                 step_seconds(forward, optimizer, run, x, y, precision) for _ in range(args.steps)
             )
@@ -287,6 +289,7 @@ def cmd_flops(args) -> dict:
                 {
                     "precision": precision,
                     "compiled": compiled,
+                    "first_step_seconds": first,
                     "flops_per_step": flops,
                     "seconds_per_step": seconds,
                     "flop_per_second": flops / seconds,
@@ -294,8 +297,8 @@ def cmd_flops(args) -> dict:
                 }
             )
             print(
-                f"{precision} compiled={compiled}: {flops / 1e9:.1f} GFLOP/step, {seconds:.2f} s, "
-                f"{flops / seconds / 1e9:.1f} GFLOP/s",
+                f"{precision} compiled={compiled}: {flops / 1e9:.1f} GFLOP/step, {seconds:.2f} s "
+                f"(first step {first:.1f} s), {flops / seconds / 1e9:.1f} GFLOP/s",
                 flush=True,
             )
     return {"threads": torch.get_num_threads(), "batch_size": run["batch_size"], "rows": rows}
@@ -326,6 +329,10 @@ def main() -> int:
     commands_parsers["accuracy"].add_argument("--epochs", type=int, default=4)
     commands_parsers["flops"].add_argument("--steps", type=int, default=3)
     commands_parsers["flops"].add_argument("--compile", action="store_true")
+    commands_parsers["flops"].add_argument("--batch-size", type=int, default=1024)
+    commands_parsers["flops"].add_argument(
+        "--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS)
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
