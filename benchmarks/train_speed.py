@@ -15,8 +15,9 @@ reads with ImageFolder. Each command prints a table and writes <command>.json in
   same number of batches, alternating the two to share the machine's load fairly.
 - frozen: a frozen VGG16 with a new head, 10 epochs: cached features (one backbone pass) vs the
   backbone run on every batch of every epoch (measured over --measured-epochs, scaled to 10).
-- recipe: epochs of our simple-CNN recipe (batch 256, one-cycle, nesterov, crop+flip) needed to
-  reach --target (the notebook's 10-epoch accuracy), against 10 notebook epochs of --notebook-epoch s.
+- recipe: epochs of a config run (--run: our simple-CNN recipe, batch 256, one-cycle, nesterov,
+  crop+flip, by default; `airbench` for the fast recipe, --set for overrides) needed to reach
+  --target (the notebook's 10-epoch accuracy), against 10 notebook epochs of --notebook-epoch s.
 - vit: the lab's ViT settings vs our recipe (vit_recipe), same small ViT, subset and epochs.
 - seeds: one run of config/config.yaml, unchanged but for its seed, once per --seeds value: how
   much of a difference to the lab is seed noise.
@@ -92,7 +93,7 @@ def cpu_seconds() -> float:
 def ours_epoch(train: dict, run: dict, num_batches: int) -> tuple[float, float]:
     """(wall, CPU) seconds for `num_batches` training steps of the simple CNN through cifarlab.train."""
     model = build_model(run, len(train["classes"])).to(DEVICE)
-    optimizer = build_optimizer(model.parameters(), run, run["lr"])
+    optimizer = build_optimizer(model, run, run["lr"])
     scheduler = build_scheduler(optimizer, run, num_batches)
     started, cpu = time.perf_counter(), cpu_seconds()
     stream = itertools.islice(epoch_batches(train, run, epoch=0, device=DEVICE), num_batches)
@@ -269,15 +270,21 @@ def cmd_frozen(args) -> dict:
 
 def cmd_recipe(args) -> dict:
     train, test = load_data(args.data)
-    base = {**lab_runs()["simple_cnn_recipe"], "lr": args.lr}
+    base = lab_runs()[args.run]
+    base["lr"] = args.lr if args.lr is not None else base["lr"]
+    if base["lr"] == "auto":
+        sys.exit(f"error: run {args.run} has lr: auto; give the lr with --lr (e.g. the LR finder's)")
     if args.augment is not None:
         base["augment"] = args.augment
+    for setting in args.set:  # e.g. train_subset=10000, batch_size=256
+        key, _, value = setting.partition("=")
+        base[key] = yaml.safe_load(value)
     notebook_seconds = 10 * args.notebook_epoch
     rows = []
     for epochs in args.epochs:
         run = {**base, "epochs": epochs}
         started = clock()
-        result = train_run(run, train, test, device=DEVICE, lr=args.lr)
+        result = train_run(run, train, test, device=DEVICE, lr=base["lr"], precision=args.precision)
         wall, cpu = since(started)  # with a test pass per epoch: counts against the recipe
         seconds = sum(row["seconds"] for row in result["history"])  # training only, as the notebook's
         accuracy = result["history"][-1]["test_accuracy"]
@@ -287,8 +294,9 @@ def cmd_recipe(args) -> dict:
         )  # fmt: skip
         print(f"recipe {epochs} epochs: {accuracy:.2f} % in {seconds:.1f} s ({cpu:.1f} s CPU)", flush=True)
     print(
-        f"\nsimple_cnn_recipe (batch {base['batch_size']}, onecycle max lr {args.lr}, nesterov, "
-        f"{base['augment']}, wd {base['weight_decay']}) vs the notebook: {args.target:.2f} % after 10 "
+        f"\n{args.run} ({base['model']}, batch {base['batch_size']}, {base['schedule']} lr {base['lr']}, "
+        f"{base['augment']}, wd {base['weight_decay']}, {args.precision}) vs the notebook: "
+        f"{args.target:.2f} % after 10 "
         f"epochs of {args.notebook_epoch:.1f} s = {notebook_seconds:.0f} s"
     )
     print("| recipe epochs | test accuracy (%) | training seconds | reaches target | notebook time / this |")
@@ -299,7 +307,11 @@ def cmd_recipe(args) -> dict:
             f"{'yes' if row['test_accuracy'] >= args.target else 'no'} | "
             f"{notebook_seconds / row['train_seconds']:.1f} |"
         )
-    return {"target": args.target, "notebook_epoch_seconds": args.notebook_epoch, "lr": args.lr, "rows": rows}
+    return {
+        "run": args.run, "settings": base, "target": args.target,
+        "notebook_epoch_seconds": args.notebook_epoch, "lr": base["lr"], "precision": args.precision,
+        "rows": rows,
+    }  # fmt: skip
 
 
 # --- vit: the lab's settings vs our recipe -----------------------------------------------
@@ -419,7 +431,10 @@ def main() -> int:
     p = command("recipe")
     p.add_argument("--target", type=float, required=True, help="the notebook's 10-epoch test accuracy (%%)")
     p.add_argument("--notebook-epoch", type=float, required=True, help="seconds of one notebook epoch")
-    p.add_argument("--lr", type=float, default=0.05, help="one-cycle peak lr")
+    p.add_argument("--run", default="simple_cnn_recipe", help="a run of config/config.yaml (e.g. airbench)")
+    p.add_argument("--lr", type=float, default=None, help="default: the run's lr (a number)")
+    p.add_argument("--set", nargs="*", default=[], help="setting=value overrides, e.g. train_subset=10000")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--epochs", type=int, nargs="+", default=[3, 5])
     p.add_argument("--augment", choices=["none", "crop_flip"], help="default: the config's simple_cnn_recipe")
     p = command("vit")

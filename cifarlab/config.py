@@ -245,5 +245,13 @@ def dataset_name(config: dict) -> str:
 
 
 def uses_cached_features(run: dict) -> bool:
-    """A frozen pretrained-style backbone with no augmentation: the head trains on cached features."""
-    return run["freeze"] == "head" and run["augment"] == "none"
+    """A frozen pretrained-style backbone with no augmentation: the head trains on cached features.
+
+    (Translation in training and test-time augmentation need the images, as crops and flips do.)
+    """
+    return (
+        run["freeze"] == "head"
+        and run["augment"] == "none"
+        and run.get("translate", 0) == 0
+        and run.get("tta", "none") == "none"
+    )

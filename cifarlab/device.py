@@ -1,17 +1,22 @@
 """Which accelerator a job runs on, and what that accelerator is good at.
 
 `pick_device("auto")` prefers CUDA, then Apple MPS, then the CPU. Everything else in the package
-takes the resulting `torch.device` and stays device-agnostic; the two CUDA-only speed-ups (bf16
-autocast and channels_last) are decided here so that the training loop has no device branches.
+takes the resulting `torch.device` and stays device-agnostic. The numeric precision (bf16 autocast
+with channels_last, or fp32) is decided here too, once per job (`resolve_precision`), so that the
+training loop has no device branches.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
 
+log = logging.getLogger(__name__)
+
 DEVICES = ("auto", "cuda", "mps", "cpu")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _mps_available() -> bool:
@@ -44,25 +49,58 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def uses_cuda_speedups(device: torch.device) -> bool:
-    """Whether `device` gets bf16 autocast and channels_last (CUDA only).
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products natively (AVX-512 BF16 or AMX tiles).
 
-    The one place that decides it: tests/test_device.py switches it on for the CPU, which
-    supports both, to run the CUDA code path without a GPU.
+    Without either, oneDNN emulates bf16 in fp32 and bf16 autocast is slower than fp32: on this
+    project's development Xeon (AVX-512 VNNI only) a conv step took 3.5x as long
+    (benchmarks/README.md, precision).
     """
-    return device.type == "cuda"
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (tensor cores, no loss scaling needed); full fp32 elsewhere."""
-    if uses_cuda_speedups(device):
+def resolve_precision(device: torch.device, setting: str) -> str:
+    """The precision a job runs in on `device` for the config's `precision` setting: bf16 or fp32.
+
+    auto = bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere (MPS: bf16 autocast is not
+    verified there). The choice and its reason go to the log.
+    """
+    if setting not in PRECISIONS:
+        raise ValueError(f"unknown precision {setting!r}; use one of {list(PRECISIONS)}")
+    if setting != "auto":
+        log.info("precision %s (set in the config)", setting)
+        return setting
+    if device.type == "cuda":
+        chosen, why = "bf16", "CUDA: tensor cores, no loss scaling needed"
+    elif device.type == "cpu" and cpu_has_native_bf16():
+        chosen, why = "bf16", "the CPU has native bf16 (AVX-512 BF16 or AMX)"
+    elif device.type == "cpu":
+        chosen, why = "fp32", "the CPU has no AVX-512 BF16 nor AMX: bf16 would be emulated, slower than fp32"
+    else:
+        chosen, why = "fp32", f"bf16 autocast is not verified on {device.type}"
+    log.info("precision auto -> %s: %s", chosen, why)
+    return chosen
+
+
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """Whether a job on `device` at the resolved `precision` runs bf16 autocast and channels_last.
+
+    The one place that decides it: tests/test_device.py switches it on for the CPU to run the
+    mixed-precision code path whatever the CPU.
+    """
+    return precision == "bf16"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast (fp32 master weights, no loss scaling needed) or full fp32."""
+    if uses_bf16(device, precision):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def use_channels_last(device: torch.device) -> bool:
-    """NHWC memory layout: faster convolutions with cuDNN on CUDA, no gain (or a loss) elsewhere."""
-    return uses_cuda_speedups(device)
+def use_channels_last(device: torch.device, precision: str) -> bool:
+    """NHWC memory layout, with bf16: what oneDNN and cuDNN run fastest in reduced precision."""
+    return uses_bf16(device, precision)
 
 
 def synchronize(device: torch.device) -> None:

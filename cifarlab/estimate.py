@@ -30,6 +30,7 @@ SECONDS_PER_1000_IMAGES = {
     "vit": (2, 30),
     "resnet18": (0.2, 10),
     "vgg16": (0.4, 30),
+    "airbench": (0.05, 4),
 }
 # A forward pass alone (inference) costs about a third of forward and backward.
 FORWARD_ONLY = 1 / 3

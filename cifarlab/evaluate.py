@@ -1,6 +1,8 @@
 """The `evaluate` step (metrics.json of one run) and the figures drawn from it.
 
-metrics.json follows docs/architecture.md. A diverged run gets its metrics too, with
+metrics.json follows docs/architecture.md. A run with test-time augmentation (its `tta`
+setting) gets both accuracies, plain (`test_accuracy`) and augmented (`tta_test_accuracy`), side by
+side: one is never reported as the other. A diverged run gets its metrics too, with
 test_accuracy and test_loss null and status "diverged", so the report shows it as such instead of
 a meaningless accuracy.
 """
@@ -17,7 +19,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from cifarlab import plotting
-from cifarlab.device import pick_device
+from cifarlab.device import pick_device, resolve_precision
 from cifarlab.files import load_torch, write_json
 from cifarlab.models import head_of, load_trained
 from cifarlab.train import TEST_SUBSET_SEED, epoch_batches, evaluate, read_history, stratified_subset, subset
@@ -53,8 +55,10 @@ def compute_metrics(
     *,
     device: torch.device,
     features_test: str | Path | None = None,
+    precision: str = "fp32",
 ) -> dict:
-    """The metrics.json dict of one trained run (see docs/architecture.md).
+    """The metrics.json dict of one trained run (see docs/architecture.md), at the job's
+    resolved `precision`.
 
     features_test: the cached test features of a frozen backbone; then only the head runs, which
     gives the same predictions as the whole model on the images (tests/test_features.py).
@@ -69,6 +73,9 @@ def compute_metrics(
         "diverged": saved["diverged"],
         "test_accuracy": None,
         "test_loss": None,
+        "tta": run.get("tta", "none"),
+        "tta_test_accuracy": None,
+        "tta_test_loss": None,
         "per_class_accuracy": None,
         "confusion_matrix": None,
         "classes": classes,
@@ -88,18 +95,33 @@ def compute_metrics(
         "train_seconds": saved["train_seconds"],
         "images_per_second": saved["images_per_second"],
         "device": saved["device"],
+        "precision": saved.get("precision", "fp32"),
         "settings": run,
     }
     if saved["status"] != "ok":
         log.warning("%s: status %s, no test metrics (%s)", run["name"], saved["status"], saved["diverged"])
         return metrics
+    if features_test is not None and metrics["tta"] != "none":
+        raise ValueError(
+            f"{run['name']}: tta {metrics['tta']!r} needs the test images, not cached features; "
+            "the workflow gives such runs the images (common.smk uses_cached_features)"
+        )
     if features_test is not None:
         data = load_torch(features_test)
         model = head_of(model)
     else:
         data = load_torch(test_path)
     data = subset(data, stratified_subset(data["labels"], run.get("test_subset"), TEST_SUBSET_SEED))
-    loss, accuracy, predictions = evaluate(model, epoch_batches(data, run, epoch=None, device=device), device)
+
+    def test_pass(tta: str) -> tuple[float, float, torch.Tensor]:
+        test_batches = epoch_batches(data, run, epoch=None, device=device, precision=precision)
+        return evaluate(model, test_batches, device, precision, tta=tta)
+
+    loss, accuracy, predictions = test_pass("none")
+    if metrics["tta"] != "none":
+        tta_loss, tta_accuracy, _ = test_pass(metrics["tta"])
+        metrics.update(tta_test_accuracy=tta_accuracy, tta_test_loss=tta_loss)
+        log.info("%s: test accuracy with %s TTA %.2f %%", run["name"], metrics["tta"], tta_accuracy)
     confusion = confusion_matrix(data["labels"], predictions, len(classes))
     per_class = 100.0 * confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
     metrics.update(
@@ -121,13 +143,16 @@ def main(
     device: str = "auto",
     features_test: str | Path | None = None,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> dict:
     """The `evaluate` step: write metrics.json."""
     if threads:
         torch.set_num_threads(threads)
+    torch_device = pick_device(device)
     metrics = compute_metrics(
-        model_path, history_path, test_path, device=pick_device(device), features_test=features_test
-    )
+        model_path, history_path, test_path, device=torch_device, features_test=features_test,
+        precision=resolve_precision(torch_device, precision),
+    )  # fmt: skip
     write_json(metrics, metrics_path, strict=True)
     return metrics
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cifarlab import progress
-from cifarlab.device import autocast, describe, pick_device, synchronize, use_channels_last
+from cifarlab.device import autocast, describe, pick_device, resolve_precision, synchronize, use_channels_last
 from cifarlab.files import load_torch, save_torch
 from cifarlab.models import build_model, head_of
 from cifarlab.train import TEST_SUBSET_SEED, batches, stratified_subset, subset
@@ -28,28 +28,36 @@ BATCH_SIZE = 64  # images per forward pass (inference only)
 
 @torch.no_grad()
 def compute_features(
-    model: nn.Module, data: dict, *, image_size: int, device: torch.device, batch_size: int = BATCH_SIZE,
+    model: nn.Module,
+    data: dict,
+    *,
+    image_size: int,
+    device: torch.device,
+    batch_size: int = BATCH_SIZE,
+    precision: str = "fp32",
     name: str = "features",
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """The input of `model`'s head for every image of the prepared dict `data`, in order.
 
     float32 N x D on the CPU (D = 4096 for vgg16, 512 for resnet18). The model runs in eval mode,
-    without augmentation, exactly as it does in training with a frozen backbone. Every 30 s a
-    progress line (`name done/total images | ~time left`) goes to the terminal (cifarlab.progress).
+    without augmentation, exactly as it does in training with a frozen backbone, at the job's
+    resolved `precision`. Every 30 s a progress line (`name done/total images | ~time left`) goes
+    to the terminal (cifarlab.progress).
     """
     steps = progress.Steps(name, len(data["labels"]), "images")
     captured: list[torch.Tensor] = []
     # A hook on the head sees what the head receives: the same graph as the full forward pass.
     hook = head_of(model).register_forward_hook(lambda m, args, out: captured.append(args[0].float().cpu()))
     model.eval().to(
-        device, memory_format=torch.channels_last if use_channels_last(device) else torch.preserve_format
+        device,
+        memory_format=torch.channels_last if use_channels_last(device, precision) else torch.preserve_format,
     )
     try:
         for x, _ in batches(
             data, batch_size, shuffle=False, generator=None, device=device, augment="none",
-            image_size=image_size, channels_last=use_channels_last(device),
+            image_size=image_size, channels_last=use_channels_last(device, precision),
         ):  # fmt: skip
-            with autocast(device):
+            with autocast(device, precision):
                 model(x)
             steps.update(sum(len(c) for c in captured))
     finally:
@@ -80,6 +88,7 @@ def main(
     backbone: dict,
     device: str = "auto",
     threads: int | None = None,
+    precision: str = "auto",
 ) -> None:
     """Write `{features, indices, labels, classes, backbone}` for both splits (docs/architecture.md).
 
@@ -90,6 +99,7 @@ def main(
     if threads:
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
+    chosen = resolve_precision(torch_device, precision)
     train = load_torch(train_path)
     model = build_model({**backbone, "freeze": "head"}, len(train["classes"]))
     for split, path, out in (("train", train_path, out_train), ("test", test_path, out_test)):
@@ -97,9 +107,13 @@ def main(
         indices = needed_indices(data["labels"], split, backbone.get("subsets"))
         started = time.perf_counter()
         features = compute_features(
-            model, subset(data, indices), image_size=backbone["image_size"], device=torch_device,
+            model,
+            subset(data, indices),
+            image_size=backbone["image_size"],
+            device=torch_device,
+            precision=chosen,
             name=f"features {backbone['model']} {split}",
-        )  # fmt: skip
+        )
         synchronize(torch_device)
         seconds = time.perf_counter() - started
         log.info(

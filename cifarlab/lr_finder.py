@@ -81,7 +81,8 @@ def lr_range_test(
 
     `next_batch()` returns one (inputs, targets) mini-batch on the model's device; `loss_fn`
     maps (model output, targets) to a scalar loss. Every param group's lr is overwritten at
-    each step. `smoothing` is the weight of the newest loss in the moving average.
+    each step (times the group's `lr_scale`, when it has one). `smoothing` is the weight of
+    the newest loss in the moving average.
     `train_mode(model)` puts the model in training mode (training's own, e.g. one that keeps a
     frozen backbone in eval mode) and `autocast()` wraps the forward pass (bf16 on CUDA).
 
@@ -106,7 +107,7 @@ def lr_range_test(
         train_mode(model)
         for step, lr in enumerate(lrs):
             for group in optimizer.param_groups:
-                group["lr"] = float(lr)
+                group["lr"] = float(lr) * group.get("lr_scale", 1.0)
             inputs, targets = next_batch()
             optimizer.zero_grad(set_to_none=True)
             with autocast():
@@ -324,7 +325,13 @@ def _cycle(epoch_batches: Callable[[int], Iterator]) -> Callable[[], tuple[torch
 
 
 def run_lr_finder(
-    run: dict, train: dict, finder: dict, *, device: torch.device, features: dict | None = None
+    run: dict,
+    train: dict,
+    finder: dict,
+    *,
+    device: torch.device,
+    features: dict | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """The repeated range test of one run, set up exactly as its training starts.
 
@@ -335,17 +342,27 @@ def run_lr_finder(
 
     train: the prepared training dict (docs/architecture.md). features: the cached backbone
     features of the training set for a frozen-backbone run (then only the head sweeps, on them,
-    as in training). Returns the contents of `results/lr_finder/<run>.json`.
+    as in training). precision: the job's resolved one. The swept lr is in the run's units: each
+    param group gets it times its `lr_scale` (train.param_groups). Returns the contents of
+    `results/lr_finder/<run>.json`.
     """
     from cifarlab.device import autocast, describe, use_channels_last
     from cifarlab.models import build_model, head_of, set_train_mode
-    from cifarlab.train import build_optimizer, epoch_batches, stratified_subset, subset, to_device
+    from cifarlab.train import (
+        build_optimizer,
+        epoch_batches,
+        init_from_data,
+        stratified_subset,
+        subset,
+        to_device,
+    )
 
     started = time.perf_counter()
     model = build_model(run, len(train["classes"]))
     index = stratified_subset(train["labels"], run.get("train_subset"), run["seed"])
     if features is None:
         trainable, data = model, subset(train, index)
+        init_from_data(model, data, run)
     else:
         if not torch.equal(features["labels"], train["labels"]):
             raise ValueError(
@@ -353,15 +370,16 @@ def run_lr_finder(
                 "delete results/features/ and rerun"
             )
         trainable, data = head_of(model), subset(features, index)
-    memory_format = torch.channels_last if use_channels_last(device) else torch.preserve_format
+    memory_format = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
     trainable.to(device, memory_format=memory_format)
     data = to_device(data, device)
-    params = [p for p in trainable.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, run, finder.get("start_lr", DEFAULTS["start_lr"]))
+    optimizer = build_optimizer(trainable, run, finder.get("start_lr", DEFAULTS["start_lr"]))
 
     def make_batches(seed: int) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
         repeat_run = {**run, "seed": seed}
-        return _cycle(lambda epoch: epoch_batches(data, repeat_run, epoch=epoch, device=device))
+        return _cycle(
+            lambda epoch: epoch_batches(data, repeat_run, epoch=epoch, device=device, precision=precision)
+        )
 
     def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, targets, label_smoothing=run.get("label_smoothing", 0.0))
@@ -372,7 +390,7 @@ def run_lr_finder(
     )  # fmt: skip
     result = repeated_range_test(
         trainable, optimizer, make_batches, loss_fn, finder, seed=run["seed"], name=f"lr_find {run['name']}",
-        train_mode=set_train_mode, autocast=lambda: autocast(device),
+        train_mode=set_train_mode, autocast=lambda: autocast(device, precision),
     )  # fmt: skip
     for method, s in result["suggestions"].items():
         log.info(
@@ -399,19 +417,21 @@ def main(
     device: str = "auto",
     features_train: str | Path | None = None,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> dict:
     """The `lr_find` step: read the prepared data, sweep, write `results/lr_finder/<run>.json`."""
-    from cifarlab.device import pick_device
+    from cifarlab.device import pick_device, resolve_precision
 
     if threads:
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
+    chosen = resolve_precision(torch_device, precision)
     finder = finder_settings(finder)  # a bad setting fails before the data are read
     train = load_torch(train_path)
     features = None
     if features_train is not None:
         features = load_torch(features_train)
-    result = run_lr_finder(run, train, finder, device=torch_device, features=features)
+    result = run_lr_finder(run, train, finder, device=torch_device, features=features, precision=chosen)
     write_json(result, result_path, indent=1)
     log.info("%s: lr %.3g (%s) written to %s", run["name"], result["lr"], result["chosen"], result_path)
     return result

@@ -22,7 +22,11 @@ import torch
 import torchvision
 from torch import nn
 
+from cifarlab.airbench import Airbench
 from cifarlab.files import load_torch
+
+# Normalisation layers: their parameters form the `norm` optimizer group (train.param_groups).
+NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
 # The lab's ViT (vit-pytorch); a run's `vit:` entry overrides any of these.
 VIT_DEFAULTS = {
@@ -181,6 +185,7 @@ MODELS: dict[str, Callable[[dict, int], nn.Module]] = {
     "vgg16": lambda run, n: _torchvision_model("vgg16", run, n),
     "resnet18": lambda run, n: _torchvision_model("resnet18", run, n),
     "vit": _vit,
+    "airbench": lambda run, n: Airbench(n, **(run.get("airbench") or {})),
 }
 
 
@@ -197,8 +202,12 @@ def build_model(run: dict, num_classes: int) -> nn.Module:
 
 
 def frozen_backbone(model: nn.Module) -> bool:
-    """True when only the head trains (freeze: head): the backbone then always runs in eval mode."""
-    return any(not p.requires_grad for p in model.parameters())
+    """True when only the head trains (freeze: head): the backbone then always runs in eval mode.
+
+    (Other models may freeze some of their own weights, as airbench does; they have no head.)
+    """
+    has_head = isinstance(model, torchvision.models.VGG | torchvision.models.ResNet)
+    return has_head and any(not p.requires_grad for p in model.parameters())
 
 
 def set_train_mode(model: nn.Module) -> None:

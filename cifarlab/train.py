@@ -1,8 +1,13 @@
 """Training: batches from in-memory uint8 tensors, optimizers, schedules, the epoch loop, resume.
 
 The hot path never touches PIL, a DataLoader or a per-sample Python loop: the prepared uint8
-images sit on the device, and each batch is indexed, augmented (random crop + flip), converted,
-normalised and resized as one tensor.
+images sit on the device, and each batch is indexed, augmented (random crop + flip, or
+alternating flip, and translation), converted, normalised and resized as one tensor.
+
+Parts of airbench94's recipe (cifarlab/airbench.py) are general features here, each a run setting:
+alternating flip and reflect-padded translation, per-parameter-group lr and weight decay,
+hyperparameters decoupled from batch size, a piecewise-linear schedule, lookahead (a weight EMA
+that the weights are reset to) and test-time augmentation (`tta_logits`).
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ from torch import nn
 
 from cifarlab import progress
 from cifarlab.config import settings_hash
-from cifarlab.device import autocast, describe, pick_device, synchronize, use_channels_last
+from cifarlab.device import autocast, describe, pick_device, resolve_precision, synchronize, use_channels_last
 from cifarlab.files import atomic_path, load_torch, save_torch
-from cifarlab.models import build_model, count_parameters, head_of, set_train_mode
+from cifarlab.models import NORM_LAYERS, build_model, count_parameters, head_of, set_train_mode
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,9 @@ DIVERGENCE_CHECK_STEPS = 25
 # Seconds between checks that the parent (Snakemake) still lives: after a `kill -9` of it, the
 # training process would otherwise run on alone, holding the CPU or GPU and the lock's outputs.
 PARENT_CHECK_S = 5.0
+AUGMENTS = ("none", "crop_flip", "alternating_flip")
+# Decoupled hyperparameters are stated per this many examples (airbench94's convention).
+DECOUPLED_EXAMPLES = 1024
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
 
 
@@ -109,14 +117,52 @@ def crop_flip(images: torch.Tensor, generator: torch.Generator | None) -> torch.
     The random numbers are drawn on the CPU from `generator`, so batches are the same on every
     device; the gather itself runs where `images` are.
     """
-    n, _, h, w = images.shape
-    p = CROP_PADDING
-    padded = F.pad(images, (p, p, p, p))
-    dy, dx, flip = (t.to(images.device) for t in crop_flip_draws(n, generator))
-    rows = dy + torch.arange(h, device=images.device)  # N x H
-    cols = dx + torch.arange(w, device=images.device)  # N x W
+    dy, dx, flip = (t.to(images.device) for t in crop_flip_draws(len(images), generator))
+    return shifted(F.pad(images, (CROP_PADDING,) * 4), CROP_PADDING, dy, dx, flip)
+
+
+def translate_draws(n: int, pixels: int, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+    """The random numbers of `translate` for n images (CPU): row and column offsets in [0, 2 * pixels]."""
+    dy = torch.randint(0, 2 * pixels + 1, (n, 1), generator=generator)
+    dx = torch.randint(0, 2 * pixels + 1, (n, 1), generator=generator)
+    return dy, dx
+
+
+def translate(images: torch.Tensor, pixels: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Shift each image of a batch by up to `pixels` in both axes, edges reflected (airbench94's
+    translate); N x C x H x W in, same shape out."""
+    dy, dx = (t.to(images.device) for t in translate_draws(len(images), pixels, generator))
+    no_flip = torch.zeros(len(images), dtype=torch.bool, device=images.device)
+    return shifted(F.pad(images, (pixels,) * 4, mode="reflect"), pixels, dy, dx, no_flip)
+
+
+def flip_phases(n: int, seed: int) -> torch.Tensor:
+    """Which of n training images start flipped (bool n): a function of the run's seed only."""
+    return torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.5
+
+
+def alternating_flip(images: torch.Tensor, phases: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Flip the images whose phase differs from the epoch's parity (N x C x H x W, phases bool N).
+
+    airbench94's scheme: each image is flipped in every other epoch, a random half of them
+    starting in epoch 0, so consecutive epochs always see both orientations of every image
+    (random flips repeat an orientation half of the time).
+    """
+    flip = phases != bool(epoch % 2)
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def shifted(
+    padded: torch.Tensor, padding: int, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor
+) -> torch.Tensor:
+    """The crops of a batch padded by `padding` px at row/column offsets dy, dx (int N x 1, in
+    [0, 2 * padding]), read backwards where `flip` (bool N); the size of the unpadded images."""
+    n, _, hp, wp = padded.shape
+    h, w = hp - 2 * padding, wp - 2 * padding
+    rows = dy + torch.arange(h, device=padded.device)  # N x H
+    cols = dx + torch.arange(w, device=padded.device)  # N x W
     cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flip reads the columns backwards
-    batch = torch.arange(n, device=images.device)[:, None, None]
+    batch = torch.arange(n, device=padded.device)[:, None, None]
     # Advanced indices around a slice put their dims first: N x H x W x C.
     out = padded[batch, :, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
@@ -155,29 +201,43 @@ def batches(
     image_size: int,
     channels_last: bool = False,
     start: int = 0,
+    translate_pixels: int = 0,
+    flip_phase: torch.Tensor | None = None,
+    epoch: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) batches: x normalised float N x 3 x image_size^2 on `device`, y int64 N.
 
     `data` is a prepared dict (docs/architecture.md); move it with `to_device` first so that the
     images cross to the GPU once, not every epoch. The order (when `shuffle`) and augmentation
-    are drawn from `generator` (CPU). `start` skips that many batches (resuming mid-epoch) with
+    are drawn from `generator` (CPU). augment: none, crop_flip, or alternating_flip (needs
+    `flip_phase`, bool per image of `data`, and the `epoch`); `translate_pixels` > 0 adds a
+    reflect-padded random translation. `start` skips that many batches (resuming mid-epoch) with
     the same random draws as an uninterrupted pass. The last batch may be smaller.
     """
-    if augment not in ("none", "crop_flip"):
-        raise ValueError(f"unknown augment {augment!r}; use none or crop_flip")
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augment {augment!r}; use one of {list(AUGMENTS)}")
+    if augment == "alternating_flip" and flip_phase is None:
+        raise ValueError("augment alternating_flip needs each image's flip_phase (train.flip_phases)")
     images, labels = data["images"].to(device), data["labels"].to(device)
     mean, std = data["mean"].to(device), data["std"].to(device)
     n = labels.numel()
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for i, first in enumerate(range(0, n, batch_size)):
         index = order[first : first + batch_size]
-        if i < start:
+        if i < start:  # keep the later batches' draws as they were
             if augment == "crop_flip":
-                crop_flip_draws(len(index), generator)  # keep the later batches' draws as they were
+                crop_flip_draws(len(index), generator)
+            if translate_pixels:
+                translate_draws(len(index), translate_pixels, generator)
             continue
-        index = index.to(images.device)
-        x = crop_flip(images[index], generator) if augment == "crop_flip" else images[index]
-        yield to_float(x, mean, std, image_size, channels_last), labels[index]
+        x = images[index.to(images.device)]
+        if augment == "crop_flip":
+            x = crop_flip(x, generator)
+        elif augment == "alternating_flip":
+            x = alternating_flip(x, flip_phase[index].to(x.device), epoch)
+        if translate_pixels:
+            x = translate(x, translate_pixels, generator)
+        yield to_float(x, mean, std, image_size, channels_last), labels[index.to(images.device)]
 
 
 def feature_batches(
@@ -196,26 +256,72 @@ def feature_batches(
 # --- Optimizers and schedules -----------------------------------------------------------
 
 
-def build_optimizer(params: Iterable, run: dict, lr: float) -> torch.optim.Optimizer:
-    """The run's optimizer: sgd (momentum, nesterov), adam, adamw or yogi (torch-optimizer).
+def lr_factor(run: dict) -> float:
+    """torch's lr per unit of the run's `lr`: 1, or for `decoupled: true` (SGD) airbench94's
+    conversion from a step size per 1,024 examples, momentum-normalised, to a mean-loss lr.
+
+    Decoupled, lr means the same average step whatever the batch size and momentum: with
+    gradients constant in time Nesterov momentum m multiplies a step by (1 + 1 / (1 - m))
+    (airbench94's kilostep_scale), and a mean loss over B examples is 1/B of their summed loss.
+    """
+    if not run.get("decoupled", False):
+        return 1.0
+    if run["optimizer"] != "sgd":
+        raise ValueError(f"decoupled hyperparameters are defined for sgd, not {run['optimizer']!r}")
+    return run["batch_size"] / (DECOUPLED_EXAMPLES * (1 + 1 / (1 - run.get("momentum", 0.0))))
+
+
+def param_groups(module: nn.Module, run: dict, lr: float) -> list[dict]:
+    """The trainable parameters of `module` as optimizer groups, each with its lr and weight decay.
+
+    Two groups: `norm` (the parameters of normalisation layers: BatchNorm, LayerNorm, GroupNorm)
+    and `other`; run["param_groups"] maps a group to {lr_scale, weight_decay_scale} (both 1 when
+    absent). Each group keeps `lr_scale`, torch's lr per unit of the run's lr, which the LR
+    finder uses to sweep all groups together. Decoupled, weight_decay is the fraction decayed
+    per 1,024 examples, independent of the lr and its scale: torch's coefficient is that over
+    the group's lr (the decay per step is lr x coefficient).
+    """
+    members: dict[str, list[nn.Parameter]] = {"norm": [], "other": []}
+    for layer in module.modules():
+        group = "norm" if isinstance(layer, NORM_LAYERS) else "other"
+        members[group].extend(p for p in layer.parameters(recurse=False) if p.requires_grad)
+    factor, weight_decay = lr_factor(run), run.get("weight_decay", 0.0)
+    groups = []
+    for name, params in members.items():
+        if not params:
+            continue
+        scales = (run.get("param_groups") or {}).get(name, {})
+        lr_scale = factor * scales.get("lr_scale", 1.0)
+        wd = weight_decay * scales.get("weight_decay_scale", 1.0)
+        if run.get("decoupled", False):
+            wd = wd * factor / (lr * lr_scale)  # the decay per step, lr x wd, is wd x factor
+        groups.append(
+            {"params": params, "name": name, "lr": lr * lr_scale, "lr_scale": lr_scale, "weight_decay": wd}
+        )
+    return groups
+
+
+def build_optimizer(module: nn.Module, run: dict, lr: float) -> torch.optim.Optimizer:
+    """The run's optimizer over the trainable parameters of `module` (grouped by `param_groups`):
+    sgd (momentum, nesterov), adam, adamw or yogi (torch-optimizer).
 
     run["eps"] null keeps each optimizer's own default (yogi's is 1e-3, not adam's 1e-8).
     """
-    name, wd = run["optimizer"], run.get("weight_decay", 0.0)
+    name, groups = run["optimizer"], param_groups(module, run, lr)
     eps = {} if run.get("eps") is None else {"eps": run["eps"]}
     if name == "sgd":
         momentum = run.get("momentum", 0.0)
         # torch rejects nesterov without momentum
         nesterov = bool(run.get("nesterov", False)) and momentum > 0
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=wd)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd, **eps)
+        return torch.optim.Adam(groups, lr=lr, **eps)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **eps)
+        return torch.optim.AdamW(groups, lr=lr, **eps)
     if name == "yogi":
         import torch_optimizer
 
-        return torch_optimizer.Yogi(params, lr=lr, weight_decay=wd, **eps)
+        return torch_optimizer.Yogi(groups, lr=lr, **eps)
     raise ValueError(f"unknown optimizer {name!r}; use sgd, adam, adamw or yogi")
 
 
@@ -226,7 +332,8 @@ def build_scheduler(
 
     constant: the lr throughout. onecycle: torch's OneCycleLR peaking at the lr (momentum is not
     cycled, so the configured momentum holds). cosine: linear warmup over `warmup_epochs`, then
-    cosine decay to zero.
+    cosine decay to zero. linear (airbench94's): from `lr_start_factor` x lr up to the lr over
+    `warmup_epochs` (fractions allowed), then linearly down to `lr_end_factor` x lr at the end.
     """
     total = run["epochs"] * steps_per_epoch
     schedule = run.get("schedule", "constant")
@@ -238,7 +345,7 @@ def build_scheduler(
             optimizer, max_lr=max_lr, total_steps=total, cycle_momentum=False
         )
     if schedule == "cosine":
-        warmup = min(run.get("warmup_epochs", 0) * steps_per_epoch, total - 1)
+        warmup = min(round(run.get("warmup_epochs", 0) * steps_per_epoch), total - 1)
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -247,7 +354,17 @@ def build_scheduler(
             return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    raise ValueError(f"unknown schedule {schedule!r}; use constant, onecycle or cosine")
+    if schedule == "linear":
+        warmup = min(round(run.get("warmup_epochs", 0) * steps_per_epoch), total - 1)
+        start, end = run.get("lr_start_factor", 1.0), run.get("lr_end_factor", 0.0)
+
+        def piecewise(step: int) -> float:
+            if step < warmup:
+                return start + (1 - start) * step / warmup
+            return 1 + (end - 1) * min((step - warmup) / max(1, total - warmup), 1.0)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, piecewise)
+    raise ValueError(f"unknown schedule {schedule!r}; use constant, onecycle, cosine or linear")
 
 
 # --- The epoch loop ---------------------------------------------------------------------
@@ -264,11 +381,12 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def epoch_batches(
-    data: dict, run: dict, *, epoch: int | None, device: torch.device, start: int = 0
+    data: dict, run: dict, *, epoch: int | None, device: torch.device, start: int = 0, precision: str = "fp32"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The batches of one training epoch (epoch given: shuffled, augmented) or of a test pass (None).
 
-    `data` holds either prepared images or cached features (a "features" key).
+    `data` holds either prepared images or cached features (a "features" key); `precision` is
+    the job's resolved one (bf16 batches are channels_last).
     """
     train = epoch is not None
     generator = epoch_generator(run["seed"], epoch) if train else None
@@ -284,8 +402,13 @@ def epoch_batches(
         device=device,
         augment=run["augment"] if train else "none",
         image_size=run["image_size"],
-        channels_last=use_channels_last(device),
+        channels_last=use_channels_last(device, precision),
         start=start,
+        translate_pixels=run.get("translate", 0) if train else 0,
+        flip_phase=flip_phases(len(data["labels"]), run["seed"])
+        if run.get("augment") == "alternating_flip"
+        else None,
+        epoch=epoch or 0,
     )
 
 
@@ -311,22 +434,29 @@ def train_one_epoch(
     running: dict,
     label_smoothing: float = 0.0,
     stop: list | None = None,
+    precision: str = "fp32",
+    lookahead: Lookahead | None = None,
+    steps_before: int = 0,
 ) -> str:
     """Train on `batches`, adding to `running` (see new_running) in place.
 
-    Returns "done", "stopped" (a stop signal arrived; the state is that after a whole step) or
-    "diverged" (the loss is NaN or infinite).
+    lookahead: updated after every step; `steps_before` is the number of steps of the earlier
+    epochs (its schedule runs over the whole training). Returns "done", "stopped" (a stop signal
+    arrived; the state is that after a whole step) or "diverged" (the loss is NaN or infinite).
     """
     set_train_mode(model)
     for x, y in batches:
-        with autocast(device):
+        with autocast(device, precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        running["lr"] = optimizer.param_groups[0]["lr"]
+        group = optimizer.param_groups[0]
+        running["lr"] = group["lr"] / group.get("lr_scale", 1.0)  # in the run's units (param_groups)
         optimizer.step()
         scheduler.step()
+        if lookahead is not None:
+            lookahead.update(model, steps_before + running["step"] + 1)
         running["loss_sum"] += loss.detach() * len(y)
         running["correct"] += (logits.argmax(1) == y).sum()
         running["seen"] += len(y)
@@ -338,17 +468,87 @@ def train_one_epoch(
     return "done" if torch.isfinite(running["loss_sum"]) else "diverged"
 
 
+class Lookahead:
+    """airbench94's lookahead: an EMA of the weights that the weights are reset to.
+
+    Every `every` steps: ema <- ema + (1 - d) (w - ema), then w <- ema, with the decay
+    d = decay x (step / total_steps) ** power growing from 0 (the EMA follows the weights) to
+    `decay`. At the last step d = 1: training ends on the EMA. Every floating-point tensor of the
+    state dict takes part (parameters and batch-norm statistics).
+    """
+
+    def __init__(self, module: nn.Module, settings: dict, total_steps: int):
+        self.every, self.decay, self.power = settings["every"], settings["decay"], settings["power"]
+        self.total_steps = total_steps
+        self.ema = {k: v.detach().clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+
+    def decay_at(self, step: int) -> float:
+        """The decay of the update after `step` steps (1-based); 1 at the last step."""
+        return 1.0 if step >= self.total_steps else self.decay * (step / self.total_steps) ** self.power
+
+    @torch.no_grad()
+    def update(self, module: nn.Module, step: int) -> None:
+        """Call after optimizer step number `step` (counted over the whole training, from 1)."""
+        if step % self.every and step < self.total_steps:
+            return
+        decay, state = self.decay_at(step), module.state_dict()
+        for key, ema in self.ema.items():
+            ema.lerp_(state[key], 1 - decay)
+            state[key].copy_(ema)
+
+    def state_dict(self) -> dict:
+        return {k: v.cpu() for k, v in self.ema.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, ema in self.ema.items():
+            ema.copy_(state[key])
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[tuple[float, torch.Tensor]]:
+    """(weight, view) pairs of test-time augmentation for a batch N x C x H x W; weights sum to 1.
+
+    none: the image. flip: it and its mirror image, 1/2 each. flip_translate (airbench94's
+    6 views): those two at 1/4 each, and both orientations shifted by one pixel up-left and
+    down-right (edges reflected) at 1/8 each.
+    """
+    if tta == "none":
+        return [(1.0, x)]
+    mirror = [(0.5, x), (0.5, x.flip(-1))]
+    if tta == "flip":
+        return mirror
+    if tta != "flip_translate":
+        raise ValueError(f"unknown tta {tta!r}; use none, flip or flip_translate")
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifts = [padded[..., :h, :w], padded[..., 2:, 2:]]
+    views = [(0.25, v) for _, v in mirror]
+    views += [(0.125, v) for s in shifts for v in (s, s.flip(-1))]
+    return views
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """The weighted mean of the model's logits (float32 N x classes) over the views of `tta_views`."""
+    return sum(weight * model(view).float() for weight, view in tta_views(x, tta))
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    precision: str = "fp32",
+    tta: str = "none",
 ) -> tuple[float, float, torch.Tensor]:
-    """(mean cross-entropy in nats, accuracy in %, predicted classes int64 N on the CPU)."""
+    """(mean cross-entropy in nats, accuracy in %, predicted classes int64 N on the CPU).
+
+    tta: test-time augmentation (`tta_views`); the loss is that of the averaged logits.
+    """
     model.eval()
     loss_sum = torch.zeros((), device=device)
     predictions, correct, seen = [], 0, 0
     for x, y in batches:
-        with autocast(device):
-            logits = model(x)
+        with autocast(device, precision):
+            logits = tta_logits(model, x, tta)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         predictions.append(logits.argmax(1))
         correct += (predictions[-1] == y).sum()
@@ -467,6 +667,22 @@ def _history_row(epoch: int, running: dict, test_loss: float, test_accuracy: flo
     }
 
 
+def init_from_data(model: nn.Module, data: dict, run: dict) -> None:
+    """Let a model that sets weights from the training data (airbench's whitening conv) do so.
+
+    It gets its `init_images` first training images (normalised float, unaugmented).
+    """
+    if hasattr(model, "init_from_data"):
+        images = data["images"][: model.init_images]
+        model.init_from_data(to_float(images, data["mean"], data["std"], run["image_size"]))
+
+
+def start_epoch(model: nn.Module, epoch: int) -> None:
+    """Let a model change what trains from epoch to epoch (airbench freezes its whitening bias)."""
+    if hasattr(model, "start_epoch"):
+        model.start_epoch(epoch)
+
+
 def train_run(
     run: dict,
     train: dict,
@@ -477,9 +693,10 @@ def train_run(
     lr_source: str = "config",
     features: dict | None = None,
     checkpoint: str | Path | None = None,
+    precision: str = "fp32",
 ) -> dict:
     """Train one run; returns its result (the `model.pt` fields of docs/architecture.md, plus
-    `model` and `history`).
+    `model` and `history`). precision: the job's resolved one (device.resolve_precision).
 
     train/test: prepared dicts (docs/architecture.md). features: {"train", "test"} cached
     features of the frozen backbone (the `features` step); then only the head trains, on them.
@@ -498,6 +715,7 @@ def train_run(
             )  # fmt: skip
     if features is None:
         trainable, train_data, test_data = model, subset(train, train_index), subset(test, test_index)
+        init_from_data(model, train_data, run)
     else:
         for split, data in (("train", train), ("test", test)):
             if not torch.equal(features[split]["labels"], data["labels"]):
@@ -508,14 +726,18 @@ def train_run(
         trainable = head_of(model)
         train_data, test_data = subset(features["train"], train_index), subset(features["test"], test_index)
     fingerprint = run_fingerprint(run, lr, features is not None, train, test)
-    memory_format = torch.channels_last if use_channels_last(device) else torch.preserve_format
+    memory_format = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
     trainable.to(device, memory_format=memory_format)
     train_data, test_data = to_device(train_data, device), to_device(test_data, device)
 
     steps_per_epoch = math.ceil(len(train_data["labels"]) / run["batch_size"])
-    params = [p for p in trainable.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, run, lr)
+    optimizer = build_optimizer(trainable, run, lr)
     scheduler = build_scheduler(optimizer, run, steps_per_epoch)
+    lookahead = (
+        Lookahead(trainable, run["lookahead"], run["epochs"] * steps_per_epoch)
+        if run.get("lookahead")
+        else None
+    )
     torch.manual_seed(run["seed"])  # dropout and other in-model randomness
 
     history: list[dict] = []
@@ -525,6 +747,8 @@ def train_run(
         trainable.load_state_dict(state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if lookahead is not None:
+            lookahead.load_state_dict(state["lookahead"])
         set_rng_states(state["rng"], device)
         history, first_epoch = state["history"], state["epoch"]
         if state["running"] is not None:
@@ -547,6 +771,7 @@ def train_run(
                 "trainable": trainable.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                "lookahead": None if lookahead is None else lookahead.state_dict(),
                 "rng": rng_states(device),
                 "history": history,
             },
@@ -558,7 +783,10 @@ def train_run(
     with stop_requests() as stop:
         for epoch in range(first_epoch, run["epochs"]):
             running = running or new_running(device)
-            epoch_iter = epoch_batches(train_data, run, epoch=epoch, device=device, start=running["step"])
+            start_epoch(trainable, epoch)
+            epoch_iter = epoch_batches(
+                train_data, run, epoch=epoch, device=device, start=running["step"], precision=precision
+            )
             if show_bar:
                 from tqdm import tqdm
 
@@ -569,7 +797,8 @@ def train_run(
             started = time.perf_counter()
             outcome = train_one_epoch(
                 trainable, epoch_iter, optimizer, scheduler, device=device, running=running,
-                label_smoothing=run.get("label_smoothing", 0.0), stop=stop,
+                label_smoothing=run.get("label_smoothing", 0.0), stop=stop, precision=precision,
+                lookahead=lookahead, steps_before=epoch * steps_per_epoch,
             )  # fmt: skip
             synchronize(device)
             running["seconds"] += time.perf_counter() - started
@@ -588,8 +817,9 @@ def train_run(
                 )  # fmt: skip
                 break
             test_loss, test_accuracy, _ = evaluate(
-                trainable, epoch_batches(test_data, run, epoch=None, device=device), device
-            )
+                trainable, epoch_batches(test_data, run, epoch=None, device=device, precision=precision),
+                device, precision,
+            )  # fmt: skip
             history.append(_history_row(epoch + 1, running, test_loss, test_accuracy))
             row = history[-1]
             log.info(
@@ -630,6 +860,7 @@ def train_run(
         "train_seconds": seconds,
         "images_per_second": images / seconds if seconds > 0 else None,
         "device": describe(device),
+        "precision": precision,
     }
 
 
@@ -694,6 +925,7 @@ def main(
     features_train: str | Path | None = None,
     features_test: str | Path | None = None,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> dict:
     """The `train` step: read the prepared data, train (resuming), write model.pt and history.csv.
 
@@ -702,6 +934,7 @@ def main(
     if threads:
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
+    chosen = resolve_precision(torch_device, precision)
     lr, lr_source = resolve_lr(run, lr_finder, lr_suggestion)
     train, test = load_torch(train_path), load_torch(test_path)
     features = None
@@ -714,7 +947,7 @@ def main(
     )  # fmt: skip
     result = train_run(
         run, train, test, device=torch_device, lr=lr, lr_source=lr_source, features=features,
-        checkpoint=checkpoint,
+        checkpoint=checkpoint, precision=chosen,
     )  # fmt: skip
     save_model(result, model_path)
     write_history(result["history"], history_path)

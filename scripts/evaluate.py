@@ -14,4 +14,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         device=snakemake.params.device,  # noqa: F821
         features_test=inputs.get("features_test"),
         threads=snakemake.threads,  # noqa: F821
+        precision=snakemake.params.precision,  # noqa: F821
     )

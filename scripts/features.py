@@ -13,4 +13,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         backbone=dict(snakemake.params.backbone),  # noqa: F821
         device=snakemake.params.device,  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
+        precision=snakemake.params.precision,  # noqa: F821
     )

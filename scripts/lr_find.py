@@ -14,4 +14,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         device=snakemake.params.device,  # noqa: F821
         features_train=snakemake.input.get("features_train"),  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
+        precision=snakemake.params.precision,  # noqa: F821
     )

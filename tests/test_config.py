@@ -70,6 +70,23 @@ def test_misspelt_key_names_it_and_lists_allowed_keys(config):
     assert "runs.vgg16" in message and "learning_rate" in message and "'lr'" in message
 
 
+def test_unknown_precision_names_the_key_and_the_choices(config):
+    config["precision"] = "fp16"
+    message = _error(config)
+    assert "precision" in message and "'fp16'" in message and "'bf16'" in message and "'auto'" in message
+
+
+def test_the_fast_recipe_settings_are_checked(config):
+    config["runs"]["airbench"]["tta"] = "ten_crop"
+    assert "runs.airbench.tta" in _error(config) and "flip_translate" in _error(config)
+    config["runs"]["airbench"]["tta"] = "flip"
+    config["runs"]["airbench"]["param_groups"] = {"norms": {"lr_scale": 64}}
+    assert "norms" in _error(config) and "'norm'" in _error(config)
+    config["runs"]["airbench"]["param_groups"] = {"norm": {"lr_scale": 64}}
+    config["runs"]["airbench"]["lookahead"] = {"every": 5, "decay": 1.5, "power": 3}
+    assert "runs.airbench.lookahead" in _error(config)
+
+
 def test_misspelt_top_level_key(config):
     config["lr_findr"] = {}
     message = _error(config)
@@ -152,7 +169,7 @@ def test_dry_run_plans_the_whole_study():
             counts[parts[0]] = int(parts[1])
     runs = validate_config(yaml.safe_load(open(ROOT / "config" / "config.yaml")))
     assert counts["download"] == 1 and counts["prepare"] == 1
-    assert counts["train"] == counts["evaluate"] == len(runs) == 14
+    assert counts["train"] == counts["evaluate"] == len(runs) == 15
     assert counts["lr_find"] == 4  # three optimizers + the `lr: auto` recipe
     assert counts["saliency"] == len(runs)
     assert counts["features"] == 2  # frozen VGG16 and ResNet18 heads train on cached features

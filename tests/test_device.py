@@ -1,9 +1,10 @@
-"""Device choice, and the CUDA code path (bf16 autocast, channels_last) run on the CPU.
+"""Device and precision choice, and the bf16 code path (autocast, channels_last) run on any CPU.
 
-No accelerator is lent to CI or to most development machines. The CPU supports both of the
-CUDA-only choices that cifarlab.device makes, so the `cuda_code_path` fixture switches them on
-for the CPU: every line a GPU run executes, bar the kernels themselves, runs here (mixed-dtype
-outputs reaching the loss and the metrics, NHWC weights in checkpoints and in the optimizer).
+No accelerator is lent to CI or to most development machines, and not every CPU has native bf16.
+Every CPU runs bf16 autocast and channels_last (emulated where it lacks the instructions), so the
+`cuda_code_path` fixture switches them on whatever the job resolved: every line a GPU run (or a
+bf16 CPU run) executes, bar the kernels themselves, runs here (mixed-dtype outputs reaching the
+loss and the metrics, NHWC weights in checkpoints and in the optimizer).
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ def cuda_code_path(monkeypatch):
     for them (at least one per forward pass), so that a test can show the path was taken."""
     asked = []
 
-    def always(device: torch.device) -> bool:
+    def always(device: torch.device, precision: str) -> bool:
         asked.append(device)
         return True
 
-    monkeypatch.setattr(device_module, "uses_cuda_speedups", always)
+    monkeypatch.setattr(device_module, "uses_bf16", always)
     return asked
 
 
@@ -61,10 +62,28 @@ def test_a_missing_accelerator_is_an_error_not_a_silent_cpu_run(monkeypatch):
         pick_device("gpu")
 
 
-def test_the_cpu_keeps_fp32_and_the_default_layout():
-    assert not device_module.use_channels_last(CPU)
-    with device_module.autocast(CPU):
+def test_fp32_keeps_fp32_and_the_default_layout():
+    assert not device_module.use_channels_last(CPU, "fp32")
+    with device_module.autocast(CPU, "fp32"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert device_module.use_channels_last(CPU, "bf16")
+    with device_module.autocast(CPU, "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch, caplog):
+    caplog.set_level("INFO", logger="cifarlab.device")
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
+    assert device_module.resolve_precision(CPU, "auto") == "fp32"
+    assert "no AVX-512 BF16 nor AMX" in caplog.text
+    assert device_module.resolve_precision(torch.device("mps"), "auto") == "fp32"
+    assert device_module.resolve_precision(torch.device("cuda"), "auto") == "bf16"
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
+    assert device_module.resolve_precision(CPU, "auto") == "bf16"
+    assert "native bf16" in caplog.text
+    assert device_module.resolve_precision(CPU, "fp32") == "fp32"  # a setting overrides the hardware
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        device_module.resolve_precision(CPU, "fp16")
 
 
 @pytest.mark.parametrize("augment", ["none", "crop_flip"])
@@ -126,8 +145,7 @@ def test_cached_features_under_bf16_match_fp32_to_bf16_precision(synthetic_data,
     data = subset(synthetic_data["test"], torch.arange(64))
     model = build_model(make_run(model="resnet18", freeze="head"), num_classes=10)
     full = compute_features(model, data, image_size=32, device=CPU)
-    monkeypatch.setattr(device_module, "uses_cuda_speedups", lambda device: True)
-    mixed = compute_features(model, data, image_size=32, device=CPU)
+    mixed = compute_features(model, data, image_size=32, device=CPU, precision="bf16")
     assert mixed.dtype == torch.float32 and mixed.shape == full.shape == (64, 512)
     relative = (mixed - full).norm() / full.norm()
     assert 0 < relative < 0.05  # bf16 has 8 bits of mantissa: different, but close

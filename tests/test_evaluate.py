@@ -18,12 +18,12 @@ METRICS_KEYS = {
     "confusion_matrix", "classes", "best_epoch", "best_test_accuracy", "final_train_accuracy",
     "params_total", "params_trainable", "epochs", "batch_size", "optimizer", "lr", "lr_source",
     "dropout", "pretrained", "freeze", "image_size", "train_images", "train_seconds", "images_per_second",
-    "device", "settings",
+    "device", "settings", "tta", "tta_test_accuracy", "tta_test_loss", "precision",
 }  # fmt: skip
 MODEL_KEYS = {
     "model_state", "run", "classes", "mean", "std", "lr", "lr_source", "status", "diverged",
     "params_total", "params_trainable", "train_images", "test_images", "train_seconds",
-    "images_per_second", "device",
+    "images_per_second", "device", "precision",
 }  # fmt: skip
 
 

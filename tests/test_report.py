@@ -321,6 +321,28 @@ def test_diverged_run_stays_a_row_marked_diverged(study):
     assert table[DIVERGED]["diverged_epoch"] == "3"
 
 
+def test_tta_accuracy_has_its_own_column_beside_the_plain_one(study):
+    root, _, _ = study
+    plain = json.loads((root / "results/runs/simple_cnn-sgd/metrics.json").read_text())
+    tta = {**plain, "tta": "flip_translate", "tta_test_accuracy": plain["test_accuracy"] + 1.25}
+    rows = [report.comparison_row(tta, {}), report.comparison_row(plain, {})]
+    assert rows[0]["test_accuracy"] == plain["test_accuracy"]  # the plain accuracy stays the plain one
+    assert (
+        rows[0]["tta_test_accuracy"] == plain["test_accuracy"] + 1.25 and rows[1]["tta_test_accuracy"] is None
+    )
+    header, _, with_tta, without = report.summary_markdown(rows).splitlines()[:4]
+    columns = [c.strip() for c in header.split("|")]
+    plain_at, tta_at = columns.index("test acc. %"), columns.index("with TTA %")
+    assert tta_at == plain_at + 1
+    cells = [c.strip() for c in with_tta.split("|")]
+    assert (
+        cells[plain_at] == f"{plain['test_accuracy']:.2f}"
+        and cells[tta_at] == f"{plain['test_accuracy'] + 1.25:.2f}"
+    )
+    assert [c.strip() for c in without.split("|")][tta_at] == "-"
+    assert report.flat_metrics(tta, {})["tta_test_accuracy"] == plain["test_accuracy"] + 1.25
+
+
 def test_lab_difference_is_ours_minus_lab(study):
     root, _, rows = study
     row = next(r for r in rows if r["run"] == "simple_cnn-sgd")

@@ -136,17 +136,16 @@ def test_stratified_subset_keeps_class_shares(synthetic_data):
 
 
 def test_optimizers_and_their_defaults():
-    params = [torch.nn.Parameter(torch.zeros(3))]
+    params = torch.nn.Linear(3, 1)
     yogi = build_optimizer(params, make_run(optimizer="yogi", eps=None), 0.01)
     assert type(yogi).__name__ == "Yogi" and yogi.defaults["eps"] == 1e-3  # its own default, not adam's
     assert build_optimizer(params, make_run(optimizer="yogi", eps=1e-8), 0.01).defaults["eps"] == 1e-8
     assert build_optimizer(params, make_run(optimizer="adam"), 0.01).defaults["eps"] == 1e-8
     sgd = build_optimizer(params, make_run(optimizer="sgd", nesterov=True, weight_decay=5e-4), 0.1)
-    assert (
-        sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 5e-4
-    )
+    assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
+    assert [g["weight_decay"] for g in sgd.param_groups] == [5e-4]  # set per group (train.param_groups)
     adamw = build_optimizer(params, make_run(optimizer="adamw", weight_decay=0.05), 1e-3)
-    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.05
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["weight_decay"] == 0.05
     with pytest.raises(ValueError, match="unknown optimizer"):
         build_optimizer(params, make_run(optimizer="lion"), 0.1)
 
@@ -240,8 +239,8 @@ def sigterm_at(epoch: int, step: int):
     """An `epoch_batches` that sends this process SIGTERM before batch `step` of `epoch` (0-based)."""
     real_batches, at_epoch = training.epoch_batches, epoch
 
-    def epoch_batches(data, run, *, epoch, device, start=0):
-        for i, batch in enumerate(real_batches(data, run, epoch=epoch, device=device, start=start)):
+    def epoch_batches(data, run, *, epoch, **options):
+        for i, batch in enumerate(real_batches(data, run, epoch=epoch, **options)):
             if epoch == at_epoch and i == step:
                 os.kill(os.getpid(), signal.SIGTERM)
             yield batch

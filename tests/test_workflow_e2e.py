@@ -80,7 +80,9 @@ def _merge(base: dict, overlay: dict) -> dict:
 @pytest.mark.slow
 def test_every_run_is_trained_evaluated_and_reported(study):
     runs = expanded_runs(study)
-    assert len(runs) == 10  # the lab's 14, with the dropout sweep cut to two values
+    assert len(runs) == 11  # the study's 15, with the dropout sweep cut to two values
+    fast = json.loads((study / "results" / "runs" / "airbench" / "metrics.json").read_text())
+    assert fast["tta"] == "flip_translate" and 0 <= fast["tta_test_accuracy"] <= 100  # beside the plain one
     for name in runs:
         metrics = json.loads((study / "results" / "runs" / name / "metrics.json").read_text())
         assert metrics["run"] == name

@@ -37,6 +37,7 @@ LR_FINDER_SETTINGS = {
 }
 SALIENCY_SETTINGS = {k: v for k, v in config.get("saliency", {}).items() if k != "runs"}
 DEVICE = config.get("device", "auto")
+PRECISION = config["precision"]
 
 DATA = f"results/data/{DATASET}"
 

@@ -31,5 +31,6 @@ rule lr_find:
     params:
         settings=lr_finder_params,
         device=DEVICE,
+        precision=PRECISION,
     script:
         "../../scripts/lr_find.py"

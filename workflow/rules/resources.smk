@@ -22,6 +22,7 @@ ACTIVATION_MB = {
     "vit": 8,
     "resnet18": 1,
     "vgg16": 2,
+    "airbench": 2,
 }
 # Width of the cached features of a frozen backbone (its output before the last layer).
 FEATURE_WIDTH = {"vgg16": 4096, "resnet18": 512}

@@ -26,6 +26,7 @@ rule features:
     params:
         backbone=features_params,
         device=DEVICE,
+        precision=PRECISION,
     script:
         "../../scripts/features.py"
 
@@ -50,6 +51,7 @@ rule train:
     params:
         run=run_settings,
         device=DEVICE,
+        precision=PRECISION,
         # only `lr: auto` runs depend on it: a new finder suggestion must not retrain the others
         lr_suggestion=lambda wildcards: (
             config.get("lr_finder", {}).get("suggestion", "valley")
@@ -78,5 +80,6 @@ rule evaluate:
         gpu=GPU_JOBS,
     params:
         device=DEVICE,
+        precision=PRECISION,
     script:
         "../../scripts/evaluate.py"
