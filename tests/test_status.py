@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from test_train import sigterm_at
 
 from cifarlab import estimate, progress, status
 from cifarlab import evaluate as evaluating
@@ -142,16 +142,6 @@ def test_format_estimate_names_the_smaller_study_only_when_long():
 # --- status -------------------------------------------------------------------------------
 
 
-def sigterm_after_first_epoch(real_batches):
-    def epoch_batches(data, run, *, epoch, device, start=0):
-        for i, batch in enumerate(real_batches(data, run, epoch=epoch, device=device, start=start)):
-            if epoch == 1 and i == 1:
-                os.kill(os.getpid(), signal.SIGTERM)
-            yield batch
-
-    return epoch_batches
-
-
 def train_in(study: Path, run: dict, data: dict, **options) -> None:
     """The train step of `run` as its Snakemake job runs it, in the study's folders and log."""
     folder = study / "results/runs" / run["name"]
@@ -191,7 +181,7 @@ def test_status_of_a_finished_an_interrupted_a_failed_and_a_running_run(
     )  # fmt: skip
     # interrupted: SIGTERM in epoch 2 of 2, the checkpoint of epoch 1 on disk
     with monkeypatch.context() as patch:
-        patch.setattr(training, "epoch_batches", sigterm_after_first_epoch(training.epoch_batches))
+        patch.setattr(training, "epoch_batches", sigterm_at(epoch=1, step=1))
         with pytest.raises(training.TrainingInterrupted):
             train_in(study, runs["simple_cnn-adam"], data)
     assert (study / "results/checkpoints/simple_cnn-adam.pt").exists()
@@ -222,8 +212,8 @@ def test_status_of_a_finished_an_interrupted_a_failed_and_a_running_run(
     seen = {}
     real_batches = training.epoch_batches
 
-    def ask_status(data, run, *, epoch, device, start=0):
-        for i, batch in enumerate(real_batches(data, run, epoch=epoch, device=device, start=start)):
+    def ask_status(data, run, *, epoch, **options):
+        for i, batch in enumerate(real_batches(data, run, epoch=epoch, **options)):
             if epoch == 1 and i == 1:
                 seen.update({s.run: s for s in status.study_status(config, study)})
             yield batch
