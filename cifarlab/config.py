@@ -26,8 +26,9 @@ PRETRAINABLE_MODELS = ("vgg16", "resnet18")
 
 # The smallest image_size (px) each model can take, checked before any job runs (the models
 # raise the same at build time; tests/test_config.py checks the two agree): the simple CNN's
-# two valid 5x5 convolutions and pools, the dropout CNN's two pools, VGG16's five pools.
-MIN_IMAGE_SIZE = {"simple_cnn": 16, "dropout_cnn": 4, "vgg16": 32}
+# two valid 5x5 convolutions and pools, the dropout CNN's two pools, VGG16's five pools, airbench's
+# 2x2 whitening conv and three pools.
+MIN_IMAGE_SIZE = {"simple_cnn": 16, "dropout_cnn": 4, "vgg16": 32, "airbench": 9}
 
 
 class ConfigError(ValueError):

@@ -34,6 +34,8 @@ SECONDS_PER_1000_IMAGES = {
 }
 # A forward pass alone (inference) costs about a third of forward and backward.
 FORWARD_ONLY = 1 / 3
+# Forward passes over the test set per `tta` setting (cifarlab.train.tta_views), beside the plain one.
+TTA_VIEWS = {"none": 0, "flip": 2, "flip_translate": 6}
 # Decoding and packing the source images (the prepare step), per 1,000 images.
 PREPARE_SECONDS_PER_1000_IMAGES = 1.0
 # Every job: starting Python, importing torch, reading the prepared data, writing outputs (all a

@@ -56,9 +56,11 @@ def compute_metrics(
     device: torch.device,
     features_test: str | Path | None = None,
     precision: str = "fp32",
+    tta: str = "none",
 ) -> dict:
     """The metrics.json dict of one trained run (see docs/architecture.md), at the job's
-    resolved `precision`.
+    resolved `precision`, with `tta` test-time augmentation beside the plain accuracy (an
+    evaluation setting: the workflow does not pass it to training, so changing it retrains nothing).
 
     features_test: the cached test features of a frozen backbone; then only the head runs, which
     gives the same predictions as the whole model on the images (tests/test_features.py).
@@ -73,7 +75,7 @@ def compute_metrics(
         "diverged": saved["diverged"],
         "test_accuracy": None,
         "test_loss": None,
-        "tta": run.get("tta", "none"),
+        "tta": tta,
         "tta_test_accuracy": None,
         "tta_test_loss": None,
         "per_class_accuracy": None,
@@ -95,7 +97,8 @@ def compute_metrics(
         "train_seconds": saved["train_seconds"],
         "images_per_second": saved["images_per_second"],
         "device": saved["device"],
-        "precision": saved.get("precision", "fp32"),
+        "precision": saved.get("precision", "fp32"),  # training's, as resolved on its machine
+        "eval_precision": precision,  # this step's (auto may resolve otherwise on another node)
         "settings": run,
     }
     if saved["status"] != "ok":
@@ -144,6 +147,7 @@ def main(
     features_test: str | Path | None = None,
     threads: int | None = None,
     precision: str = "auto",
+    tta: str = "none",
 ) -> dict:
     """The `evaluate` step: write metrics.json."""
     if threads:
@@ -151,7 +155,7 @@ def main(
     torch_device = pick_device(device)
     metrics = compute_metrics(
         model_path, history_path, test_path, device=torch_device, features_test=features_test,
-        precision=resolve_precision(torch_device, precision),
+        precision=resolve_precision(torch_device, precision), tta=tta,
     )  # fmt: skip
     write_json(metrics, metrics_path, strict=True)
     return metrics

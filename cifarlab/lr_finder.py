@@ -108,6 +108,8 @@ def lr_range_test(
         for step, lr in enumerate(lrs):
             for group in optimizer.param_groups:
                 group["lr"] = float(lr) * group.get("lr_scale", 1.0)
+                if "decay_per_step" in group:  # decoupled weight decay: the same decay at every lr
+                    group["weight_decay"] = group["decay_per_step"] / group["lr"]
             inputs, targets = next_batch()
             optimizer.zero_grad(set_to_none=True)
             with autocast():

@@ -293,11 +293,13 @@ def param_groups(module: nn.Module, run: dict, lr: float) -> list[dict]:
         scales = (run.get("param_groups") or {}).get(name, {})
         lr_scale = factor * scales.get("lr_scale", 1.0)
         wd = weight_decay * scales.get("weight_decay_scale", 1.0)
+        group = {"params": params, "name": name, "lr": lr * lr_scale, "lr_scale": lr_scale}
+        group["weight_decay"] = wd
         if run.get("decoupled", False):
-            wd = wd * factor / (lr * lr_scale)  # the decay per step, lr x wd, is wd x factor
-        groups.append(
-            {"params": params, "name": name, "lr": lr * lr_scale, "lr_scale": lr_scale, "weight_decay": wd}
-        )
+            # The decay per step, lr x wd, is wd x factor at the run's lr; the LR finder keeps it
+            # there while it sweeps the lr (`decay_per_step`), the schedule scales it with the lr.
+            group.update(weight_decay=wd * factor / (lr * lr_scale), decay_per_step=wd * factor)
+        groups.append(group)
     return groups
 
 

@@ -15,4 +15,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         features_test=inputs.get("features_test"),
         threads=snakemake.threads,  # noqa: F821
         precision=snakemake.params.precision,  # noqa: F821
+        tta=snakemake.params.evaluation["tta"],  # noqa: F821
     )

@@ -18,7 +18,7 @@ METRICS_KEYS = {
     "confusion_matrix", "classes", "best_epoch", "best_test_accuracy", "final_train_accuracy",
     "params_total", "params_trainable", "epochs", "batch_size", "optimizer", "lr", "lr_source",
     "dropout", "pretrained", "freeze", "image_size", "train_images", "train_seconds", "images_per_second",
-    "device", "settings", "tta", "tta_test_accuracy", "tta_test_loss", "precision",
+    "device", "settings", "tta", "tta_test_accuracy", "tta_test_loss", "precision", "eval_precision",
 }  # fmt: skip
 MODEL_KEYS = {
     "model_state", "run", "classes", "mean", "std", "lr", "lr_source", "status", "diverged",
@@ -48,7 +48,7 @@ def train_and_evaluate(folder, files, run) -> dict:
     )  # fmt: skip
     evaluation.main(
         model_path=paths["model.pt"], history_path=paths["history.csv"], test_path=files["test"],
-        metrics_path=paths["metrics.json"], device="cpu",
+        metrics_path=paths["metrics.json"], device="cpu", tta=run.get("tta", "none"),
     )  # fmt: skip
     return paths
 

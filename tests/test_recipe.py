@@ -219,6 +219,15 @@ def test_tta_is_the_weighted_mean_of_the_views_logits():
     assert torch.equal(tta_logits(model, x, "none"), model(x))
 
 
+def test_the_estimate_counts_every_tta_view():
+    """cifarlab.estimate (no torch) keeps its own count of the views; it must match tta_views."""
+    from cifarlab.estimate import TTA_VIEWS
+
+    x = torch.zeros(1, 3, 8, 8)
+    for tta, extra in TTA_VIEWS.items():
+        assert len(tta_views(x, tta)) == (1 if tta == "none" else extra)
+
+
 # --- The recipe end to end --------------------------------------------------------------
 
 
@@ -292,6 +301,26 @@ def test_the_lr_finder_sweeps_every_group_in_the_runs_lr_units(synthetic_data, m
             64 * lr * factor
         )
     assert 1e-2 <= result["lr"] <= 100.0
+
+
+def test_the_lr_finder_keeps_decoupled_weight_decay_per_step_at_every_lr(synthetic_data, monkeypatch):
+    """Decoupled, the decay per step (lr x torch's weight_decay) is the run's, whatever lr is swept."""
+    seen = []
+    real = torch.optim.SGD.step
+
+    def record(self, *args, **kwargs):
+        seen.append({g["name"]: g["lr"] * g["weight_decay"] for g in self.param_groups})
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", record)
+    run = make_run(**{**RECIPE, "train_subset": 256})
+    assert run["decoupled"] and run["weight_decay"] > 0
+    finder = {"start_lr": 1e-3, "end_lr": 10.0, "num_iter": 12, "repeats": 1, "suggestion": "valley"}
+    lr_finder.run_lr_finder(run, synthetic_data["train"], finder, device=CPU)
+    per_step = run["weight_decay"] * training.lr_factor(run)
+    assert len(seen) > 2
+    for groups in seen:
+        assert groups["other"] == pytest.approx(per_step) and groups["norm"] == pytest.approx(per_step)
 
 
 def test_saliency_explains_the_recipe_with_its_sanity_check(synthetic_data):

@@ -23,10 +23,12 @@ WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "profiles", "env
 OVERLAYS = ("config/demo.yaml", "tests/e2e_study.yaml")
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, timeout: int = 1200, overlays: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
         # targets first: --configfile takes every word after it
-        [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", *OVERLAYS],
+        [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", *OVERLAYS, *overlays],
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -120,6 +122,16 @@ def test_nothing_is_stale_after_a_run_and_one_figure_rebuilds_alone(study):
     rebuilt = snakemake(study, str(figure.relative_to(study)))
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert figure.stat().st_size > 0
+
+
+def test_changing_an_evaluation_setting_re_evaluates_without_retraining(study):
+    """`tta` is read by evaluate only: a new value plans evaluate (and the report), no train."""
+    overlay = study / "tta.yaml"
+    overlay.write_text("runs:\n  airbench: {tta: flip}\n")
+    plan = snakemake(study, "report", "-n", "--quiet", "rules", overlays=(str(overlay),))
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "evaluate" in plan.stdout and "report" in plan.stdout
+    assert "train" not in plan.stdout and "lr_find" not in plan.stdout, plan.stdout
 
 
 def estimate_block(terminal: str) -> list[str]:

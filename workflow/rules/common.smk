@@ -42,9 +42,20 @@ PRECISION = config["precision"]
 DATA = f"results/data/{DATASET}"
 
 
+# Settings that only `evaluate` reads: changing them re-evaluates, never retrains.
+EVALUATION_KEYS = ("tta",)
+
+
 def run_settings(wildcards):
-    """The complete settings of one run: its train, lr_find and saliency params."""
-    return RUNS[wildcards.run]
+    """What training a run depends on: its settings less EVALUATION_KEYS (train, lr_find params)."""
+    return {
+        k: v for k, v in RUNS[wildcards.run].items() if k not in EVALUATION_KEYS
+    }
+
+
+def evaluation_settings(wildcards):
+    """The settings of a run that only its evaluation reads (the evaluate rule's params)."""
+    return {k: RUNS[wildcards.run][k] for k in EVALUATION_KEYS}
 
 
 def features_dir(run):
@@ -80,7 +91,7 @@ def evaluate_inputs(wildcards):
 
 def lr_finder_params(wildcards):
     """What a run's LR sweep depends on: the run's settings and the finder's own."""
-    return {"run": RUNS[wildcards.run], "finder": LR_FINDER_SETTINGS}
+    return {"run": run_settings(wildcards), "finder": LR_FINDER_SETTINGS}
 
 
 def run_figures():

@@ -81,5 +81,6 @@ rule evaluate:
     params:
         device=DEVICE,
         precision=PRECISION,
+        evaluation=evaluation_settings,
     script:
         "../../scripts/evaluate.py"
