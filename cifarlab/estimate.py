@@ -8,13 +8,18 @@ uses the same figures for the runs still waiting. No torch here: the workflow la
 The tables are deliberately slow-machine figures (a cluster kills a job that outruns its time
 limit). The estimate corrects them per step kind by the study's own measurements: the
 `benchmark:` files (results/benchmarks/<rule>/...tsv, wall seconds in column `s`) of jobs that
-are already done, measured against what the model said for them.
+are already done, measured against what the model said for them. The factors are remembered per
+machine (`remember_factors`), so that a study with nothing done yet is calibrated by the last
+one that ran here.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import os
 import statistics
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +143,37 @@ def calibration(done: Iterable[Job]) -> dict[str, float]:
     return factors
 
 
+def remembered_factors(path: str | Path, machine: str) -> dict[str, float]:
+    """The calibration factors last measured on `machine` (a host name, or "cluster"), {} if none.
+
+    A study whose jobs are all still to run (a new study, or `--forceall`) has no done jobs to
+    calibrate by; it uses the factors that earlier studies measured on the same machine.
+    """
+    try:
+        with open(path) as f:
+            return {k: float(v) for k, v in json.load(f).get(machine, {}).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def remember_factors(path: str | Path, machine: str, factors: Mapping[str, float]) -> None:
+    """Merge `factors` into the machine's entry of the file at `path` (written atomically)."""
+    if not factors:
+        return
+    path = Path(path)
+    try:
+        with open(path) as f:
+            known = json.load(f)
+    except (OSError, ValueError):
+        known = {}
+    known[machine] = {**known.get(machine, {}), **factors}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(known, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """Per step kind: (jobs, seconds); `total`: seconds of all jobs one after the other;
@@ -172,7 +208,7 @@ def format_estimate(result: Estimate) -> str:
     if not result.kinds:
         return "Estimate: nothing to do."
     if result.calibrated:
-        source = f"cost model, calibrated by this study's benchmark files ({', '.join(result.calibrated)})"
+        source = f"cost model, calibrated by jobs measured on this machine ({', '.join(result.calibrated)})"
     else:
         source = "cost model (slow-machine figures, uncalibrated: expect less)"
     jobs = sum(n for n, _ in result.kinds.values())

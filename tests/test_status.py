@@ -124,6 +124,18 @@ def test_estimate_sums_per_kind_applies_factors_to_the_work_and_divides_the_wall
     assert uncalibrated.total == pytest.approx(450 + 4 * start) and uncalibrated.wall == uncalibrated.total
 
 
+def test_calibration_is_remembered_per_machine_and_merged(tmp_path):
+    path = tmp_path / "cache" / "calibration.json"
+    assert estimate.remembered_factors(path, "laptop") == {}
+    estimate.remember_factors(path, "laptop", {"train": 0.25, "*": 0.3})
+    estimate.remember_factors(path, "laptop", {"evaluate": 0.5, "*": 0.4})
+    estimate.remember_factors(path, "cluster", {})  # nothing measured: nothing written
+    assert estimate.remembered_factors(path, "laptop") == {"train": 0.25, "evaluate": 0.5, "*": 0.4}
+    assert estimate.remembered_factors(path, "cluster") == {}
+    path.write_text("not json")
+    assert estimate.remembered_factors(path, "laptop") == {}
+
+
 def test_format_estimate_names_the_smaller_study_only_when_long():
     short = estimate.format_estimate(estimate.estimate([estimate.Job("train", "a", 600.0)], {}, 1))
     assert short.startswith("Estimate: 10.2 min wall time for 1 job ")
@@ -134,7 +146,7 @@ def test_format_estimate_names_the_smaller_study_only_when_long():
     assert long.splitlines()[0].startswith(
         "Estimate: 3.0 h wall time for 3 jobs (6.0 h of jobs, 2 side by side)"
     )
-    assert "calibrated by this study's benchmark files (train)" in long
+    assert "calibrated by jobs measured on this machine (train)" in long
     assert "--configfile config/quick.yaml" in long.splitlines()[-1]
     assert estimate.format_estimate(estimate.estimate([], {}, 1)) == "Estimate: nothing to do."
 

@@ -166,3 +166,12 @@ def test_the_terminal_shows_each_runs_epochs_the_lr_finder_saliency_and_the_esti
     dry = snakemake(copy_workflow(tmp_path), "report", "-n")
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert estimate_block(dry.stdout + dry.stderr) == block
+
+
+@pytest.mark.slow
+def test_a_study_with_nothing_done_is_calibrated_by_the_last_one_on_this_machine(study):
+    """The finished study remembered what its jobs measured: a plan that reruns everything uses it."""
+    forced = snakemake(study, "report", "-n", "--forceall")
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    first = estimate_block(forced.stdout + forced.stderr)[0]
+    assert "calibrated by jobs measured on this machine (" in first and "train" in first, first

@@ -48,9 +48,7 @@ EVALUATION_KEYS = ("tta",)
 
 def run_settings(wildcards):
     """What training a run depends on: its settings less EVALUATION_KEYS (train, lr_find params)."""
-    return {
-        k: v for k, v in RUNS[wildcards.run].items() if k not in EVALUATION_KEYS
-    }
+    return {k: v for k, v in RUNS[wildcards.run].items() if k not in EVALUATION_KEYS}
 
 
 def evaluation_settings(wildcards):

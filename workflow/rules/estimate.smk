@@ -5,6 +5,7 @@
 # estimate right after it, so that both show the same figure. The arithmetic is
 # cifarlab.estimate's (no torch); the seconds per job are JOB_SECONDS of resources.smk.
 import logging
+import platform
 
 from snakemake.logging import logger
 from snakemake_interface_logger_plugins.common import LogEvent
@@ -33,12 +34,30 @@ def side_by_side():
     return max(1, (cores or 1) // config["threads"])
 
 
+# Calibration factors measured by earlier studies, per machine (a cache, like the rest of .snakemake/).
+FACTORS_FILE = ".snakemake/cifarlab/calibration.json"
+
+
 def planned_estimate(dag):
-    """cifarlab.estimate.format_estimate of the DAG's jobs, calibrated by the done ones."""
+    """cifarlab.estimate.format_estimate of the DAG's jobs, calibrated by the done ones (or, for
+    step kinds with none done, by what earlier studies measured on this machine)."""
     planned = [planned_job(job) for job in dag.needrun_jobs()]
     done = [planned_job(job) for job in dag.jobs if not dag.needrun(job)]
-    result = estimate.estimate(planned, estimate.calibration(done), side_by_side())
+    measured = estimate.calibration(done)
+    factors = {**estimate.remembered_factors(FACTORS_FILE, machine()), **measured}
+    result = estimate.estimate(planned, factors, side_by_side())
     return estimate.format_estimate(result)
+
+
+def machine():
+    """Whose speed the benchmark files measure: this host, or a cluster's nodes."""
+    return "cluster" if workflow.non_local_exec else platform.node()
+
+
+def remember_calibration(dag):
+    """After a successful run every job of the DAG is done: remember what they measured."""
+    done = [planned_job(job) for job in dag.jobs]
+    estimate.remember_factors(FACTORS_FILE, machine(), estimate.calibration(done))
 
 
 class EstimateAfterPlan(logging.Handler):
@@ -59,3 +78,7 @@ class EstimateAfterPlan(logging.Handler):
 # On Snakemake's logger's parent: Snakemake resets the handlers of its own logger.
 if workflow.is_main_process:
     logging.getLogger("snakemake").addHandler(EstimateAfterPlan())
+
+
+onsuccess:
+    remember_calibration(workflow.dag)

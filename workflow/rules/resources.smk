@@ -84,7 +84,9 @@ def evaluate_seconds(wildcards):
     """The plain test pass, plus one per view of test-time augmentation."""
     run = RUNS[wildcards.run]
     passes = 1 + estimate.TTA_VIEWS[run["tta"]]
-    return image_seconds(run, split_images("test", run), passes=passes * estimate.FORWARD_ONLY)
+    return image_seconds(
+        run, split_images("test", run), passes=passes * estimate.FORWARD_ONLY
+    )
 
 
 def lr_find_seconds(wildcards):
