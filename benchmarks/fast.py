@@ -164,6 +164,14 @@ def step_seconds(model, optimizer, run: dict, x: torch.Tensor, y: torch.Tensor, 
     return time.perf_counter() - started
 
 
+def fresh_model(run: dict, train: dict, precision: str) -> torch.nn.Module:
+    """A run's new model, initialised from the data as train does, on DEVICE in train mode."""
+    model = build_model(run, 10)
+    init_from_data(model, train, run)
+    layout = torch.channels_last if use_channels_last(DEVICE, precision) else torch.preserve_format
+    return model.to(DEVICE, memory_format=layout).train()
+
+
 def cmd_precision(args) -> dict:
     train, _ = load_data(args.data)
     rows = []
@@ -171,15 +179,7 @@ def cmd_precision(args) -> dict:
         run = {**run, "batch_size": args.batch_size}
         state = {}
         for precision in PRECISIONS:
-            model = build_model(run, 10)
-            init_from_data(model, train, run)
-            model.to(
-                DEVICE,
-                memory_format=torch.channels_last
-                if use_channels_last(DEVICE, precision)
-                else torch.preserve_format,
-            )
-            model.train()
+            model = fresh_model(run, train, precision)
             optimizer = build_optimizer(model, run, 1e-3 if run["optimizer"] != "sgd" else 0.01)
             x, y = next(
                 epoch_batches(
@@ -263,15 +263,7 @@ def cmd_flops(args) -> dict:
     rows, flops = [], None
     for precision in args.precisions:
         for compiled in (False, True) if args.compile else (False,):
-            model = build_model(run, 10)
-            init_from_data(model, train, run)
-            model.to(
-                DEVICE,
-                memory_format=torch.channels_last
-                if use_channels_last(DEVICE, precision)
-                else torch.preserve_format,
-            )
-            model.train()
+            model = fresh_model(run, train, precision)
             optimizer = build_optimizer(model, run, run["lr"])
             x, y = next(epoch_batches(subset(train, index), run, epoch=0, device=DEVICE, precision=precision))
             if flops is None:  # counted on the eager model: the FLOPs of the step, whatever runs them
