@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import statistics
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from cifarlab.config import dataset_source, uses_cached_features
+from cifarlab.files import write_json
 from cifarlab.progress import duration
 
 # Seconds per 1,000 images, forward and backward, at 32 px: (on a GPU, on a CPU with `threads`
@@ -160,18 +159,13 @@ def remember_factors(path: str | Path, machine: str, factors: Mapping[str, float
     """Merge `factors` into the machine's entry of the file at `path` (written atomically)."""
     if not factors:
         return
-    path = Path(path)
     try:
         with open(path) as f:
             known = json.load(f)
     except (OSError, ValueError):
         known = {}
     known[machine] = {**known.get(machine, {}), **factors}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(known, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_json(known, path, indent=1)
 
 
 @dataclass(frozen=True)
