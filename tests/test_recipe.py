@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 from test_evaluate import run_settings, train_and_evaluate
-from test_train import comparable, make_run, same_state, sigterm_at
+from test_train import comparable, make_run, same_state, stop_and_resume
 from torch import nn
 
 from cifarlab import airbench, lr_finder
@@ -22,7 +22,6 @@ from cifarlab import train as training
 from cifarlab.models import build_model
 from cifarlab.train import (
     Lookahead,
-    TrainingInterrupted,
     alternating_flip,
     batches,
     build_optimizer,
@@ -265,14 +264,9 @@ def test_the_recipe_resumes_bit_identically_mid_epoch(synthetic_data, tmp_path, 
     )
     data = (run, synthetic_data["train"], synthetic_data["test"])
     reference = train_run(*data, device=CPU, lr=run["lr"])
-    real_batches = training.epoch_batches
-    checkpoint = tmp_path / "ckpt.pt"
-    monkeypatch.setattr(training, "epoch_batches", sigterm_at(epoch=1, step=2))
-    with pytest.raises(TrainingInterrupted, match="SIGTERM during epoch 2, step 3"):
-        train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
-    assert torch.load(checkpoint, weights_only=True)["lookahead"] is not None
-    monkeypatch.setattr(training, "epoch_batches", real_batches)
-    resumed = train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
+    stopped = stop_and_resume(data, run["lr"], tmp_path / "ckpt.pt", monkeypatch, epoch=1, step=2)
+    assert stopped["saved"]["lookahead"] is not None
+    resumed = stopped["resumed"]
     assert comparable(resumed["history"]) == comparable(reference["history"])
     assert same_state(resumed["model"], reference["model"])
 

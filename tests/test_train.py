@@ -248,6 +248,23 @@ def sigterm_at(epoch: int, step: int):
     return epoch_batches
 
 
+def stop_and_resume(data: tuple, lr: float, checkpoint, monkeypatch, *, epoch: int, step: int) -> dict:
+    """Train until SIGTERM before batch `step` of `epoch` (0-based), then resume from the checkpoint.
+
+    {"saved": the checkpoint dict, "handler": SIGTERM's handler after the stop, "resumed": the result}.
+    """
+    real_batches = training.epoch_batches
+    monkeypatch.setattr(training, "epoch_batches", sigterm_at(epoch=epoch, step=step))
+    with pytest.raises(TrainingInterrupted, match=f"SIGTERM during epoch {epoch + 1}, step {step + 1}"):
+        train_run(*data, device=CPU, lr=lr, checkpoint=checkpoint)
+    stopped = {
+        "saved": torch.load(checkpoint, weights_only=True),
+        "handler": signal.getsignal(signal.SIGTERM),
+    }
+    monkeypatch.setattr(training, "epoch_batches", real_batches)
+    return {**stopped, "resumed": train_run(*data, device=CPU, lr=lr, checkpoint=checkpoint)}
+
+
 def test_sigterm_mid_epoch_saves_and_resumes_exactly(synthetic_data, tmp_path, monkeypatch):
     """A stop signal mid-epoch saves the step and the RNG; the resumed run matches, dropout included."""
     run = make_run(
@@ -255,18 +272,10 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(synthetic_data, tmp_path, m
     )
     data = (run, synthetic_data["train"], synthetic_data["test"])
     reference = train_run(*data, device=CPU, lr=run["lr"])
-
-    real_batches = training.epoch_batches
-    checkpoint = tmp_path / "ckpt.pt"
-    monkeypatch.setattr(training, "epoch_batches", sigterm_at(epoch=1, step=3))
-    with pytest.raises(TrainingInterrupted, match="SIGTERM during epoch 2, step 4"):
-        train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
-    saved = torch.load(checkpoint, weights_only=True)
+    stopped = stop_and_resume(data, run["lr"], tmp_path / "ckpt.pt", monkeypatch, epoch=1, step=3)
+    saved, resumed = stopped["saved"], stopped["resumed"]
     assert (saved["epoch"], saved["running"]["step"]) == (1, 4)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
-    monkeypatch.setattr(training, "epoch_batches", real_batches)
-
-    resumed = train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
+    assert stopped["handler"] is signal.SIG_DFL  # the handler is removed again
     assert comparable(resumed["history"]) == comparable(reference["history"])
     assert same_state(resumed["model"], reference["model"])
 
