@@ -30,13 +30,14 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from cifarlab.config import validate_config
 from cifarlab.device import autocast, cpu_has_native_bf16, pick_device, synchronize, use_channels_last
 from cifarlab.evaluate import compute_metrics
+from cifarlab.files import load_torch
 from cifarlab.models import build_model
+from cifarlab.status import load_config
 from cifarlab.train import (
     build_optimizer,
     epoch_batches,
@@ -54,28 +55,12 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def load_data(folder: str) -> tuple[dict, dict]:
-    load = lambda split: torch.load(Path(folder) / f"{split}.pt", map_location="cpu", weights_only=True)  # noqa: E731
-    return load("train"), load("test")
+    return load_torch(Path(folder) / "train.pt"), load_torch(Path(folder) / "test.pt")
 
 
 def study_runs(overlays: list[str]) -> dict[str, dict]:
     """The expanded runs of config/config.yaml merged with `overlays` (as Snakemake merges them)."""
-
-    def merge(base: dict, over: dict) -> dict:
-        out = dict(base)
-        for key, value in over.items():
-            out[key] = (
-                merge(base[key], value)
-                if isinstance(value, dict) and isinstance(base.get(key), dict)
-                else value
-            )
-        return out
-
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    for path in overlays:
-        config = merge(config, yaml.safe_load(Path(path).read_text()))
-    config["pretrained"] = False
-    return validate_config(config)
+    return validate_config({**load_config(overlays, [], ROOT), "pretrained": False})
 
 
 def cmd_run(args) -> dict:
@@ -97,6 +82,7 @@ def cmd_run(args) -> dict:
             Path(args.data) / "test.pt",
             device=DEVICE,
             precision=args.precision,
+            tta=run["tta"],
         )
         rows.append(
             {
