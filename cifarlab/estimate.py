@@ -73,7 +73,12 @@ def image_seconds(
     costs: model -> (GPU, CPU) seconds per 1,000 images at 32 px; cost grows with the pixel count.
     """
     per_1000 = costs[model][0 if on_gpu else 1]
-    return images / 1000 * per_1000 * max(1.0, (image_size / 32) ** 2) * passes
+    return images / 1000 * per_1000 * size_factor(image_size) * passes
+
+
+def size_factor(image_size: int) -> float:
+    """How much more a pass costs at `image_size` px than at 32 px (the pixel count; never less)."""
+    return max(1.0, (image_size / 32) ** 2)
 
 
 def split_images(config: dict, split: str, run: dict | None = None) -> int:

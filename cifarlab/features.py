@@ -46,6 +46,7 @@ def compute_features(
     """
     steps = progress.Steps(name, len(data["labels"]), "images")
     captured: list[torch.Tensor] = []
+    done = 0  # images embedded so far
     # A hook on the head sees what the head receives: the same graph as the full forward pass.
     hook = head_of(model).register_forward_hook(lambda m, args, out: captured.append(args[0].float().cpu()))
     model.eval().to(
@@ -59,7 +60,8 @@ def compute_features(
         ):  # fmt: skip
             with autocast(device, precision):
                 model(x)
-            steps.update(sum(len(c) for c in captured))
+            done += len(x)
+            steps.update(done)
     finally:
         hook.remove()
     return torch.cat(captured)

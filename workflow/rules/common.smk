@@ -27,8 +27,12 @@ ARCHIVE = archive_name(SOURCE)
 # A local folder or archive is known by its content, not its name: when images are added,
 # removed or replaced, this changes and `download` (and all that follows) reruns. Per-file
 # hashes are cached by size and mtime (benchmarks/README.md: the cost on CIFAR-10).
-SOURCE_CONTENT = source_fingerprint(
-    SOURCE, f".snakemake/cifarlab/{DATASET}-content.json"
+# Only the main process decides whether `download` (a local rule) reruns: a cluster job that
+# parses this file again does not hash the source again.
+SOURCE_CONTENT = (
+    source_fingerprint(SOURCE, f".snakemake/cifarlab/{DATASET}-content.json")
+    if workflow.is_main_process
+    else None
 )
 LR_FINDER_RUNS = lr_finder_runs(config, RUNS)
 SALIENCY_RUNS = saliency_runs(config, RUNS)

@@ -35,10 +35,6 @@ def split_images(split, run=None):
     return estimate.split_images(config, split, run)
 
 
-def size_factor(image_size):
-    return max(1.0, (image_size / 32) ** 2)
-
-
 def data_mb():
     """The prepared train and test tensors (uint8), both held in memory by every heavy job."""
     size = config["dataset"]["image_size"]
@@ -67,7 +63,9 @@ def train_mem_mb(wildcards, attempt):
     activations = (
         0
         if ON_GPU
-        else run["batch_size"] * ACTIVATION_MB[model] * size_factor(run["image_size"])
+        else run["batch_size"]
+        * ACTIVATION_MB[model]
+        * estimate.size_factor(run["image_size"])
     )
     features = 0
     if uses_cached_features(run):
@@ -105,23 +103,15 @@ def saliency_seconds(wildcards):
     return image_seconds(run, images * 300 * 2)
 
 
-def features_run(wildcards):
-    """A stand-in run for a backbone's features job (the backbone at its input size)."""
-    return {
-        "model": wildcards.backbone,
-        "image_size": int(wildcards.size),
-        "freeze": "none",
-        "augment": "",
-    }
-
-
 def features_mem_mb(wildcards, attempt):
     images = split_images("train") + split_images("test")
     output = images * FEATURE_WIDTH[wildcards.backbone] * 4 / 2**20
     batch = (
         0
         if ON_GPU
-        else 128 * ACTIVATION_MB[wildcards.backbone] * size_factor(int(wildcards.size))
+        else 128
+        * ACTIVATION_MB[wildcards.backbone]
+        * estimate.size_factor(int(wildcards.size))
     )
     return round_mb(BASE_MB + 2 * data_mb() + output + batch, attempt)
 
@@ -129,7 +119,13 @@ def features_mem_mb(wildcards, attempt):
 def features_seconds(wildcards):
     """One forward pass over both splits."""
     images = split_images("train") + split_images("test")
-    return image_seconds(features_run(wildcards), images, passes=estimate.FORWARD_ONLY)
+    return estimate.image_seconds(
+        wildcards.backbone,
+        int(wildcards.size),
+        images,
+        on_gpu=ON_GPU,
+        passes=estimate.FORWARD_ONLY,
+    )
 
 
 def prepare_seconds(wildcards):
