@@ -241,20 +241,23 @@ def _http_get_once(url: str, target: Path, timeout: float) -> None:
         )
 
 
-def _failure(error: Exception) -> tuple[str, bool]:
-    """(what went wrong in words, whether it can go away by itself: a retry may help)."""
+def _failure(error: Exception) -> tuple[str, str]:
+    """(what went wrong in words, its kind): "offline" (the host cannot be reached), "permanent"
+    (a retry cannot help) or "transient" (it may go away by itself: retried)."""
     if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}", error.code >= 500 or error.code in (408, 429)
+        transient = error.code >= 500 or error.code in (408, 429)
+        return f"HTTP {error.code} {error.reason}", "transient" if transient else "permanent"
     reason = error.reason if isinstance(error, urllib.error.URLError) else error
     if isinstance(reason, socket.gaierror):
-        return f"the host name does not resolve ({reason.strerror or reason})", False
+        return f"the host name does not resolve ({reason.strerror or reason})", "offline"
     if isinstance(reason, ConnectionRefusedError):
-        return "connection refused", False
+        return "connection refused", "offline"
     if isinstance(reason, ssl.SSLCertVerificationError):
-        return f"certificate check failed ({reason.verify_message})", False
+        return f"certificate check failed ({reason.verify_message})", "permanent"
     if isinstance(reason, TimeoutError):
-        return f"timed out: nothing came for {DOWNLOAD_TIMEOUT_S:g} s", True
-    return str(reason) or type(reason).__name__, True  # resets, truncation, 5xx-like network trouble
+        return f"timed out: nothing came for {DOWNLOAD_TIMEOUT_S:g} s", "transient"
+    # resets, truncation, 5xx-like network trouble
+    return str(reason) or type(reason).__name__, "transient"
 
 
 def offline_hint(url: str, problem: str) -> str:
@@ -282,11 +285,10 @@ def http_get(url: str, target: Path, attempts: int | None = None, backoff: float
             _http_get_once(url, target, DOWNLOAD_TIMEOUT_S)
             return
         except (OSError, http.client.HTTPException) as error:
-            problem, transient = _failure(error)
-        unreachable = problem.startswith(("connection refused", "the host name"))
-        if unreachable:
+            problem, kind = _failure(error)
+        if kind == "offline":
             raise DownloadError(offline_hint(url, problem))
-        if not transient:
+        if kind == "permanent":
             raise DownloadError(f"download of {url} failed: {problem} (not retried: it will not go away)")
         if attempt == attempts:
             raise DownloadError(f"download of {url} failed after {attempts} attempts; last error: {problem}")
