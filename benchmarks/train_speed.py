@@ -228,7 +228,7 @@ def cmd_frozen(args) -> dict:
         for split, data in (("train", train), ("test", test))
     }
     features_time = since(started)
-    result = train_run(run, train, test, device=DEVICE, lr=run["lr"], features=features)
+    result = train_run(run, train, test, device=DEVICE, lr=run["lr"], cached_features=features)
     cached = since(started)
     cached_accuracy = result["history"][-1]["test_accuracy"]
 

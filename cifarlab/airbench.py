@@ -112,9 +112,14 @@ class Airbench(nn.Module):
             ConvGroup(widths[1], widths[2]),
         )
         # airbench94's MaxPool2d(3) on the 3 x 3 map of a 32-px image is a global max; adaptive, it
-        # stays one for other sizes (config.MIN_IMAGE_SIZE: 9 px, the smallest the three groups take).
+        # stays one for other sizes (its spec's min_image_size: 9 px, the smallest the three groups take).
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(widths[2], num_classes, bias=False)
+
+    @classmethod
+    def from_run(cls, run: dict, num_classes: int) -> Airbench:
+        """The network of a run: its `airbench:` widths and whiten_bias_epochs (cifarlab.models.specs)."""
+        return cls(num_classes, **(run.get("airbench") or {}))
 
     def init_from_data(self, images: torch.Tensor) -> None:
         """Set the whitening conv from normalised training images N x 3 x H x W (unaugmented)."""

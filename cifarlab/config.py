@@ -19,16 +19,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from cifarlab.models.specs import BUILTIN as BUILTIN_MODELS
+from cifarlab.models.specs import UnknownModel, check_model, model_spec
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
-
-# Models whose weights can come from ImageNet (the `pretrained` switch applies to them).
-PRETRAINABLE_MODELS = ("vgg16", "resnet18")
-
-# The smallest image_size (px) each model can take, checked before any job runs (the models
-# raise the same at build time; tests/test_config.py checks the two agree): the simple CNN's
-# two valid 5x5 convolutions and pools, the dropout CNN's two pools, VGG16's five pools, airbench's
-# 2x2 whitening conv and three pools.
-MIN_IMAGE_SIZE = {"simple_cnn": 16, "dropout_cnn": 4, "vgg16": 32, "airbench": 9}
 
 
 class ConfigError(ValueError):
@@ -122,11 +116,28 @@ def sweep_run_name(entry: str, assignment: list[tuple[str, Any]]) -> str:
     return "-".join(parts)
 
 
-def expand_runs(config: dict) -> dict[str, dict]:
+def _model_spec(settings: dict, where: list, root: str | Path):
+    """The spec of a run's model (cifarlab.models.specs), once its name is known to exist."""
+    key = _key_path(where + ["model"])
+    try:
+        spec = check_model(settings["model"], root)
+    except UnknownModel as error:
+        raise ConfigError(f"config error at {key}: {error}.") from None
+    if settings.get("model_args") and settings["model"] in BUILTIN_MODELS:
+        raise ConfigError(
+            f"config error at {_key_path(where + ['model_args'])}: the built-in model {settings['model']!r} "
+            "takes no model_args (its settings are run keys: dropout, vit, airbench); model_args are for "
+            "torchvision.<name> and your own models."
+        )
+    return spec
+
+
+def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
     """All runs of the study, in config order: name -> complete settings (defaults merged in).
 
     Global switches are applied here so that each run's settings say exactly what it depends
     on: `pretrained` is set per run (True only for pretrainable models when the study allows).
+    root: the project root, which a user's model file is relative to (cifarlab.models.user).
     """
     defaults = config.get("defaults", {})
     schema = load_schema()
@@ -147,11 +158,10 @@ def expand_runs(config: dict) -> dict[str, dict]:
             settings["name"] = name
             settings["entry"] = entry
             settings["sweep"] = dict(assignment)
-            settings["pretrained"] = (
-                bool(config.get("pretrained", True)) and settings["model"] in PRETRAINABLE_MODELS
-            )
+            model = _model_spec(settings, where, root)
+            settings["pretrained"] = bool(config.get("pretrained", True)) and model.pretrainable
             settings.setdefault("dropout", 0.0)
-            settings.setdefault("freeze", "none" if settings["model"] not in PRETRAINABLE_MODELS else "head")
+            settings.setdefault("freeze", model.default_freeze)
             settings.setdefault("image_size", config["dataset"]["image_size"])
             runs[name] = settings
     return runs
@@ -188,27 +198,31 @@ def normalise_overrides(config: dict) -> None:
         config["pretrained"] = value.lower() in ("true", "yes", "1")
 
 
-def validate_config(config: dict) -> dict[str, dict]:
+def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
     """Check the whole config and return its expanded runs; raise ConfigError naming the key.
 
-    Normalises command-line overrides in place first (see `normalise_overrides`).
+    Normalises command-line overrides in place first (see `normalise_overrides`). root: the
+    project root (the workflow's working directory), which user model files are relative to.
     """
     normalise_overrides(config)
     _raise_first_error(config, load_schema(), [])
-    runs = expand_runs(config)
+    runs = expand_runs(config, root)
     lr_finder_runs(config, runs)
     saliency_runs(config, runs)
     for run in runs.values():
-        smallest = MIN_IMAGE_SIZE.get(run["model"], 1)
-        if run["image_size"] < smallest:
+        spec = model_spec(run["model"])
+        if run["image_size"] < spec.min_image_size:
             raise ConfigError(
                 f"config error at runs.{run['entry']}.image_size: {run['model']} needs image_size >= "
-                f"{smallest}, got {run['image_size']} (from the run, its defaults or dataset.image_size)."
+                f"{spec.min_image_size}, got {run['image_size']} "
+                "(from the run, its defaults or dataset.image_size)."
             )
-        if run["model"] not in PRETRAINABLE_MODELS and run.get("freeze") == "head":
+        if not spec.pretrainable and run.get("freeze") == "head":
+            pretrainable = [name for name, s in BUILTIN_MODELS.items() if s.pretrainable]
+            pretrainable.append("torchvision.<name>")
             raise ConfigError(
                 f"config error at runs.{run['entry']}.freeze: 'head' needs a pretrained backbone "
-                f"({list(PRETRAINABLE_MODELS)}), not {run['model']!r}; use freeze: none."
+                f"({pretrainable}), not {run['model']!r}; use freeze: none."
             )
     return runs
 

@@ -1,11 +1,12 @@
 """How long the planned jobs should take: the cost model, its calibration and the printed estimate.
 
 The workflow (workflow/rules/resources.smk) turns each job into model seconds with `image_seconds`
-and the tables below; it asks the cluster for those seconds with headroom (its `runtime`), and
-before the first job runs it prints `format_estimate` of the jobs Snakemake plans. `cifarlab.status`
-uses the same figures for the runs still waiting. No torch here: the workflow layer imports this.
+and each model's cost per image (its spec, cifarlab.models.specs); it asks the cluster for those
+seconds with headroom (its `runtime`), and before the first job runs it prints `format_estimate`
+of the jobs Snakemake plans. `cifarlab.status` uses the same figures for the runs still waiting.
+No torch here: the workflow layer imports this.
 
-The tables are deliberately slow-machine figures (a cluster kills a job that outruns its time
+Those are deliberately slow-machine figures (a cluster kills a job that outruns its time
 limit). The estimate corrects them per step kind by the study's own measurements: the
 `benchmark:` files (results/benchmarks/<rule>/...tsv, wall seconds in column `s`) of jobs that
 are already done, measured against what the model said for them. The factors are remembered per
@@ -24,18 +25,9 @@ from pathlib import Path
 
 from cifarlab.config import dataset_source, uses_cached_features
 from cifarlab.files import write_json
+from cifarlab.models.specs import model_spec
 from cifarlab.progress import duration
 
-# Seconds per 1,000 images, forward and backward, at 32 px: (on a GPU, on a CPU with `threads`
-# cores). Slow-machine figures on purpose; larger images cost (size / 32)^2 times more.
-SECONDS_PER_1000_IMAGES = {
-    "simple_cnn": (0.2, 1),
-    "dropout_cnn": (0.5, 5),
-    "vit": (2, 30),
-    "resnet18": (0.2, 10),
-    "vgg16": (0.4, 30),
-    "airbench": (0.05, 4),
-}
 # A forward pass alone (inference) costs about a third of forward and backward.
 FORWARD_ONLY = 1 / 3
 # Forward passes over the test set per `tta` setting (cifarlab.train.tta_views), beside the plain one.
@@ -66,13 +58,17 @@ def image_seconds(
     *,
     on_gpu: bool,
     passes: float = 1.0,
-    costs: Mapping[str, tuple[float, float]] = SECONDS_PER_1000_IMAGES,
+    costs: Mapping[str, tuple[float, float]] | None = None,
 ) -> float:
     """Seconds to push `images` through `model` at `image_size` px (passes=FORWARD_ONLY for inference).
 
-    costs: model -> (GPU, CPU) seconds per 1,000 images at 32 px; cost grows with the pixel count.
+    The model's (GPU, CPU) seconds per 1,000 images at 32 px are its spec's
+    `seconds_per_1000_images` (cifarlab.models.specs; slow-machine figures on purpose), or
+    `costs[model]` when given; cost grows with the pixel count.
     """
-    per_1000 = costs[model][0 if on_gpu else 1]
+    per_1000 = (costs[model] if costs is not None else model_spec(model).seconds_per_1000_images)[
+        0 if on_gpu else 1
+    ]
     return images / 1000 * per_1000 * size_factor(image_size) * passes
 
 

@@ -54,7 +54,7 @@ def compute_metrics(
     test_path: str | Path,
     *,
     device: torch.device,
-    features_test: str | Path | None = None,
+    cached_test: str | Path | None = None,
     precision: str = "fp32",
     tta: str = "none",
 ) -> dict:
@@ -62,7 +62,7 @@ def compute_metrics(
     resolved `precision`, with `tta` test-time augmentation beside the plain accuracy (an
     evaluation setting: the workflow does not pass it to training, so changing it retrains nothing).
 
-    features_test: the cached test features of a frozen backbone; then only the head runs, which
+    cached_test: the cached test features of a frozen backbone; then only the head runs, which
     gives the same predictions as the whole model on the images (tests/test_features.py).
     """
     model, saved = load_trained(model_path, device)
@@ -104,13 +104,13 @@ def compute_metrics(
     if saved["status"] != "ok":
         log.warning("%s: status %s, no test metrics (%s)", run["name"], saved["status"], saved["diverged"])
         return metrics
-    if features_test is not None and metrics["tta"] != "none":
+    if cached_test is not None and metrics["tta"] != "none":
         raise ValueError(
             f"{run['name']}: tta {metrics['tta']!r} needs the test images, not cached features; "
             "the workflow gives such runs the images (common.smk uses_cached_features)"
         )
-    if features_test is not None:
-        data = load_torch(features_test)
+    if cached_test is not None:
+        data = load_torch(cached_test)
         model = head_of(model)
     else:
         data = load_torch(test_path)
@@ -144,7 +144,7 @@ def main(
     test_path: str | Path,
     metrics_path: str | Path,
     device: str = "auto",
-    features_test: str | Path | None = None,
+    cached_test: str | Path | None = None,
     threads: int | None = None,
     precision: str = "auto",
     tta: str = "none",
@@ -154,7 +154,7 @@ def main(
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
     metrics = compute_metrics(
-        model_path, history_path, test_path, device=torch_device, features_test=features_test,
+        model_path, history_path, test_path, device=torch_device, cached_test=cached_test,
         precision=resolve_precision(torch_device, precision), tta=tta,
     )  # fmt: skip
     write_json(metrics, metrics_path, strict=True)

@@ -332,7 +332,7 @@ def run_lr_finder(
     finder: dict,
     *,
     device: torch.device,
-    features: dict | None = None,
+    cached_train: dict | None = None,
     precision: str = "fp32",
 ) -> dict[str, Any]:
     """The repeated range test of one run, set up exactly as its training starts.
@@ -342,7 +342,7 @@ def run_lr_finder(
     (cross-entropy with its label smoothing); its lr schedule is replaced by the sweep. Repeat r
     draws batches and dropout from seed run["seed"] + r, so repeat 0 sees training's first batches.
 
-    train: the prepared training dict (docs/architecture.md). features: the cached backbone
+    train: the prepared training dict (docs/architecture.md). cached_train: the cached backbone
     features of the training set for a frozen-backbone run (then only the head sweeps, on them,
     as in training). precision: the job's resolved one. The swept lr is in the run's units: each
     param group gets it times its `lr_scale` (train.param_groups). Returns the contents of
@@ -362,16 +362,16 @@ def run_lr_finder(
     started = time.perf_counter()
     model = build_model(run, len(train["classes"]))
     index = stratified_subset(train["labels"], run.get("train_subset"), run["seed"])
-    if features is None:
+    if cached_train is None:
         trainable, data = model, subset(train, index)
         init_from_data(model, data, run)
     else:
-        if not torch.equal(features["labels"], train["labels"]):
+        if not torch.equal(cached_train["labels"], train["labels"]):
             raise ValueError(
                 "the cached train features do not belong to this train.pt (labels differ); "
                 "delete results/features/ and rerun"
             )
-        trainable, data = head_of(model), subset(features, index)
+        trainable, data = head_of(model), subset(cached_train, index)
     memory_format = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
     trainable.to(device, memory_format=memory_format)
     data = to_device(data, device)
@@ -417,7 +417,7 @@ def main(
     run: dict,
     finder: dict,
     device: str = "auto",
-    features_train: str | Path | None = None,
+    cached_train: str | Path | None = None,
     threads: int | None = None,
     precision: str = "auto",
 ) -> dict:
@@ -430,10 +430,8 @@ def main(
     chosen = resolve_precision(torch_device, precision)
     finder = finder_settings(finder)  # a bad setting fails before the data are read
     train = load_torch(train_path)
-    features = None
-    if features_train is not None:
-        features = load_torch(features_train)
-    result = run_lr_finder(run, train, finder, device=torch_device, features=features, precision=chosen)
+    cached = load_torch(cached_train) if cached_train is not None else None
+    result = run_lr_finder(run, train, finder, device=torch_device, cached_train=cached, precision=chosen)
     write_json(result, result_path, indent=1)
     log.info("%s: lr %.3g (%s) written to %s", run["name"], result["lr"], result["chosen"], result_path)
     return result

@@ -1,4 +1,6 @@
-"""The one style of every figure: fonts, sizes and a colour per model, so a change is one edit.
+"""The one style of every figure: fonts, sizes and colours, so a change is one edit.
+
+A model's colour lives in its spec (cifarlab.models.specs); `model_colour` reads it.
 
 Figure functions live next to what they show (evaluate, lr_finder, saliency, report) and
 start from `figure()`; `save()` writes atomically so a failed plot never leaves a half file.
@@ -16,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cifarlab.files import atomic_path  # noqa: E402
+from cifarlab.models import specs  # noqa: E402
 
 STYLE = {
     "font.size": 9,
@@ -30,14 +33,6 @@ STYLE = {
     "savefig.bbox": "tight",
 }
 
-# One colour per model family (colour-blind-safe Okabe-Ito palette).
-MODEL_COLOURS = {
-    "simple_cnn": "#0072B2",
-    "dropout_cnn": "#E69F00",
-    "vgg16": "#009E73",
-    "resnet18": "#D55E00",
-    "vit": "#CC79A7",
-}
 SERIES_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 
 PANEL = (4.0, 3.0)  # inches, one panel
@@ -50,7 +45,8 @@ def figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = PANEL, **
 
 
 def model_colour(model: str) -> str:
-    return MODEL_COLOURS.get(model, "#555555")
+    """A model's colour in every figure: its spec's (cifarlab.models.specs; colour-blind-safe Okabe-Ito)."""
+    return specs.model_colour(model)
 
 
 def save(fig, path: str | Path) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from cifarlab import plotting
 from cifarlab.files import write_text
 from cifarlab.lr_finder import median_curve
+from cifarlab.models.specs import UnknownModel, model_spec
 from cifarlab.train import HISTORY_COLUMNS  # the columns train writes
 
 # --- reading the step outputs ------------------------------------------------------------
@@ -159,12 +160,20 @@ def lab_comparison(metrics: dict, reference: dict[str, dict]) -> tuple[float | N
     return lab["test_accuracy"], metrics["test_accuracy"] - lab["test_accuracy"], lab.get("note", "")
 
 
+def _pretrainable(model: str | None) -> bool:
+    """Whether a model could have started from ImageNet weights (its spec, cifarlab.models.specs)."""
+    try:
+        return model is not None and model_spec(model).pretrainable
+    except UnknownModel:
+        return False
+
+
 def comparison_row(metrics: dict, reference: dict[str, dict]) -> dict:
     """One row of the comparison table (values, not formatted text)."""
     ok = metrics["status"] == "ok"
     lab_accuracy, lab_difference, lab_note = lab_comparison(metrics, reference)
     model = metrics["model"]
-    if metrics["settings"].get("model") in ("vgg16", "resnet18") and not metrics["pretrained"]:
+    if _pretrainable(metrics["settings"].get("model")) and not metrics["pretrained"]:
         model = f"{model} (not pretrained)"
     return {
         "run": metrics["run"],

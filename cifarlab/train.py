@@ -693,15 +693,15 @@ def train_run(
     device: torch.device,
     lr: float,
     lr_source: str = "config",
-    features: dict | None = None,
+    cached_features: dict | None = None,
     checkpoint: str | Path | None = None,
     precision: str = "fp32",
 ) -> dict:
     """Train one run; returns its result (the `model.pt` fields of docs/architecture.md, plus
     `model` and `history`). precision: the job's resolved one (device.resolve_precision).
 
-    train/test: prepared dicts (docs/architecture.md). features: {"train", "test"} cached
-    features of the frozen backbone (the `features` step); then only the head trains, on them.
+    train/test: prepared dicts (docs/architecture.md). cached_features: {"train", "test"}
+    the cached features of the frozen backbone (the `features` step); then only the head trains, on them.
     checkpoint: where to save after every epoch (and on SIGTERM/SIGINT) and resume from.
     Raises TrainingInterrupted after saving, when a stop signal arrives.
     """
@@ -715,19 +715,22 @@ def train_run(
                 "%s: %s %d is more than the %d images there are; using all %d (recorded as %s_images)",
                 run["name"], key, run[key], len(data["labels"]), len(index), key.split("_")[0],
             )  # fmt: skip
-    if features is None:
+    if cached_features is None:
         trainable, train_data, test_data = model, subset(train, train_index), subset(test, test_index)
         init_from_data(model, train_data, run)
     else:
         for split, data in (("train", train), ("test", test)):
-            if not torch.equal(features[split]["labels"], data["labels"]):
+            if not torch.equal(cached_features[split]["labels"], data["labels"]):
                 raise ValueError(
                     f"the cached {split} features do not belong to this {split}.pt (labels differ); "
                     "delete results/features/ and rerun"
                 )
         trainable = head_of(model)
-        train_data, test_data = subset(features["train"], train_index), subset(features["test"], test_index)
-    fingerprint = run_fingerprint(run, lr, features is not None, train, test)
+        train_data, test_data = (
+            subset(cached_features["train"], train_index),
+            subset(cached_features["test"], test_index),
+        )
+    fingerprint = run_fingerprint(run, lr, cached_features is not None, train, test)
     memory_format = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
     trainable.to(device, memory_format=memory_format)
     train_data, test_data = to_device(train_data, device), to_device(test_data, device)
@@ -924,8 +927,8 @@ def main(
     checkpoint: str | Path | None = None,
     lr_finder: str | Path | None = None,
     lr_suggestion: str | None = None,
-    features_train: str | Path | None = None,
-    features_test: str | Path | None = None,
+    cached_train: str | Path | None = None,
+    cached_test: str | Path | None = None,
     threads: int | None = None,
     precision: str = "auto",
 ) -> dict:
@@ -939,16 +942,16 @@ def main(
     chosen = resolve_precision(torch_device, precision)
     lr, lr_source = resolve_lr(run, lr_finder, lr_suggestion)
     train, test = load_torch(train_path), load_torch(test_path)
-    features = None
-    if features_train is not None:
-        features = {"train": load_torch(features_train), "test": load_torch(features_test)}
+    cached = None
+    if cached_train is not None:
+        cached = {"train": load_torch(cached_train), "test": load_torch(cached_test)}
     log.info(
         "training %s (%s) on %s with lr %g (%s)%s",
         run["name"], run["model"], describe(torch_device), lr, lr_source,
-        " on cached backbone features" if features else "",
+        " on cached backbone features" if cached else "",
     )  # fmt: skip
     result = train_run(
-        run, train, test, device=torch_device, lr=lr, lr_source=lr_source, features=features,
+        run, train, test, device=torch_device, lr=lr, lr_source=lr_source, cached_features=cached,
         checkpoint=checkpoint, precision=chosen,
     )  # fmt: skip
     save_model(result, model_path)

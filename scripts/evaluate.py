@@ -12,7 +12,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         test_path=inputs.test,
         metrics_path=snakemake.output.metrics,  # noqa: F821
         device=snakemake.params.device,  # noqa: F821
-        features_test=inputs.get("features_test"),
+        cached_test=inputs.get("cached_test"),
         threads=snakemake.threads,  # noqa: F821
         precision=snakemake.params.precision,  # noqa: F821
         tta=snakemake.params.evaluation["tta"],  # noqa: F821

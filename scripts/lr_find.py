@@ -12,7 +12,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         run=dict(settings["run"]),
         finder=dict(settings["finder"]),
         device=snakemake.params.device,  # noqa: F821
-        features_train=snakemake.input.get("features_train"),  # noqa: F821
+        cached_train=snakemake.input.get("cached_train"),  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
         precision=snakemake.params.precision,  # noqa: F821
     )

@@ -16,8 +16,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         checkpoint=snakemake.params.checkpoint,  # noqa: F821
         lr_finder=inputs.get("lr_finder"),
         lr_suggestion=snakemake.params.lr_suggestion,  # noqa: F821
-        features_train=inputs.get("features_train"),
-        features_test=inputs.get("features_test"),
+        cached_train=inputs.get("cached_train"),
+        cached_test=inputs.get("cached_test"),
         threads=snakemake.threads,  # noqa: F821
         precision=snakemake.params.precision,  # noqa: F821
     )

@@ -201,10 +201,11 @@ def test_image_size_below_a_models_minimum_is_refused_before_any_job(config, mod
 
 def test_image_size_minimums_agree_with_the_models():
     """The table checked before any job is the models' own limit: one below fails, at it builds."""
-    from cifarlab.config import MIN_IMAGE_SIZE
-    from cifarlab.models import build_model
+    from cifarlab.models import BUILTIN, build_model
 
-    for model, size in MIN_IMAGE_SIZE.items():
+    for model, size in {
+        name: spec.min_image_size for name, spec in BUILTIN.items() if spec.min_image_size > 1
+    }.items():
         run = {"model": model, "image_size": size, "pretrained": False, "freeze": "none", "seed": 0}
         torch_model = build_model(run, 10)
         import torch

@@ -98,7 +98,7 @@ def test_training_the_head_on_features_equals_running_the_backbone_every_step(ca
     run = frozen_run()
     every_step = train_run(run, small_data["train"], small_data["test"], device=CPU, lr=run["lr"])
     on_features = train_run(
-        run, small_data["train"], small_data["test"], device=CPU, lr=run["lr"], features=cached
+        run, small_data["train"], small_data["test"], device=CPU, lr=run["lr"], cached_features=cached
     )
     for a, b in zip(every_step["history"], on_features["history"], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
@@ -119,7 +119,9 @@ def test_training_the_head_on_features_equals_running_the_backbone_every_step(ca
 def test_stale_features_are_refused(cached, small_data):
     wrong = {split: dict(data, labels=data["labels"].roll(1)) for split, data in cached.items()}
     with pytest.raises(ValueError, match="do not belong to this train.pt"):
-        train_run(frozen_run(), small_data["train"], small_data["test"], device=CPU, lr=0.01, features=wrong)
+        train_run(
+            frozen_run(), small_data["train"], small_data["test"], device=CPU, lr=0.01, cached_features=wrong
+        )
 
 
 def test_features_of_the_runs_subsets_only(cached, small_data, tmp_path):
@@ -146,12 +148,14 @@ def test_features_of_the_runs_subsets_only(cached, small_data, tmp_path):
     )
 
     on_partial = train_run(
-        run, small_data["train"], small_data["test"], device=CPU, lr=0.05, features=partial
+        run, small_data["train"], small_data["test"], device=CPU, lr=0.05, cached_features=partial
     )
-    on_all = train_run(run, small_data["train"], small_data["test"], device=CPU, lr=0.05, features=cached)
+    on_all = train_run(
+        run, small_data["train"], small_data["test"], device=CPU, lr=0.05, cached_features=cached
+    )
     for a, b in zip(on_partial["history"], on_all["history"], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["test_accuracy"] == pytest.approx(b["test_accuracy"])
     with pytest.raises(ValueError, match="cached features lack"):
         train_run(frozen_run(train_subset=250), small_data["train"], small_data["test"], device=CPU, lr=0.05,
-                  features=partial)  # fmt: skip
+                  cached_features=partial)  # fmt: skip

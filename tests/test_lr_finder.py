@@ -352,7 +352,7 @@ def test_a_frozen_head_sweeps_on_cached_features(synthetic_data):
         "labels": train["labels"],
     }
     finder = {"start_lr": 1e-4, "end_lr": 10.0, "num_iter": 20, "repeats": 1}
-    result = lr_finder.run_lr_finder(run, train, finder, device=CPU, features=features)
+    result = lr_finder.run_lr_finder(run, train, finder, device=CPU, cached_train=features)
     x, y = next(epoch_batches(features, run, epoch=0, device=CPU))  # training's first batch
     head = head_of(build_model(run, len(train["classes"])))
     with torch.no_grad():
@@ -362,7 +362,7 @@ def test_a_frozen_head_sweeps_on_cached_features(synthetic_data):
 
     wrong = {**features, "labels": train["labels"].roll(1)}
     with pytest.raises(ValueError, match="do not belong"):
-        lr_finder.run_lr_finder(run, train, finder, device=CPU, features=wrong)
+        lr_finder.run_lr_finder(run, train, finder, device=CPU, cached_train=wrong)
 
 
 def test_a_bad_finder_setting_fails_before_any_output(synthetic_files, tmp_path):

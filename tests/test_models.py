@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from cifarlab.models import (
-    MODELS,
+    BUILTIN,
     build_model,
     count_parameters,
     head_of,
@@ -39,7 +39,7 @@ def test_lab_parameter_counts(model, expected):
     assert (total, trainable) == (expected, expected)
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("model", sorted(BUILTIN))
 @pytest.mark.parametrize("size", [32, 48])
 def test_every_model_maps_images_to_class_scores(model, size):
     net = build_model(run_settings(model, image_size=size), num_classes=7).eval()

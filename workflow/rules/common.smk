@@ -10,10 +10,12 @@ from cifarlab.config import (
     dataset_source,
     lr_finder_runs,
     saliency_runs,
+    settings_hash,
     uses_cached_features,
     validate_config,
 )
 from cifarlab.data import archive_name, source_fingerprint
+from cifarlab.models import model_source
 
 # Validate before any job runs: a bad key stops here with a message that names it.
 try:
@@ -60,19 +62,34 @@ def evaluation_settings(wildcards):
     return {k: RUNS[wildcards.run][k] for k in EVALUATION_KEYS}
 
 
-def features_dir(run):
+def backbone_name(run):
+    """The frozen backbone of a cached-features run: its model, plus a hash of its model_args."""
+    args = run.get("model_args") or {}
+    return run["model"] + (f"+{settings_hash(args)[:8]}" if args else "")
+
+
+def cached_features_dir(run):
+    """The folder of the `features` step's files that a frozen-backbone run trains its head on."""
     weights = "imagenet" if run["pretrained"] else f"random{run['seed']}"
-    return f"results/features/{DATASET}/{run['model']}-{weights}-{run['image_size']}"
+    return f"results/features/{DATASET}/{backbone_name(run)}-{weights}-{run['image_size']}"
+
+
+# The backbones whose features some run caches: the `features` rule's {backbone} wildcard.
+BACKBONES = sorted({backbone_name(r) for r in RUNS.values() if uses_cached_features(r)})
+
+
+def model_file(run):
+    """{"model_file": path} of a run whose model is the user's own file (so editing it reruns), else {}."""
+    source = model_source(run["model"])
+    return {"model_file": str(source)} if source is not None and not source.is_absolute() else {}
 
 
 def train_inputs(wildcards):
     run = RUNS[wildcards.run]
-    inputs = {"train": f"{DATA}/train.pt", "test": f"{DATA}/test.pt"}
+    inputs = {"train": f"{DATA}/train.pt", "test": f"{DATA}/test.pt", **model_file(run)}
     if uses_cached_features(run):
-        folder = features_dir(run)
-        inputs.update(
-            features_train=f"{folder}/train.pt", features_test=f"{folder}/test.pt"
-        )
+        folder = cached_features_dir(run)
+        inputs.update(cached_train=f"{folder}/train.pt", cached_test=f"{folder}/test.pt")
     if run["lr"] == "auto":
         inputs["lr_finder"] = f"results/lr_finder/{wildcards.run}.json"
     return inputs
@@ -85,9 +102,19 @@ def evaluate_inputs(wildcards):
         "model": f"results/runs/{wildcards.run}/model.pt",
         "history": f"results/runs/{wildcards.run}/history.csv",
         "test": f"{DATA}/test.pt",
+        **model_file(run),
     }
     if uses_cached_features(run):
-        inputs["features_test"] = f"{features_dir(run)}/test.pt"
+        inputs["cached_test"] = f"{cached_features_dir(run)}/test.pt"
+    return inputs
+
+
+def lr_find_inputs(run):
+    """A frozen head sweeps on the cached backbone features, as it trains (a backbone pass
+    per step would cost hours on a CPU); a user's model file reruns the sweep when edited."""
+    inputs = model_file(run)
+    if uses_cached_features(run):
+        inputs["cached_train"] = f"{cached_features_dir(run)}/train.pt"
     return inputs
 
 
@@ -102,15 +129,18 @@ def run_figures():
     )
 
 
-def features_params(wildcards):
+def backbone_params(wildcards):
+    """What the `features` step of one backbone folder depends on (its `backbone` param)."""
     folder = f"results/features/{wildcards.dataset}/{wildcards.backbone}-{wildcards.weights}-{wildcards.size}"
     users = [
         r
         for r in RUNS.values()
-        if uses_cached_features(r) and features_dir(r) == folder
+        if uses_cached_features(r) and cached_features_dir(r) == folder
     ]
+    model_args = (users[0].get("model_args") or {}) if users else {}
     return {
-        "model": wildcards.backbone,
+        "model": wildcards.backbone.partition("+")[0],
+        **({"model_args": model_args} if model_args else {}),
         "pretrained": wildcards.weights == "imagenet",
         "seed": 0 if wildcards.weights == "imagenet" else int(wildcards.weights[6:]),
         "image_size": int(wildcards.size),

@@ -5,15 +5,7 @@
 
 rule lr_find:
     input:
-        # A frozen head sweeps on the cached backbone features, as it trains (a backbone pass
-        # per step would cost hours on a CPU).
-        unpack(
-            lambda wildcards: (
-                {"features_train": f"{features_dir(RUNS[wildcards.run])}/train.pt"}
-                if uses_cached_features(RUNS[wildcards.run])
-                else {}
-            )
-        ),
+        unpack(lambda wildcards: lr_find_inputs(RUNS[wildcards.run])),
         train=f"{DATA}/train.pt",
     output:
         result="results/lr_finder/{run}.json",

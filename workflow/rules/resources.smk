@@ -9,23 +9,15 @@
 import math
 
 from cifarlab import estimate
+from cifarlab.models import model_spec
 
 # Only `device: cuda` asks for a GPU (`--gpus=1` under SLURM). With `auto` a cluster job gets
 # no GPU and trains on the CPU, so its time is estimated at CPU speed.
 GPU_JOBS = 1 if DEVICE == "cuda" else 0
 ON_GPU = estimate.on_gpu(DEVICE)
 
-# Activation memory (MB) per training image at 32 px, held in host memory when on the CPU.
-ACTIVATION_MB = {
-    "simple_cnn": 0.1,
-    "dropout_cnn": 0.5,
-    "vit": 8,
-    "resnet18": 1,
-    "vgg16": 2,
-    "airbench": 2,
-}
-# Width of the cached features of a frozen backbone (its output before the last layer).
-FEATURE_WIDTH = {"vgg16": 4096, "resnet18": 512}
+# Each model's activation memory per training image and the width of its cached features are
+# its spec's (cifarlab.models.specs: activation_mb, feature_width).
 BASE_MB = 3000  # Python, torch and the two Snakemake processes of a cluster job
 START_MINUTES = 5  # start-up, loading the data, writing outputs
 
@@ -64,13 +56,13 @@ def train_mem_mb(wildcards, attempt):
         0
         if ON_GPU
         else run["batch_size"]
-        * ACTIVATION_MB[model]
+        * model_spec(model).activation_mb
         * estimate.size_factor(run["image_size"])
     )
     features = 0
     if uses_cached_features(run):
         images = split_images("train") + split_images("test")
-        features = images * FEATURE_WIDTH[run["model"]] * 4 / 2**20
+        features = images * model_spec(run["model"]).feature_width * 4 / 2**20
     return round_mb(BASE_MB + 2 * data_mb() + activations + features, attempt)
 
 
@@ -104,14 +96,13 @@ def saliency_seconds(wildcards):
 
 
 def features_mem_mb(wildcards, attempt):
+    spec = model_spec(backbone_params(wildcards)["model"])
     images = split_images("train") + split_images("test")
-    output = images * FEATURE_WIDTH[wildcards.backbone] * 4 / 2**20
+    output = images * spec.feature_width * 4 / 2**20
     batch = (
         0
         if ON_GPU
-        else 128
-        * ACTIVATION_MB[wildcards.backbone]
-        * estimate.size_factor(int(wildcards.size))
+        else 128 * spec.activation_mb * estimate.size_factor(int(wildcards.size))
     )
     return round_mb(BASE_MB + 2 * data_mb() + output + batch, attempt)
 
@@ -120,7 +111,7 @@ def features_seconds(wildcards):
     """One forward pass over both splits."""
     images = split_images("train") + split_images("test")
     return estimate.image_seconds(
-        wildcards.backbone,
+        backbone_params(wildcards)["model"],
         int(wildcards.size),
         images,
         on_gpu=ON_GPU,
@@ -133,7 +124,7 @@ def prepare_seconds(wildcards):
     return images / 1000 * estimate.PREPARE_SECONDS_PER_1000_IMAGES
 
 
-# Seconds of work of a job, by rule, from cifarlab.estimate's cost model (SECONDS_PER_1000_IMAGES):
+# Seconds of work of a job, by rule, from cifarlab.estimate's cost model (each model spec's seconds_per_1000_images):
 # the rules' `runtime` below (minutes, with headroom; prepare asks for a fixed 30) and the
 # estimate printed before the work (workflow/rules/estimate.smk) both derive from them.
 JOB_SECONDS = {

@@ -19,6 +19,7 @@ rule saliency_sample:
 
 rule saliency:
     input:
+        unpack(lambda wildcards: model_file(RUNS[wildcards.run])),
         model="results/runs/{run}/model.pt",
         test=f"{DATA}/test.pt",
         sample="results/saliency/sample.json",

@@ -13,7 +13,7 @@ rule features:
     benchmark:
         "results/benchmarks/features/{dataset}/{backbone}-{weights}-{size}.tsv"
     wildcard_constraints:
-        backbone="vgg16|resnet18",
+        backbone="|".join(re.escape(b) for b in BACKBONES) or "(?!)",
         weights=r"imagenet|random\d+",
         size=r"\d+",
     conda:
@@ -24,7 +24,7 @@ rule features:
         runtime=features_runtime,
         gpu=GPU_JOBS,
     params:
-        backbone=features_params,
+        backbone=backbone_params,
         device=DEVICE,
         precision=PRECISION,
     script:

@@ -1,0 +1,58 @@
+"""The models: one spec per model (torch-free) and the nn.Module side of each family.
+
+- `cifarlab.models.specs` (imported here, no torch): `ModelSpec`, the built-in `BUILTIN` specs,
+  `model_spec(name)` and `check_model(name)`; the workflow layer reads only these.
+- `cifarlab.models.build` (torch): `build_model`, `load_trained`, `head_of`, `set_train_mode`,
+  `count_parameters`, ... They are importable from here too (`from cifarlab.models import
+  build_model`); torch is imported only when one of them is first used.
+- The families: `lab` (the lab's CNNs), `backbones` (torchvision models: weights, head, freeze),
+  `vit` (vit-pytorch), `user` (your own nn.Module from a file or module), `cifarlab.airbench`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from cifarlab.models.specs import (
+    BUILTIN,
+    ModelSpec,
+    UnknownModel,
+    check_model,
+    model_colour,
+    model_source,
+    model_spec,
+)
+
+# The torch side, imported on first use so that `import cifarlab.models` stays torch-free.
+_TORCH_NAMES = {
+    "build": ("NORM_LAYERS", "build_model", "count_parameters", "load_trained"),
+    "backbones": (
+        "frozen_backbone",
+        "head_of",
+        "set_train_mode",
+        "load_pretrained",
+        "weights_file",
+        "pretrained_weights",
+    ),
+    "lab": ("SimpleCNN", "DropoutCNN"),
+    "vit": ("VIT_DEFAULTS",),
+}
+_LAZY = {name: module for module, names in _TORCH_NAMES.items() for name in names}
+
+__all__ = [
+    "BUILTIN",
+    "ModelSpec",
+    "UnknownModel",
+    "check_model",
+    "model_colour",
+    "model_source",
+    "model_spec",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"cifarlab.models.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'cifarlab.models' has no attribute {name!r}")
