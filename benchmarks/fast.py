@@ -60,7 +60,7 @@ def load_data(folder: str) -> tuple[dict, dict]:
 
 def study_runs(overlays: list[str]) -> dict[str, dict]:
     """The expanded runs of config/config.yaml merged with `overlays` (as Snakemake merges them)."""
-    return validate_config({**load_config(overlays, [], ROOT), "pretrained": False})
+    return validate_config({**load_config(overlays, [], ROOT), "pretrained": False}, ROOT)
 
 
 def cmd_run(args) -> dict:

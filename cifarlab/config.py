@@ -116,7 +116,7 @@ def sweep_run_name(entry: str, assignment: list[tuple[str, Any]]) -> str:
     return "-".join(parts)
 
 
-def _model_spec(settings: dict, where: list, root: str | Path):
+def _checked_model(settings: dict, where: list, root: str | Path):
     """The spec of a run's model (cifarlab.models.specs), once its name is known to exist."""
     key = _key_path(where + ["model"])
     try:
@@ -158,7 +158,7 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
             settings["name"] = name
             settings["entry"] = entry
             settings["sweep"] = dict(assignment)
-            model = _model_spec(settings, where, root)
+            model = _checked_model(settings, where, root)
             settings["pretrained"] = bool(config.get("pretrained", True)) and model.pretrainable
             settings.setdefault("dropout", 0.0)
             settings.setdefault("freeze", model.default_freeze)

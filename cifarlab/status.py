@@ -151,7 +151,7 @@ def run_status(name: str, run: dict, root: Path, *, active: bool, waiting_second
 
 def study_status(config: dict, root: Path) -> list[RunStatus]:
     """Every planned run's RunStatus, in the config's order."""
-    runs = validate_config(config)
+    runs = validate_config(config, root)
     on_gpu = estimate.on_gpu(config.get("device", "auto"))
     model = {name: estimate.train_seconds(config, run, on_gpu=on_gpu) for name, run in runs.items()}
     done = [
