@@ -179,6 +179,32 @@ def test_the_constructor_gets_num_classes_image_size_and_model_args(tmp_path, mo
         constructor_arguments(NoSize, 3, 32, {"num_classes": 2})
 
 
+@pytest.fixture()
+def project_modules():
+    """Forget the walk-through's `models` package afterwards: each test has its own project root."""
+    yield
+    for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
+        del sys.modules[name]
+
+
+def test_the_model_file_the_workflow_tracks_for_a_path_and_for_a_module(
+    tmp_path, monkeypatch, project_modules
+):
+    """The file that is an input of the runs: the path itself, a module's file under the project
+    root; an installed package is not the project's (None)."""
+    from cifarlab.models import model_source
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "wide_cnn.py").write_text(USER_FILE)
+    assert model_source("models/wide_cnn.py:WideCNN", tmp_path) == Path("models/wide_cnn.py")
+    assert model_source("models.wide_cnn:WideCNN", tmp_path) == Path("models/wide_cnn.py")
+    assert model_source("torch.nn:Linear", tmp_path) is None
+    assert model_source(TORCHVISION_MODEL, tmp_path) is None
+    monkeypatch.chdir(tmp_path)
+    net = build_model({"model": "models.wide_cnn:WideCNN", "image_size": 32, "model_args": {"width": 4}}, 3)
+    assert net.classifier.out_features == 3 and net.features[0].out_channels == 4
+
+
 # --- config errors: the key and what exists --------------------------------------------------
 
 
@@ -204,7 +230,7 @@ def test_a_torchvision_model_that_does_not_exist_names_the_key_and_the_models(co
     assert runs["mobilenet"]["freeze"] == "head" and runs["mobilenet"]["pretrained"] is True
 
 
-def test_a_user_model_that_does_not_exist_names_the_key_and_what_exists(config, tmp_path):
+def test_a_user_model_that_does_not_exist_names_the_key_and_what_exists(config, tmp_path, project_modules):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "wide_cnn.py").write_text(USER_FILE)
     config["runs"]["wide_cnn"] = copy.deepcopy(USER_RUN["wide_cnn"])

@@ -188,11 +188,12 @@ def _decorator_name(node: ast.expr) -> str:
 
 
 def model_source(name: str, root: str | Path = ".") -> Path | None:
-    """The file a user's model is defined in (relative to `root` when inside it), else None.
+    """The file a user's model is defined in, else None.
 
-    For `path/file.py:Class` the path itself; for `package.module:Class` the module's file, found
-    without importing the module (its parent packages are imported, as Python's finder does).
-    The workflow makes this file an input of the runs that use the model, so editing it reruns them.
+    For `path/file.py:Class` the path itself; for `package.module:Class` the module's file relative
+    to `root` when it lies under it (None for an installed package), found without importing the
+    module (its parent packages are imported, as Python's finder does). The workflow makes this
+    file an input of the runs that use the model, so editing it reruns them.
     """
     if not is_user_model(name):
         return None
@@ -206,7 +207,7 @@ def model_source(name: str, root: str | Path = ".") -> Path | None:
     try:
         return origin.resolve().relative_to(root.resolve())
     except ValueError:
-        return origin
+        return None
 
 
 def _module_file(module: str, root: Path) -> Path | None:

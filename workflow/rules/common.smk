@@ -71,7 +71,9 @@ def backbone_name(run):
 def cached_features_dir(run):
     """The folder of the `features` step's files that a frozen-backbone run trains its head on."""
     weights = "imagenet" if run["pretrained"] else f"random{run['seed']}"
-    return f"results/features/{DATASET}/{backbone_name(run)}-{weights}-{run['image_size']}"
+    return (
+        f"results/features/{DATASET}/{backbone_name(run)}-{weights}-{run['image_size']}"
+    )
 
 
 # The backbones whose features some run caches: the `features` rule's {backbone} wildcard.
@@ -81,7 +83,7 @@ BACKBONES = sorted({backbone_name(r) for r in RUNS.values() if uses_cached_featu
 def model_file(run):
     """{"model_file": path} of a run whose model is the user's own file (so editing it reruns), else {}."""
     source = model_source(run["model"])
-    return {"model_file": str(source)} if source is not None and not source.is_absolute() else {}
+    return {"model_file": str(source)} if source is not None else {}
 
 
 def train_inputs(wildcards):
@@ -89,7 +91,9 @@ def train_inputs(wildcards):
     inputs = {"train": f"{DATA}/train.pt", "test": f"{DATA}/test.pt", **model_file(run)}
     if uses_cached_features(run):
         folder = cached_features_dir(run)
-        inputs.update(cached_train=f"{folder}/train.pt", cached_test=f"{folder}/test.pt")
+        inputs.update(
+            cached_train=f"{folder}/train.pt", cached_test=f"{folder}/test.pt"
+        )
     if run["lr"] == "auto":
         inputs["lr_finder"] = f"results/lr_finder/{wildcards.run}.json"
     return inputs
@@ -111,7 +115,8 @@ def evaluate_inputs(wildcards):
 
 def lr_find_inputs(run):
     """A frozen head sweeps on the cached backbone features, as it trains (a backbone pass
-    per step would cost hours on a CPU); a user's model file reruns the sweep when edited."""
+    per step would cost hours on a CPU); a user's model file reruns the sweep when edited.
+    """
     inputs = model_file(run)
     if uses_cached_features(run):
         inputs["cached_train"] = f"{cached_features_dir(run)}/train.pt"

@@ -13,7 +13,8 @@ BENCHMARKS = list(
         + expand("results/benchmarks/lr_find/{run}.tsv", run=LR_FINDER_RUNS)
         + expand("results/benchmarks/saliency/{run}.tsv", run=SALIENCY_RUNS)
         + [
-            cached_features_dir(run).replace("results/", "results/benchmarks/", 1) + ".tsv"
+            cached_features_dir(run).replace("results/", "results/benchmarks/", 1)
+            + ".tsv"
             for run in RUNS.values()
             if uses_cached_features(run)
         ]
