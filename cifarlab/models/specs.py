@@ -137,7 +137,7 @@ def model_spec(name: str) -> ModelSpec:
     colour = EXTRA_COLOURS[zlib.crc32(name.encode()) % len(EXTRA_COLOURS)]
     if is_torchvision(name):
         # Five stride-2 stages in most torchvision classifiers: 32 px is the smallest that most
-        # take (some need more, e.g. inception_v3 75 px; they fail when built, naming the size).
+        # take (some need more, e.g. inception_v3 75 px: torch's error in their first job).
         return ModelSpec(
             name, BACKBONE, min_image_size=32, pretrainable=True, default_freeze="head", colour=colour
         )
