@@ -18,12 +18,13 @@ import torch
 import yaml
 from PIL import Image
 
-from cifarlab import report, synthetic
+from cifarlab import comparison_figures, provenance, report, results, synthetic, tables
 from cifarlab.config import expand_runs, validate_config
+from cifarlab.figures import FIGURES, sweep_groups
 from cifarlab.lr_finder import median_curve
 
 ROOT = Path(__file__).resolve().parent.parent
-CLASSES = list(report.CIFAR10_CLASSES)  # the study of these tests claims CIFAR-10 data
+CLASSES = list(tables.CIFAR10_CLASSES)  # the study of these tests claims CIFAR-10 data
 LAB = ROOT / "config" / "lab-reference.csv"
 
 # The study of these tests: an optimizer sweep, a dropout sweep (one p diverges), a
@@ -192,7 +193,7 @@ def write_study(root: Path) -> dict:
         history = fake_history(run, index, name == DIVERGED)
         _save(res / f"runs/{name}/model.pt", {"run": run})
         with open(res / f"runs/{name}/history.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=report.HISTORY_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=results.HISTORY_COLUMNS)
             writer.writeheader()
             writer.writerows(history)
         metrics = fake_metrics(name, run, history, name == DIVERGED)
@@ -210,14 +211,18 @@ def write_study(root: Path) -> dict:
     for name in runs:
         metrics, history = [res / f"runs/{name}/metrics.json"], [res / f"runs/{name}/history.csv"]
         for kind in ("curves", "confusion", "saliency"):
-            report.plot_learning_curves(metrics, history, res / f"figures/{kind}/{name}.png")
+            comparison_figures.plot_learning_curves(metrics, history, res / f"figures/{kind}/{name}.png")
     for name in config["lr_finder"]["runs"]:
-        report.plot_lr_finder_comparison(
+        comparison_figures.plot_lr_finder_comparison(
             [res / f"lr_finder/{name}.json"], res / f"figures/lr_finder/{name}.png"
         )
     all_metrics = [res / f"runs/{n}/metrics.json" for n in runs]
-    report.plot_accuracy_scatter(all_metrics, "params_total", res / "figures/saliency/comparison.png")
-    report.plot_accuracy_scatter(all_metrics, "train_seconds", res / "figures/data/synthetic-samples.png")
+    comparison_figures.plot_accuracy_scatter(
+        all_metrics, "params_total", res / "figures/saliency/comparison.png"
+    )
+    comparison_figures.plot_accuracy_scatter(
+        all_metrics, "train_seconds", res / "figures/data/synthetic-samples.png"
+    )
     return runs
 
 
@@ -236,35 +241,25 @@ def build_report(root: Path, runs: dict, compare_to=None) -> list[dict]:
     res = root / "results"
     metrics = [res / f"runs/{n}/metrics.json" for n in runs]
     histories = [res / f"runs/{n}/history.csv" for n in runs]
-    figures = {
-        name: res / f"figures/report/{name}.png"
-        for name in (
-            "accuracy_vs_params",
-            "accuracy_vs_time",
-            "dropout_sweep",
-            "optimizers",
-            "learning_curves",
-            "lr_finder",
-        )
-    }
-    report.plot_accuracy_scatter(metrics, "params_total", figures["accuracy_vs_params"])
-    report.plot_accuracy_scatter(metrics, "train_seconds", figures["accuracy_vs_time"])
-    dropout = report.sweep_groups(runs, "dropout")
-    report.plot_dropout_sweep(
+    # every per-study figure at its target (cifarlab.figures.FIGURES)
+    figures = {f.name: root / f.target for f in FIGURES if not f.per_run}
+    comparison_figures.plot_accuracy_scatter(metrics, "params_total", figures["accuracy_vs_params"])
+    comparison_figures.plot_accuracy_scatter(metrics, "train_seconds", figures["accuracy_vs_time"])
+    dropout = sweep_groups(runs, "dropout")
+    comparison_figures.plot_dropout_sweep(
         [res / f"runs/{n}/metrics.json" for n in dropout["dropout_cnn"]], dropout, figures["dropout_sweep"]
     )
-    optimizers = report.sweep_groups(runs, "optimizer")
+    optimizers = sweep_groups(runs, "optimizer")
     names = optimizers["simple_cnn"]
-    report.plot_optimizers(
+    comparison_figures.plot_optimizers(
         [res / f"runs/{n}/metrics.json" for n in names],
         [res / f"runs/{n}/history.csv" for n in names],
         optimizers,
         figures["optimizers"],
     )
-    report.plot_learning_curves(metrics, histories, figures["learning_curves"])
+    comparison_figures.plot_learning_curves(metrics, histories, figures["learning_curves"])
     finder = sorted((res / "lr_finder").glob("*.json"))
-    report.plot_lr_finder_comparison(finder, figures["lr_finder"])
-    figures["saliency_comparison"] = res / "figures/saliency/comparison.png"
+    comparison_figures.plot_lr_finder_comparison(finder, figures["lr_finder_comparison"])
     run_figures = {
         n: {k: res / f"figures/{k}/{n}.png" for k in ("curves", "confusion", "saliency")} for n in runs
     }
@@ -276,6 +271,7 @@ def build_report(root: Path, runs: dict, compare_to=None) -> list[dict]:
         },
         figures=figures,
         run_figures=run_figures,
+        captions={f.name: ROOT / f.caption for f in FIGURES},
         lr_finder_paths=finder,
         saliency_paths=[res / f"saliency/{n}.json" for n in runs],
         data_record=root / "resources/synthetic/source.json",
@@ -325,12 +321,12 @@ def test_tta_accuracy_has_its_own_column_beside_the_plain_one(study):
     root, _, _ = study
     plain = json.loads((root / "results/runs/simple_cnn-sgd/metrics.json").read_text())
     tta = {**plain, "tta": "flip_translate", "tta_test_accuracy": plain["test_accuracy"] + 1.25}
-    rows = [report.comparison_row(tta, {}), report.comparison_row(plain, {})]
+    rows = [tables.comparison_row(tta, {}), tables.comparison_row(plain, {})]
     assert rows[0]["test_accuracy"] == plain["test_accuracy"]  # the plain accuracy stays the plain one
     assert (
         rows[0]["tta_test_accuracy"] == plain["test_accuracy"] + 1.25 and rows[1]["tta_test_accuracy"] is None
     )
-    header, _, with_tta, without = report.summary_markdown(rows).splitlines()[:4]
+    header, _, with_tta, without = tables.summary_markdown(rows).splitlines()[:4]
     columns = [c.strip() for c in header.split("|")]
     plain_at, tta_at = columns.index("test acc. %"), columns.index("with TTA %")
     assert tta_at == plain_at + 1
@@ -340,7 +336,7 @@ def test_tta_accuracy_has_its_own_column_beside_the_plain_one(study):
         and cells[tta_at] == f"{plain['test_accuracy'] + 1.25:.2f}"
     )
     assert [c.strip() for c in without.split("|")][tta_at] == "-"
-    assert report.flat_metrics(tta, {})["tta_test_accuracy"] == plain["test_accuracy"] + 1.25
+    assert tables.flat_metrics(tta, {})["tta_test_accuracy"] == plain["test_accuracy"] + 1.25
 
 
 def test_lab_difference_is_ours_minus_lab(study):
@@ -364,7 +360,7 @@ def test_runs_on_other_data_are_not_set_against_the_lab(study):
     root, _, _ = study
     metrics = json.loads((root / "results/runs/simple_cnn-sgd/metrics.json").read_text())
     metrics["classes"] = list(synthetic.CLASSES)
-    lab, difference, note = report.lab_comparison(metrics, report.load_reference(LAB))
+    lab, difference, note = tables.lab_comparison(metrics, tables.load_reference(LAB))
     assert lab is None and difference is None and "not CIFAR-10" in note
 
 
@@ -372,7 +368,7 @@ def test_pretrained_backbone_is_compared_with_the_lab(study):
     root, _, _ = study
     metrics = json.loads((root / "results/runs/vgg16/metrics.json").read_text())
     metrics["pretrained"] = True
-    lab, difference, _ = report.lab_comparison(metrics, report.load_reference(LAB))
+    lab, difference, _ = tables.lab_comparison(metrics, tables.load_reference(LAB))
     assert lab == 86.06 and difference == pytest.approx(metrics["test_accuracy"] - 86.06)
 
 
@@ -380,7 +376,7 @@ def test_diverged_run_with_a_lab_row_gets_no_difference(study):
     root, _, _ = study
     metrics = json.loads((root / f"results/runs/{DIVERGED}/metrics.json").read_text())
     metrics["run"] = "dropout_cnn-dropout0.1"  # the lab has this row
-    lab, difference, note = report.lab_comparison(metrics, report.load_reference(LAB))
+    lab, difference, note = tables.lab_comparison(metrics, tables.load_reference(LAB))
     assert lab == 68.41 and difference is None and "diverged" in note
 
 
@@ -406,7 +402,7 @@ def test_metrics_without_a_required_key_name_the_file(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps({"run": "x", "model": "vit"}))
     with pytest.raises(ValueError, match=r"metrics\.json lacks .*'status'"):
-        report.load_metrics(path)
+        results.load_metrics(path)
 
 
 # --- sweeps, from run settings -------------------------------------------------------------
@@ -415,9 +411,9 @@ def test_metrics_without_a_required_key_name_the_file(tmp_path):
 def test_sweep_groups_come_from_the_sweep_settings():
     with open(ROOT / "config" / "config.yaml") as f:
         runs = validate_config(yaml.safe_load(f))
-    dropout = report.sweep_groups(runs, "dropout")
+    dropout = sweep_groups(runs, "dropout")
     assert list(dropout) == ["dropout_cnn"] and len(dropout["dropout_cnn"]) == 6
-    assert report.sweep_groups(runs, "optimizer") == {
+    assert sweep_groups(runs, "optimizer") == {
         "simple_cnn": ["simple_cnn-sgd", "simple_cnn-adam", "simple_cnn-yogi"]
     }
 
@@ -427,7 +423,7 @@ def test_a_two_setting_sweep_gives_one_line_per_other_value():
     config["runs"] = {
         "cnn": {"model": "simple_cnn", "sweep": {"optimizer": ["sgd", "adam"], "lr": [0.1, 0.01]}}
     }
-    groups = report.sweep_groups(expand_runs(config), "optimizer")
+    groups = sweep_groups(expand_runs(config), "optimizer")
     assert groups == {
         "cnn (lr 0.1)": ["cnn-sgd-lr0.1", "cnn-adam-lr0.1"],
         "cnn (lr 0.01)": ["cnn-sgd-lr0.01", "cnn-adam-lr0.01"],
@@ -439,13 +435,13 @@ def test_a_two_setting_sweep_gives_one_line_per_other_value():
 
 def test_diff_against_a_saved_metrics_csv(study, tmp_path):
     root, runs, _ = study
-    theirs = report.load_study(root / "results/report/metrics.csv")
+    theirs = tables.load_study(root / "results/report/metrics.csv")
     ours = copy.deepcopy(theirs)
     ours["vit"]["test_accuracy"] = str(float(theirs["vit"]["test_accuracy"]) + 1.5)
     ours["vit"]["param.lr"] = "0.002"
     ours["new_run"] = dict(ours["vit"], run="new_run")
     del ours["vgg16"]
-    diff = report.diff_studies(ours, theirs)
+    diff = tables.diff_studies(ours, theirs)
     by_key = {(d["run"], d["kind"], d["name"]): d for d in diff}
     assert by_key[("vit", "metric", "test_accuracy")]["change"] == pytest.approx(1.5)
     assert (
@@ -463,25 +459,25 @@ def test_diff_against_a_saved_metrics_csv(study, tmp_path):
 
 def test_a_results_folder_without_a_report_is_read_from_its_metrics_json(study):
     root, runs, _ = study
-    from_folder = report.load_study(root / "results")  # has report/metrics.csv
+    from_folder = tables.load_study(root / "results")  # has report/metrics.csv
     shutil.copytree(root / "results/runs", root / "other/runs")
-    from_json = report.load_study(root / "other")
+    from_json = tables.load_study(root / "other")
     assert set(from_folder) == set(from_json) == set(runs)
     assert from_json["vit"]["test_accuracy"] == from_folder["vit"]["test_accuracy"]
 
 
 def test_the_lab_reference_is_a_study_to_diff_against(study):
     root, _, _ = study
-    diff = report.diff_studies(report.load_study(root / "results/report/metrics.csv"), report.load_study(LAB))
+    diff = tables.diff_studies(tables.load_study(root / "results/report/metrics.csv"), tables.load_study(LAB))
     sgd = next(d for d in diff if d["run"] == "simple_cnn-sgd" and d["name"] == "test_accuracy")
     assert sgd["theirs"] == 66.71 and sgd["change"] == pytest.approx(sgd["ours"] - 66.71)
 
 
 def test_compare_to_a_missing_path_says_what_to_give(tmp_path):
     with pytest.raises(FileNotFoundError, match="give a metrics.csv or a results folder"):
-        report.load_study(tmp_path / "nope.csv")
+        tables.load_study(tmp_path / "nope.csv")
     with pytest.raises(FileNotFoundError, match="no report/metrics.csv"):
-        report.load_study(tmp_path)
+        tables.load_study(tmp_path)
 
 
 def test_page_shows_the_diff_when_asked(study):
@@ -527,7 +523,7 @@ def test_page_has_data_and_provenance(study):
 def test_benchmark_seconds_add_up_per_rule(tmp_path):
     for rule, name, seconds in (("train", "a", 10.5), ("train", "b", 4.5), ("prepare", "d", 2.0)):
         _write(tmp_path / f"results/benchmarks/{rule}/{name}.tsv", f"s\th:m:s\n{seconds}\t0:00:10\n")
-    totals = report.benchmark_seconds(sorted(tmp_path.rglob("*.tsv")))
+    totals = provenance.benchmark_seconds(sorted(tmp_path.rglob("*.tsv")))
     assert totals == {"prepare": 2.0, "train": 15.0}
 
 
@@ -546,9 +542,9 @@ def test_comparison_figure_is_a_real_png(study, name):
 
 def test_sweep_figure_without_a_sweep_says_how_to_get_one(tmp_path):
     with pytest.raises(ValueError, match="no dropout sweep"):
-        report.plot_dropout_sweep([], {}, tmp_path / "x.png")
+        comparison_figures.plot_dropout_sweep([], {}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="no optimizer sweep"):
-        report.plot_optimizers([], [], {}, tmp_path / "x.png")
+        comparison_figures.plot_optimizers([], [], {}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
 
 

@@ -96,12 +96,6 @@ def lr_finder_params(wildcards):
     return {"run": run_settings(wildcards), "finder": LR_FINDER_SETTINGS}
 
 
-def run_figures():
-    return expand(
-        "results/figures/{kind}/{run}.png", kind=["curves", "confusion"], run=list(RUNS)
-    )
-
-
 def features_params(wildcards):
     folder = f"results/features/{wildcards.dataset}/{wildcards.backbone}-{wildcards.weights}-{wildcards.size}"
     users = [
