@@ -307,12 +307,12 @@ def figure_params(
     return params
 
 
-def figure_files(figure: Figure, names: Sequence[str]) -> list[str]:
-    """The files of a figure in a study whose figure shows `names`: one per run, or the one file
-    (none when the figure has no runs: it is not part of the study's page)."""
+def figure_files(figure: Figure, names: Sequence[str]) -> str | list[str]:
+    """What the page reads of a figure that shows the runs `names`: a per-run figure's file of
+    each run, or a per-study figure's one file."""
     if figure.per_run:
         return [figure.path(n) for n in names]
-    return [figure.target] if names else []
+    return figure.target
 
 
 def report_labels(figure: Figure, run: dict | None = None) -> dict[str, str]:

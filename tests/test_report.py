@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import copy
 import csv
+import inspect
 import json
 import math
+import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,7 +24,7 @@ from PIL import Image
 
 from cifarlab import comparison_figures, provenance, report, results, synthetic, tables
 from cifarlab.config import expand_runs, validate_config
-from cifarlab.figures import FIGURES, sweep_groups
+from cifarlab.figures import FIGURES, figure_inputs, figure_named, figure_params, figure_runs, sweep_groups
 from cifarlab.lr_finder import median_curve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -553,6 +557,100 @@ def test_lr_finder_curve_is_the_median_over_repeats_where_they_exist():
     lrs, median, low, high = median_curve(result)  # what the comparison figure draws
     assert len(lrs) == len(median) == 60  # the longer repeat carries the tail
     assert all(lo <= m <= hi for lo, m, hi in zip(low, median, high, strict=True))
+
+
+# --- the table of figures ---------------------------------------------------------------------
+
+
+def test_every_figure_entry_has_its_caption_and_a_function_that_takes_its_keywords(tmp_path):
+    assert len({f.name for f in FIGURES}) == len({f.target for f in FIGURES}) == len(FIGURES)
+    assert len({f.log for f in FIGURES}) == len(FIGURES)
+    for figure in FIGURES:
+        caption = ROOT / figure.caption
+        assert caption.is_file() and caption.read_text().strip(), figure.caption
+        keywords = {**figure.inputs, **figure.params, **({"groups": {}} if figure.sweep else {})}
+        # the call scripts/plot.py makes: every keyword is a parameter of the function
+        inspect.signature(figure.function()).bind(**keywords, out_png=tmp_path / "x.png")
+    with pytest.raises(ValueError, match="runs 'everything' is not one of"):
+        type(FIGURES[0])(**{**vars(FIGURES[0]), "runs": "everything"})
+
+
+def test_targets_and_rules_of_the_figures_stay_where_docs_and_tests_name_them():
+    """Users and the docs name figures by file and by rule; the table keeps both."""
+    table = {f.rule: f.target for f in FIGURES}
+    assert table["plot_lr_finder_comparison"] == "results/figures/report/lr_finder.png"
+    assert table["plot_saliency_comparison"] == "results/figures/saliency/comparison.png"
+    assert table["plot_curves"] == "results/figures/curves/{run}.png"
+    assert figure_named("curves").log == "logs/plots/curves/{run}.log"
+    documented = re.findall(r"^\| `(results/figures/[^`]+)` \| [^|]+ \| `(plot_\w+)` \|$",
+                            (ROOT / "docs/report.md").read_text(), re.M)  # fmt: skip
+    assert {rule: target.replace("<run>", "{run}") for target, rule in documented} == table
+
+
+def test_page_shows_the_figures_in_the_order_of_the_table_with_their_captions(study):
+    root, runs, _ = study
+    page = (root / "results/report/index.html").read_text()
+    shown = re.findall(r"<figcaption>(.*?) <code>([^<]+)</code></figcaption>", page)
+    study_figures = [f for _, path in shown for f in FIGURES if not f.per_run and path.endswith(f.target)]
+    sections = {s: i for i, s in enumerate(("comparison", "lr_finder", "saliency"))}
+    table_order = sorted((f for f in FIGURES if not f.per_run), key=lambda f: sections[f.section])
+    assert study_figures == table_order
+    for figure in study_figures:  # the caption is the .rst file's text, its ``code`` rendered
+        caption = next(c for c, path in shown if path.endswith(figure.target))
+        text = " ".join((ROOT / figure.caption).read_text().split())
+        assert caption == re.sub(r"``(.+?)``", r"<code>\1</code>", text), figure.name
+    # per run: the run's figures in table order, captioned with their titles
+    first = next(iter(runs))
+    assert [c for c, path in shown if f"/{first}.png" in path] == [
+        f"{first}: learning curves",
+        f"{first}: confusion matrix",
+        f"{first}: saliency maps",
+    ]
+
+
+class _Named(list):
+    """What Snakemake gives a script as snakemake.input / .params: a list with names."""
+
+    def __init__(self, named: dict):
+        super().__init__(named.values())
+        self.named = named
+
+    def items(self):
+        return self.named.items()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "accuracy_vs_params",
+        "dropout_sweep",
+        "optimizers",
+        "learning_curves",
+        "lr_finder_comparison",
+        "curves",
+    ],
+)
+def test_the_plot_script_draws_a_figure_from_its_entry(study, name, tmp_path, monkeypatch):
+    """scripts/plot.py finds the rule's entry and calls its function with the rule's inputs and params."""
+    root, runs, _ = study
+    figure = figure_named(name)
+    run_sets = {"all": list(runs), "lr_finder": ["simple_cnn-sgd", "simple_cnn-adam"], "saliency": list(runs)}
+    names = figure_runs(figure, runs, run_sets)
+    inputs = figure_inputs(figure, names)
+    if figure.per_run:
+        inputs = {k: v.replace("{run}", "vit") for k, v in inputs.items()}
+    out = tmp_path / "figure.png"
+    fake = SimpleNamespace(
+        rule=figure.rule,
+        input=_Named(inputs),
+        params=_Named(figure_params(figure, runs, run_sets)),
+        output=[str(out)],
+        log=[str(tmp_path / "plot.log")],
+    )
+    monkeypatch.chdir(root)
+    runpy.run_path(str(ROOT / "scripts/plot.py"), init_globals={"snakemake": fake})
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.width > 200
 
 
 # --- through Snakemake ----------------------------------------------------------------------------
