@@ -698,3 +698,83 @@ def test_report_rules_through_snakemake(tmp_path):
         "plot_confusion",
         "report",
     }, plan.stdout
+
+
+# The workflow's rules and its local rules, as JSON, through Snakemake's API.
+_LIST_RULES = """
+import json
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings()) as api:
+    api_workflow = api.workflow(ResourceSettings(cores=1), snakefile=Path("Snakefile"), workdir=Path("."))
+    workflow = api_workflow._workflow
+    print(json.dumps([[rule.name for rule in workflow.rules], sorted(workflow._localrules)]))
+"""
+
+
+def _walk_through_blocks() -> tuple[str, str, str]:
+    """(function, entry, caption) as docs/extending.md's "A new figure" writes them."""
+    text = (ROOT / "docs/extending.md").read_text()
+    section = text[text.index("## A new figure") :]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+    python = [code for lang, code in blocks if lang == "python"]
+    function = next(code for code in python if code.startswith("def "))
+    entry = next(code for code in python if code.lstrip().startswith("Figure("))
+    caption = next(code for lang, code in blocks if lang == "rst")
+    return function, entry, caption
+
+
+@pytest.mark.slow
+def test_a_new_figure_from_this_walk_through(tmp_path):
+    """docs/extending.md's new figure, applied to a copy of the project as written there (one
+    function, one entry, one caption file): its rule exists as a local job, the dry run plans it, it
+    draws, and the page shows it with its caption after the figure it follows. (`snakemake --report`
+    takes its caption from the same entry as every other figure's: test_report_rules_through_snakemake.)"""
+    shutil.copytree(ROOT / "cifarlab", tmp_path / "cifarlab", ignore=shutil.ignore_patterns("__pycache__"))
+    for item in ("Snakefile", "workflow", "scripts", "environment.yaml"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
+    function, entry, caption = _walk_through_blocks()
+    with open(tmp_path / "cifarlab/comparison_figures.py", "a") as f:
+        f.write("\n\n" + function)
+    figures_py = tmp_path / "cifarlab/figures.py"
+    source = figures_py.read_text()
+    after = source.index('name="lr_finder_comparison"')
+    at = source.rindex("    Figure(\n", 0, after)  # the doc puts it after learning_curves
+    figures_py.write_text(source[:at] + entry + source[at:])
+    caption_file = re.search(r'caption="([^"]+)"', entry).group(1)
+    (tmp_path / caption_file).write_text(caption)
+    runs = write_study(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}  # the copy's cifarlab, with the new entry
+
+    def snakemake(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    # every figure's rule exists and is a local job (never sent to a cluster), the new one too
+    listing = subprocess.run(
+        [sys.executable, "-c", _LIST_RULES],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert listing.returncode == 0, listing.stderr[-3000:]
+    rules, local = json.loads(listing.stdout.splitlines()[-1])
+    plot_rules = {f.rule for f in FIGURES} | {"plot_per_class_accuracy"}
+    assert plot_rules <= set(local) and {r for r in rules if r.startswith("plot_")} == plot_rules
+    plan = snakemake("report", "-n", "--quiet", "rules")
+    assert re.search(r"^plot_per_class_accuracy\s+1$", plan.stdout, re.M), plan.stdout
+    snakemake("report")
+    with Image.open(tmp_path / "results/figures/report/per_class_accuracy.png") as image:
+        assert image.format == "PNG" and image.width > 200
+    page = (tmp_path / "results/report/index.html").read_text()
+    shown = re.findall(r"<figcaption>(.*?) <code>([^<]+)</code></figcaption>", page)
+    paths = [path for _, path in shown]
+    new = paths.index("results/figures/report/per_class_accuracy.png")
+    assert paths[new - 1] == "results/figures/report/learning_curves.png"
+    assert "which classes each model finds hard" in shown[new][0]
+    assert page.count("<tr") > len(runs)  # the rest of the page is still there
