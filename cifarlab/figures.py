@@ -111,6 +111,11 @@ class Figure:
             raise ValueError(f"{path} is not a file of the figure {self.name!r} ({self.target})")
         return path[len(prefix) : len(path) - len(suffix)]
 
+    @property
+    def module(self) -> str:
+        """The module of the drawing function (not imported)."""
+        return self.draw.split(":")[0]
+
     def function(self) -> Callable[..., None]:
         """The drawing function, imported now (it may need matplotlib and torch)."""
         module, name = self.draw.split(":")

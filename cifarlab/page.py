@@ -266,7 +266,7 @@ def _provenance_html(provenance: dict[str, Any]) -> str:
         ("total compute (benchmarked jobs)", duration(sum(compute.values()), exact=True) if compute else "-"),
         *((f"  {rule}", duration(seconds, exact=True)) for rule, seconds in sorted(compute.items())),
         *provenance["versions"].items(),
-        *provenance["extra"].items(),
+        *provenance["facts"].items(),
         ("host", provenance["host"]),
     ]
     return _definition_table(pairs)

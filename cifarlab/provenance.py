@@ -64,10 +64,10 @@ def provenance(
     metrics: Sequence[dict],
     config_hash: str,
     benchmarks: Iterable[str | Path],
-    extra: Mapping[str, Any] | None = None,
+    facts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The facts of "How it was made": date (UTC), config hash, the devices of the runs, compute
-    seconds per rule, package versions and the host. `extra` (fact -> value) adds facts that the
+    seconds per rule, package versions and the host. `facts` (name -> value) adds facts that the
     page lists after the versions, in order (e.g. the code version)."""
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
@@ -75,6 +75,6 @@ def provenance(
         "devices": sorted({str(m["device"]) for m in metrics}),
         "compute_seconds": benchmark_seconds(benchmarks),
         "versions": package_versions(),
-        "extra": dict(extra or {}),
+        "facts": dict(facts or {}),
         "host": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
     }

@@ -22,7 +22,7 @@ import torch
 import yaml
 from PIL import Image
 
-from cifarlab import comparison_figures, provenance, report, results, synthetic, tables
+from cifarlab import comparison_figures, page, provenance, report, results, synthetic, tables
 from cifarlab.config import expand_runs, validate_config
 from cifarlab.figures import FIGURES, figure_inputs, figure_named, figure_params, figure_runs, sweep_groups
 from cifarlab.lr_finder import median_curve
@@ -522,6 +522,13 @@ def test_page_has_data_and_provenance(study):
     # compute time: 12.5 s of train and of saliency for each of 8 runs, 2 x 3 s lr_find, 1 s prepare,
     # 2 s features
     assert ">3 min 29 s</td>" in page
+
+
+def test_further_facts_show_under_how_it_was_made():
+    """The report step can add facts (such as the code version) to the provenance table."""
+    facts = provenance.provenance([], "abc123", [], facts={"code version": "0123abc (dirty)"})
+    html = page._provenance_html(facts)
+    assert html.index("config hash") < html.index("code version") and "0123abc (dirty)" in html
 
 
 def test_benchmark_seconds_add_up_per_rule(tmp_path):
