@@ -118,8 +118,7 @@ class Figure:
 
     def function(self) -> Callable[..., None]:
         """The drawing function, imported now (it may need matplotlib and torch)."""
-        module, name = self.draw.split(":")
-        return getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(self.module), self.draw.split(":")[1])
 
 
 METRICS = "results/runs/{run}/metrics.json"

@@ -582,6 +582,14 @@ def test_every_figure_entry_has_its_caption_and_a_function_that_takes_its_keywor
         type(FIGURES[0])(**{**vars(FIGURES[0]), "runs": "everything"})
 
 
+def test_the_table_of_figures_and_the_reader_need_no_torch_numpy_or_matplotlib():
+    """The .smk files import cifarlab.figures; the status command and the tables read results."""
+    code = "import sys, cifarlab.figures, cifarlab.results, cifarlab.tables, cifarlab.page; "
+    code += "print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_targets_and_rules_of_the_figures_stay_where_docs_and_tests_name_them():
     """Users and the docs name figures by file and by rule; the table keeps both."""
     table = {f.rule: f.target for f in FIGURES}
