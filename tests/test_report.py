@@ -590,6 +590,26 @@ def test_the_table_of_figures_and_the_reader_need_no_torch_numpy_or_matplotlib()
     assert done.stdout.strip() == "[]"
 
 
+def test_a_figure_is_in_a_study_only_with_the_runs_it_shows():
+    """Sweep figures need that sweep, the LR-finder and saliency figures their runs."""
+    config = study_config()
+    config["runs"] = {"cnn": {"model": "simple_cnn", "sweep": {"optimizer": ["sgd", "adam"]}}}
+    runs = expand_runs(config)
+    run_sets = {"all": list(runs), "lr_finder": [], "saliency": ["cnn-adam"]}
+    shown = {f.name: figure_runs(f, runs, run_sets) for f in FIGURES}
+    assert shown["optimizers"] == ["cnn-sgd", "cnn-adam"] and shown["dropout_sweep"] == []
+    assert shown["lr_finder_comparison"] == shown["lr_finder"] == []
+    assert shown["saliency_comparison"] == shown["saliency"] == ["cnn-adam"]
+    assert shown["accuracy_vs_params"] == shown["curves"] == ["cnn-sgd", "cnn-adam"]
+    assert figure_params(figure_named("optimizers"), runs, run_sets) == {
+        "groups": {"cnn": ["cnn-sgd", "cnn-adam"]}
+    }
+    assert figure_inputs(figure_named("optimizers"), shown["optimizers"])["history_paths"] == [
+        "results/runs/cnn-sgd/history.csv",
+        "results/runs/cnn-adam/history.csv",
+    ]
+
+
 def test_targets_and_rules_of_the_figures_stay_where_docs_and_tests_name_them():
     """Users and the docs name figures by file and by rule; the table keeps both."""
     table = {f.rule: f.target for f in FIGURES}
