@@ -11,4 +11,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
         name: str(paths) if figure.per_run else list(paths)
         for name, paths in snakemake.input.items()  # noqa: F821
     }
-    figure.function()(**inputs, **dict(snakemake.params.items()), out_png=snakemake.output[0])  # noqa: F821
+    # The figure's options (and a sweep's groups); other params of the rule are not the function's.
+    options = [*figure.params, *(["groups"] if figure.sweep else [])]
+    params = {name: snakemake.params[name] for name in options}  # noqa: F821
+    figure.function()(**inputs, **params, out_png=snakemake.output[0])  # noqa: F821

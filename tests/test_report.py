@@ -653,6 +653,9 @@ class _Named(list):
     def items(self):
         return self.named.items()
 
+    def __getitem__(self, key):
+        return self.named[key] if isinstance(key, str) else super().__getitem__(key)
+
 
 @pytest.mark.parametrize(
     "name",
@@ -678,7 +681,8 @@ def test_the_plot_script_draws_a_figure_from_its_entry(study, name, tmp_path, mo
     fake = SimpleNamespace(
         rule=figure.rule,
         input=_Named(inputs),
-        params=_Named(figure_params(figure, runs, run_sets)),
+        # a param that is not one of the figure's options (a code digest, say) is not passed on
+        params=_Named({**figure_params(figure, runs, run_sets), "code": "0123abc"}),
         output=[str(out)],
         log=[str(tmp_path / "plot.log")],
     )
