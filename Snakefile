@@ -35,22 +35,11 @@ include: "workflow/rules/plots.smk"
 include: "workflow/rules/report.smk"
 
 
-# Cheap jobs stay on the submitting machine under a cluster profile.
+# Cheap jobs stay on the submitting machine under a cluster profile (plot rules: `localrule: True`).
 localrules:
     all,
     download,
     saliency_sample,
-    plot_curves,
-    plot_confusion,
-    plot_lr_finder,
-    plot_saliency,
-    plot_saliency_comparison,
-    plot_learning_curves,
-    plot_optimizers,
-    plot_dropout_sweep,
-    plot_lr_finder_comparison,
-    plot_accuracy_vs_params,
-    plot_accuracy_vs_time,
     report,
 
 

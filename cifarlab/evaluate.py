@@ -22,7 +22,8 @@ from cifarlab import plotting
 from cifarlab.device import pick_device, resolve_precision
 from cifarlab.files import load_torch, write_json
 from cifarlab.models import head_of, load_trained
-from cifarlab.train import TEST_SUBSET_SEED, epoch_batches, evaluate, read_history, stratified_subset, subset
+from cifarlab.results import read_history, status_text
+from cifarlab.train import TEST_SUBSET_SEED, epoch_batches, evaluate, stratified_subset, subset
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +165,6 @@ def main(
 # --- Figures ----------------------------------------------------------------------------
 
 
-def status_note(metrics: dict) -> str | None:
-    """One line saying why a run has no test metrics, or None for a run that finished."""
-    if metrics["status"] == "ok":
-        return None
-    d = metrics.get("diverged") or {}
-    if metrics["status"] == "diverged" and d:
-        return f"diverged in epoch {d['epoch']} at lr {d['lr']:.3g} (loss {d['loss']})"
-    return f"status: {metrics['status']}"
-
-
 def plot_curves(history_csv: str | Path, metrics_json: str | Path, out_png: str | Path) -> None:
     """Loss and accuracy per epoch, train vs test, one figure per run.
 
@@ -201,7 +192,7 @@ def plot_curves(history_csv: str | Path, metrics_json: str | Path, out_png: str 
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.legend()
-    note = status_note(metrics)
+    note = None if metrics["status"] == "ok" else status_text(metrics)
     last = max(epochs, default=1)
     for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
@@ -224,7 +215,7 @@ def plot_confusion(metrics_json: str | Path, out_png: str | Path) -> None:
     classes = metrics["classes"]
     fig, axes = plotting.figure(size=(0.45 * len(classes) + 2.0, 0.45 * len(classes) + 1.2))
     ax = axes[0, 0]
-    note = status_note(metrics)
+    note = None if metrics["status"] == "ok" else status_text(metrics)
     if note or metrics.get("confusion_matrix") is None:
         # No predictions to show: say why rather than draw an empty matrix that looks like a result.
         ax.text(0.5, 0.5, f"{metrics['run']}: no test predictions\n{note or ''}", ha="center", va="center",

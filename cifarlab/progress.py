@@ -19,10 +19,20 @@ import time
 log = logging.getLogger("cifarlab.progress")
 
 
-def duration(seconds: float) -> str:
-    """A short human duration: '42 s', '3.5 min', '2.1 h'."""
+def duration(seconds: float, *, exact: bool = False) -> str:
+    """A duration for people, '?' when not finite. Rough (an estimate, a time left): '42 s',
+    '3.5 min', '2.1 h'; `exact` (a measured time, as the report's tables show it): '12.3 s',
+    '4 min 05 s', '2 h 03 min'."""
     if not math.isfinite(seconds):
         return "?"
+    if exact:
+        if seconds < 60:
+            return f"{seconds:.1f} s"
+        minutes, secs = divmod(int(round(seconds)), 60)
+        if minutes < 60:
+            return f"{minutes} min {secs:02d} s"
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} h {minutes:02d} min"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:

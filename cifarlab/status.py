@@ -24,6 +24,7 @@ import yaml
 from cifarlab import estimate
 from cifarlab.config import ConfigError, validate_config
 from cifarlab.progress import duration, parse_epoch_line
+from cifarlab.results import status_text
 
 # A log line written by cifarlab.logs.log_to starts with this (logging's asctime).
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ ")
@@ -115,7 +116,7 @@ def run_status(name: str, run: dict, root: Path, *, active: bool, waiting_second
     if metrics.exists():
         result = json.loads(metrics.read_text())
         if result.get("status") == "diverged":
-            return RunStatus(name, "done", f"diverged in epoch {(result.get('diverged') or {}).get('epoch')}")
+            return RunStatus(name, "done", status_text(result))
         return RunStatus(name, "done", f"test acc {result['test_accuracy']:.2f} %")
 
     for step in ("evaluate", "lr_find"):

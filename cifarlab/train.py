@@ -35,6 +35,7 @@ from cifarlab.config import settings_hash
 from cifarlab.device import autocast, describe, pick_device, resolve_precision, synchronize, use_channels_last
 from cifarlab.files import atomic_path, load_torch, save_torch
 from cifarlab.models import NORM_LAYERS, build_model, count_parameters, head_of, set_train_mode
+from cifarlab.results import HISTORY_COLUMNS  # history.csv's columns; cifarlab.results reads it
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ PARENT_CHECK_S = 5.0
 AUGMENTS = ("none", "crop_flip", "alternating_flip")
 # Decoupled hyperparameters are stated per this many examples (airbench94's convention).
 DECOUPLED_EXAMPLES = 1024
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
 
 
 # --- Data -------------------------------------------------------------------------------
@@ -878,15 +878,6 @@ def write_history(history: list[dict], path: str | Path) -> None:
         writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
         writer.writeheader()
         writer.writerows({k: row[k] for k in HISTORY_COLUMNS} for row in history)
-
-
-def read_history(path: str | Path) -> list[dict]:
-    """history.csv back as a list of rows of floats (epoch as int; NaN where a value is missing)."""
-    with open(path, newline="") as f:
-        return [
-            {k: int(v) if k == "epoch" else float(v) if v != "" else float("nan") for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
 
 
 def save_model(result: dict, path: str | Path) -> None:

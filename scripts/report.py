@@ -1,22 +1,30 @@
 """Snakemake entry point of the 'report' step: the comparison page, summary.md and metrics.csv."""
 
-from pathlib import Path
-
+from cifarlab.figures import FIGURES
 from cifarlab.logs import log_to
 from cifarlab.report import write_report
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected by the script directive)
     inputs, params = snakemake.input, snakemake.params  # noqa: F821
-    figures = {key[len("figure_") :]: path for key, path in inputs.items() if key.startswith("figure_")}
-    run_figures: dict[str, dict[str, str]] = {}
-    for kind in ("curves", "confusion", "lr_finder_figures", "saliency_figures"):
-        for path in inputs.get(kind, []):
-            run_figures.setdefault(Path(path).stem, {})[kind.removesuffix("_figures")] = path
+    # The study's figures and their captions come as inputs `figure_<name>` (a per-run figure's:
+    # one file per run) and `caption_<name>` (workflow/rules/report.smk).
+    figures, run_figures, captions = {}, {}, {}
+    for figure in FIGURES:
+        if f"caption_{figure.name}" in inputs.keys():
+            captions[figure.name] = inputs[f"caption_{figure.name}"]
+        if f"figure_{figure.name}" not in inputs.keys():
+            continue
+        if figure.per_run:
+            for path in inputs[f"figure_{figure.name}"]:
+                run_figures.setdefault(figure.run_of(path), {})[figure.name] = path
+        else:
+            figures[figure.name] = inputs[f"figure_{figure.name}"]
     rows = write_report(
         list(inputs.metrics),
         dict(snakemake.output.items()),  # noqa: F821
         figures=figures,
         run_figures=run_figures,
+        captions=captions,
         lr_finder_paths=list(inputs.lr_finder),
         saliency_paths=list(inputs.saliency),
         data_record=inputs.data_record,

@@ -11,6 +11,7 @@ import torch
 from cifarlab import evaluate as evaluation
 from cifarlab import train as training
 from cifarlab.models import build_model, load_trained
+from cifarlab.results import read_history, status_text
 
 # docs/architecture.md: the keys of metrics.json and of model.pt
 METRICS_KEYS = {
@@ -79,7 +80,7 @@ def test_train_writes_model_and_history_and_removes_its_checkpoint(finished):
 def test_metrics_follow_the_contract_and_agree_with_training(finished):
     metrics = json.loads(finished["metrics.json"].read_text())
     assert set(metrics) == METRICS_KEYS
-    history = training.read_history(finished["history.csv"])
+    history = read_history(finished["history.csv"])
     # Same model, same test images: evaluate reproduces the last epoch's test accuracy.
     assert metrics["test_accuracy"] == pytest.approx(history[-1]["test_accuracy"])
     assert metrics["test_loss"] == pytest.approx(history[-1]["test_loss"], rel=1e-5)
@@ -136,9 +137,6 @@ def test_figures_are_drawn_for_every_run(which, request, tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
-def test_status_note_names_epoch_and_lr(diverged):
+def test_status_text_names_epoch_and_lr(diverged):
     metrics = json.loads(diverged["metrics.json"].read_text())
-    assert (
-        evaluation.status_note(metrics)
-        == f"diverged in epoch 1 at lr 1e+06 (loss {metrics['diverged']['loss']})"
-    )
+    assert status_text(metrics) == "diverged at epoch 1 (lr 1e+06)"

@@ -5,25 +5,30 @@ from __future__ import annotations
 
 import copy
 import csv
+import inspect
 import json
 import math
+import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
 from PIL import Image
 
-from cifarlab import report, synthetic
+from cifarlab import comparison_figures, page, provenance, report, results, synthetic, tables
 from cifarlab.config import expand_runs, validate_config
+from cifarlab.figures import FIGURES, figure_inputs, figure_named, figure_params, figure_runs, sweep_groups
 from cifarlab.lr_finder import median_curve
 
 ROOT = Path(__file__).resolve().parent.parent
-CLASSES = list(report.CIFAR10_CLASSES)  # the study of these tests claims CIFAR-10 data
+CLASSES = list(tables.CIFAR10_CLASSES)  # the study of these tests claims CIFAR-10 data
 LAB = ROOT / "config" / "lab-reference.csv"
 
 # The study of these tests: an optimizer sweep, a dropout sweep (one p diverges), a
@@ -192,7 +197,7 @@ def write_study(root: Path) -> dict:
         history = fake_history(run, index, name == DIVERGED)
         _save(res / f"runs/{name}/model.pt", {"run": run})
         with open(res / f"runs/{name}/history.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=report.HISTORY_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=results.HISTORY_COLUMNS)
             writer.writeheader()
             writer.writerows(history)
         metrics = fake_metrics(name, run, history, name == DIVERGED)
@@ -210,14 +215,18 @@ def write_study(root: Path) -> dict:
     for name in runs:
         metrics, history = [res / f"runs/{name}/metrics.json"], [res / f"runs/{name}/history.csv"]
         for kind in ("curves", "confusion", "saliency"):
-            report.plot_learning_curves(metrics, history, res / f"figures/{kind}/{name}.png")
+            comparison_figures.plot_learning_curves(metrics, history, res / f"figures/{kind}/{name}.png")
     for name in config["lr_finder"]["runs"]:
-        report.plot_lr_finder_comparison(
+        comparison_figures.plot_lr_finder_comparison(
             [res / f"lr_finder/{name}.json"], res / f"figures/lr_finder/{name}.png"
         )
     all_metrics = [res / f"runs/{n}/metrics.json" for n in runs]
-    report.plot_accuracy_scatter(all_metrics, "params_total", res / "figures/saliency/comparison.png")
-    report.plot_accuracy_scatter(all_metrics, "train_seconds", res / "figures/data/synthetic-samples.png")
+    comparison_figures.plot_accuracy_scatter(
+        all_metrics, "params_total", res / "figures/saliency/comparison.png"
+    )
+    comparison_figures.plot_accuracy_scatter(
+        all_metrics, "train_seconds", res / "figures/data/synthetic-samples.png"
+    )
     return runs
 
 
@@ -236,35 +245,25 @@ def build_report(root: Path, runs: dict, compare_to=None) -> list[dict]:
     res = root / "results"
     metrics = [res / f"runs/{n}/metrics.json" for n in runs]
     histories = [res / f"runs/{n}/history.csv" for n in runs]
-    figures = {
-        name: res / f"figures/report/{name}.png"
-        for name in (
-            "accuracy_vs_params",
-            "accuracy_vs_time",
-            "dropout_sweep",
-            "optimizers",
-            "learning_curves",
-            "lr_finder",
-        )
-    }
-    report.plot_accuracy_scatter(metrics, "params_total", figures["accuracy_vs_params"])
-    report.plot_accuracy_scatter(metrics, "train_seconds", figures["accuracy_vs_time"])
-    dropout = report.sweep_groups(runs, "dropout")
-    report.plot_dropout_sweep(
+    # every per-study figure at its target (cifarlab.figures.FIGURES)
+    figures = {f.name: root / f.target for f in FIGURES if not f.per_run}
+    comparison_figures.plot_accuracy_scatter(metrics, "params_total", figures["accuracy_vs_params"])
+    comparison_figures.plot_accuracy_scatter(metrics, "train_seconds", figures["accuracy_vs_time"])
+    dropout = sweep_groups(runs, "dropout")
+    comparison_figures.plot_dropout_sweep(
         [res / f"runs/{n}/metrics.json" for n in dropout["dropout_cnn"]], dropout, figures["dropout_sweep"]
     )
-    optimizers = report.sweep_groups(runs, "optimizer")
+    optimizers = sweep_groups(runs, "optimizer")
     names = optimizers["simple_cnn"]
-    report.plot_optimizers(
+    comparison_figures.plot_optimizers(
         [res / f"runs/{n}/metrics.json" for n in names],
         [res / f"runs/{n}/history.csv" for n in names],
         optimizers,
         figures["optimizers"],
     )
-    report.plot_learning_curves(metrics, histories, figures["learning_curves"])
+    comparison_figures.plot_learning_curves(metrics, histories, figures["learning_curves"])
     finder = sorted((res / "lr_finder").glob("*.json"))
-    report.plot_lr_finder_comparison(finder, figures["lr_finder"])
-    figures["saliency_comparison"] = res / "figures/saliency/comparison.png"
+    comparison_figures.plot_lr_finder_comparison(finder, figures["lr_finder_comparison"])
     run_figures = {
         n: {k: res / f"figures/{k}/{n}.png" for k in ("curves", "confusion", "saliency")} for n in runs
     }
@@ -276,6 +275,7 @@ def build_report(root: Path, runs: dict, compare_to=None) -> list[dict]:
         },
         figures=figures,
         run_figures=run_figures,
+        captions={f.name: ROOT / f.caption for f in FIGURES},
         lr_finder_paths=finder,
         saliency_paths=[res / f"saliency/{n}.json" for n in runs],
         data_record=root / "resources/synthetic/source.json",
@@ -325,12 +325,12 @@ def test_tta_accuracy_has_its_own_column_beside_the_plain_one(study):
     root, _, _ = study
     plain = json.loads((root / "results/runs/simple_cnn-sgd/metrics.json").read_text())
     tta = {**plain, "tta": "flip_translate", "tta_test_accuracy": plain["test_accuracy"] + 1.25}
-    rows = [report.comparison_row(tta, {}), report.comparison_row(plain, {})]
+    rows = [tables.comparison_row(tta, {}), tables.comparison_row(plain, {})]
     assert rows[0]["test_accuracy"] == plain["test_accuracy"]  # the plain accuracy stays the plain one
     assert (
         rows[0]["tta_test_accuracy"] == plain["test_accuracy"] + 1.25 and rows[1]["tta_test_accuracy"] is None
     )
-    header, _, with_tta, without = report.summary_markdown(rows).splitlines()[:4]
+    header, _, with_tta, without = tables.summary_markdown(rows).splitlines()[:4]
     columns = [c.strip() for c in header.split("|")]
     plain_at, tta_at = columns.index("test acc. %"), columns.index("with TTA %")
     assert tta_at == plain_at + 1
@@ -340,7 +340,7 @@ def test_tta_accuracy_has_its_own_column_beside_the_plain_one(study):
         and cells[tta_at] == f"{plain['test_accuracy'] + 1.25:.2f}"
     )
     assert [c.strip() for c in without.split("|")][tta_at] == "-"
-    assert report.flat_metrics(tta, {})["tta_test_accuracy"] == plain["test_accuracy"] + 1.25
+    assert tables.flat_metrics(tta, {})["tta_test_accuracy"] == plain["test_accuracy"] + 1.25
 
 
 def test_lab_difference_is_ours_minus_lab(study):
@@ -364,7 +364,7 @@ def test_runs_on_other_data_are_not_set_against_the_lab(study):
     root, _, _ = study
     metrics = json.loads((root / "results/runs/simple_cnn-sgd/metrics.json").read_text())
     metrics["classes"] = list(synthetic.CLASSES)
-    lab, difference, note = report.lab_comparison(metrics, report.load_reference(LAB))
+    lab, difference, note = tables.lab_comparison(metrics, tables.load_reference(LAB))
     assert lab is None and difference is None and "not CIFAR-10" in note
 
 
@@ -372,7 +372,7 @@ def test_pretrained_backbone_is_compared_with_the_lab(study):
     root, _, _ = study
     metrics = json.loads((root / "results/runs/vgg16/metrics.json").read_text())
     metrics["pretrained"] = True
-    lab, difference, _ = report.lab_comparison(metrics, report.load_reference(LAB))
+    lab, difference, _ = tables.lab_comparison(metrics, tables.load_reference(LAB))
     assert lab == 86.06 and difference == pytest.approx(metrics["test_accuracy"] - 86.06)
 
 
@@ -380,7 +380,7 @@ def test_diverged_run_with_a_lab_row_gets_no_difference(study):
     root, _, _ = study
     metrics = json.loads((root / f"results/runs/{DIVERGED}/metrics.json").read_text())
     metrics["run"] = "dropout_cnn-dropout0.1"  # the lab has this row
-    lab, difference, note = report.lab_comparison(metrics, report.load_reference(LAB))
+    lab, difference, note = tables.lab_comparison(metrics, tables.load_reference(LAB))
     assert lab == 68.41 and difference is None and "diverged" in note
 
 
@@ -406,7 +406,7 @@ def test_metrics_without_a_required_key_name_the_file(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps({"run": "x", "model": "vit"}))
     with pytest.raises(ValueError, match=r"metrics\.json lacks .*'status'"):
-        report.load_metrics(path)
+        results.load_metrics(path)
 
 
 # --- sweeps, from run settings -------------------------------------------------------------
@@ -415,9 +415,9 @@ def test_metrics_without_a_required_key_name_the_file(tmp_path):
 def test_sweep_groups_come_from_the_sweep_settings():
     with open(ROOT / "config" / "config.yaml") as f:
         runs = validate_config(yaml.safe_load(f))
-    dropout = report.sweep_groups(runs, "dropout")
+    dropout = sweep_groups(runs, "dropout")
     assert list(dropout) == ["dropout_cnn"] and len(dropout["dropout_cnn"]) == 6
-    assert report.sweep_groups(runs, "optimizer") == {
+    assert sweep_groups(runs, "optimizer") == {
         "simple_cnn": ["simple_cnn-sgd", "simple_cnn-adam", "simple_cnn-yogi"]
     }
 
@@ -427,7 +427,7 @@ def test_a_two_setting_sweep_gives_one_line_per_other_value():
     config["runs"] = {
         "cnn": {"model": "simple_cnn", "sweep": {"optimizer": ["sgd", "adam"], "lr": [0.1, 0.01]}}
     }
-    groups = report.sweep_groups(expand_runs(config), "optimizer")
+    groups = sweep_groups(expand_runs(config), "optimizer")
     assert groups == {
         "cnn (lr 0.1)": ["cnn-sgd-lr0.1", "cnn-adam-lr0.1"],
         "cnn (lr 0.01)": ["cnn-sgd-lr0.01", "cnn-adam-lr0.01"],
@@ -439,13 +439,13 @@ def test_a_two_setting_sweep_gives_one_line_per_other_value():
 
 def test_diff_against_a_saved_metrics_csv(study, tmp_path):
     root, runs, _ = study
-    theirs = report.load_study(root / "results/report/metrics.csv")
+    theirs = tables.load_study(root / "results/report/metrics.csv")
     ours = copy.deepcopy(theirs)
     ours["vit"]["test_accuracy"] = str(float(theirs["vit"]["test_accuracy"]) + 1.5)
     ours["vit"]["param.lr"] = "0.002"
     ours["new_run"] = dict(ours["vit"], run="new_run")
     del ours["vgg16"]
-    diff = report.diff_studies(ours, theirs)
+    diff = tables.diff_studies(ours, theirs)
     by_key = {(d["run"], d["kind"], d["name"]): d for d in diff}
     assert by_key[("vit", "metric", "test_accuracy")]["change"] == pytest.approx(1.5)
     assert (
@@ -463,25 +463,25 @@ def test_diff_against_a_saved_metrics_csv(study, tmp_path):
 
 def test_a_results_folder_without_a_report_is_read_from_its_metrics_json(study):
     root, runs, _ = study
-    from_folder = report.load_study(root / "results")  # has report/metrics.csv
+    from_folder = tables.load_study(root / "results")  # has report/metrics.csv
     shutil.copytree(root / "results/runs", root / "other/runs")
-    from_json = report.load_study(root / "other")
+    from_json = tables.load_study(root / "other")
     assert set(from_folder) == set(from_json) == set(runs)
     assert from_json["vit"]["test_accuracy"] == from_folder["vit"]["test_accuracy"]
 
 
 def test_the_lab_reference_is_a_study_to_diff_against(study):
     root, _, _ = study
-    diff = report.diff_studies(report.load_study(root / "results/report/metrics.csv"), report.load_study(LAB))
+    diff = tables.diff_studies(tables.load_study(root / "results/report/metrics.csv"), tables.load_study(LAB))
     sgd = next(d for d in diff if d["run"] == "simple_cnn-sgd" and d["name"] == "test_accuracy")
     assert sgd["theirs"] == 66.71 and sgd["change"] == pytest.approx(sgd["ours"] - 66.71)
 
 
 def test_compare_to_a_missing_path_says_what_to_give(tmp_path):
     with pytest.raises(FileNotFoundError, match="give a metrics.csv or a results folder"):
-        report.load_study(tmp_path / "nope.csv")
+        tables.load_study(tmp_path / "nope.csv")
     with pytest.raises(FileNotFoundError, match="no report/metrics.csv"):
-        report.load_study(tmp_path)
+        tables.load_study(tmp_path)
 
 
 def test_page_shows_the_diff_when_asked(study):
@@ -524,10 +524,17 @@ def test_page_has_data_and_provenance(study):
     assert ">3 min 29 s</td>" in page
 
 
+def test_further_facts_show_under_how_it_was_made():
+    """The report step can add facts (such as the code version) to the provenance table."""
+    facts = provenance.provenance([], "abc123", [], facts={"code version": "0123abc (dirty)"})
+    html = page._provenance_html(facts)
+    assert html.index("config hash") < html.index("code version") and "0123abc (dirty)" in html
+
+
 def test_benchmark_seconds_add_up_per_rule(tmp_path):
     for rule, name, seconds in (("train", "a", 10.5), ("train", "b", 4.5), ("prepare", "d", 2.0)):
         _write(tmp_path / f"results/benchmarks/{rule}/{name}.tsv", f"s\th:m:s\n{seconds}\t0:00:10\n")
-    totals = report.benchmark_seconds(sorted(tmp_path.rglob("*.tsv")))
+    totals = provenance.benchmark_seconds(sorted(tmp_path.rglob("*.tsv")))
     assert totals == {"prepare": 2.0, "train": 15.0}
 
 
@@ -546,9 +553,9 @@ def test_comparison_figure_is_a_real_png(study, name):
 
 def test_sweep_figure_without_a_sweep_says_how_to_get_one(tmp_path):
     with pytest.raises(ValueError, match="no dropout sweep"):
-        report.plot_dropout_sweep([], {}, tmp_path / "x.png")
+        comparison_figures.plot_dropout_sweep([], {}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="no optimizer sweep"):
-        report.plot_optimizers([], [], {}, tmp_path / "x.png")
+        comparison_figures.plot_optimizers([], [], {}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
 
 
@@ -557,6 +564,132 @@ def test_lr_finder_curve_is_the_median_over_repeats_where_they_exist():
     lrs, median, low, high = median_curve(result)  # what the comparison figure draws
     assert len(lrs) == len(median) == 60  # the longer repeat carries the tail
     assert all(lo <= m <= hi for lo, m, hi in zip(low, median, high, strict=True))
+
+
+# --- the table of figures ---------------------------------------------------------------------
+
+
+def test_every_figure_entry_has_its_caption_and_a_function_that_takes_its_keywords(tmp_path):
+    assert len({f.name for f in FIGURES}) == len({f.target for f in FIGURES}) == len(FIGURES)
+    assert len({f.log for f in FIGURES}) == len(FIGURES)
+    for figure in FIGURES:
+        caption = ROOT / figure.caption
+        assert caption.is_file() and caption.read_text().strip(), figure.caption
+        keywords = {**figure.inputs, **figure.params, **({"groups": {}} if figure.sweep else {})}
+        # the call scripts/plot.py makes: every keyword is a parameter of the function
+        inspect.signature(figure.function()).bind(**keywords, out_png=tmp_path / "x.png")
+    with pytest.raises(ValueError, match="runs 'everything' is not one of"):
+        type(FIGURES[0])(**{**vars(FIGURES[0]), "runs": "everything"})
+
+
+def test_the_table_of_figures_and_the_reader_need_no_torch_numpy_or_matplotlib():
+    """The .smk files import cifarlab.figures; the status command and the tables read results."""
+    code = "import sys, cifarlab.figures, cifarlab.results, cifarlab.tables, cifarlab.page; "
+    code += "print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_figure_is_in_a_study_only_with_the_runs_it_shows():
+    """Sweep figures need that sweep, the LR-finder and saliency figures their runs."""
+    config = study_config()
+    config["runs"] = {"cnn": {"model": "simple_cnn", "sweep": {"optimizer": ["sgd", "adam"]}}}
+    runs = expand_runs(config)
+    run_sets = {"all": list(runs), "lr_finder": [], "saliency": ["cnn-adam"]}
+    shown = {f.name: figure_runs(f, runs, run_sets) for f in FIGURES}
+    assert shown["optimizers"] == ["cnn-sgd", "cnn-adam"] and shown["dropout_sweep"] == []
+    assert shown["lr_finder_comparison"] == shown["lr_finder"] == []
+    assert shown["saliency_comparison"] == shown["saliency"] == ["cnn-adam"]
+    assert shown["accuracy_vs_params"] == shown["curves"] == ["cnn-sgd", "cnn-adam"]
+    assert figure_params(figure_named("optimizers"), runs, run_sets) == {
+        "groups": {"cnn": ["cnn-sgd", "cnn-adam"]}
+    }
+    assert figure_inputs(figure_named("optimizers"), shown["optimizers"])["history_paths"] == [
+        "results/runs/cnn-sgd/history.csv",
+        "results/runs/cnn-adam/history.csv",
+    ]
+
+
+def test_targets_and_rules_of_the_figures_stay_where_docs_and_tests_name_them():
+    """Users and the docs name figures by file and by rule; the table keeps both."""
+    table = {f.rule: f.target for f in FIGURES}
+    assert table["plot_lr_finder_comparison"] == "results/figures/report/lr_finder.png"
+    assert table["plot_saliency_comparison"] == "results/figures/saliency/comparison.png"
+    assert table["plot_curves"] == "results/figures/curves/{run}.png"
+    assert figure_named("curves").log == "logs/plots/curves/{run}.log"
+    documented = re.findall(r"^\| `(results/figures/[^`]+)` \| [^|]+ \| `(plot_\w+)` \|$",
+                            (ROOT / "docs/report.md").read_text(), re.M)  # fmt: skip
+    assert {rule: target.replace("<run>", "{run}") for target, rule in documented} == table
+
+
+def test_page_shows_the_figures_in_the_order_of_the_table_with_their_captions(study):
+    root, runs, _ = study
+    page = (root / "results/report/index.html").read_text()
+    shown = re.findall(r"<figcaption>(.*?) <code>([^<]+)</code></figcaption>", page)
+    study_figures = [f for _, path in shown for f in FIGURES if not f.per_run and path.endswith(f.target)]
+    sections = {s: i for i, s in enumerate(("comparison", "lr_finder", "saliency"))}
+    table_order = sorted((f for f in FIGURES if not f.per_run), key=lambda f: sections[f.section])
+    assert study_figures == table_order
+    for figure in study_figures:  # the caption is the .rst file's text, its ``code`` rendered
+        caption = next(c for c, path in shown if path.endswith(figure.target))
+        text = " ".join((ROOT / figure.caption).read_text().split())
+        assert caption == re.sub(r"``(.+?)``", r"<code>\1</code>", text), figure.name
+    # per run: the run's figures in table order, captioned with their titles
+    first = next(iter(runs))
+    assert [c for c, path in shown if f"/{first}.png" in path] == [
+        f"{first}: learning curves",
+        f"{first}: confusion matrix",
+        f"{first}: saliency maps",
+    ]
+
+
+class _Named(list):
+    """What Snakemake gives a script as snakemake.input / .params: a list with names."""
+
+    def __init__(self, named: dict):
+        super().__init__(named.values())
+        self.named = named
+
+    def items(self):
+        return self.named.items()
+
+    def __getitem__(self, key):
+        return self.named[key] if isinstance(key, str) else super().__getitem__(key)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "accuracy_vs_params",
+        "dropout_sweep",
+        "optimizers",
+        "learning_curves",
+        "lr_finder_comparison",
+        "curves",
+    ],
+)
+def test_the_plot_script_draws_a_figure_from_its_entry(study, name, tmp_path, monkeypatch):
+    """scripts/plot.py finds the rule's entry and calls its function with the rule's inputs and params."""
+    root, runs, _ = study
+    figure = figure_named(name)
+    run_sets = {"all": list(runs), "lr_finder": ["simple_cnn-sgd", "simple_cnn-adam"], "saliency": list(runs)}
+    names = figure_runs(figure, runs, run_sets)
+    inputs = figure_inputs(figure, names)
+    if figure.per_run:
+        inputs = {k: v.replace("{run}", "vit") for k, v in inputs.items()}
+    out = tmp_path / "figure.png"
+    fake = SimpleNamespace(
+        rule=figure.rule,
+        input=_Named(inputs),
+        # a param that is not one of the figure's options (a code digest, say) is not passed on
+        params=_Named({**figure_params(figure, runs, run_sets), "code": "0123abc"}),
+        output=[str(out)],
+        log=[str(tmp_path / "plot.log")],
+    )
+    monkeypatch.chdir(root)
+    runpy.run_path(str(ROOT / "scripts/plot.py"), init_globals={"snakemake": fake})
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.width > 200
 
 
 # --- through Snakemake ----------------------------------------------------------------------------
@@ -604,3 +737,83 @@ def test_report_rules_through_snakemake(tmp_path):
         "plot_confusion",
         "report",
     }, plan.stdout
+
+
+# The workflow's rules and its local rules, as JSON, through Snakemake's API.
+_LIST_RULES = """
+import json
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings()) as api:
+    api_workflow = api.workflow(ResourceSettings(cores=1), snakefile=Path("Snakefile"), workdir=Path("."))
+    workflow = api_workflow._workflow
+    print(json.dumps([[rule.name for rule in workflow.rules], sorted(workflow._localrules)]))
+"""
+
+
+def _walk_through_blocks() -> tuple[str, str, str]:
+    """(function, entry, caption) as docs/extending.md's "A new figure" writes them."""
+    text = (ROOT / "docs/extending.md").read_text()
+    section = text[text.index("## A new figure") :]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+    python = [code for lang, code in blocks if lang == "python"]
+    function = next(code for code in python if code.startswith("def "))
+    entry = next(code for code in python if code.lstrip().startswith("Figure("))
+    caption = next(code for lang, code in blocks if lang == "rst")
+    return function, entry, caption
+
+
+@pytest.mark.slow
+def test_a_new_figure_from_this_walk_through(tmp_path):
+    """docs/extending.md's new figure, applied to a copy of the project as written there (one
+    function, one entry, one caption file): its rule exists as a local job, the dry run plans it, it
+    draws, and the page shows it with its caption after the figure it follows. (`snakemake --report`
+    takes its caption from the same entry as every other figure's: test_report_rules_through_snakemake.)"""
+    shutil.copytree(ROOT / "cifarlab", tmp_path / "cifarlab", ignore=shutil.ignore_patterns("__pycache__"))
+    for item in ("Snakefile", "workflow", "scripts", "environment.yaml"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
+    function, entry, caption = _walk_through_blocks()
+    with open(tmp_path / "cifarlab/comparison_figures.py", "a") as f:
+        f.write("\n\n" + function)
+    figures_py = tmp_path / "cifarlab/figures.py"
+    source = figures_py.read_text()
+    after = source.index('name="lr_finder_comparison"')
+    at = source.rindex("    Figure(\n", 0, after)  # the doc puts it after learning_curves
+    figures_py.write_text(source[:at] + entry + source[at:])
+    caption_file = re.search(r'caption="([^"]+)"', entry).group(1)
+    (tmp_path / caption_file).write_text(caption)
+    runs = write_study(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}  # the copy's cifarlab, with the new entry
+
+    def snakemake(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    # every figure's rule exists and is a local job (never sent to a cluster), the new one too
+    listing = subprocess.run(
+        [sys.executable, "-c", _LIST_RULES],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert listing.returncode == 0, listing.stderr[-3000:]
+    rules, local = json.loads(listing.stdout.splitlines()[-1])
+    plot_rules = {f.rule for f in FIGURES} | {"plot_per_class_accuracy"}
+    assert plot_rules <= set(local) and {r for r in rules if r.startswith("plot_")} == plot_rules
+    plan = snakemake("report", "-n", "--quiet", "rules")
+    assert re.search(r"^plot_per_class_accuracy\s+1$", plan.stdout, re.M), plan.stdout
+    snakemake("report")
+    with Image.open(tmp_path / "results/figures/report/per_class_accuracy.png") as image:
+        assert image.format == "PNG" and image.width > 200
+    page = (tmp_path / "results/report/index.html").read_text()
+    shown = re.findall(r"<figcaption>(.*?) <code>([^<]+)</code></figcaption>", page)
+    paths = [path for _, path in shown]
+    new = paths.index("results/figures/report/per_class_accuracy.png")
+    assert paths[new - 1] == "results/figures/report/learning_curves.png"
+    assert "which classes each model finds hard" in shown[new][0]
+    assert page.count("<tr") > len(runs)  # the rest of the page is still there

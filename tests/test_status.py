@@ -7,6 +7,7 @@ evaluated, one interrupted by SIGTERM after its first epoch (its checkpoint on d
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -250,3 +251,15 @@ def test_status_imports_no_torch_and_explains_a_bad_configfile(study):
     )  # fmt: skip
     assert result.returncode == 2
     assert "--configfile nope.yaml: no such file" in result.stderr
+
+
+def test_a_diverged_run_is_done_with_the_status_the_report_shows(tmp_path):
+    metrics = {
+        "status": "diverged",
+        "diverged": {"epoch": 3, "lr": 0.5, "loss": "nan"},
+        "test_accuracy": None,
+    }
+    (tmp_path / "results/runs/cnn").mkdir(parents=True)
+    (tmp_path / "results/runs/cnn/metrics.json").write_text(json.dumps(metrics))
+    state = status.run_status("cnn", {}, tmp_path, active=False, waiting_seconds=0.0)
+    assert (state.state, state.detail) == ("done", "diverged at epoch 3 (lr 0.5)")

@@ -128,12 +128,6 @@ def lr_finder_params(wildcards):
     return {"run": run_settings(wildcards), "finder": LR_FINDER_SETTINGS}
 
 
-def run_figures():
-    return expand(
-        "results/figures/{kind}/{run}.png", kind=["curves", "confusion"], run=list(RUNS)
-    )
-
-
 def backbone_params(wildcards):
     """What the `features` step of one backbone folder depends on (its `backbone` param)."""
     folder = f"results/features/{wildcards.dataset}/{wildcards.backbone}-{wildcards.weights}-{wildcards.size}"

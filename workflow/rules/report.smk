@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from cifarlab.config import settings_hash
+from cifarlab.figures import FIGURES, figure_files
 
 REPORT = config.get("report", {})
 # Snakemake's benchmark TSVs of every heavy job of the study: the page's total compute time.
@@ -20,29 +21,27 @@ BENCHMARKS = list(
         ]
     )
 )
-# The page's comparison figures; a sweep figure only when the study has that sweep.
-REPORT_FIGURES = (
-    ["accuracy_vs_params", "accuracy_vs_time", "learning_curves"]
-    + ["dropout_sweep"] * bool(DROPOUT_SWEEPS)
-    + ["optimizers"] * bool(OPTIMIZER_SWEEPS)
-    + ["lr_finder"] * bool(LR_FINDER_RUNS)
-)
+# The page's figures (cifarlab.figures.FIGURES): each that has runs in this study (a sweep
+# figure only when the study has that sweep), and the captions the page shows.
+PAGE_FIGURES = [figure for figure in FIGURES if FIGURE_RUNS[figure.name]]
 REPORT_INPUTS = {
     "metrics": expand("results/runs/{run}/metrics.json", run=list(RUNS)),
-    "curves": expand("results/figures/curves/{run}.png", run=list(RUNS)),
-    "confusion": expand("results/figures/confusion/{run}.png", run=list(RUNS)),
     "lr_finder": expand("results/lr_finder/{run}.json", run=LR_FINDER_RUNS),
-    "lr_finder_figures": expand(
-        "results/figures/lr_finder/{run}.png", run=LR_FINDER_RUNS
-    ),
     "saliency": expand("results/saliency/{run}.json", run=SALIENCY_RUNS),
-    "saliency_figures": expand("results/figures/saliency/{run}.png", run=SALIENCY_RUNS),
     "data_record": f"resources/{DATASET}/source.json",
     "data_train": f"{DATA}/train.pt",
     "data_test": f"{DATA}/test.pt",
     "samples": f"results/figures/data/{DATASET}-samples.png",
     "benchmarks": BENCHMARKS,
-    **{f"figure_{name}": f"{COMPARISON}/{name}.png" for name in REPORT_FIGURES},
+    **{
+        f"figure_{figure.name}": figure_files(figure, FIGURE_RUNS[figure.name])
+        for figure in PAGE_FIGURES
+    },
+    **{
+        f"caption_{figure.name}": figure.caption
+        for figure in PAGE_FIGURES
+        if not figure.per_run
+    },
     # a compared metrics.csv is an input (its change rebuilds the page); a folder is read as is
     **(
         {"compare_to": REPORT["compare_to"]}
@@ -50,11 +49,6 @@ REPORT_INPUTS = {
         else {}
     ),
     **({"reference": REPORT["reference"]} if REPORT.get("reference") else {}),
-    **(
-        {"figure_saliency_comparison": "results/figures/saliency/comparison.png"}
-        if SALIENCY_RUNS
-        else {}
-    ),
 }
 
 

@@ -1,0 +1,94 @@
+"""Reading the files the steps write (docs/architecture.md): metrics.json, history.csv and the JSON
+results, and a run's status in words.
+
+The one reader of each format: training, evaluation, the figures and the report all read through
+here, so that a stale or foreign file fails with its path and what it lacks. No torch, numpy or
+matplotlib here (the status command and the report's tables import it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+# The columns of history.csv, in order: what train writes and every reader expects.
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
+
+# Keys of metrics.json that every run has; checked so that a stale or foreign file fails here
+# with its path, not as a KeyError deep in a figure.
+METRICS_KEYS = (
+    "run",
+    "model",
+    "status",
+    "test_accuracy",
+    "best_epoch",
+    "params_total",
+    "params_trainable",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "lr_source",
+    "dropout",
+    "pretrained",
+    "train_seconds",
+    "images_per_second",
+    "device",
+    "settings",
+)
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_metrics(path: str | Path) -> dict:
+    """One run's metrics.json, checked for METRICS_KEYS."""
+    metrics = read_json(path)
+    missing = [k for k in METRICS_KEYS if k not in metrics]
+    if missing:
+        raise ValueError(
+            f"{path} lacks {missing} (see docs/architecture.md for metrics.json); "
+            "it was written by an older evaluate step: delete it and rerun the workflow"
+        )
+    return metrics
+
+
+def finite_number(text: Any) -> float | None:
+    """A CSV cell (or any value) as a float; empty, 'nan', non-finite and non-numbers are None."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """history.csv as one dict per epoch: `epoch` an int, the others floats (accuracies in %,
+    losses in nats, lr, seconds), NaN where the value is missing or not finite (a diverged epoch)."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in HISTORY_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} lacks the column(s) {missing}; expected {list(HISTORY_COLUMNS)}")
+        rows = []
+        for row in reader:
+            values = {c: finite_number(row[c]) for c in HISTORY_COLUMNS}
+            rows.append(
+                {c: int(v) if c == "epoch" else math.nan if v is None else v for c, v in values.items()}
+            )
+        return rows
+
+
+def status_text(metrics: dict) -> str:
+    """A run's status in words: 'ok', 'diverged at epoch 3 (lr 0.5)', or the status as written."""
+    status = metrics["status"]
+    info = metrics.get("diverged")
+    if status == "diverged" and info:
+        lr = info.get("lr")
+        return f"diverged at epoch {info.get('epoch')}" + (f" (lr {lr:.3g})" if lr is not None else "")
+    return str(status)
