@@ -13,7 +13,7 @@ from cifarlab.config import (
     uses_cached_features,
     validate_config,
 )
-from cifarlab.data import archive_name, source_fingerprint
+from cifarlab.sources import archive_name, source_fingerprint
 
 # Validate before any job runs: a bad key stops here with a message that names it.
 try:
