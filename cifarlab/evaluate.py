@@ -22,7 +22,14 @@ from cifarlab import plotting
 from cifarlab.device import pick_device, resolve_precision
 from cifarlab.files import load_torch, write_json
 from cifarlab.models import head_of, load_trained
-from cifarlab.train import TEST_SUBSET_SEED, epoch_batches, evaluate, read_history, stratified_subset, subset
+from cifarlab.train import (
+    TEST_SUBSET_SEED,
+    epoch_batches,
+    loss_and_accuracy,
+    read_history,
+    stratified_subset,
+    subset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +125,7 @@ def compute_metrics(
 
     def test_pass(tta: str) -> tuple[float, float, torch.Tensor]:
         test_batches = epoch_batches(data, run, epoch=None, device=device, precision=precision)
-        return evaluate(model, test_batches, device, precision, tta=tta)
+        return loss_and_accuracy(model, test_batches, device, precision, tta=tta)
 
     loss, accuracy, predictions = test_pass("none")
     if metrics["tta"] != "none":
