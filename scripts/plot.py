@@ -2,9 +2,9 @@
 
 from cifarlab.logs import log_to
 
-with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
-    rule = snakemake.rule  # noqa: F821
-    inputs, output = snakemake.input, snakemake.output[0]  # noqa: F821
+with log_to(snakemake.log[0]):
+    rule = snakemake.rule
+    inputs, output = snakemake.input, snakemake.output[0]
     if rule == "plot_curves":
         from cifarlab.evaluate import plot_curves
 
@@ -28,15 +28,15 @@ with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the scrip
     elif rule in ("plot_accuracy_vs_params", "plot_accuracy_vs_time"):
         from cifarlab.report import plot_accuracy_scatter
 
-        plot_accuracy_scatter(list(inputs.metrics), snakemake.params.x, output)  # noqa: F821
+        plot_accuracy_scatter(list(inputs.metrics), snakemake.params.x, output)
     elif rule == "plot_dropout_sweep":
         from cifarlab.report import plot_dropout_sweep
 
-        plot_dropout_sweep(list(inputs.metrics), snakemake.params.groups, output)  # noqa: F821
+        plot_dropout_sweep(list(inputs.metrics), snakemake.params.groups, output)
     elif rule == "plot_optimizers":
         from cifarlab.report import plot_optimizers
 
-        plot_optimizers(list(inputs.metrics), list(inputs.histories), snakemake.params.groups, output)  # noqa: F821
+        plot_optimizers(list(inputs.metrics), list(inputs.histories), snakemake.params.groups, output)
     elif rule == "plot_learning_curves":
         from cifarlab.report import plot_learning_curves
 

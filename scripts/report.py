@@ -5,8 +5,8 @@ from pathlib import Path
 from cifarlab.logs import log_to
 from cifarlab.report import write_report
 
-with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected by the script directive)
-    inputs, params = snakemake.input, snakemake.params  # noqa: F821
+with log_to(snakemake.log[0]) as log:
+    inputs, params = snakemake.input, snakemake.params
     figures = {key[len("figure_") :]: path for key, path in inputs.items() if key.startswith("figure_")}
     run_figures: dict[str, dict[str, str]] = {}
     for kind in ("curves", "confusion", "lr_finder_figures", "saliency_figures"):
@@ -14,7 +14,7 @@ with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected by th
             run_figures.setdefault(Path(path).stem, {})[kind.removesuffix("_figures")] = path
     rows = write_report(
         list(inputs.metrics),
-        dict(snakemake.output.items()),  # noqa: F821
+        dict(snakemake.output.items()),
         figures=figures,
         run_figures=run_figures,
         lr_finder_paths=list(inputs.lr_finder),
@@ -27,4 +27,4 @@ with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected by th
         compare_to=params.compare_to,
         config_hash=params.config_hash,
     )
-    log.info("report of %d runs written to %s", len(rows), snakemake.output.html)  # noqa: F821
+    log.info("report of %d runs written to %s", len(rows), snakemake.output.html)
