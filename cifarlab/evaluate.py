@@ -22,6 +22,7 @@ from cifarlab import plotting
 from cifarlab.device import pick_device, resolve_precision
 from cifarlab.files import load_torch, write_json
 from cifarlab.models import head_of, load_trained
+from cifarlab.provenance import code_version
 from cifarlab.train import (
     TEST_SUBSET_SEED,
     epoch_batches,
@@ -107,6 +108,9 @@ def compute_metrics(
         "precision": saved.get("precision", "fp32"),  # training's, as resolved on its machine
         "eval_precision": precision,  # this step's (auto may resolve otherwise on another node)
         "settings": run,
+        # Which code wrote this file. Training's code is the same as far as it matters: a change
+        # to the code train runs changes its code digest, so train and then this step rerun.
+        "code_version": code_version(),
     }
     if saved["status"] != "ok":
         log.warning("%s: status %s, no test metrics (%s)", run["name"], saved["status"], saved["diverged"])
