@@ -5,12 +5,13 @@
 
 A TREE is a checkout of this project (its Snakefile, workflow/, scripts/, config/, profiles/ and
 cifarlab/). For each, the study is made "finished" without running it, in a temporary copy of the
-workflow (nothing is written into the tree): every output of its DAG (`snakemake --summary`)
-is created empty, then `snakemake --touch` marks them done in DAG order and records their
-metadata, as a real run would. Then `snakemake -n --cores 4 report` runs there with the tree's
-own `cifarlab` (PYTHONPATH) and must say "Nothing to be done"; it is timed --repeats times per
-tree, the trees alternating (A, B, A, B, ...) so that a change of machine load hits both alike.
-Prints each tree's median and spread, whether its dry run imported torch, and B / A.
+workflow (nothing is written into the tree): every output and benchmark file of its DAG (as
+`snakemake -n` lists them) is created empty, then `snakemake --touch` marks them done in DAG
+order and records their metadata, as a real run would. Then `snakemake -n --cores 4 report`
+runs there with the tree's own `cifarlab` (PYTHONPATH) and must say "Nothing to be done"; it is
+timed --repeats times per tree, the trees alternating (A, B, A, B, ...) so that a change of
+machine load hits both alike. Prints each tree's median wall and CPU seconds, whether its dry
+run imported torch, and B / A.
 """
 
 from __future__ import annotations
@@ -66,12 +67,15 @@ def finished_study(tree: Path, project: Path, configfiles: list[str], config: li
         (project / overlay).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(tree / overlay, project / overlay)
     study = study_args(configfiles, config)
-    summary = checked(snakemake(tree, project, ["--summary", "report", "--cores", "1", *study]), "--summary")
-    for line in summary.stdout.splitlines()[1:]:  # output_file, date, rule, ... (tab-separated)
-        path = project / line.split("\t")[0]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-    checked(snakemake(tree, project, ["--touch", "report", "--cores", "1", *study]), "--touch")
+    plan = checked(snakemake(tree, project, ["-n", "report", "--cores", "1", *study]), "the first dry run")
+    for line in plan.stdout.splitlines():  # each planned job's "output: a, b" and "benchmark: c"
+        key, _, files = line.strip().partition(": ")
+        for name in files.split(", ") if key in ("output", "benchmark") else []:
+            path = project / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    # --forceall: every job, also those whose files look up to date already (they have no metadata yet)
+    checked(snakemake(tree, project, ["--touch", "--forceall", "report", "--cores", "1", *study]), "--touch")
 
 
 def dry_run(tree: Path, project: Path, configfiles: list[str], config: list[str]) -> tuple[float, float]:
