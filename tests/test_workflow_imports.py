@@ -45,7 +45,7 @@ def workflow_imports() -> dict[str, str]:
                 )
                 found[f"from {module} import {names}"] = module
             else:
-                found.update({f"import {n.strip()}": n.strip() for n in plain.split(",")})
+                found.update({f"import {n.strip()}": n.split(" as ")[0].strip() for n in plain.split(",")})
     return dict(sorted(found.items()))
 
 
