@@ -25,7 +25,8 @@ import yaml
 from cifarlab.config import expand_runs
 from cifarlab.data import prepare
 from cifarlab.files import write_json
-from cifarlab.lr_finder import METHODS, plot_lr_finder, run_lr_finder
+from cifarlab.lr_finder import METHODS, run_lr_finder
+from cifarlab.run_figures import plot_lr_finder
 from cifarlab.train import train_run
 
 ROOT = Path(__file__).resolve().parent.parent

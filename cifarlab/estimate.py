@@ -211,7 +211,9 @@ def format_estimate(result: Estimate) -> str:
         f"Estimate: {duration(result.wall)} wall time for {jobs} job{'s' * (jobs != 1)} "
         f"({duration(result.total)} of jobs, {result.parallel} side by side); {source}"
     ]
-    for kind, (count, seconds) in sorted(result.kinds.items(), key=lambda item: -item[1][1]):
+    # Ties by name: Snakemake lists the planned jobs in no fixed order, and a dry run must print
+    # the same block as the run it plans (tests/test_workflow_e2e.py).
+    for kind, (count, seconds) in sorted(result.kinds.items(), key=lambda item: (-item[1][1], item[0])):
         lines.append(f"  {kind:<16} {count:>4} job{'s' if count != 1 else ' '}  {duration(seconds):>9}")
     if result.wall >= LONG_SECONDS:
         lines.append(

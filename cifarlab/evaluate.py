@@ -9,21 +9,18 @@ a meaningless accuracy.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
-from matplotlib.ticker import MaxNLocator
 
-from cifarlab import plotting
+from cifarlab.code_version import code_version
 from cifarlab.device import pick_device, resolve_precision
 from cifarlab.files import load_torch, write_json
 from cifarlab.models import head_of, load_trained
-from cifarlab.results import read_history, status_text
-from cifarlab.train import TEST_SUBSET_SEED, epoch_batches, evaluate, stratified_subset, subset
+from cifarlab.results import read_history
+from cifarlab.train import TEST_SUBSET_SEED, epoch_batches, loss_and_accuracy, stratified_subset, subset
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +98,9 @@ def compute_metrics(
         "precision": saved.get("precision", "fp32"),  # training's, as resolved on its machine
         "eval_precision": precision,  # this step's (auto may resolve otherwise on another node)
         "settings": run,
+        # Which code wrote this file. Training's code is the same as far as it matters: a change
+        # to the code train runs changes its code digest, so train and then this step rerun.
+        "code_version": code_version(),
     }
     if saved["status"] != "ok":
         log.warning("%s: status %s, no test metrics (%s)", run["name"], saved["status"], saved["diverged"])
@@ -119,7 +119,7 @@ def compute_metrics(
 
     def test_pass(tta: str) -> tuple[float, float, torch.Tensor]:
         test_batches = epoch_batches(data, run, epoch=None, device=device, precision=precision)
-        return evaluate(model, test_batches, device, precision, tta=tta)
+        return loss_and_accuracy(model, test_batches, device, precision, tta=tta)
 
     loss, accuracy, predictions = test_pass("none")
     if metrics["tta"] != "none":
@@ -160,81 +160,3 @@ def main(
     )  # fmt: skip
     write_json(metrics, metrics_path, strict=True)
     return metrics
-
-
-# --- Figures ----------------------------------------------------------------------------
-
-
-def plot_curves(history_csv: str | Path, metrics_json: str | Path, out_png: str | Path) -> None:
-    """Loss and accuracy per epoch, train vs test, one figure per run.
-
-    A widening gap between the train and test curves reads as overfitting; the best test epoch is
-    marked, and a diverged run says so in red where its curves stop.
-    """
-    history = read_history(history_csv)
-    with open(metrics_json) as f:
-        metrics = json.load(f)
-    colour = plotting.model_colour(metrics["model"])
-    epochs = [row["epoch"] for row in history]
-    fig, axes = plotting.figure(ncols=2)
-    for ax, key, label in (
-        (axes[0, 0], "loss", "cross-entropy (nats)"),
-        (axes[0, 1], "accuracy", "accuracy (%)"),
-    ):
-        train = np.array([row[f"train_{key}"] for row in history], dtype=float)
-        test = np.array([row[f"test_{key}"] for row in history], dtype=float)
-        ax.plot(epochs, train, "--o", color=colour, markersize=3, label="train")
-        ax.plot(epochs, test, "-o", color=colour, markersize=3, label="test")
-        if metrics.get("best_epoch") is not None:
-            ax.axvline(
-                metrics["best_epoch"], color="#999999", linestyle=":", linewidth=1, label="best test epoch"
-            )
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.legend()
-    note = None if metrics["status"] == "ok" else status_text(metrics)
-    last = max(epochs, default=1)
-    for ax in axes.flat:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.set_xlim(0.5, last + 0.5)
-        if note and metrics.get("diverged"):
-            ax.axvline(metrics["diverged"]["epoch"], color="#C00000", linestyle="--", linewidth=1)
-    title = metrics["run"]
-    if metrics.get("test_accuracy") is not None:
-        title += f": test accuracy {metrics['test_accuracy']:.2f} % after {len(history)} epochs"
-    if note:
-        title += f": {note}"
-    fig.suptitle(title, color="#C00000" if note else "black")
-    plotting.save(fig, out_png)
-
-
-def plot_confusion(metrics_json: str | Path, out_png: str | Path) -> None:
-    """The confusion matrix as row percentages (each true class sums to 100 %)."""
-    with open(metrics_json) as f:
-        metrics = json.load(f)
-    classes = metrics["classes"]
-    fig, axes = plotting.figure(size=(0.45 * len(classes) + 2.0, 0.45 * len(classes) + 1.2))
-    ax = axes[0, 0]
-    note = None if metrics["status"] == "ok" else status_text(metrics)
-    if note or metrics.get("confusion_matrix") is None:
-        # No predictions to show: say why rather than draw an empty matrix that looks like a result.
-        ax.text(0.5, 0.5, f"{metrics['run']}: no test predictions\n{note or ''}", ha="center", va="center",
-                color="#C00000", transform=ax.transAxes)  # fmt: skip
-        ax.set_axis_off()
-        plotting.save(fig, out_png)
-        return
-    counts = np.array(metrics["confusion_matrix"], dtype=float)
-    percent = 100 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    image = ax.imshow(percent, cmap="Blues", vmin=0, vmax=100)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, f"{percent[i, j]:.0f}", ha="center", va="center", fontsize=6,
-                    color="white" if percent[i, j] > 50 else "black")  # fmt: skip
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.grid(False)
-    ax.set_title(f"{metrics['run']}: test accuracy {metrics['test_accuracy']:.2f} %")
-    fig.colorbar(image, ax=ax, label="% of the true class", shrink=0.8)
-    plotting.save(fig, out_png)

@@ -190,7 +190,7 @@ FIGURES = (
     Figure(
         name="saliency_comparison",
         target="results/figures/saliency/comparison.png",
-        draw="cifarlab.saliency:plot_saliency_comparison",
+        draw="cifarlab.run_figures:plot_saliency_comparison",
         inputs={"maps_pts": "results/saliency/{run}.pt", "result_jsons": "results/saliency/{run}.json"},
         runs="saliency",
         section="saliency",
@@ -202,7 +202,7 @@ FIGURES = (
     Figure(
         name="curves",
         target="results/figures/curves/{run}.png",
-        draw="cifarlab.evaluate:plot_curves",
+        draw="cifarlab.run_figures:plot_curves",
         inputs={"history_csv": HISTORY, "metrics_json": METRICS},
         caption="workflow/report/curves.rst",
         title="learning curves",
@@ -211,7 +211,7 @@ FIGURES = (
     Figure(
         name="confusion",
         target="results/figures/confusion/{run}.png",
-        draw="cifarlab.evaluate:plot_confusion",
+        draw="cifarlab.run_figures:plot_confusion",
         inputs={"metrics_json": METRICS},
         caption="workflow/report/confusion.rst",
         title="confusion matrix",
@@ -220,7 +220,7 @@ FIGURES = (
     Figure(
         name="lr_finder",
         target="results/figures/lr_finder/{run}.png",
-        draw="cifarlab.lr_finder:plot_lr_finder",
+        draw="cifarlab.run_figures:plot_lr_finder",
         inputs={"result_json": "results/lr_finder/{run}.json"},
         runs="lr_finder",
         caption="workflow/report/lr_finder.rst",
@@ -230,7 +230,7 @@ FIGURES = (
     Figure(
         name="saliency",
         target="results/figures/saliency/{run}.png",
-        draw="cifarlab.saliency:plot_saliency",
+        draw="cifarlab.run_figures:plot_saliency",
         inputs={"maps_pt": "results/saliency/{run}.pt", "result_json": "results/saliency/{run}.json"},
         runs="saliency",
         caption="workflow/report/saliency.rst",

@@ -534,7 +534,7 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(
+def loss_and_accuracy(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
@@ -821,7 +821,7 @@ def train_run(
                     run["name"], epoch + 1, running["lr"], diverged["loss"],
                 )  # fmt: skip
                 break
-            test_loss, test_accuracy, _ = evaluate(
+            test_loss, test_accuracy, _ = loss_and_accuracy(
                 trainable, epoch_batches(test_data, run, epoch=None, device=device, precision=precision),
                 device, precision,
             )  # fmt: skip

@@ -4,12 +4,12 @@ from cifarlab.data import DataError, DownloadError, download
 from cifarlab.logs import log_to
 
 # A bad source or no network is said in one line (log and terminal), not a traceback.
-with log_to(snakemake.log[0], expected=(DownloadError, DataError)):  # noqa: F821 (injected by Snakemake)
-    params = snakemake.params  # noqa: F821
+with log_to(snakemake.log[0], expected=(DownloadError, DataError)):
+    params = snakemake.params
     download(
         params.source,
-        snakemake.output.archive,  # noqa: F821
-        snakemake.output.record,  # noqa: F821
+        snakemake.output.archive,
+        snakemake.output.record,
         md5=params.md5,
         synthetic=params.synthetic,
         image_size=params.image_size,

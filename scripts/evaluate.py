@@ -2,18 +2,18 @@
 
 from cifarlab.logs import log_to
 
-with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
+with log_to(snakemake.log[0]):
     from cifarlab.evaluate import main
 
-    inputs = snakemake.input  # noqa: F821
+    inputs = snakemake.input
     main(
         model_path=inputs.model,
         history_path=inputs.history,
         test_path=inputs.test,
-        metrics_path=snakemake.output.metrics,  # noqa: F821
-        device=snakemake.params.device,  # noqa: F821
+        metrics_path=snakemake.output.metrics,
+        device=snakemake.params.device,
         cached_test=inputs.get("cached_test"),
-        threads=snakemake.threads,  # noqa: F821
-        precision=snakemake.params.precision,  # noqa: F821
-        tta=snakemake.params.evaluation["tta"],  # noqa: F821
+        threads=snakemake.threads,
+        precision=snakemake.params.precision,
+        tta=snakemake.params.evaluation["tta"],
     )

@@ -2,16 +2,16 @@
 
 from cifarlab.logs import log_to
 
-with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
+with log_to(snakemake.log[0]):
     from cifarlab.features import main
 
     main(
-        train_path=snakemake.input.train,  # noqa: F821
-        test_path=snakemake.input.test,  # noqa: F821
-        out_train=snakemake.output.train,  # noqa: F821
-        out_test=snakemake.output.test,  # noqa: F821
-        backbone=dict(snakemake.params.backbone),  # noqa: F821
-        device=snakemake.params.device,  # noqa: F821
-        threads=snakemake.threads,  # noqa: F821
-        precision=snakemake.params.precision,  # noqa: F821
+        train_path=snakemake.input.train,
+        test_path=snakemake.input.test,
+        out_train=snakemake.output.train,
+        out_test=snakemake.output.test,
+        backbone=dict(snakemake.params.backbone),
+        device=snakemake.params.device,
+        threads=snakemake.threads,
+        precision=snakemake.params.precision,
     )

@@ -2,17 +2,17 @@
 
 from cifarlab.logs import log_to
 
-with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
+with log_to(snakemake.log[0]):
     from cifarlab.lr_finder import main
 
-    settings = snakemake.params.settings  # noqa: F821
+    settings = snakemake.params.settings
     main(
-        train_path=snakemake.input.train,  # noqa: F821
-        result_path=snakemake.output.result,  # noqa: F821
+        train_path=snakemake.input.train,
+        result_path=snakemake.output.result,
         run=dict(settings["run"]),
         finder=dict(settings["finder"]),
-        device=snakemake.params.device,  # noqa: F821
-        cached_train=snakemake.input.get("cached_train"),  # noqa: F821
-        threads=snakemake.threads,  # noqa: F821
-        precision=snakemake.params.precision,  # noqa: F821
+        device=snakemake.params.device,
+        cached_train=snakemake.input.get("cached_train"),
+        threads=snakemake.threads,
+        precision=snakemake.params.precision,
     )

@@ -4,14 +4,11 @@ cifarlab.figures.FIGURES from the rule's inputs and params (the figure's options
 from cifarlab.figures import figure_of_rule
 from cifarlab.logs import log_to
 
-with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
-    figure = figure_of_rule(snakemake.rule)  # noqa: F821
+with log_to(snakemake.log[0]):
+    figure = figure_of_rule(snakemake.rule)
     # A per-run figure reads one file per input, a per-study figure a list (one per run).
-    inputs = {
-        name: str(paths) if figure.per_run else list(paths)
-        for name, paths in snakemake.input.items()  # noqa: F821
-    }
+    inputs = {name: str(paths) if figure.per_run else list(paths) for name, paths in snakemake.input.items()}
     # The figure's options (and a sweep's groups); other params of the rule are not the function's.
     options = [*figure.params, *(["groups"] if figure.sweep else [])]
-    params = {name: snakemake.params[name] for name in options}  # noqa: F821
-    figure.function()(**inputs, **params, out_png=snakemake.output[0])  # noqa: F821
+    params = {name: snakemake.params[name] for name in options}
+    figure.function()(**inputs, **params, out_png=snakemake.output[0])

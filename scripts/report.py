@@ -4,8 +4,8 @@ from cifarlab.figures import FIGURES
 from cifarlab.logs import log_to
 from cifarlab.report import write_report
 
-with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected by the script directive)
-    inputs, params = snakemake.input, snakemake.params  # noqa: F821
+with log_to(snakemake.log[0]) as log:
+    inputs, params = snakemake.input, snakemake.params
     # The study's figures and their captions come as inputs `figure_<name>` (a per-run figure's:
     # one file per run) and `caption_<name>` (workflow/rules/report.smk).
     figures, run_figures, captions = {}, {}, {}
@@ -21,7 +21,7 @@ with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected by th
             figures[figure.name] = inputs[f"figure_{figure.name}"]
     rows = write_report(
         list(inputs.metrics),
-        dict(snakemake.output.items()),  # noqa: F821
+        dict(snakemake.output.items()),
         figures=figures,
         run_figures=run_figures,
         captions=captions,
@@ -35,4 +35,4 @@ with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected by th
         compare_to=params.compare_to,
         config_hash=params.config_hash,
     )
-    log.info("report of %d runs written to %s", len(rows), snakemake.output.html)  # noqa: F821
+    log.info("report of %d runs written to %s", len(rows), snakemake.output.html)

@@ -4,16 +4,16 @@ import torch
 
 from cifarlab.logs import log_to
 
-with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
+with log_to(snakemake.log[0]):
     from cifarlab.saliency import run_saliency
 
-    torch.set_num_threads(snakemake.threads)  # noqa: F821
+    torch.set_num_threads(snakemake.threads)
     run_saliency(
-        snakemake.input.model,  # noqa: F821
-        snakemake.input.test,  # noqa: F821
-        snakemake.input.sample,  # noqa: F821
-        snakemake.output.maps,  # noqa: F821
-        snakemake.output.result,  # noqa: F821
-        settings=snakemake.params.settings,  # noqa: F821
-        device=snakemake.params.device,  # noqa: F821
+        snakemake.input.model,
+        snakemake.input.test,
+        snakemake.input.sample,
+        snakemake.output.maps,
+        snakemake.output.result,
+        settings=snakemake.params.settings,
+        device=snakemake.params.device,
     )

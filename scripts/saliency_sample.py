@@ -2,12 +2,12 @@
 
 from cifarlab.logs import log_to
 
-with log_to(snakemake.log[0]):  # noqa: F821 (snakemake is injected by the script directive)
+with log_to(snakemake.log[0]):
     from cifarlab.saliency import write_sample
 
     write_sample(
-        snakemake.input.test,  # noqa: F821
-        snakemake.output.sample,  # noqa: F821
-        images_per_class=snakemake.params.images_per_class,  # noqa: F821
-        seed=snakemake.params.seed,  # noqa: F821
+        snakemake.input.test,
+        snakemake.output.sample,
+        images_per_class=snakemake.params.images_per_class,
+        seed=snakemake.params.seed,
     )

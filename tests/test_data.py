@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarlab import data
+from cifarlab import data, sources
 from cifarlab.data import DataError, DownloadError, UnsafeArchiveError
 
 # Distinct solid colours: they survive PNG, resizing and the layout round trip exactly.
@@ -119,12 +119,12 @@ def leftovers(folder: Path) -> list[str]:
     ],
 )
 def test_archive_name(source, name):
-    assert data.archive_name(source) == name
+    assert sources.archive_name(source) == name
 
 
 def test_unsupported_scheme_is_named():
     with pytest.raises(DataError, match="ftp://x/y.zip"):
-        data.local_path("ftp://x/y.zip")
+        sources.local_path("ftp://x/y.zip")
 
 
 # --- Download: checksums, atomic writes, truncation -------------------------------------
@@ -515,28 +515,28 @@ def test_content_fingerprint_of_a_folder_judges_content(tmp_path):
     """Same images, new mtimes: same identity; a file removed, added or rewritten: a new one."""
     folder = make_image_folder(tmp_path / "mine")
     cache = tmp_path / "cache.json"
-    first = data.source_fingerprint(str(folder), cache)
+    first = sources.source_fingerprint(str(folder), cache)
     for path in folder.rglob("*.png"):
         path.touch()
-    assert data.source_fingerprint(str(folder), cache) == first
+    assert sources.source_fingerprint(str(folder), cache) == first
     (folder / "train" / "cat" / "000.png").unlink()
-    removed = data.source_fingerprint(str(folder), cache)
+    removed = sources.source_fingerprint(str(folder), cache)
     assert removed != first
     Image.new("RGB", (32, 32), (1, 2, 3)).save(folder / "train" / "cat" / "000.png")
-    assert data.source_fingerprint(str(folder), cache) not in (first, removed)
+    assert sources.source_fingerprint(str(folder), cache) not in (first, removed)
     (folder / ".DS_Store").write_bytes(b"junk")  # left out of the packed archive: no new identity
-    assert data.source_fingerprint(str(folder), cache) == data.source_fingerprint(str(folder), None)
+    assert sources.source_fingerprint(str(folder), cache) == sources.source_fingerprint(str(folder), None)
 
 
 def test_content_fingerprint_of_an_archive(tmp_path):
     path = zip_folder(make_image_folder(tmp_path / "mine"), tmp_path / "mine.zip")
     cache = tmp_path / "cache.json"
-    first = data.source_fingerprint(path.as_uri(), cache)
-    assert first == data.source_fingerprint(str(path), None) == data.file_digests(path)["sha256"]
+    first = sources.source_fingerprint(path.as_uri(), cache)
+    assert first == sources.source_fingerprint(str(path), None) == sources.file_digests(path)["sha256"]
     path.write_bytes(path.read_bytes()[:-100])
-    assert data.source_fingerprint(str(path), cache) != first
-    assert data.source_fingerprint("https://example.org/x.tar.gz", cache) is None
-    assert data.source_fingerprint("synthetic", cache) is None
+    assert sources.source_fingerprint(str(path), cache) != first
+    assert sources.source_fingerprint("https://example.org/x.tar.gz", cache) is None
+    assert sources.source_fingerprint("synthetic", cache) is None
 
 
 def test_unreadable_image_names_the_users_file(tmp_path):

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
+import cifarlab
 from cifarlab import evaluate as evaluation
+from cifarlab import run_figures
 from cifarlab import train as training
 from cifarlab.models import build_model, load_trained
 from cifarlab.results import read_history, status_text
 
+ROOT = Path(__file__).resolve().parent.parent
 # docs/architecture.md: the keys of metrics.json and of model.pt
 METRICS_KEYS = {
     "run", "model", "status", "diverged", "test_accuracy", "test_loss", "per_class_accuracy",
@@ -20,6 +25,7 @@ METRICS_KEYS = {
     "params_total", "params_trainable", "epochs", "batch_size", "optimizer", "lr", "lr_source",
     "dropout", "pretrained", "freeze", "image_size", "train_images", "train_seconds", "images_per_second",
     "device", "settings", "tta", "tta_test_accuracy", "tta_test_loss", "precision", "eval_precision",
+    "code_version",
 }  # fmt: skip
 MODEL_KEYS = {
     "model_state", "run", "classes", "mean", "std", "lr", "lr_source", "status", "diverged",
@@ -97,6 +103,12 @@ def test_metrics_follow_the_contract_and_agree_with_training(finished):
     assert (metrics["params_total"], metrics["params_trainable"]) == (62_006, 62_006)
     assert metrics["status"] == "ok" and metrics["settings"]["name"] == "simple_cnn-adam"
     assert metrics["images_per_second"] > 0 and metrics["train_seconds"] > 0
+    # The commit of this checkout (the tests run the package from it), or null outside git.
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    commit = head.stdout.strip() if head.returncode == 0 else None
+    assert metrics["code_version"]["commit"] == commit
+    assert metrics["code_version"]["package_version"] == cifarlab.__version__
+    assert isinstance(metrics["code_version"]["dirty"], bool) or commit is None
 
 
 def test_load_trained_gives_back_the_trained_model(finished, synthetic_data):
@@ -131,8 +143,8 @@ def test_confusion_matrix_counts():
 def test_figures_are_drawn_for_every_run(which, request, tmp_path):
     paths = request.getfixturevalue(which)
     curves, confusion = tmp_path / "curves.png", tmp_path / "confusion.png"
-    evaluation.plot_curves(paths["history.csv"], paths["metrics.json"], curves)
-    evaluation.plot_confusion(paths["metrics.json"], confusion)
+    run_figures.plot_curves(paths["history.csv"], paths["metrics.json"], curves)
+    run_figures.plot_confusion(paths["metrics.json"], confusion)
     for png in (curves, confusion):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 

@@ -7,7 +7,7 @@ import torch
 
 from cifarlab.features import compute_features, main
 from cifarlab.models import build_model, head_of
-from cifarlab.train import epoch_batches, evaluate, stratified_subset, subset, train_run
+from cifarlab.train import epoch_batches, loss_and_accuracy, stratified_subset, subset, train_run
 
 CPU = torch.device("cpu")
 
@@ -81,8 +81,10 @@ def test_features_file_holds_the_head_inputs(cached, small_data):
 def test_head_on_cached_features_predicts_like_the_whole_model(cached, small_data):
     model = build_model(frozen_run(), 10).eval()
     run = frozen_run()
-    _, _, on_images = evaluate(model, epoch_batches(small_data["test"], run, epoch=None, device=CPU), CPU)
-    _, _, on_features = evaluate(
+    _, _, on_images = loss_and_accuracy(
+        model, epoch_batches(small_data["test"], run, epoch=None, device=CPU), CPU
+    )
+    _, _, on_features = loss_and_accuracy(
         head_of(model), epoch_batches(cached["test"], run, epoch=None, device=CPU), CPU
     )
     assert torch.equal(on_images, on_features)
@@ -112,7 +114,9 @@ def test_training_the_head_on_features_equals_running_the_backbone_every_step(ca
     assert on_features["params_trainable"] == 5130
     # The whole saved model on the images predicts what the head predicts on the features.
     test = subset(small_data["test"], stratified_subset(small_data["test"]["labels"], 100, 0))
-    _, accuracy, _ = evaluate(on_features["model"], epoch_batches(test, run, epoch=None, device=CPU), CPU)
+    _, accuracy, _ = loss_and_accuracy(
+        on_features["model"], epoch_batches(test, run, epoch=None, device=CPU), CPU
+    )
     assert accuracy == pytest.approx(on_features["history"][-1]["test_accuracy"])
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import yaml
 from snakemake.utils import update_config
 
-from cifarlab import lr_finder
+from cifarlab import lr_finder, run_figures
 from cifarlab.config import expand_runs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -334,7 +334,7 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
     assert result["repeats"][1]["losses"][0] != pytest.approx(first, rel=1e-5)  # another batch order
 
     figure = tmp_path / "lr_finder.png"
-    lr_finder.plot_lr_finder(out, figure)
+    run_figures.plot_lr_finder(out, figure)
     assert figure.stat().st_size > 10_000
 
 

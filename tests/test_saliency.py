@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab import saliency
+from cifarlab import run_figures, saliency
 
 SIZE = 8  # pixels: small images keep the exact-answer tests instant
 
@@ -295,8 +295,8 @@ def test_files_and_figures(tmp_path, synthetic_files, monkeypatch):
     maps = torch.load(tmp_path / "m.pt", weights_only=False)
     assert maps["maps"]["vanilla"].shape == (10, 32, 32)
 
-    saliency.plot_saliency(tmp_path / "m.pt", tmp_path / "r.json", tmp_path / "fig.png")
-    saliency.plot_saliency_comparison(
+    run_figures.plot_saliency(tmp_path / "m.pt", tmp_path / "r.json", tmp_path / "fig.png")
+    run_figures.plot_saliency_comparison(
         [tmp_path / "m.pt", tmp_path / "m.pt"],
         [tmp_path / "r.json", tmp_path / "r.json"],
         tmp_path / "cmp.png",
@@ -324,5 +324,5 @@ def test_saliency_files_are_loaded_without_running_code(tmp_path):
     with pytest.raises(Exception, match="(?i)weights.only"):
         saliency.write_sample(evil, tmp_path / "sample.json")
     with pytest.raises(Exception, match="(?i)weights.only"):
-        saliency.plot_saliency(evil, tmp_path / "r.json", tmp_path / "fig.png")
+        run_figures.plot_saliency(evil, tmp_path / "r.json", tmp_path / "fig.png")
     assert not marker.exists()

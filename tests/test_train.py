@@ -216,19 +216,19 @@ def test_a_crashed_run_resumes_from_its_last_epoch(synthetic_data, tmp_path, mon
     reference = train_run(*data, device=CPU, lr=run["lr"])
 
     checkpoint = tmp_path / "ckpt.pt"
-    real_evaluate, calls = training.evaluate, []
+    real_pass, calls = training.loss_and_accuracy, []
 
     def crash_in_epoch_two(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("simulated crash (node lost)")
-        return real_evaluate(*args, **kwargs)
+        return real_pass(*args, **kwargs)
 
-    monkeypatch.setattr(training, "evaluate", crash_in_epoch_two)
+    monkeypatch.setattr(training, "loss_and_accuracy", crash_in_epoch_two)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(training, "evaluate", real_evaluate)
+    monkeypatch.setattr(training, "loss_and_accuracy", real_pass)
 
     resumed = train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
     assert comparable(resumed["history"]) == comparable(reference["history"])

@@ -14,8 +14,9 @@ from cifarlab.config import (
     uses_cached_features,
     validate_config,
 )
-from cifarlab.data import archive_name, source_fingerprint
+from cifarlab.code_version import code_digest, code_digest_of_modules
 from cifarlab.models import model_source
+from cifarlab.sources import archive_name, source_fingerprint
 
 # Validate before any job runs: a bad key stops here with a message that names it.
 try:
@@ -46,6 +47,10 @@ DEVICE = config.get("device", "auto")
 PRECISION = config["precision"]
 
 DATA = f"results/data/{DATASET}"
+# Code is an input: a rule's `code` param is code_digest of its script (the script and the
+# cifarlab modules it imports, by content), so editing that code reruns the rule, and only it
+# and what depends on its outputs.
+SCRIPTS = Path(workflow.basedir) / "scripts"
 
 
 # Settings that only `evaluate` reads: changing them re-evaluates, never retrains.

@@ -13,6 +13,7 @@ rule download:
     conda:
         "../../environment.yaml"
     params:
+        code=code_digest(SCRIPTS / "download.py"),
         source=SOURCE,
         content=SOURCE_CONTENT,
         md5=SOURCE_MD5,
@@ -41,6 +42,7 @@ rule prepare:
         mem_mb=prepare_mem_mb,
         runtime=30,
     params:
+        code=code_digest(SCRIPTS / "prepare.py"),
         image_size=config["dataset"]["image_size"],
     script:
         "../../scripts/prepare.py"

@@ -21,6 +21,7 @@ rule lr_find:
         runtime=lr_find_runtime,
         gpu=GPU_JOBS,
     params:
+        code=code_digest(SCRIPTS / "lr_find.py"),
         settings=lr_finder_params,
         device=DEVICE,
         precision=PRECISION,

@@ -46,5 +46,10 @@ for figure in FIGURES:
             "../../environment.yaml"
         params:
             **figure_params(figure, RUNS, RUN_SETS),
+            # the plot script and the module that draws this figure, by content
+            code=[
+                code_digest(SCRIPTS / "plot.py"),
+                code_digest_of_modules([figure.module]),
+            ],
         script:
             "../../scripts/plot.py"

@@ -69,6 +69,7 @@ rule report:
     conda:
         "../../environment.yaml"
     params:
+        code=code_digest(SCRIPTS / "report.py"),
         compare_to=REPORT.get("compare_to"),
         # The study's identity on the page; the whole config, so any change shows.
         config_hash=settings_hash(config),

@@ -11,6 +11,7 @@ rule saliency_sample:
     conda:
         "../../environment.yaml"
     params:
+        code=code_digest(SCRIPTS / "saliency_sample.py"),
         images_per_class=config.get("saliency", {}).get("images_per_class", 1),
         seed=config.get("saliency", {}).get("seed", 0),
     script:
@@ -38,6 +39,7 @@ rule saliency:
         runtime=saliency_runtime,
         gpu=GPU_JOBS,
     params:
+        code=code_digest(SCRIPTS / "saliency.py"),
         settings=SALIENCY_SETTINGS,
         device=DEVICE,
     script:

@@ -24,6 +24,7 @@ rule features:
         runtime=features_runtime,
         gpu=GPU_JOBS,
     params:
+        code=code_digest(SCRIPTS / "features.py"),
         backbone=backbone_params,
         device=DEVICE,
         precision=PRECISION,
@@ -49,6 +50,7 @@ rule train:
         runtime=train_runtime,
         gpu=GPU_JOBS,
     params:
+        code=code_digest(SCRIPTS / "train.py"),
         run=run_settings,
         device=DEVICE,
         precision=PRECISION,
@@ -79,6 +81,7 @@ rule evaluate:
         runtime=evaluate_runtime,
         gpu=GPU_JOBS,
     params:
+        code=code_digest(SCRIPTS / "evaluate.py"),
         device=DEVICE,
         precision=PRECISION,
         evaluation=evaluation_settings,

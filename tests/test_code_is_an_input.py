@@ -1,0 +1,218 @@
+"""Code is an input: editing package code replans the steps that run it, judged by content.
+
+Unit tests of cifarlab.code_version on a copy of the package, then Snakemake dry runs of a
+finished demo study (its outputs made by benchmarks/dry_run.py's `finished_study`: empty files
+marked done with `snakemake --touch`, metadata and all) whose cifarlab is a copy that the tests
+edit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cifarlab
+from cifarlab import code_version
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from dry_run import finished_study, snakemake  # noqa: E402
+
+STUDY = ["config/demo.yaml"]
+
+
+def run_python(tree: Path, code: str) -> str:
+    """`code` in a fresh interpreter importing `tree`'s cifarlab (run there: Python puts the current
+    folder first on its path); its stdout."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tree, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def digests(tree: Path, scripts: list[str]) -> dict[str, str]:
+    """{script: code_digest} computed by `tree`'s own cifarlab."""
+    code = (
+        "from cifarlab.code_version import code_digest\n"
+        f"for s in {scripts!r}: print(s, code_digest({str(tree)!r} + '/scripts/' + s))"
+    )
+    return dict(line.split() for line in run_python(tree, code).splitlines())
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """A copy of the package and the scripts, to edit."""
+    for part in ("cifarlab", "scripts"):
+        shutil.copytree(ROOT / part, tmp_path / "tree" / part, ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path / "tree"
+
+
+def _step_code(script: str) -> set[str]:
+    return {str(p.relative_to(ROOT)) for p in code_version._closure([ROOT / "scripts" / script])}
+
+
+def test_code_named_by_strings_and_lazy_subpackages_count_and_figures_stay_out_of_the_steps():
+    """A model spec names its constructor as "module:function" and cifarlab.models loads its
+    modules on first use: both are the training step's code. The figures (and the house style)
+    are the plot rules' code only, so a style change never reruns a step."""
+    train = _step_code("train.py")
+    assert {"cifarlab/airbench.py", "cifarlab/models/lab.py", "cifarlab/models/user.py"} <= train
+    for step in ("download.py", "prepare.py", "train.py", "evaluate.py", "lr_find.py", "saliency.py"):
+        code = _step_code(step)
+        assert not code & {"cifarlab/plotting.py", "cifarlab/run_figures.py", "cifarlab/report.py"}, step
+    assert {"cifarlab/run_figures.py", "cifarlab/plotting.py"} <= _step_code("plot.py")
+
+
+def test_imports_are_followed_wherever_they_are(tree):
+    """Module level, inside functions (lr_finder imports train there), `from cifarlab import x`."""
+    found = {p.name for p in code_version._closure([ROOT / "scripts" / "lr_find.py"])}
+    assert {"lr_find.py", "lr_finder.py", "train.py", "build.py", "airbench.py", "__init__.py"} <= found
+    assert "report.py" not in found and "saliency.py" not in found
+    status = {p.name for p in code_version._closure([ROOT / "cifarlab" / "status.py"])}
+    assert {
+        "estimate.py",
+        "config.py",
+        "progress.py",
+        "files.py",
+    } <= status  # `from cifarlab import estimate`
+
+
+def test_the_digest_changes_with_the_code_a_script_runs_and_only_that(tree):
+    scripts = ["train.py", "lr_find.py", "prepare.py", "saliency_sample.py"]
+    before = digests(tree, scripts)
+    for path in tree.rglob("*.py"):  # new mtimes, same bytes
+        path.touch()
+    assert digests(tree, scripts) == before
+    train = tree / "cifarlab" / "train.py"
+    original = train.read_bytes()
+    train.write_bytes(original + b"\n# a change\n")
+    after = digests(tree, scripts)
+    assert after["train.py"] != before["train.py"] and after["lr_find.py"] != before["lr_find.py"]
+    assert after["prepare.py"] == before["prepare.py"]
+    assert after["saliency_sample.py"] == before["saliency_sample.py"]
+    train.write_bytes(original)  # as a `git checkout` of the old version would
+    assert digests(tree, scripts) == before
+    (tree / "scripts" / "prepare.py").write_text((tree / "scripts" / "prepare.py").read_text() + "\n")
+    assert digests(tree, scripts)["prepare.py"] != before["prepare.py"]  # the script is code too
+
+
+def test_the_digest_does_not_depend_on_where_the_project_is(tree, tmp_path):
+    elsewhere = tmp_path / "clone"
+    shutil.copytree(tree, elsewhere)
+    assert digests(tree, ["train.py"]) == digests(elsewhere, ["train.py"])
+
+
+def test_digest_of_modules_for_a_rule_that_runs_part_of_the_package():
+    evaluate = code_version.code_digest_of_modules(["cifarlab.evaluate"])
+    assert evaluate == code_version.code_digest_of_modules(["cifarlab.evaluate", "cifarlab.evaluate"])
+    assert evaluate != code_version.code_digest_of_modules(["cifarlab.lr_finder"])
+    with pytest.raises(ValueError, match="'cifarlab.nothing' is not a module of cifarlab"):
+        code_version.code_digest_of_modules(["cifarlab.nothing"])
+
+
+def git(folder: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_code_version_names_the_commit_and_whether_the_tree_was_dirty(tree):
+    version = "from cifarlab.code_version import code_version; print(code_version())"
+    outside = {"commit": None, "dirty": None, "package_version": cifarlab.__version__}
+    assert run_python(tree, version) == str(outside)  # not a git checkout
+    git(tree, "init", "-q")
+    (tree / ".gitignore").write_text("__pycache__/\n")  # as the project's own
+    git(tree, "add", ".gitignore", "cifarlab", "scripts")
+    git(tree, "commit", "-qm", "the code")
+    head = git(tree, "rev-parse", "HEAD")
+    clean = {"commit": head, "dirty": False, "package_version": cifarlab.__version__}
+    assert run_python(tree, version) == str(clean)
+    (tree / "cifarlab" / "train.py").write_text("# edited\n")
+    assert run_python(tree, version) == str({**clean, "dirty": True})
+
+
+# --- Through Snakemake --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[Path, Path]:
+    """(tree: a copy of the project whose cifarlab the tests edit, project: its finished demo study)."""
+    tree = tmp_path_factory.mktemp("tree")
+    for part in ("cifarlab", "Snakefile", "workflow", "scripts", "config", "profiles", "environment.yaml"):
+        source = ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, tree / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, tree / part)
+    project = tmp_path_factory.mktemp("project")
+    finished_study(tree, project, STUDY, [])
+    return tree, project
+
+
+def planned(tree: Path, project: Path) -> set[str]:
+    """The rules a dry run of the report plans ("rule train:" / "localrule report:" lines)."""
+    done = snakemake(tree, project, ["-n", "--cores", "1", "report", "--configfile", *STUDY])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = (done.stdout + done.stderr).splitlines()
+    return {line.split()[-1].rstrip(":") for line in lines if line.startswith(("rule ", "localrule "))}
+
+
+def edited(path: Path):
+    """Append a comment to `path`; the undo writes the old bytes back (a new mtime, same content)."""
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# edited\n")
+    return lambda: path.write_bytes(original)
+
+
+@pytest.mark.slow
+def test_a_finished_study_plans_nothing_and_touching_its_code_changes_nothing(study):
+    tree, project = study
+    assert planned(tree, project) == set()
+    for path in [*(tree / "cifarlab").rglob("*.py"), *(project / "scripts").glob("*.py")]:
+        path.touch()
+    assert planned(tree, project) == set()
+
+
+@pytest.mark.slow
+def test_editing_the_training_module_plans_train_and_what_follows(study):
+    tree, project = study
+    undo = edited(tree / "cifarlab" / "train.py")
+    try:
+        plan = planned(tree, project)
+    finally:
+        undo()
+    assert {"train", "evaluate", "report"} <= plan, plan
+    assert not plan & {"download", "prepare", "saliency_sample"}, plan  # upstream: not its code
+    assert planned(tree, project) == set()  # the old content back: nothing to redo
+
+
+@pytest.mark.slow
+def test_editing_the_evaluation_module_re_evaluates_without_retraining(study):
+    tree, project = study
+    undo = edited(tree / "cifarlab" / "evaluate.py")
+    try:
+        plan = planned(tree, project)
+    finally:
+        undo()
+    assert {"evaluate", "report"} <= plan and not plan & {"train", "lr_find", "prepare", "download"}, plan
+
+
+@pytest.mark.slow
+def test_editing_the_report_code_plans_report_jobs_only(study):
+    tree, project = study
+    undo = edited(tree / "cifarlab" / "report.py")
+    try:
+        plan = planned(tree, project)
+    finally:
+        undo()
+    assert "report" in plan and all(rule == "report" or rule.startswith("plot_") for rule in plan), plan
