@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from cifarlab import report, synthetic
-from cifarlab.config import expand_runs, validate_config
+from cifarlab.config import check_schema, expand_runs, validate_config
 from cifarlab.lr_finder import median_curve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -427,6 +427,7 @@ def test_a_two_setting_sweep_gives_one_line_per_other_value():
     config["runs"] = {
         "cnn": {"model": "simple_cnn", "sweep": {"optimizer": ["sgd", "adam"], "lr": [0.1, 0.01]}}
     }
+    check_schema(config)
     groups = report.sweep_groups(expand_runs(config), "optimizer")
     assert groups == {
         "cnn (lr 0.1)": ["cnn-sgd-lr0.1", "cnn-adam-lr0.1"],

@@ -15,7 +15,8 @@ from cifarlab.config import (
 )
 from cifarlab.data import archive_name, source_fingerprint
 
-# Validate before any job runs: a bad key stops here with a message that names it.
+# Validate before any job runs: a bad key stops here with a message that names it. Validation
+# also writes the schema's defaults into `config` and caps it by the budget: read it plainly.
 try:
     RUNS = validate_config(config)
 except ConfigError as error:
@@ -36,11 +37,9 @@ SOURCE_CONTENT = (
 )
 LR_FINDER_RUNS = lr_finder_runs(config, RUNS)
 SALIENCY_RUNS = saliency_runs(config, RUNS)
-LR_FINDER_SETTINGS = {
-    k: v for k, v in config.get("lr_finder", {}).items() if k != "runs"
-}
-SALIENCY_SETTINGS = {k: v for k, v in config.get("saliency", {}).items() if k != "runs"}
-DEVICE = config.get("device", "auto")
+LR_FINDER_SETTINGS = {k: v for k, v in config["lr_finder"].items() if k != "runs"}
+SALIENCY_SETTINGS = {k: v for k, v in config["saliency"].items() if k != "runs"}
+DEVICE = config["device"]
 PRECISION = config["precision"]
 
 DATA = f"results/data/{DATASET}"

@@ -11,8 +11,8 @@ rule saliency_sample:
     conda:
         "../../environment.yaml"
     params:
-        images_per_class=config.get("saliency", {}).get("images_per_class", 1),
-        seed=config.get("saliency", {}).get("seed", 0),
+        images_per_class=config["saliency"]["images_per_class"],
+        seed=config["saliency"]["seed"],
     script:
         "../../scripts/saliency_sample.py"
 
