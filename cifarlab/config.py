@@ -134,9 +134,12 @@ def _raise_first_error(instance: Any, schema: dict, prefix: list, fill_defaults:
 
 
 def schema_defaults(section: str) -> dict:
-    """The schema's default of every key of a top-level section (`lr_finder`, `saliency`, ...)."""
-    properties = load_schema()["properties"][section]["properties"]
-    return {key: copy.deepcopy(sub["default"]) for key, sub in properties.items() if "default" in sub}
+    """A top-level section (`lr_finder`, `saliency`, `budget`, ...) as validation fills it when the
+    config leaves it out: the schema's default of every key, nested sections included."""
+    schema = load_schema()
+    filled: dict = {}
+    _FillingValidator({**schema["properties"][section], "$defs": schema["$defs"]}).validate(filled)
+    return filled
 
 
 def sweep_run_name(entry: str, assignment: list[tuple[str, Any]]) -> str:
@@ -196,7 +199,11 @@ def apply_budget(settings: dict, budget: dict, entry_settings: dict | None = Non
     entry_settings = copy.deepcopy(entry_settings or {})
     settings.update(entry_settings)
     warmup = settings["warmup_epochs"]
-    if settings["epochs"] < before["epochs"] and warmup >= settings["epochs"] and "warmup_epochs" not in entry_settings:
+    if (
+        settings["epochs"] < before["epochs"]
+        and warmup >= settings["epochs"]
+        and "warmup_epochs" not in entry_settings
+    ):
         settings["warmup_epochs"] = warmup * settings["epochs"] / before["epochs"]
     changed = {key: before[key] for key in settings if settings[key] != before.get(key)}
     if changed:

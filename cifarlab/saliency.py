@@ -567,7 +567,10 @@ def _json_float(value: float) -> float | None:
 
 def resolve_settings(settings: dict | None) -> dict:
     """The step's settings with defaults filled in; a bad value is an error that names it."""
-    resolved = {**copy.deepcopy(SCHEMA_DEFAULTS), **{k: v for k, v in (settings or {}).items() if k != "runs"}}
+    resolved = {
+        **copy.deepcopy(SCHEMA_DEFAULTS),
+        **{k: v for k, v in (settings or {}).items() if k != "runs"},
+    }
     if resolved["target"] not in TARGETS:
         raise ValueError(f"saliency.target must be one of {list(TARGETS)}, got {resolved['target']!r}")
     if resolved["backend"] not in BACKENDS:

@@ -14,7 +14,6 @@ from cifarlab.config import (
     ConfigError,
     dataset_name,
     dataset_source,
-    expand_runs,
     lr_finder_runs,
     validate_config,
 )
