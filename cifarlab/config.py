@@ -299,6 +299,24 @@ def normalise_overrides(config: dict) -> None:
         config["pretrained"] = value.lower() in ("true", "yes", "1")
 
 
+def in_study_order(config: dict, study_file: str | Path) -> None:
+    """Put `config["runs"]` in the order of `study_file`'s runs, then runs only overlays add.
+
+    Snakemake merges the `--configfile` overlays first and the Snakefile's `configfile:` under
+    them, so entries an overlay names (a budgeted study's few per-run lines) would come first and
+    reorder the study, its report and its figures. The order is the study file's.
+    """
+    runs = config.get("runs")
+    if not isinstance(runs, dict):
+        return  # the schema check names the problem
+    with open(study_file) as f:
+        order = list((yaml.safe_load(f) or {}).get("runs") or {})
+    config["runs"] = {
+        **{entry: runs[entry] for entry in order if entry in runs},
+        **{entry: spec for entry, spec in runs.items() if entry not in order},
+    }
+
+
 def check_schema(config: dict) -> None:
     """Check `config` against the schema and write the schema's defaults into it (in place)."""
     _raise_first_error(config, load_schema(), [], fill_defaults=True)

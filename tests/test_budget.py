@@ -19,7 +19,7 @@ import yaml
 from conftest import ROOT
 
 from cifarlab import lr_finder, saliency
-from cifarlab.config import ConfigError, apply_budget, schema_defaults, validate_config
+from cifarlab.config import ConfigError, apply_budget, in_study_order, schema_defaults, validate_config
 from cifarlab.status import load_config
 
 NO_BUDGET = schema_defaults("budget")
@@ -196,6 +196,24 @@ def test_the_smaller_studies_keep_their_sizes(overlays):
 
 
 DEMO = ("--configfile", "config/demo.yaml")
+
+
+def test_a_budgeted_study_keeps_the_lab_studys_run_order():
+    # Snakemake merges the --configfile overlays first and config/config.yaml under them: the
+    # entries the demo names would come first without in_study_order.
+    from snakemake.utils import update_config
+
+    overlays = {}
+    for path in ("config/demo.yaml", "tests/e2e_study.yaml"):
+        update_config(overlays, yaml.safe_load(open(ROOT / path)))
+    config = copy.deepcopy(overlays)
+    update_config(config, yaml.safe_load(open(ROOT / "config" / "config.yaml")))
+    update_config(config, overlays)
+    assert list(config["runs"])[:3] == ["simple_cnn", "dropout_cnn", "vit"]  # as Snakemake has it
+    in_study_order(config, ROOT / "config" / "config.yaml")
+    _, expected = study("config/demo.yaml", "tests/e2e_study.yaml")
+    assert list(validate_config(config)) == list(expected)
+    assert list(expected)[5:7] == ["vgg16", "resnet18"]
 
 
 def test_the_demo_dry_run_plans_a_run_added_to_the_lab_study(tmp_path):

@@ -8,6 +8,7 @@ from cifarlab.config import (
     ConfigError,
     dataset_name,
     dataset_source,
+    in_study_order,
     lr_finder_runs,
     saliency_runs,
     uses_cached_features,
@@ -18,6 +19,7 @@ from cifarlab.data import archive_name, source_fingerprint
 # Validate before any job runs: a bad key stops here with a message that names it. Validation
 # also writes the schema's defaults into `config` and caps it by the budget: read it plainly.
 try:
+    in_study_order(config, "config/config.yaml")  # the Snakefile's configfile
     RUNS = validate_config(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
