@@ -307,8 +307,8 @@ def in_study_order(config: dict, study_file: str | Path) -> None:
     reorder the study, its report and its figures. The order is the study file's.
     """
     runs = config.get("runs")
-    if not isinstance(runs, dict):
-        return  # the schema check names the problem
+    if not isinstance(runs, dict) or not Path(study_file).is_file():
+        return  # the schema check names a bad `runs`; without the file, Snakemake's order stays
     with open(study_file) as f:
         order = list((yaml.safe_load(f) or {}).get("runs") or {})
     config["runs"] = {

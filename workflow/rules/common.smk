@@ -19,7 +19,8 @@ from cifarlab.data import archive_name, source_fingerprint
 # Validate before any job runs: a bad key stops here with a message that names it. Validation
 # also writes the schema's defaults into `config` and caps it by the budget: read it plainly.
 try:
-    in_study_order(config, "config/config.yaml")  # the Snakefile's configfile
+    # the Snakefile's configfile (beside it: --directory may be another folder)
+    in_study_order(config, Path(workflow.basedir) / "config" / "config.yaml")
     RUNS = validate_config(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
