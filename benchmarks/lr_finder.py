@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from cifarlab.config import expand_runs
+from cifarlab.config import validate_config
 from cifarlab.data import prepare
 from cifarlab.files import write_json
 from cifarlab.lr_finder import METHODS, run_lr_finder
@@ -68,7 +68,7 @@ def main() -> int:
 
     with open(ROOT / "config" / "config.yaml") as f:
         config = yaml.safe_load(f)
-    runs = expand_runs(config)
+    runs = validate_config(config)
     finder = {**config["lr_finder"], "repeats": args.repeats, "suggestion": "valley"}
     for key in ("start_lr", "end_lr", "num_iter"):
         if getattr(args, key) is not None:

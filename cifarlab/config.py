@@ -92,8 +92,32 @@ def _number_as_string_hint(value: Any) -> str:
     return f" YAML reads {value} as text, not a number: write {written} (with a dot)."
 
 
-def _raise_first_error(instance: Any, schema: dict, prefix: list) -> None:
-    validator = jsonschema.Draft202012Validator(schema)
+def _filling_defaults(validator_class: type) -> type:
+    """A validator that also writes each schema `default` into the config where a key is missing.
+
+    jsonschema's documented extension pattern: the `properties` keyword sets the defaults of the
+    object it checks before checking it, so a section's default ({}) is filled first and then its
+    own keys' defaults. Defaults are deep-copied: no two configs share a list or a dict.
+    """
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def fill_then_check(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": fill_then_check})
+
+
+_FillingValidator = _filling_defaults(jsonschema.Draft202012Validator)
+
+
+def _raise_first_error(instance: Any, schema: dict, prefix: list, fill_defaults: bool = False) -> None:
+    """Raise ConfigError for the most relevant schema error; fill_defaults: write the schema's
+    defaults into `instance` (in place) while checking it."""
+    validator = (_FillingValidator if fill_defaults else jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:
         error = jsonschema.exceptions.best_match(errors)
@@ -101,6 +125,15 @@ def _raise_first_error(instance: Any, schema: dict, prefix: list) -> None:
         while error.parent is not None and error.parent.validator == "oneOf":
             error = error.parent
         raise ConfigError(_explain(error, _key_path(prefix + list(error.absolute_path))))
+
+
+def schema_defaults(section: str) -> dict:
+    """A top-level section (`lr_finder`, `saliency`, `budget`, ...) as validation fills it when the
+    config leaves it out: the schema's default of every key, nested sections included."""
+    schema = load_schema()
+    filled: dict = {}
+    _FillingValidator({**schema["properties"][section], "$defs": schema["$defs"]}).validate(filled)
+    return filled
 
 
 def sweep_run_name(entry: str, assignment: list[tuple[str, Any]]) -> str:
@@ -114,6 +147,73 @@ def sweep_run_name(entry: str, assignment: list[tuple[str, Any]]) -> str:
         else:
             parts.append(f"{key}{value:g}" if isinstance(value, float) else f"{key}{value}")
     return "-".join(parts)
+
+
+# Budget caps on run settings: budget key -> the run setting it caps (from above).
+RUN_CAPS = {
+    "max_epochs": "epochs",
+    "max_train_images": "train_subset",
+    "max_test_images": "test_subset",
+    "max_image_size": "image_size",
+    "max_batch_size": "batch_size",
+}
+# Budget caps on a ViT's size: budget.vit key -> the `vit:` setting it caps from above.
+VIT_CAPS = {"max_dim": "dim", "max_depth": "depth", "max_heads": "heads", "max_mlp_dim": "mlp_dim"}
+
+
+def _capped(value: int | None, cap: int | None) -> int | None:
+    """`value` lowered to `cap`; a null value (a subset: all images) becomes the cap itself."""
+    if cap is None:
+        return value
+    return cap if value is None else min(value, cap)
+
+
+def apply_budget(settings: dict, budget: dict, entry_settings: dict | None = None) -> dict:
+    """One run's settings shrunk by the study's `budget` (the schema's `budget` key), in place.
+
+    In order: the caps (`max_*`: epochs, subsets, image size in px, batch size, and `vit:` size
+    caps and `min_patch_size` for ViT runs), then `entry_settings` (the entry's `budget.runs`
+    settings, for what the caps cannot express), then warmup: when the budget cut the epochs to
+    `warmup_epochs` or fewer (the schedule would never leave its warmup), `warmup_epochs` keeps
+    its fraction of training (unless `entry_settings` sets it). Every changed setting's value
+    before the budget goes to `settings["budget"]`, so a run says it is smaller than the lab's;
+    nothing changed, no `budget` key (the run's settings, hence its params, are the lab's).
+    """
+    before = copy.deepcopy(settings)
+    for key, setting in RUN_CAPS.items():
+        settings[setting] = _capped(settings[setting], budget[key])
+    if settings["model"] == "vit" and settings.get("vit"):
+        vit = settings["vit"]
+        for key, setting in VIT_CAPS.items():
+            if setting in vit:
+                vit[setting] = _capped(vit[setting], budget["vit"][key])
+        smallest = budget["vit"]["min_patch_size"]
+        if smallest is not None and "patch_size" in vit and vit["patch_size"] < smallest:
+            vit["patch_size"] = smallest
+    entry_settings = copy.deepcopy(entry_settings or {})
+    settings.update(entry_settings)
+    warmup = settings["warmup_epochs"]
+    if (
+        settings["epochs"] < before["epochs"]
+        and warmup >= settings["epochs"]
+        and "warmup_epochs" not in entry_settings
+    ):
+        settings["warmup_epochs"] = warmup * settings["epochs"] / before["epochs"]
+    changed = {key: before[key] for key in settings if settings[key] != before.get(key)}
+    if changed:
+        settings["budget"] = changed
+    return settings
+
+
+def apply_study_budget(config: dict) -> None:
+    """Cap the LR finder's steps and repeats and the saliency images per class by the budget,
+    in place (caps, so applying them twice changes nothing)."""
+    budget, finder, saliency = config["budget"], config["lr_finder"], config["saliency"]
+    finder["num_iter"] = _capped(finder["num_iter"], budget["lr_finder"]["max_num_iter"])
+    finder["repeats"] = _capped(finder["repeats"], budget["lr_finder"]["max_repeats"])
+    saliency["images_per_class"] = _capped(
+        saliency["images_per_class"], budget["saliency"]["max_images_per_class"]
+    )
 
 
 def _checked_model(settings: dict, where: list, root: str | Path):
@@ -133,15 +233,25 @@ def _checked_model(settings: dict, where: list, root: str | Path):
 
 
 def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
-    """All runs of the study, in config order: name -> complete settings (defaults merged in).
+    """All runs of a study checked by `check_schema` (validate_config does it), in config order:
+    name -> complete settings.
 
-    Global switches are applied here so that each run's settings say exactly what it depends
-    on: `pretrained` is set per run (True only for pretrainable models when the study allows).
-    root: the project root, which a user's model file is relative to (cifarlab.models.user).
+    Each run is `defaults`, then its entry, then its sweep value, then the study's `budget`
+    (`apply_budget`). Global switches are applied here so that each run's settings say exactly
+    what it depends on: `pretrained` is set per run (True only for pretrainable models when the
+    study allows); `image_size: null` is the dataset's image_size. root: the project root, which
+    a user's model file is relative to (cifarlab.models.user).
     """
-    defaults = config.get("defaults", {})
+    defaults = config["defaults"]
+    budget = config["budget"]
     schema = load_schema()
     run_schema = {**schema["properties"]["runs"]["additionalProperties"], "$defs": schema["$defs"]}
+    unknown = sorted(set(budget["runs"]) - set(config["runs"]))
+    if unknown:
+        raise ConfigError(
+            f"config error at budget.runs: unknown run entr(ies) {unknown}; entries of `runs`: "
+            f"{sorted(config['runs'])}."
+        )
     runs: dict[str, dict] = {}
     for entry, spec in config["runs"].items():
         spec = copy.deepcopy(spec)
@@ -155,21 +265,25 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
             _raise_first_error({k: v for k, v in settings.items()}, run_schema, where)
             if name in runs:
                 raise ConfigError(f"config error at runs.{entry}: run name {name!r} is produced twice.")
+            if settings["image_size"] is None:
+                settings["image_size"] = config["dataset"]["image_size"]
+            apply_budget(settings, budget, budget["runs"].get(entry))
+            budgeted = {k: v for k, v in settings.items() if k != "budget"}
+            _raise_first_error(budgeted, run_schema, ["budget", "runs", entry])
             settings["name"] = name
             settings["entry"] = entry
             settings["sweep"] = dict(assignment)
             model = _checked_model(settings, where, root)
-            settings["pretrained"] = bool(config.get("pretrained", True)) and model.pretrainable
-            settings.setdefault("dropout", 0.0)
+            settings["pretrained"] = bool(config["pretrained"]) and model.pretrainable
+            # the one default that depends on the model: its spec's (a backbone trains its head only)
             settings.setdefault("freeze", model.default_freeze)
-            settings.setdefault("image_size", config["dataset"]["image_size"])
             runs[name] = settings
     return runs
 
 
 def lr_finder_runs(config: dict, runs: dict[str, dict]) -> list[str]:
     """Runs that get an LR-finder sweep: those listed in `lr_finder.runs` plus every `lr: auto` run."""
-    listed = list(config.get("lr_finder", {}).get("runs", []))
+    listed = list(config["lr_finder"]["runs"])
     for name in listed:
         if name not in runs:
             raise ConfigError(
@@ -180,7 +294,7 @@ def lr_finder_runs(config: dict, runs: dict[str, dict]) -> list[str]:
 
 
 def saliency_runs(config: dict, runs: dict[str, dict]) -> list[str]:
-    chosen = config.get("saliency", {}).get("runs", "all")
+    chosen = config["saliency"]["runs"]
     if chosen == "all":
         return list(runs)
     for name in chosen:
@@ -198,14 +312,40 @@ def normalise_overrides(config: dict) -> None:
         config["pretrained"] = value.lower() in ("true", "yes", "1")
 
 
+def in_study_order(config: dict, study_file: str | Path) -> None:
+    """Put `config["runs"]` in the order of `study_file`'s runs, then runs only overlays add.
+
+    Snakemake merges the `--configfile` overlays first and the Snakefile's `configfile:` under
+    them, so entries an overlay names (a budgeted study's few per-run lines) would come first and
+    reorder the study, its report and its figures. The order is the study file's.
+    """
+    runs = config.get("runs")
+    if not isinstance(runs, dict) or not Path(study_file).is_file():
+        return  # the schema check names a bad `runs`; without the file, Snakemake's order stays
+    with open(study_file) as f:
+        order = list((yaml.safe_load(f) or {}).get("runs") or {})
+    config["runs"] = {
+        **{entry: runs[entry] for entry in order if entry in runs},
+        **{entry: spec for entry, spec in runs.items() if entry not in order},
+    }
+
+
+def check_schema(config: dict) -> None:
+    """Check `config` against the schema and write the schema's defaults into it (in place)."""
+    _raise_first_error(config, load_schema(), [], fill_defaults=True)
+
+
 def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
     """Check the whole config and return its expanded runs; raise ConfigError naming the key.
 
-    Normalises command-line overrides in place first (see `normalise_overrides`). root: the
-    project root (the workflow's working directory), which user model files are relative to.
+    The one validation of a study: normalises command-line overrides in place first (see
+    `normalise_overrides`), then writes the schema's default of every missing setting into
+    `config` (so code reads `config["lr_finder"]["suggestion"]`, no fallbacks), then caps the LR
+    finder and saliency by the budget (`apply_study_budget`). Applying it twice changes nothing.
     """
     normalise_overrides(config)
-    _raise_first_error(config, load_schema(), [])
+    check_schema(config)
+    apply_study_budget(config)
     runs = expand_runs(config, root)
     lr_finder_runs(config, runs)
     saliency_runs(config, runs)
@@ -215,7 +355,7 @@ def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
             raise ConfigError(
                 f"config error at runs.{run['entry']}.image_size: {run['model']} needs image_size >= "
                 f"{spec.min_image_size}, got {run['image_size']} "
-                "(from the run, its defaults or dataset.image_size)."
+                "(from the run, its defaults, dataset.image_size or budget.max_image_size)."
             )
         if not spec.pretrainable and run.get("freeze") == "head":
             pretrainable = [name for name, s in BUILTIN_MODELS.items() if s.pretrainable]
@@ -234,9 +374,9 @@ def settings_hash(settings: Any) -> str:
 
 def dataset_source(config: dict) -> tuple[str, str | None]:
     """(source, md5) of the study's data: `data_source` overrides `dataset.source` (md5 then unknown)."""
-    if config.get("data_source"):
+    if config["data_source"]:
         return str(config["data_source"]), None
-    return config["dataset"]["source"], config["dataset"].get("md5")
+    return config["dataset"]["source"], config["dataset"]["md5"]
 
 
 def dataset_name(config: dict) -> str:
@@ -245,7 +385,7 @@ def dataset_name(config: dict) -> str:
     An overriding `data_source` gets its own name (from its file or folder name) so that the
     prepared tensors of two sources never overwrite each other.
     """
-    if not config.get("data_source"):
+    if not config["data_source"]:
         return config["dataset"]["name"]
     base = str(config["data_source"]).rstrip("/").split("/")[-1] or "data"
     for suffix in (".tar.gz", ".tgz", ".tar", ".zip"):
@@ -267,6 +407,6 @@ def uses_cached_features(run: dict) -> bool:
     return (
         run["freeze"] == "head"
         and run["augment"] == "none"
-        and run.get("translate", 0) == 0
-        and run.get("tta", "none") == "none"
+        and run["translate"] == 0
+        and run["tta"] == "none"
     )

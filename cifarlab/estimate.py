@@ -80,11 +80,10 @@ def size_factor(image_size: int) -> float:
 def split_images(config: dict, split: str, run: dict | None = None) -> int:
     """Images of a split ("train" or "test") a job sees: the run's subset, the synthetic set's
     size, else CIFAR-10's (the cost model does not open the data)."""
-    if run and run.get(f"{split}_subset"):
+    if run is not None and run[f"{split}_subset"]:
         return run[f"{split}_subset"]
     if dataset_source(config)[0] == "synthetic":
-        synthetic = config["dataset"].get("synthetic") or {}
-        return 10 * synthetic.get(f"{split}_per_class", 500)
+        return 10 * config["dataset"]["synthetic"][f"{split}_per_class"]
     return {"train": 50000, "test": 10000}[split]
 
 

@@ -29,22 +29,16 @@ import torch
 import torch.nn.functional as F
 
 from cifarlab import progress
+from cifarlab.config import schema_defaults
 from cifarlab.files import load_torch, write_json
 
 log = logging.getLogger(__name__)
 
 METHODS = ("valley", "steepest", "minimum_div_10")
 
-# The finder's settings (config key `lr_finder`, less `runs`) and their defaults.
-DEFAULTS = {
-    "start_lr": 1e-7,
-    "end_lr": 10.0,
-    "num_iter": 200,
-    "repeats": 5,
-    "smoothing": 0.05,
-    "diverge_factor": 4.0,
-    "suggestion": "valley",
-}
+# The finder's settings (config key `lr_finder`, less `runs`) default to the schema's
+# (workflow/schemas/config.schema.yaml, `lr_finder`): read there, never restated here.
+SCHEMA_DEFAULTS = {k: v for k, v in schema_defaults("lr_finder").items() if k != "runs"}
 
 # Points left out of the suggestions (as fastai does): the first tenth of the planned sweep,
 # where the bias-corrected average rests on a handful of losses, and the last few recorded
@@ -68,11 +62,11 @@ def lr_range_test(
     next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     *,
-    start_lr: float = DEFAULTS["start_lr"],
-    end_lr: float = DEFAULTS["end_lr"],
-    num_iter: int = DEFAULTS["num_iter"],
-    smoothing: float = DEFAULTS["smoothing"],
-    diverge_factor: float = DEFAULTS["diverge_factor"],
+    start_lr: float = SCHEMA_DEFAULTS["start_lr"],
+    end_lr: float = SCHEMA_DEFAULTS["end_lr"],
+    num_iter: int = SCHEMA_DEFAULTS["num_iter"],
+    smoothing: float = SCHEMA_DEFAULTS["smoothing"],
+    diverge_factor: float = SCHEMA_DEFAULTS["diverge_factor"],
     train_mode: Callable[[torch.nn.Module], Any] = torch.nn.Module.train,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, Any]:
@@ -226,11 +220,11 @@ def summarize(per_repeat: list[dict[str, float]]) -> dict[str, dict]:
 
 
 def finder_settings(finder: dict) -> dict:
-    """The config's `lr_finder` section (less `runs`) with defaults filled in and checked."""
-    unknown = sorted(set(finder) - set(DEFAULTS) - {"runs"})
+    """The config's `lr_finder` section (less `runs`) with the schema's defaults filled in, checked."""
+    unknown = sorted(set(finder) - set(SCHEMA_DEFAULTS) - {"runs"})
     if unknown:
-        raise ValueError(f"unknown lr_finder setting(s) {unknown}; allowed: {sorted(DEFAULTS)}")
-    settings = {**DEFAULTS, **{k: v for k, v in finder.items() if k != "runs"}}
+        raise ValueError(f"unknown lr_finder setting(s) {unknown}; allowed: {sorted(SCHEMA_DEFAULTS)}")
+    settings = {**SCHEMA_DEFAULTS, **{k: v for k, v in finder.items() if k != "runs"}}
     if settings["suggestion"] not in METHODS:
         raise ValueError(f"lr_finder.suggestion is {settings['suggestion']!r}; allowed: {list(METHODS)}")
     if int(settings["repeats"]) < 1:
@@ -359,6 +353,7 @@ def run_lr_finder(
     )
 
     started = time.perf_counter()
+    finder = finder_settings(finder)
     model = build_model(run, len(train["classes"]))
     index = stratified_subset(train["labels"], run.get("train_subset"), run["seed"])
     if cached_train is None:
@@ -374,7 +369,7 @@ def run_lr_finder(
     memory_format = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
     trainable.to(device, memory_format=memory_format)
     data = to_device(data, device)
-    optimizer = build_optimizer(trainable, run, finder.get("start_lr", DEFAULTS["start_lr"]))
+    optimizer = build_optimizer(trainable, run, finder["start_lr"])
 
     def make_batches(seed: int) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
         repeat_run = {**run, "seed": seed}

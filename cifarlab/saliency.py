@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab import progress
+from cifarlab.config import schema_defaults
 from cifarlab.files import load_torch, save_torch, write_json
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,9 @@ FLASHTORCH_METHODS = ("vanilla", "guided_backprop")
 TARGETS = ("true_class", "predicted")
 BACKENDS = ("captum", "flashtorch")
 
-# The step's settings (config key `saliency`, less `runs`) and their defaults.
-DEFAULTS = {
-    "images_per_class": 1,
-    "seed": 0,
-    "target": "true_class",
-    "backend": "captum",
-    "methods": list(METHODS),
-}
+# The step's settings (config key `saliency`, less `runs`) default to the schema's
+# (workflow/schemas/config.schema.yaml, `saliency`): read there, never restated here.
+SCHEMA_DEFAULTS = {k: v for k, v in schema_defaults("saliency").items() if k != "runs"}
 
 SMOOTHGRAD_SAMPLES = 25  # noisy copies per image (the paper finds little gain past ~50)
 SMOOTHGRAD_NOISE = 0.15  # noise std in pixel units, images in [0, 1]: the paper's 10-20 % of the range
@@ -570,7 +566,10 @@ def _json_float(value: float) -> float | None:
 
 def resolve_settings(settings: dict | None) -> dict:
     """The step's settings with defaults filled in; a bad value is an error that names it."""
-    resolved = {**DEFAULTS, **{k: v for k, v in (settings or {}).items() if k != "runs"}}
+    resolved = {
+        **copy.deepcopy(SCHEMA_DEFAULTS),
+        **{k: v for k, v in (settings or {}).items() if k != "runs"},
+    }
     if resolved["target"] not in TARGETS:
         raise ValueError(f"saliency.target must be one of {list(TARGETS)}, got {resolved['target']!r}")
     if resolved["backend"] not in BACKENDS:

@@ -153,7 +153,7 @@ def run_status(name: str, run: dict, root: Path, *, active: bool, waiting_second
 def study_status(config: dict, root: Path) -> list[RunStatus]:
     """Every planned run's RunStatus, in the config's order."""
     runs = validate_config(config, root)
-    on_gpu = estimate.on_gpu(config.get("device", "auto"))
+    on_gpu = estimate.on_gpu(config["device"])
     model = {name: estimate.train_seconds(config, run, on_gpu=on_gpu) for name, run in runs.items()}
     done = [
         estimate.Job("train", name, seconds, str(root / "results/benchmarks/train" / f"{name}.tsv"))

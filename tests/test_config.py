@@ -14,7 +14,6 @@ from cifarlab.config import (
     ConfigError,
     dataset_name,
     dataset_source,
-    expand_runs,
     lr_finder_runs,
     validate_config,
 )
@@ -144,9 +143,9 @@ def test_data_source_override_gets_its_own_dataset_name(config):
 
 
 def test_run_settings_are_independent_copies(config):
-    runs = expand_runs(copy.deepcopy(config))
+    runs = validate_config(copy.deepcopy(config))
     runs["vit"]["vit"]["depth"] = 99
-    assert expand_runs(config)["vit_recipe"]["vit"]["depth"] == 6
+    assert validate_config(config)["vit_recipe"]["vit"]["depth"] == 6
 
 
 def _snakemake(*args: str) -> subprocess.CompletedProcess:

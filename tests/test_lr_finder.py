@@ -19,7 +19,7 @@ import yaml
 from snakemake.utils import update_config
 
 from cifarlab import lr_finder, run_figures
-from cifarlab.config import expand_runs
+from cifarlab.config import validate_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -298,7 +298,7 @@ def lab_run(name: str, **overrides) -> dict:
     """A run of config/config.yaml, expanded as the workflow does, with `overrides`."""
     with open(ROOT / "config" / "config.yaml") as f:
         config = yaml.safe_load(f)
-    return {**expand_runs(config)[name], **overrides}
+    return {**validate_config(config)[name], **overrides}
 
 
 def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
@@ -423,7 +423,7 @@ def test_a_finder_setting_reruns_the_finder_and_the_auto_runs_only(tmp_path):
     for name in ("config.yaml", "demo.yaml"):
         with open(ROOT / "config" / name) as f:
             update_config(config, yaml.safe_load(f))  # merged as Snakemake merges --configfile
-    auto = {name for name, run in expand_runs(config).items() if run["lr"] == "auto"}
+    auto = {name for name, run in validate_config(config).items() if run["lr"] == "auto"}
     finder_runs = set(config["lr_finder"]["runs"]) | auto
     assert auto  # the study has an `lr: auto` run to check
 

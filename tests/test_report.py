@@ -23,7 +23,7 @@ import yaml
 from PIL import Image
 
 from cifarlab import comparison_figures, page, provenance, report, results, synthetic, tables
-from cifarlab.config import expand_runs, validate_config
+from cifarlab.config import check_schema, expand_runs, validate_config
 from cifarlab.figures import FIGURES, figure_inputs, figure_named, figure_params, figure_runs, sweep_groups
 from cifarlab.lr_finder import median_curve
 
@@ -427,6 +427,7 @@ def test_a_two_setting_sweep_gives_one_line_per_other_value():
     config["runs"] = {
         "cnn": {"model": "simple_cnn", "sweep": {"optimizer": ["sgd", "adam"], "lr": [0.1, 0.01]}}
     }
+    check_schema(config)
     groups = sweep_groups(expand_runs(config), "optimizer")
     assert groups == {
         "cnn (lr 0.1)": ["cnn-sgd-lr0.1", "cnn-adam-lr0.1"],
@@ -594,6 +595,7 @@ def test_a_figure_is_in_a_study_only_with_the_runs_it_shows():
     """Sweep figures need that sweep, the LR-finder and saliency figures their runs."""
     config = study_config()
     config["runs"] = {"cnn": {"model": "simple_cnn", "sweep": {"optimizer": ["sgd", "adam"]}}}
+    check_schema(config)
     runs = expand_runs(config)
     run_sets = {"all": list(runs), "lr_finder": [], "saliency": ["cnn-adam"]}
     shown = {f.name: figure_runs(f, runs, run_sets) for f in FIGURES}

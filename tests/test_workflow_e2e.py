@@ -61,12 +61,18 @@ def study(tmp_path_factory) -> Path:
     return workdir
 
 
-def expanded_runs(workdir: Path) -> dict[str, dict]:
+def study_config(workdir: Path) -> dict:
+    """The tiny study's config as the workflow sees it: merged, validated, defaults filled in."""
     config = {}
     for path in ("config/config.yaml", *OVERLAYS):
         overlay = yaml.safe_load(open(workdir / path))
         config = _merge(config, overlay)
-    return validate_config(config)
+    validate_config(config)
+    return config
+
+
+def expanded_runs(workdir: Path) -> dict[str, dict]:
+    return validate_config(study_config(workdir))
 
 
 def _merge(base: dict, overlay: dict) -> dict:
@@ -149,7 +155,7 @@ def test_the_terminal_shows_each_runs_epochs_the_lr_finder_saliency_and_the_esti
     for name, run in runs.items():
         for epoch in range(1, run["epochs"] + 1):
             assert f"train {name} epoch {epoch}/{run['epochs']} | loss " in terminal, name
-    config = yaml.safe_load(open(study / "tests" / "e2e_study.yaml"))
+    config = study_config(study)
     repeats = config["lr_finder"]["repeats"]
     lr_find_runs = [name for name, run in runs.items() if run["lr"] == "auto"]
     assert lr_find_runs

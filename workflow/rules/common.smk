@@ -8,6 +8,7 @@ from cifarlab.config import (
     ConfigError,
     dataset_name,
     dataset_source,
+    in_study_order,
     lr_finder_runs,
     saliency_runs,
     settings_hash,
@@ -18,8 +19,11 @@ from cifarlab.code_version import code_digest, code_digest_of_modules
 from cifarlab.models import model_source
 from cifarlab.sources import archive_name, source_fingerprint
 
-# Validate before any job runs: a bad key stops here with a message that names it.
+# Validate before any job runs: a bad key stops here with a message that names it. Validation
+# also writes the schema's defaults into `config` and caps it by the budget: read it plainly.
 try:
+    # the Snakefile's configfile (beside it: --directory may be another folder)
+    in_study_order(config, Path(workflow.basedir) / "config" / "config.yaml")
     RUNS = validate_config(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
@@ -39,11 +43,9 @@ SOURCE_CONTENT = (
 )
 LR_FINDER_RUNS = lr_finder_runs(config, RUNS)
 SALIENCY_RUNS = saliency_runs(config, RUNS)
-LR_FINDER_SETTINGS = {
-    k: v for k, v in config.get("lr_finder", {}).items() if k != "runs"
-}
-SALIENCY_SETTINGS = {k: v for k, v in config.get("saliency", {}).items() if k != "runs"}
-DEVICE = config.get("device", "auto")
+LR_FINDER_SETTINGS = {k: v for k, v in config["lr_finder"].items() if k != "runs"}
+SALIENCY_SETTINGS = {k: v for k, v in config["saliency"].items() if k != "runs"}
+DEVICE = config["device"]
 PRECISION = config["precision"]
 
 DATA = f"results/data/{DATASET}"

@@ -17,7 +17,7 @@ rule download:
         source=SOURCE,
         content=SOURCE_CONTENT,
         md5=SOURCE_MD5,
-        synthetic=config["dataset"].get("synthetic"),
+        synthetic=config["dataset"]["synthetic"] if SOURCE == "synthetic" else None,
         image_size=config["dataset"]["image_size"],
     script:
         "../../scripts/download.py"

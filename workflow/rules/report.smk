@@ -5,7 +5,7 @@ from pathlib import Path
 from cifarlab.config import settings_hash
 from cifarlab.figures import FIGURES, figure_files
 
-REPORT = config.get("report", {})
+REPORT = config["report"]
 # Snakemake's benchmark TSVs of every heavy job of the study: the page's total compute time.
 BENCHMARKS = list(
     dict.fromkeys(
@@ -45,10 +45,10 @@ REPORT_INPUTS = {
     # a compared metrics.csv is an input (its change rebuilds the page); a folder is read as is
     **(
         {"compare_to": REPORT["compare_to"]}
-        if REPORT.get("compare_to") and Path(REPORT["compare_to"]).is_file()
+        if REPORT["compare_to"] and Path(REPORT["compare_to"]).is_file()
         else {}
     ),
-    **({"reference": REPORT["reference"]} if REPORT.get("reference") else {}),
+    **({"reference": REPORT["reference"]} if REPORT["reference"] else {}),
 }
 
 
@@ -70,7 +70,7 @@ rule report:
         "../../environment.yaml"
     params:
         code=code_digest(SCRIPTS / "report.py"),
-        compare_to=REPORT.get("compare_to"),
+        compare_to=REPORT["compare_to"],
         # The study's identity on the page; the whole config, so any change shows.
         config_hash=settings_hash(config),
     script:

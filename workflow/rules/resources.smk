@@ -82,8 +82,7 @@ def evaluate_seconds(wildcards):
 def lr_find_seconds(wildcards):
     """`repeats` sweeps of `num_iter` mini-batches each."""
     run = RUNS[wildcards.run]
-    finder = config.get("lr_finder", {})
-    batches = finder.get("num_iter", 200) * finder.get("repeats", 5)
+    batches = config["lr_finder"]["num_iter"] * config["lr_finder"]["repeats"]
     return image_seconds(run, batches * run["batch_size"])
 
 
@@ -91,7 +90,7 @@ def saliency_seconds(wildcards):
     """Up to ~300 gradient passes per image (SmoothGrad, integrated gradients), twice (the
     trained and the randomised model of the sanity check)."""
     run = RUNS[wildcards.run]
-    images = 10 * config.get("saliency", {}).get("images_per_class", 1)
+    images = 10 * config["saliency"]["images_per_class"]
     return image_seconds(run, images * 300 * 2)
 
 

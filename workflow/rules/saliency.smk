@@ -12,8 +12,8 @@ rule saliency_sample:
         "../../environment.yaml"
     params:
         code=code_digest(SCRIPTS / "saliency_sample.py"),
-        images_per_class=config.get("saliency", {}).get("images_per_class", 1),
-        seed=config.get("saliency", {}).get("seed", 0),
+        images_per_class=config["saliency"]["images_per_class"],
+        seed=config["saliency"]["seed"],
     script:
         "../../scripts/saliency_sample.py"
 

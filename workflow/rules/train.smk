@@ -56,7 +56,7 @@ rule train:
         precision=PRECISION,
         # only `lr: auto` runs depend on it: a new finder suggestion must not retrain the others
         lr_suggestion=lambda wildcards: (
-            config.get("lr_finder", {}).get("suggestion", "valley")
+            config["lr_finder"]["suggestion"]
             if RUNS[wildcards.run]["lr"] == "auto"
             else None
         ),
