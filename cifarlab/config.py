@@ -252,6 +252,8 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
             f"config error at budget.runs: unknown run entr(ies) {unknown}; entries of `runs`: "
             f"{sorted(config['runs'])}."
         )
+    vit_defaults: dict = {}
+    _FillingValidator({**schema["$defs"]["vit"], "$defs": schema["$defs"]}).validate(vit_defaults)
     runs: dict[str, dict] = {}
     for entry, spec in config["runs"].items():
         spec = copy.deepcopy(spec)
@@ -267,6 +269,8 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
                 raise ConfigError(f"config error at runs.{entry}: run name {name!r} is produced twice.")
             if settings["image_size"] is None:
                 settings["image_size"] = config["dataset"]["image_size"]
+            if settings["model"] == "vit":  # the keys a run's `vit:` leaves out: the schema's
+                settings["vit"] = {**vit_defaults, **(settings.get("vit") or {})}
             apply_budget(settings, budget, budget["runs"].get(entry))
             budgeted = {k: v for k, v in settings.items() if k != "budget"}
             _raise_first_error(budgeted, run_schema, ["budget", "runs", entry])

@@ -97,6 +97,20 @@ def test_vit_caps_and_the_smallest_patch():
     assert apply_budget(coarse, budget(vit=caps))["vit"]["patch_size"] == 16
 
 
+def test_a_vit_run_without_a_vit_block_is_the_labs_vit_and_the_budget_shrinks_it():
+    """The ViT's sizes have one default, the schema's (the lab's ViT): a new `model: vit` run
+    without a `vit:` block gets it, a partial block keeps the rest, and a budget caps both."""
+    config = yaml.safe_load(open(ROOT / "config" / "config.yaml"))
+    config["runs"] = {"bare": {"model": "vit"}, "wide": {"model": "vit", "vit": {"dim": 128}}}
+    config["lr_finder"]["runs"] = []
+    runs = validate_config(copy.deepcopy(config))
+    assert runs["bare"]["vit"] == lab_run("vit")["vit"]
+    assert runs["wide"]["vit"] == {**lab_run("vit")["vit"], "dim": 128}
+    config["budget"] = {"vit": {"max_dim": 64, "max_depth": 2, "min_patch_size": 8}}
+    small = validate_config(config)["bare"]["vit"]
+    assert (small["dim"], small["depth"], small["patch_size"]) == (64, 2, 8)
+
+
 def test_warmup_keeps_its_fraction_only_when_the_cap_would_leave_no_time_after_it():
     # vit_recipe: 2 warmup epochs of 20. Capped to 1 epoch, warmup is its 10 %: 0.1 epochs.
     run = apply_budget(lab_run("vit_recipe"), budget(max_epochs=1))

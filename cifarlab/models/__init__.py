@@ -36,7 +36,6 @@ _TORCH_NAMES = {
         "pretrained_weights",
     ),
     "lab": ("SimpleCNN", "DropoutCNN"),
-    "vit": ("VIT_DEFAULTS",),
 }
 _LAZY = {name: module for module, names in _TORCH_NAMES.items() for name in names}
 
