@@ -182,3 +182,13 @@ def code_version(root: str | Path | None = None) -> dict:
         commit = head.strip()
         dirty = None if status is None else bool(status.strip())
     return {"commit": commit, "dirty": dirty, "package_version": cifarlab.__version__}
+
+
+def describe(version: dict) -> str:
+    """One line of a code_version(): `cifarlab 0.1.0, commit 1a2b3c4d5e6f (dirty)`."""
+    text = f"cifarlab {version.get('package_version')}"
+    if version.get("commit"):
+        text += f", commit {version['commit'][:12]}" + (" (dirty)" if version.get("dirty") else "")
+    else:
+        text += ", not a git checkout"
+    return text

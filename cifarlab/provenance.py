@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from cifarlab.code_version import describe
 from cifarlab.results import finite_number
 
 PACKAGES = (
@@ -75,6 +76,13 @@ def provenance(
         "devices": sorted({str(m["device"]) for m in metrics}),
         "compute_seconds": benchmark_seconds(benchmarks),
         "versions": package_versions(),
-        "facts": dict(facts or {}),
+        "facts": {
+            # the code of each run's evaluation (metrics.json), then what the caller adds (the report's)
+            "code of the runs": "; ".join(
+                sorted({describe(m["code_version"]) for m in metrics if m.get("code_version")})
+            )
+            or "not recorded",
+            **(facts or {}),
+        },
         "host": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
     }

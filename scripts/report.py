@@ -1,5 +1,6 @@
 """Snakemake entry point of the 'report' step: the comparison page, summary.md and metrics.csv."""
 
+from cifarlab.code_version import code_version, describe
 from cifarlab.figures import FIGURES
 from cifarlab.logs import log_to
 from cifarlab.report import write_report
@@ -34,5 +35,6 @@ with log_to(snakemake.log[0]) as log:
         reference=inputs.get("reference"),
         compare_to=params.compare_to,
         config_hash=params.config_hash,
+        facts={"code of this report": describe(code_version())},
     )
     log.info("report of %d runs written to %s", len(rows), snakemake.output.html)

@@ -532,6 +532,20 @@ def test_further_facts_show_under_how_it_was_made():
     assert html.index("config hash") < html.index("code version") and "0123abc (dirty)" in html
 
 
+def test_the_page_names_the_code_of_every_run():
+    """Each metrics.json records its code version; runs from two commits show both, once each."""
+    version = {"commit": "a" * 40, "dirty": False, "package_version": "0.1.0"}
+    metrics = [
+        {"device": "cpu", "code_version": version},
+        {"device": "cpu", "code_version": version},
+        {"device": "cpu", "code_version": {**version, "commit": "b" * 40, "dirty": True}},
+    ]
+    html = page._provenance_html(provenance.provenance(metrics, "abc123", []))
+    assert "cifarlab 0.1.0, commit aaaaaaaaaaaa; cifarlab 0.1.0, commit bbbbbbbbbbbb (dirty)" in html
+    assert html.count("aaaaaaaaaaaa") == 1
+    assert "not recorded" in page._provenance_html(provenance.provenance([{"device": "cpu"}], "x", []))
+
+
 def test_benchmark_seconds_add_up_per_rule(tmp_path):
     for rule, name, seconds in (("train", "a", 10.5), ("train", "b", 4.5), ("prepare", "d", 2.0)):
         _write(tmp_path / f"results/benchmarks/{rule}/{name}.tsv", f"s\th:m:s\n{seconds}\t0:00:10\n")
