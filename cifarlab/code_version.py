@@ -5,7 +5,14 @@ Snakemake script and of every cifarlab module it imports, transitively; a rule p
 param, so Snakemake's params trigger reruns the step when that code changes, and only then:
 the digest is of the files' bytes, so a `git checkout` or `touch` that leaves them as they were
 reruns nothing. The imports are read statically (`ast`), at module level and inside
-functions, so a module imported only where it is used counts too.
+functions, so a module imported only where it is used counts too (and those under
+`if TYPE_CHECKING:`, which is how `cifarlab.models` names the modules it loads on first use).
+
+Code that a step finds by name at run time is not followed: a model's constructor
+(`ModelSpec.constructor`, "module:function") and a figure's drawing function (`Figure.draw`).
+It is the code of one run or one figure, not of every job whose script imports the table that
+names it, so the rules add it per job with `code_digest_of_modules` (a run's model module:
+editing models/vit.py reruns the ViT runs only).
 
 `code_version()` says which commit, whether the tree was dirty, and the package version: it is
 written into results (metrics.json, the report), never a param (a new commit alone must not
@@ -20,7 +27,6 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import re
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,8 +36,6 @@ import cifarlab
 PACKAGE = "cifarlab"
 PACKAGE_DIR = Path(cifarlab.__file__).resolve().parent
 GIT_TIMEOUT_S = 10
-# A string that is all "cifarlab.x.y:attr": code named to be imported on use (not prose mentioning it)
-NAMED_CODE = re.compile(r"(cifarlab(?:\.\w+)+):[\w.]+")
 
 
 def module_file(name: str) -> Path | None:
@@ -84,12 +88,6 @@ def imported_modules(path: Path) -> frozenset[str]:
                 module = node.module or ""
             names.add(module)
             names.update(f"{module}.{alias.name}" for alias in node.names)
-    # Code named by a string and imported on use: a model spec's constructor
-    # ("cifarlab.airbench:Airbench"), a figure's drawing function ("cifarlab.run_figures:plot_curves").
-    for node in ast.walk(ast.parse(_source(path), filename=str(path))):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if named := NAMED_CODE.fullmatch(node.value):
-                names.add(named.group(1))
     found = set()
     for name in names:
         parts = name.split(".")
@@ -110,10 +108,6 @@ def _closure(files: Iterable[Path]) -> list[Path]:
             continue
         seen.add(path)
         todo.extend(module_file(name) for name in imported_modules(path))
-        if path.name == "__init__.py" and path.parent != PACKAGE_DIR:
-            # A subpackage counts whole: its __init__ may load its modules on first use
-            # (cifarlab.models keeps torch out of the workflow layer that way).
-            todo.extend(sorted(path.parent.glob("*.py")))
     return sorted(seen)
 
 

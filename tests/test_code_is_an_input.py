@@ -58,22 +58,27 @@ def _step_code(script: str) -> set[str]:
     return {str(p.relative_to(ROOT)) for p in code_version._closure([ROOT / "scripts" / script])}
 
 
-def test_code_named_by_strings_and_lazy_subpackages_count_and_figures_stay_out_of_the_steps():
-    """A model spec names its constructor as "module:function" and cifarlab.models loads its
-    modules on first use: both are the training step's code. The figures (and the house style)
-    are the plot rules' code only, so a style change never reruns a step."""
+def test_a_steps_code_is_what_its_script_imports_and_a_runs_model_or_a_figure_is_its_own():
+    """cifarlab.models names its shared torch side under TYPE_CHECKING: every training step's
+    code. A model family (a spec's constructor) and a figure's function are code of their own
+    jobs only (the rules' `model_code` and per-figure `code`), and no step runs plotting code."""
     train = _step_code("train.py")
-    assert {"cifarlab/airbench.py", "cifarlab/models/lab.py", "cifarlab/models/user.py"} <= train
+    assert {"cifarlab/models/build.py", "cifarlab/models/backbones.py", "cifarlab/train.py"} <= train
+    assert not train & {"cifarlab/models/vit.py", "cifarlab/models/lab.py", "cifarlab/airbench.py"}
     for step in ("download.py", "prepare.py", "train.py", "evaluate.py", "lr_find.py", "saliency.py"):
         code = _step_code(step)
         assert not code & {"cifarlab/plotting.py", "cifarlab/run_figures.py", "cifarlab/report.py"}, step
-    assert {"cifarlab/run_figures.py", "cifarlab/plotting.py"} <= _step_code("plot.py")
+    assert "cifarlab/run_figures.py" not in _step_code("plot.py")
+    vit, cnn = (
+        code_version.code_digest_of_modules([m]) for m in ("cifarlab.models.vit", "cifarlab.models.lab")
+    )
+    assert vit != cnn
 
 
 def test_imports_are_followed_wherever_they_are(tree):
     """Module level, inside functions (lr_finder imports train there), `from cifarlab import x`."""
     found = {p.name for p in code_version._closure([ROOT / "scripts" / "lr_find.py"])}
-    assert {"lr_find.py", "lr_finder.py", "train.py", "build.py", "airbench.py", "__init__.py"} <= found
+    assert {"lr_find.py", "lr_finder.py", "train.py", "build.py", "backbones.py", "__init__.py"} <= found
     assert "report.py" not in found and "saliency.py" not in found
     status = {p.name for p in code_version._closure([ROOT / "cifarlab" / "status.py"])}
     assert {
@@ -167,6 +172,16 @@ def planned(tree: Path, project: Path) -> set[str]:
     return {line.split()[-1].rstrip(":") for line in lines if line.startswith(("rule ", "localrule "))}
 
 
+def planned_outputs(tree: Path, project: Path) -> set[str]:
+    """The files a dry run of the report would write (its jobs' "output:" lines)."""
+    done = snakemake(tree, project, ["-n", "--cores", "1", "report", "--configfile", *STUDY])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = (done.stdout + done.stderr).splitlines()
+    return {
+        f for line in lines if line.strip().startswith("output:") for f in line.split(":", 1)[1].split(", ")
+    }
+
+
 def edited(path: Path):
     """Append a comment to `path`; the undo writes the old bytes back (a new mtime, same content)."""
     original = path.read_bytes()
@@ -194,6 +209,19 @@ def test_editing_the_training_module_plans_train_and_what_follows(study):
     assert {"train", "evaluate", "report"} <= plan, plan
     assert not plan & {"download", "prepare", "saliency_sample"}, plan  # upstream: not its code
     assert planned(tree, project) == set()  # the old content back: nothing to redo
+
+
+@pytest.mark.slow
+def test_editing_one_model_family_retrains_its_runs_only(study):
+    """models/vit.py is the ViT runs' code (their spec's constructor), not the CNNs'."""
+    tree, project = study
+    undo = edited(tree / "cifarlab" / "models" / "vit.py")
+    try:
+        outputs = {f.strip() for f in planned_outputs(tree, project)}
+    finally:
+        undo()
+    trained = {f.split("/")[2] for f in outputs if f.startswith("results/runs/") and f.endswith("/model.pt")}
+    assert trained == {"vit", "vit_recipe"}, sorted(outputs)
 
 
 @pytest.mark.slow

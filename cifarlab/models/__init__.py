@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cifarlab.models.specs import (
     BUILTIN,
@@ -23,6 +23,11 @@ from cifarlab.models.specs import (
     model_source,
     model_spec,
 )
+
+# The torch side every model shares, named here for code digests (cifarlab.code_version reads
+# imports statically) and type checkers; at run time __getattr__ below loads it on first use.
+if TYPE_CHECKING:
+    from cifarlab.models import backbones, build  # noqa: F401
 
 # The torch side, imported on first use so that `import cifarlab.models` stays torch-free.
 _TORCH_NAMES = {

@@ -63,6 +63,11 @@ class ModelSpec:
     activation_mb: float = 2.0
     colour: str = "#555555"
 
+    @property
+    def module(self) -> str:
+        """The module of the constructor (not imported): the model's own code, a code digest's unit."""
+        return self.constructor.split(":")[0]
+
 
 BACKBONE = "cifarlab.models.backbones:build"
 

@@ -16,7 +16,7 @@ from cifarlab.config import (
     validate_config,
 )
 from cifarlab.code_version import code_digest, code_digest_of_modules
-from cifarlab.models import model_source
+from cifarlab.models import model_source, model_spec
 from cifarlab.sources import archive_name, source_fingerprint
 
 # Validate before any job runs: a bad key stops here with a message that names it. Validation
@@ -57,6 +57,15 @@ SCRIPTS = Path(workflow.basedir) / "scripts"
 
 # Settings that only `evaluate` reads: changing them re-evaluates, never retrains.
 EVALUATION_KEYS = ("tta",)
+
+
+def model_code(wildcards):
+    """The code of a run's model (its spec's constructor module, by content): a job's `model_code`
+    param, beside its `code`, so that editing one model family reruns that family's runs only.
+    """
+    run = RUNS[wildcards.run] if "run" in wildcards.keys() else None
+    model = run["model"] if run else backbone_params(wildcards)["model"]
+    return code_digest_of_modules([model_spec(model).module])
 
 
 def run_settings(wildcards):

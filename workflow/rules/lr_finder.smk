@@ -22,6 +22,7 @@ rule lr_find:
         gpu=GPU_JOBS,
     params:
         code=code_digest(SCRIPTS / "lr_find.py"),
+        model_code=model_code,
         settings=lr_finder_params,
         device=DEVICE,
         precision=PRECISION,

@@ -40,6 +40,7 @@ rule saliency:
         gpu=GPU_JOBS,
     params:
         code=code_digest(SCRIPTS / "saliency.py"),
+        model_code=model_code,
         settings=SALIENCY_SETTINGS,
         device=DEVICE,
     script:

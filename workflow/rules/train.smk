@@ -25,6 +25,7 @@ rule features:
         gpu=GPU_JOBS,
     params:
         code=code_digest(SCRIPTS / "features.py"),
+        model_code=model_code,
         backbone=backbone_params,
         device=DEVICE,
         precision=PRECISION,
@@ -51,6 +52,7 @@ rule train:
         gpu=GPU_JOBS,
     params:
         code=code_digest(SCRIPTS / "train.py"),
+        model_code=model_code,
         run=run_settings,
         device=DEVICE,
         precision=PRECISION,
@@ -82,6 +84,7 @@ rule evaluate:
         gpu=GPU_JOBS,
     params:
         code=code_digest(SCRIPTS / "evaluate.py"),
+        model_code=model_code,
         device=DEVICE,
         precision=PRECISION,
         evaluation=evaluation_settings,
