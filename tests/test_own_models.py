@@ -254,6 +254,10 @@ def test_a_user_model_that_does_not_exist_names_the_key_and_what_exists(config, 
     config["runs"]["wide_cnn"]["model"] = "wide_cnn"
     message = _error(config, tmp_path)
     assert "runs.wide_cnn.model" in message and "simple_cnn" in message and "torchvision.<name>" in message
+    for outside in (f"{tmp_path / 'models' / 'wide_cnn.py'}:WideCNN", "../elsewhere/wide_cnn.py:WideCNN"):
+        config["runs"]["wide_cnn"]["model"] = outside
+        message = _error(config, tmp_path)
+        assert "runs.wide_cnn.model" in message and "outside the project root" in message, message
 
 
 def test_model_args_of_a_built_in_model_and_freeze_head_of_a_user_model_are_refused(config, tmp_path):

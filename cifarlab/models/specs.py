@@ -254,6 +254,12 @@ def check_model(name: str, root: str | Path = ".") -> ModelSpec:
         root = Path(root)
         if is_file_target(where):
             path = root / where
+            if Path(where).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+                # results must not depend on a file outside the project (another machine lacks it)
+                raise UnknownModel(
+                    f"{where!r} is outside the project root {root.resolve()}: model files are "
+                    "paths relative to it; copy the file into the project (e.g. models/)"
+                )
             if not path.is_file():
                 folder = path.parent
                 nearby = (
