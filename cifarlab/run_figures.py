@@ -7,7 +7,6 @@ reruns plotting only, not the evaluation, the LR finder or saliency.
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from cifarlab import plotting
 from cifarlab.files import load_torch
 from cifarlab.lr_finder import median_curve
-from cifarlab.results import read_history, status_text
+from cifarlab.results import read_history, read_json, status_text
 from cifarlab.saliency import METHODS
 
 # --- Evaluation: learning curves and the confusion matrix -----------------------------------
@@ -31,8 +30,7 @@ def plot_curves(history_csv: str | Path, metrics_json: str | Path, out_png: str 
     marked, and a diverged run says so in red where its curves stop.
     """
     history = read_history(history_csv)
-    with open(metrics_json) as f:
-        metrics = json.load(f)
+    metrics = read_json(metrics_json)
     colour = plotting.model_colour(metrics["model"])
     epochs = [row["epoch"] for row in history]
     fig, axes = plotting.figure(ncols=2)
@@ -69,8 +67,7 @@ def plot_curves(history_csv: str | Path, metrics_json: str | Path, out_png: str 
 
 def plot_confusion(metrics_json: str | Path, out_png: str | Path) -> None:
     """The confusion matrix as row percentages (each true class sums to 100 %)."""
-    with open(metrics_json) as f:
-        metrics = json.load(f)
+    metrics = read_json(metrics_json)
     classes = metrics["classes"]
     fig, axes = plotting.figure(size=(0.45 * len(classes) + 2.0, 0.45 * len(classes) + 1.2))
     ax = axes[0, 0]
@@ -106,8 +103,7 @@ def plot_lr_finder(result_json: str | Path, out_png: str | Path) -> None:
     """Loss against lr (log axis) of one run's repeated range test: the median smoothed curve,
     its min-max band over repeats, the points left out of the suggestions shaded, and each
     suggestion's median marked with its range across repeats and its spread in decades."""
-    with open(result_json) as f:
-        result = json.load(f)
+    result = read_json(result_json)
     lrs, median, low, high = median_curve(result)
     repeats = len(result["repeats"])
     fig, axes = plotting.figure(size=(6.0, 3.8))
@@ -206,7 +202,7 @@ def plot_saliency(maps_pt: str | Path, result_json: str | Path, out_png: str | P
     randomised model, and whether the method passes; the footer gives the whole cascade.
     """
     data = load_torch(maps_pt)
-    result = json.loads(Path(result_json).read_text())
+    result = read_json(result_json)
     classes = data["classes"]
     shown = [m for m in METHODS if m in data["maps"] or m in result["unsupported"]]
     columns = ["image"] + shown[:2] + ["overlay"] + shown[2:]
@@ -263,7 +259,7 @@ def plot_saliency_comparison(
     if len(maps_pts) != len(result_jsons) or not maps_pts:
         raise ValueError(f"need one result JSON per maps file, got {len(maps_pts)} and {len(result_jsons)}")
     runs = [load_torch(p) for p in maps_pts]
-    results = [json.loads(Path(p).read_text()) for p in result_jsons]
+    results = [read_json(p) for p in result_jsons]
     first = runs[0]
     for path, data in zip(maps_pts, runs, strict=True):
         if data["indices"].tolist() != first["indices"].tolist():
