@@ -320,7 +320,7 @@ def own_models_study(tmp_path_factory) -> tuple[Path, dict]:
         pretrained=True, threads=1,
         runs={**USER_RUN, **TORCHVISION_RUN},
         lr_finder={**study["lr_finder"], "runs": ["wide_cnn"], "num_iter": 20, "repeats": 1},
-        saliency={**study["saliency"], "runs": ["wide_cnn"], "methods": ["vanilla", "gradcam"]},
+        saliency={"runs": ["wide_cnn"], "methods": ["vanilla", "gradcam"]},
     )  # fmt: skip
     study["defaults"]["epochs"] = 1
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
