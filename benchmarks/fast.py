@@ -131,10 +131,7 @@ def lab_models() -> dict[str, dict]:
         "vit": runs["vit"],
         "airbench": runs["airbench"],
     }
-    return {
-        name: {**run, "optimizer": "sgd", "decoupled": run.get("decoupled", False)}
-        for name, run in picks.items()
-    }
+    return {name: {**run, "optimizer": "sgd"} for name, run in picks.items()}
 
 
 def step_seconds(model, optimizer, run: dict, x: torch.Tensor, y: torch.Tensor, precision: str) -> float:

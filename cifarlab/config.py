@@ -361,7 +361,7 @@ def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
                 f"{spec.min_image_size}, got {run['image_size']} "
                 "(from the run, its defaults, dataset.image_size or budget.max_image_size)."
             )
-        if not spec.pretrainable and run.get("freeze") == "head":
+        if not spec.pretrainable and run["freeze"] == "head":
             pretrainable = [name for name, s in BUILTIN_MODELS.items() if s.pretrainable]
             pretrainable.append("torchvision.<name>")
             raise ConfigError(

@@ -87,9 +87,9 @@ def compute_metrics(
         "optimizer": run["optimizer"],
         "lr": saved["lr"],
         "lr_source": saved["lr_source"],
-        "dropout": run.get("dropout"),
-        "pretrained": run.get("pretrained"),
-        "freeze": run.get("freeze"),
+        "dropout": run["dropout"],
+        "pretrained": run["pretrained"],
+        "freeze": run["freeze"],
         "image_size": run["image_size"],
         "train_images": saved.get("train_images"),  # used, after capping an oversized train_subset
         "train_seconds": saved["train_seconds"],
@@ -115,7 +115,7 @@ def compute_metrics(
         model = head_of(model)
     else:
         data = load_torch(test_path)
-    data = subset(data, stratified_subset(data["labels"], run.get("test_subset"), TEST_SUBSET_SEED))
+    data = subset(data, stratified_subset(data["labels"], run["test_subset"], TEST_SUBSET_SEED))
 
     def test_pass(tta: str) -> tuple[float, float, torch.Tensor]:
         test_batches = epoch_batches(data, run, epoch=None, device=device, precision=precision)

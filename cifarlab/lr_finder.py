@@ -355,7 +355,7 @@ def run_lr_finder(
     started = time.perf_counter()
     finder = finder_settings(finder)
     model = build_model(run, len(train["classes"]))
-    index = stratified_subset(train["labels"], run.get("train_subset"), run["seed"])
+    index = stratified_subset(train["labels"], run["train_subset"], run["seed"])
     if cached_train is None:
         trainable, data = model, subset(train, index)
         init_from_data(model, data, run)
@@ -378,7 +378,7 @@ def run_lr_finder(
         )
 
     def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, targets, label_smoothing=run.get("label_smoothing", 0.0))
+        return F.cross_entropy(logits, targets, label_smoothing=run["label_smoothing"])
 
     log.info(
         "LR range test of %s (%s, %s, batch %d) on %s: %d training images",

@@ -264,11 +264,11 @@ def lr_factor(run: dict) -> float:
     gradients constant in time Nesterov momentum m multiplies a step by (1 + 1 / (1 - m))
     (airbench94's kilostep_scale), and a mean loss over B examples is 1/B of their summed loss.
     """
-    if not run.get("decoupled", False):
+    if not run["decoupled"]:
         return 1.0
     if run["optimizer"] != "sgd":
         raise ValueError(f"decoupled hyperparameters are defined for sgd, not {run['optimizer']!r}")
-    return run["batch_size"] / (DECOUPLED_EXAMPLES * (1 + 1 / (1 - run.get("momentum", 0.0))))
+    return run["batch_size"] / (DECOUPLED_EXAMPLES * (1 + 1 / (1 - run["momentum"])))
 
 
 def param_groups(module: nn.Module, run: dict, lr: float) -> list[dict]:
@@ -285,17 +285,17 @@ def param_groups(module: nn.Module, run: dict, lr: float) -> list[dict]:
     for layer in module.modules():
         group = "norm" if isinstance(layer, NORM_LAYERS) else "other"
         members[group].extend(p for p in layer.parameters(recurse=False) if p.requires_grad)
-    factor, weight_decay = lr_factor(run), run.get("weight_decay", 0.0)
+    factor, weight_decay = lr_factor(run), run["weight_decay"]
     groups = []
     for name, params in members.items():
         if not params:
             continue
-        scales = (run.get("param_groups") or {}).get(name, {})
+        scales = run["param_groups"].get(name, {})
         lr_scale = factor * scales.get("lr_scale", 1.0)
         wd = weight_decay * scales.get("weight_decay_scale", 1.0)
         group = {"params": params, "name": name, "lr": lr * lr_scale, "lr_scale": lr_scale}
         group["weight_decay"] = wd
-        if run.get("decoupled", False):
+        if run["decoupled"]:
             # The decay per step, lr x wd, is wd x factor at the run's lr; the LR finder keeps it
             # there while it sweeps the lr (`decay_per_step`), the schedule scales it with the lr.
             group.update(weight_decay=wd * factor / (lr * lr_scale), decay_per_step=wd * factor)
@@ -310,11 +310,11 @@ def build_optimizer(module: nn.Module, run: dict, lr: float) -> torch.optim.Opti
     run["eps"] null keeps each optimizer's own default (yogi's is 1e-3, not adam's 1e-8).
     """
     name, groups = run["optimizer"], param_groups(module, run, lr)
-    eps = {} if run.get("eps") is None else {"eps": run["eps"]}
+    eps = {} if run["eps"] is None else {"eps": run["eps"]}
     if name == "sgd":
-        momentum = run.get("momentum", 0.0)
+        momentum = run["momentum"]
         # torch rejects nesterov without momentum
-        nesterov = bool(run.get("nesterov", False)) and momentum > 0
+        nesterov = run["nesterov"] and momentum > 0
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, **eps)
@@ -338,7 +338,7 @@ def build_scheduler(
     `warmup_epochs` (fractions allowed), then linearly down to `lr_end_factor` x lr at the end.
     """
     total = run["epochs"] * steps_per_epoch
-    schedule = run.get("schedule", "constant")
+    schedule = run["schedule"]
     if schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     if schedule == "onecycle":
@@ -347,7 +347,7 @@ def build_scheduler(
             optimizer, max_lr=max_lr, total_steps=total, cycle_momentum=False
         )
     if schedule == "cosine":
-        warmup = min(round(run.get("warmup_epochs", 0) * steps_per_epoch), total - 1)
+        warmup = min(round(run["warmup_epochs"] * steps_per_epoch), total - 1)
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -357,8 +357,8 @@ def build_scheduler(
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if schedule == "linear":
-        warmup = min(round(run.get("warmup_epochs", 0) * steps_per_epoch), total - 1)
-        start, end = run.get("lr_start_factor", 1.0), run.get("lr_end_factor", 0.0)
+        warmup = min(round(run["warmup_epochs"] * steps_per_epoch), total - 1)
+        start, end = run["lr_start_factor"], run["lr_end_factor"]
 
         def piecewise(step: int) -> float:
             if step < warmup:
@@ -406,9 +406,9 @@ def epoch_batches(
         image_size=run["image_size"],
         channels_last=use_channels_last(device, precision),
         start=start,
-        translate_pixels=run.get("translate", 0) if train else 0,
+        translate_pixels=run["translate"] if train else 0,
         flip_phase=flip_phases(len(data["labels"]), run["seed"])
-        if run.get("augment") == "alternating_flip"
+        if run["augment"] == "alternating_flip"
         else None,
         epoch=epoch or 0,
     )
@@ -707,10 +707,10 @@ def train_run(
     """
     classes = train["classes"]
     model = build_model(run, len(classes))
-    train_index = stratified_subset(train["labels"], run.get("train_subset"), run["seed"])
-    test_index = stratified_subset(test["labels"], run.get("test_subset"), TEST_SUBSET_SEED)
+    train_index = stratified_subset(train["labels"], run["train_subset"], run["seed"])
+    test_index = stratified_subset(test["labels"], run["test_subset"], TEST_SUBSET_SEED)
     for key, index, data in (("train_subset", train_index, train), ("test_subset", test_index, test)):
-        if (run.get(key) or 0) > len(index):
+        if (run[key] or 0) > len(index):
             log.warning(
                 "%s: %s %d is more than the %d images there are; using all %d (recorded as %s_images)",
                 run["name"], key, run[key], len(data["labels"]), len(index), key.split("_")[0],
@@ -739,9 +739,7 @@ def train_run(
     optimizer = build_optimizer(trainable, run, lr)
     scheduler = build_scheduler(optimizer, run, steps_per_epoch)
     lookahead = (
-        Lookahead(trainable, run["lookahead"], run["epochs"] * steps_per_epoch)
-        if run.get("lookahead")
-        else None
+        Lookahead(trainable, run["lookahead"], run["epochs"] * steps_per_epoch) if run["lookahead"] else None
     )
     torch.manual_seed(run["seed"])  # dropout and other in-model randomness
 
@@ -802,7 +800,7 @@ def train_run(
             started = time.perf_counter()
             outcome = train_one_epoch(
                 trainable, epoch_iter, optimizer, scheduler, device=device, running=running,
-                label_smoothing=run.get("label_smoothing", 0.0), stop=stop, precision=precision,
+                label_smoothing=run["label_smoothing"], stop=stop, precision=precision,
                 lookahead=lookahead, steps_before=epoch * steps_per_epoch,
             )  # fmt: skip
             synchronize(device)

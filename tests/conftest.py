@@ -12,13 +12,44 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from cifarlab import synthetic  # noqa: E402
+from cifarlab.config import load_schema  # noqa: E402
+from cifarlab.models import model_spec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # Keep the suite polite on a 2-core machine shared with other jobs.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def lab_run(**overrides) -> dict:
+    """A complete run, as `validate_config` expands one: config/config.yaml's `defaults:`, the keys
+    expansion adds (name, entry, sweep, pretrained, the model's `freeze`, image_size 32 px, a ViT's
+    `vit:` from the schema's defaults), then `overrides`. Tests state only what they mean to set."""
+    with open(ROOT / "config" / "config.yaml") as f:
+        defaults = yaml.safe_load(f)["defaults"]
+    model = overrides.get("model", "simple_cnn")
+    run = {
+        **defaults,
+        "model": model,
+        "name": "test_run",
+        "entry": "test_run",
+        "sweep": {},
+        "pretrained": False,
+        "freeze": model_spec(model).default_freeze,
+        "image_size": 32,
+    }
+    if model == "vit":
+        run["vit"] = schema_vit_defaults()
+    return {**run, **overrides}
+
+
+def schema_vit_defaults() -> dict:
+    """The schema's `$defs.vit` defaults (the lab's ViT), as validation fills a run's `vit:`."""
+    vit = load_schema()["$defs"]["vit"]["properties"]
+    return {key: spec["default"] for key, spec in vit.items()}
 
 
 def prepared_split(images: torch.Tensor, labels: torch.Tensor, mean=None, std=None) -> dict:

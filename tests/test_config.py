@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, lab_run
 
 from cifarlab.config import (
     ConfigError,
@@ -205,7 +205,7 @@ def test_image_size_minimums_agree_with_the_models():
     for model, size in {
         name: spec.min_image_size for name, spec in BUILTIN.items() if spec.min_image_size > 1
     }.items():
-        run = {"model": model, "image_size": size, "pretrained": False, "freeze": "none", "seed": 0}
+        run = lab_run(model=model, image_size=size, freeze="none")
         torch_model = build_model(run, 10)
         import torch
 

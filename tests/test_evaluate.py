@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import lab_run
 
 import cifarlab
 from cifarlab import evaluate as evaluation
@@ -35,16 +36,12 @@ MODEL_KEYS = {
 
 
 def run_settings(**overrides) -> dict:
-    run = {
-        "name": "simple_cnn-adam", "model": "simple_cnn", "epochs": 3, "batch_size": 64,
-        "optimizer": "adam", "lr": 3e-3, "momentum": 0.9, "nesterov": False, "eps": None,
-        "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0, "label_smoothing": 0.0,
-        "augment": "none", "seed": 0, "train_subset": 1000, "test_subset": 300, "dropout": 0.0,
-        "freeze": "none", "image_size": 32, "pretrained": False, "entry": "simple_cnn",
-        "sweep": {"optimizer": "adam"},
+    """The simple CNN with Adam (tests/conftest.py's `lab_run`), 3 epochs on 1,000 images."""
+    settings = {
+        "name": "simple_cnn-adam", "entry": "simple_cnn", "sweep": {"optimizer": "adam"}, "epochs": 3,
+        "batch_size": 64, "optimizer": "adam", "lr": 3e-3, "train_subset": 1000, "test_subset": 300,
     }  # fmt: skip
-    run.update(overrides)
-    return run
+    return lab_run(**{**settings, **overrides})
 
 
 def train_and_evaluate(folder, files, run) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import lab_run
 
 from cifarlab.features import compute_features, main
 from cifarlab.models import build_model, head_of
@@ -13,31 +14,12 @@ CPU = torch.device("cpu")
 
 
 def frozen_run(**overrides) -> dict:
-    run = {
-        "name": "resnet18_head",
-        "model": "resnet18",
-        "pretrained": False,
-        "freeze": "head",
-        "augment": "none",
-        "image_size": 32,
-        "epochs": 2,
-        "batch_size": 50,
-        "optimizer": "sgd",
-        "lr": 0.05,
-        "momentum": 0.9,
-        "nesterov": False,
-        "eps": None,
-        "weight_decay": 0.0,
-        "schedule": "onecycle",
-        "warmup_epochs": 0,
-        "label_smoothing": 0.0,
-        "seed": 3,
-        "train_subset": 200,
-        "test_subset": 100,
-        "dropout": 0.0,
-    }
-    run.update(overrides)
-    return run
+    """A resnet18 run that trains its head only (tests/conftest.py's `lab_run` + these settings)."""
+    settings = {
+        "name": "resnet18_head", "model": "resnet18", "freeze": "head", "epochs": 2, "batch_size": 50,
+        "lr": 0.05, "schedule": "onecycle", "seed": 3, "train_subset": 200, "test_subset": 100,
+    }  # fmt: skip
+    return lab_run(**{**settings, **overrides})
 
 
 @pytest.fixture(scope="module")

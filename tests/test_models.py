@@ -7,6 +7,7 @@ import urllib.error
 import pytest
 import torch
 import torchvision
+from conftest import lab_run, schema_vit_defaults
 from torch import nn
 
 from cifarlab.models import (
@@ -20,17 +21,10 @@ from cifarlab.models import (
 
 
 def run_settings(model: str, **overrides) -> dict:
-    pretrainable = model in ("vgg16", "resnet18")
-    return {
-        "model": model,
-        "image_size": 32,
-        "seed": 0,
-        "dropout": 0.0,
-        "pretrained": False,
-        "freeze": "head" if pretrainable else "none",
-        "vit": {"patch_size": 8, "dim": 32, "depth": 1, "heads": 2, "mlp_dim": 64},
-        **overrides,
-    }
+    """A complete run of `model` (tests/conftest.py's `lab_run`), a ViT small enough for a test."""
+    small = {"patch_size": 8, "dim": 32, "depth": 1, "heads": 2, "mlp_dim": 64}
+    small_vit = {"vit": {**schema_vit_defaults(), **small}}
+    return lab_run(model=model, **{**(small_vit if model == "vit" else {}), **overrides})
 
 
 @pytest.mark.parametrize(("model", "expected"), [("simple_cnn", 62_006), ("dropout_cnn", 4_746_186)])

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torchvision
 import yaml
+from conftest import lab_run
 
 from cifarlab.config import ConfigError, validate_config
 from cifarlab.features import main as features_main
@@ -49,30 +50,9 @@ _, TORCHVISION_RUN = walkthrough("A torchvision model")
 
 
 def frozen_run(**overrides) -> dict:
-    run = {
-        "name": "mobilenet",
-        "model": TORCHVISION_MODEL,
-        "pretrained": False,
-        "freeze": "head",
-        "augment": "none",
-        "image_size": 32,
-        "epochs": 1,
-        "batch_size": 50,
-        "optimizer": "sgd",
-        "lr": 0.05,
-        "momentum": 0.9,
-        "nesterov": False,
-        "eps": None,
-        "weight_decay": 0.0,
-        "schedule": "constant",
-        "warmup_epochs": 0,
-        "label_smoothing": 0.0,
-        "seed": 1,
-        "train_subset": None,
-        "test_subset": None,
-        "dropout": 0.0,
-    }
-    return {**run, **overrides}
+    """A mobilenet run that trains its head only (tests/conftest.py's `lab_run` + these settings)."""
+    settings = {"name": "mobilenet", "model": TORCHVISION_MODEL, "freeze": "head", "epochs": 1}
+    return lab_run(**{**settings, "batch_size": 50, "lr": 0.05, "seed": 1, **overrides})
 
 
 def make_weights_file(model: str, seed: int = 7) -> torch.nn.Module:
@@ -163,7 +143,7 @@ def test_the_constructor_gets_num_classes_image_size_and_model_args(tmp_path, mo
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "wide_cnn.py").write_text(USER_FILE)
     monkeypatch.chdir(tmp_path)
-    run = {"model": USER_RUN["wide_cnn"]["model"], "image_size": 32, "seed": 0, **USER_RUN["wide_cnn"]}
+    run = lab_run(**USER_RUN["wide_cnn"])
     net = build_model(run, 7)
     assert net.classifier.out_features == 7 and net.features[0].out_channels == 16  # width from model_args
     assert build_model(run, 7).state_dict()["classifier.weight"].equal(net.state_dict()["classifier.weight"])
@@ -201,7 +181,7 @@ def test_the_model_file_the_workflow_tracks_for_a_path_and_for_a_module(
     assert model_source("torch.nn:Linear", tmp_path) is None
     assert model_source(TORCHVISION_MODEL, tmp_path) is None
     monkeypatch.chdir(tmp_path)
-    net = build_model({"model": "models.wide_cnn:WideCNN", "image_size": 32, "model_args": {"width": 4}}, 3)
+    net = build_model(lab_run(model="models.wide_cnn:WideCNN", model_args={"width": 4}), 3)
     assert net.classifier.out_features == 3 and net.features[0].out_channels == 4
 
 

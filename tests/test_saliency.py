@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import lab_run
 from torch import nn
 
 from cifarlab import run_figures, saliency
@@ -267,7 +268,7 @@ def test_files_and_figures(tmp_path, synthetic_files, monkeypatch):
     """run_saliency on a saved model writes maps + JSON, and both figures are drawn from them."""
     from cifarlab import models
 
-    run = {"name": "tiny", "model": "simple_cnn", "image_size": 32, "seed": 0}
+    run = lab_run(name="tiny")
     test = torch.load(synthetic_files["test"], weights_only=False)
     model = models.build_model(run, 10)
     saved = {"model_state": model.state_dict(), "run": run, "classes": test["classes"]}

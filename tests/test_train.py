@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+from conftest import lab_run
 
 from cifarlab import train as training
 from cifarlab.train import (
@@ -30,31 +31,8 @@ CPU = torch.device("cpu")
 
 
 def make_run(**overrides) -> dict:
-    run = {
-        "name": "test_run",
-        "model": "simple_cnn",
-        "epochs": 3,
-        "batch_size": 64,
-        "optimizer": "adam",
-        "lr": 3e-3,
-        "momentum": 0.9,
-        "nesterov": False,
-        "eps": None,
-        "weight_decay": 0.0,
-        "schedule": "constant",
-        "warmup_epochs": 0,
-        "label_smoothing": 0.0,
-        "augment": "none",
-        "seed": 0,
-        "train_subset": None,
-        "test_subset": None,
-        "dropout": 0.0,
-        "freeze": "none",
-        "image_size": 32,
-        "pretrained": False,
-    }
-    run.update(overrides)
-    return run
+    """A complete simple-CNN run (tests/conftest.py's `lab_run`): 3 epochs of Adam at 3e-3, batch 64."""
+    return lab_run(**{"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 3e-3, **overrides})
 
 
 def comparable(history: list[dict]) -> list[dict]:
@@ -392,14 +370,13 @@ def prepared(images, labels):
     pixels = images.float() / 255
     return {"images": images, "labels": labels, "classes": list(synthetic.CLASSES),
             "mean": pixels.mean(dim=(0, 2, 3)), "std": pixels.std(dim=(0, 2, 3))}
-run = {"name": "orphan", "model": "simple_cnn", "epochs": 1000, "batch_size": 16, "optimizer": "sgd",
-       "lr": 0.01, "momentum": 0.9, "nesterov": False, "eps": None, "weight_decay": 0.0,
-       "schedule": "constant", "warmup_epochs": 0, "label_smoothing": 0.0, "augment": "none",
-       "seed": 0, "train_subset": None, "test_subset": None, "dropout": 0.0, "freeze": "none",
-       "image_size": 32, "pretrained": False}
+run = RUN  # a complete run, written in by the test
 train_run(run, prepared(*splits["train"]), prepared(*splits["test"]), device=torch.device("cpu"),
           lr=0.01, checkpoint=sys.argv[1])
 """
+
+
+ORPHAN_RUN = make_run(name="orphan", epochs=1000, batch_size=16, optimizer="sgd", lr=0.01)
 
 
 @pytest.mark.slow
@@ -407,7 +384,7 @@ def test_training_child_stops_when_its_parent_is_killed(tmp_path):
     """kill -9 of Snakemake leaves the training process an orphan: it saves and exits by itself."""
     checkpoint = tmp_path / "orphan.pt"
     parent = subprocess.Popen(
-        [sys.executable, "-c", ORPHAN_PARENT, ORPHAN_CHILD, str(checkpoint)],
+        [sys.executable, "-c", ORPHAN_PARENT, ORPHAN_CHILD.replace("RUN", repr(ORPHAN_RUN)), str(checkpoint)],
         stdout=subprocess.PIPE,
         text=True,
     )

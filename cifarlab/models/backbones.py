@@ -99,14 +99,14 @@ def build(run: dict, num_classes: int) -> nn.Module:
     if name not in known:
         raise ValueError(f"torchvision has no classification model {name!r}; its models: {', '.join(known)}")
     model = torchvision.models.get_model(name, weights=None, **(run.get("model_args") or {}))
-    if run.get("pretrained", False):
+    if run["pretrained"]:
         load_pretrained(model, run["model"])
     # Replace the ImageNet classifier by a fresh layer for our classes.
     head = last_linear(model)
     old = model.get_submodule(head)
     model.set_submodule(head, nn.Linear(old.in_features, num_classes))
     setattr(model, HEAD_ATTRIBUTE, head)
-    if run.get("freeze", "none") == "head":
+    if run["freeze"] == "head":
         for p in model.parameters():
             p.requires_grad_(False)
         for p in head_of(model).parameters():

@@ -47,7 +47,7 @@ def build_model(run: dict, num_classes: int) -> nn.Module:
     """
     build = constructor(run["model"])
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(run.get("seed", 0))
+        torch.manual_seed(run["seed"])
         return build(run, num_classes)
 
 

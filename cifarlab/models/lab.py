@@ -75,7 +75,7 @@ class DropoutCNN(nn.Module):
 
     @classmethod
     def from_run(cls, run: dict, num_classes: int) -> DropoutCNN:
-        return cls(num_classes, run["image_size"], run.get("dropout", 0.0))
+        return cls(num_classes, run["image_size"], run["dropout"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
