@@ -8,10 +8,12 @@ edit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -164,29 +166,34 @@ def study(tmp_path_factory) -> tuple[Path, Path]:
     return tree, project
 
 
-def planned(tree: Path, project: Path) -> set[str]:
-    """The rules a dry run of the report plans ("rule train:" / "localrule report:" lines)."""
+def dry_run(tree: Path, project: Path) -> list[str]:
+    """The lines a dry run of the report prints."""
     done = snakemake(tree, project, ["-n", "--cores", "1", "report", "--configfile", *STUDY])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = (done.stdout + done.stderr).splitlines()
+    return (done.stdout + done.stderr).splitlines()
+
+
+def planned(tree: Path, project: Path) -> set[str]:
+    """The rules a dry run of the report plans ("rule train:" / "localrule report:" lines)."""
+    lines = dry_run(tree, project)
     return {line.split()[-1].rstrip(":") for line in lines if line.startswith(("rule ", "localrule "))}
 
 
 def planned_outputs(tree: Path, project: Path) -> set[str]:
     """The files a dry run of the report would write (its jobs' "output:" lines)."""
-    done = snakemake(tree, project, ["-n", "--cores", "1", "report", "--configfile", *STUDY])
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = (done.stdout + done.stderr).splitlines()
-    return {
-        f for line in lines if line.strip().startswith("output:") for f in line.split(":", 1)[1].split(", ")
-    }
+    outputs = (line.split(":", 1)[1] for line in dry_run(tree, project) if line.strip().startswith("output:"))
+    return {f.strip() for files in outputs for f in files.split(", ")}
 
 
-def edited(path: Path):
-    """Append a comment to `path`; the undo writes the old bytes back (a new mtime, same content)."""
+@contextlib.contextmanager
+def edited(path: Path) -> Iterator[None]:
+    """`path` with a comment appended; afterwards the old bytes are back (a new mtime, same content)."""
     original = path.read_bytes()
     path.write_bytes(original + b"\n# edited\n")
-    return lambda: path.write_bytes(original)
+    try:
+        yield
+    finally:
+        path.write_bytes(original)
 
 
 @pytest.mark.slow
@@ -201,11 +208,8 @@ def test_a_finished_study_plans_nothing_and_touching_its_code_changes_nothing(st
 @pytest.mark.slow
 def test_editing_the_training_module_plans_train_and_what_follows(study):
     tree, project = study
-    undo = edited(tree / "cifarlab" / "train.py")
-    try:
+    with edited(tree / "cifarlab" / "train.py"):
         plan = planned(tree, project)
-    finally:
-        undo()
     assert {"train", "evaluate", "report"} <= plan, plan
     assert not plan & {"download", "prepare", "saliency_sample"}, plan  # upstream: not its code
     assert planned(tree, project) == set()  # the old content back: nothing to redo
@@ -215,11 +219,8 @@ def test_editing_the_training_module_plans_train_and_what_follows(study):
 def test_editing_one_model_family_retrains_its_runs_only(study):
     """models/vit.py is the ViT runs' code (their spec's constructor), not the CNNs'."""
     tree, project = study
-    undo = edited(tree / "cifarlab" / "models" / "vit.py")
-    try:
-        outputs = {f.strip() for f in planned_outputs(tree, project)}
-    finally:
-        undo()
+    with edited(tree / "cifarlab" / "models" / "vit.py"):
+        outputs = planned_outputs(tree, project)
     trained = {f.split("/")[2] for f in outputs if f.startswith("results/runs/") and f.endswith("/model.pt")}
     assert trained == {"vit", "vit_recipe"}, sorted(outputs)
 
@@ -227,20 +228,14 @@ def test_editing_one_model_family_retrains_its_runs_only(study):
 @pytest.mark.slow
 def test_editing_the_evaluation_module_re_evaluates_without_retraining(study):
     tree, project = study
-    undo = edited(tree / "cifarlab" / "evaluate.py")
-    try:
+    with edited(tree / "cifarlab" / "evaluate.py"):
         plan = planned(tree, project)
-    finally:
-        undo()
     assert {"evaluate", "report"} <= plan and not plan & {"train", "lr_find", "prepare", "download"}, plan
 
 
 @pytest.mark.slow
 def test_editing_the_report_code_plans_report_jobs_only(study):
     tree, project = study
-    undo = edited(tree / "cifarlab" / "report.py")
-    try:
+    with edited(tree / "cifarlab" / "report.py"):
         plan = planned(tree, project)
-    finally:
-        undo()
     assert "report" in plan and all(rule == "report" or rule.startswith("plot_") for rule in plan), plan
