@@ -16,13 +16,13 @@ one that ran here.
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cifarlab import results
 from cifarlab.config import dataset_source, uses_cached_features
 from cifarlab.files import write_json
 from cifarlab.models.specs import model_spec
@@ -117,11 +117,10 @@ class Job:
 def read_benchmark(path: str | Path) -> float | None:
     """Wall seconds of a Snakemake `benchmark:` file (the mean of its rows), None if absent or unreadable."""
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        return statistics.fmean(float(row["s"]) for row in rows) if rows else None
-    except (OSError, KeyError, ValueError):
+        rows = results.benchmark_seconds(path)
+    except (OSError, ValueError):
         return None
+    return statistics.fmean(rows) if rows else None
 
 
 def calibration(done: Iterable[Job]) -> dict[str, float]:

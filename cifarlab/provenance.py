@@ -5,7 +5,6 @@ class. The page shows them in its "Data" and "How it was made" sections.
 
 from __future__ import annotations
 
-import csv
 import datetime
 import os
 import platform
@@ -14,8 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from cifarlab import results
 from cifarlab.code_version import describe
-from cifarlab.results import finite_number
 
 PACKAGES = (
     "torch",
@@ -43,12 +42,10 @@ def benchmark_seconds(paths: Iterable[str | Path]) -> dict[str, float]:
     """Wall seconds per rule from Snakemake benchmark TSVs (`results/benchmarks/<rule>/...`)."""
     totals: dict[str, float] = {}
     for path in paths:
-        path = Path(path)
-        parts = path.parts
-        rule = parts[parts.index("benchmarks") + 1] if "benchmarks" in parts else path.parent.name
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f, delimiter="\t"):
-                totals[rule] = totals.get(rule, 0.0) + (finite_number(row.get("s")) or 0.0)
+        parts = Path(path).parts
+        rule = parts[parts.index("benchmarks") + 1] if "benchmarks" in parts else Path(path).parent.name
+        for seconds in results.benchmark_seconds(path):
+            totals[rule] = totals.get(rule, 0.0) + seconds
     return totals
 
 

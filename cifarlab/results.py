@@ -67,6 +67,15 @@ def finite_number(text: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def benchmark_seconds(path: str | Path) -> list[float]:
+    """The wall seconds of each row of a Snakemake `benchmark:` file (a row per repeat; cells that
+    are not finite numbers are left out). Raises OSError when the file cannot be read."""
+    with open(path, newline="") as f:
+        return [
+            s for row in csv.DictReader(f, delimiter="\t") if (s := finite_number(row.get("s"))) is not None
+        ]
+
+
 def read_history(path: str | Path) -> list[dict[str, Any]]:
     """history.csv as one dict per epoch: `epoch` an int, the others floats (accuracies in %,
     losses in nats, lr, seconds), NaN where the value is missing or not finite (a diverged epoch)."""
