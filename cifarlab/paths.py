@@ -1,0 +1,66 @@
+"""Where every step's files live: one pattern per kind of file, the study's dimensions as wildcards.
+
+A study has three dimensions: its datasets (`{dataset}`), its runs (`{run}`, one trained model's
+settings) and each run's seeds (`{seed}`, an integer). A trained model is one (dataset, run, seed):
+its files are under `RUN`. The LR finder and saliency maps are per (dataset, run), made with the
+run's first seed. The rules (workflow/rules/*.smk), the figure table (cifarlab.figures), the status
+command and the tests all read the patterns here, so a path is written once.
+
+No torch here: the .smk files import this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Prepared data of one dataset (train.pt, test.pt: cifarlab.data) and its fetched source.
+DATA = "results/data/{dataset}"
+RESOURCES = "resources/{dataset}"
+SOURCE_RECORD = RESOURCES + "/source.json"
+SAMPLES = "results/figures/{dataset}/samples.png"
+
+# One trained model: a run of the study on one dataset with one seed.
+RUN = "results/{dataset}/runs/{run}/seed{seed}"
+MODEL = RUN + "/model.pt"
+HISTORY = RUN + "/history.csv"
+METRICS = RUN + "/metrics.json"
+# Outside the declared outputs, so that a killed training job resumes from it.
+CHECKPOINT = "results/checkpoints/{dataset}/{run}/seed{seed}.pt"
+
+# Per (dataset, run): the LR range test and the saliency maps (of the run's first seed).
+LR_FINDER = "results/{dataset}/lr_finder/{run}.json"
+SALIENCY_SAMPLE = "results/{dataset}/saliency/sample.json"
+SALIENCY_MAPS = "results/{dataset}/saliency/{run}.pt"
+SALIENCY_RESULT = "results/{dataset}/saliency/{run}.json"
+
+# A frozen backbone's features of one dataset ({backbone}-{weights}-{size}: cifarlab.features).
+FEATURES = "results/features/{dataset}/{backbone}-{weights}-{size}"
+
+# The figures of one dataset (cifarlab.figures.FIGURES) and the study's report.
+FIGURES = "results/figures/{dataset}"
+REPORT = "results/report"
+
+# Snakemake's `benchmark:` files: seconds per job (the estimate's calibration, the report's total).
+BENCHMARKS = "results/benchmarks"
+PREPARE_BENCHMARK = BENCHMARKS + "/prepare/{dataset}.tsv"
+TRAIN_BENCHMARK = BENCHMARKS + "/train/{dataset}/{run}/seed{seed}.tsv"
+LR_FIND_BENCHMARK = BENCHMARKS + "/lr_find/{dataset}/{run}.tsv"
+SALIENCY_BENCHMARK = BENCHMARKS + "/saliency/{dataset}/{run}.tsv"
+FEATURES_BENCHMARK = BENCHMARKS + "/features/{dataset}/{backbone}-{weights}-{size}.tsv"
+
+# Folder names under results/ that a dataset may not take (its results would mix with theirs).
+RESERVED_NAMES = ("benchmarks", "checkpoints", "data", "features", "figures", "report", "runs")
+
+
+def fill(pattern: str, **wildcards: Any) -> str:
+    """`pattern` with its wildcards filled: fill(METRICS, dataset="cifar10", run="vit", seed=0)."""
+    try:
+        return pattern.format(**wildcards)
+    except KeyError as error:
+        raise KeyError(f"{pattern} needs the wildcard {error}; given {sorted(wildcards)}") from None
+
+
+def fill_each(pattern: str, instances: list[Mapping[str, Any]]) -> list[str]:
+    """`fill(pattern, **instance)` for each instance (dicts of wildcards), in order, without repeats."""
+    return list(dict.fromkeys(fill(pattern, **instance) for instance in instances))
