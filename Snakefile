@@ -2,7 +2,7 @@
 #
 #   snakemake --cores 4 report                               # the whole study
 #   snakemake --cores 4 report --configfile config/demo.yaml  # offline, synthetic data, minutes
-#   snakemake --cores 4 results/figures/curves/vit.png        # one figure and what it needs
+#   snakemake --cores 4 results/figures/cifar10/curves/vit/seed0.png  # one figure, what it needs
 #
 # The intended DAG is drawn in README.md ("Architecture"); rules live in workflow/rules/.
 from snakemake.utils import min_version
@@ -19,10 +19,13 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 
 
-# Run names are known in advance: matching only them keeps wildcards from overlapping.
+# Run and dataset names are known in advance: matching only them keeps wildcards from overlapping.
 wildcard_constraints:
     run="|".join(re.escape(name) for name in sorted(RUNS, key=len, reverse=True)),
-    dataset=r"[A-Za-z0-9_.-]+",
+    dataset="|".join(
+        re.escape(name) for name in sorted(DATASETS, key=len, reverse=True)
+    ),
+    seed=r"\d+",
 
 
 include: "workflow/rules/resources.smk"

@@ -4,6 +4,10 @@ A *run* is one trained model. `config["runs"]` holds named entries; an entry wit
 becomes one run per value (or per combination of values), named `<entry>-<value>` for words
 and `<entry>-<setting><value>` for numbers (`simple_cnn-adam`, `dropout_cnn-dropout0.1`).
 Every run carries all settings: `defaults`, then the entry, then the sweep value.
+
+A study trains every run on each of its datasets (cifarlab.datasets; a run's `datasets` may name
+fewer) with each of its seeds: one *job* per (dataset, run, seed), whose settings are the run's
+with that `seed` and `dataset` (`job_settings`); `study_jobs` lists them.
 """
 
 from __future__ import annotations
@@ -12,13 +16,13 @@ import copy
 import hashlib
 import itertools
 import json
-import unicodedata
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from cifarlab.datasets import DatasetError, check_names, study_datasets
 from cifarlab.models.specs import BUILTIN as BUILTIN_MODELS
 from cifarlab.models.specs import UnknownModel, check_model, model_spec
 
@@ -179,7 +183,12 @@ def apply_budget(settings: dict, budget: dict, entry_settings: dict | None = Non
     before the budget goes to `settings["budget"]`, so a run says it is smaller than the lab's;
     nothing changed, no `budget` key (the run's settings, hence its params, are the lab's).
     """
+    settings["seeds"] = seed_list(settings)
     before = copy.deepcopy(settings)
+    if budget["max_seeds"] is not None:
+        # not recorded under `budget`: how many times a run trains is no setting of one model
+        settings["seeds"] = settings["seeds"][: budget["max_seeds"]]
+        before["seeds"] = settings["seeds"]
     for key, setting in RUN_CAPS.items():
         settings[setting] = _capped(settings[setting], budget[key])
     if settings["model"] == "vit" and settings.get("vit"):
@@ -203,6 +212,12 @@ def apply_budget(settings: dict, budget: dict, entry_settings: dict | None = Non
     if changed:
         settings["budget"] = changed
     return settings
+
+
+def seed_list(settings: dict) -> list[int]:
+    """A run's seeds: `seeds: N` is seed, seed+1, ..., seed+N-1; a list is itself."""
+    seeds = settings["seeds"]
+    return list(seeds) if isinstance(seeds, list) else list(range(settings["seed"], settings["seed"] + seeds))
 
 
 def apply_study_budget(config: dict) -> None:
@@ -244,6 +259,7 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
     """
     defaults = config["defaults"]
     budget = config["budget"]
+    datasets = checked_datasets(config)
     schema = load_schema()
     run_schema = {**schema["properties"]["runs"]["additionalProperties"], "$defs": schema["$defs"]}
     unknown = sorted(set(budget["runs"]) - set(config["runs"]))
@@ -267,8 +283,9 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
             _raise_first_error({k: v for k, v in settings.items()}, run_schema, where)
             if name in runs:
                 raise ConfigError(f"config error at runs.{entry}: run name {name!r} is produced twice.")
+            settings["datasets"] = _run_datasets(settings, datasets, where)
             if settings["image_size"] is None:
-                settings["image_size"] = config["dataset"]["image_size"]
+                settings["image_size"] = _dataset_image_size(settings, datasets, where)
             if settings["model"] == "vit":  # the keys a run's `vit:` leaves out: the schema's
                 settings["vit"] = {**vit_defaults, **(settings.get("vit") or {})}
             apply_budget(settings, budget, budget["runs"].get(entry))
@@ -283,6 +300,58 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
             settings.setdefault("freeze", model.default_freeze)
             runs[name] = settings
     return runs
+
+
+def _run_datasets(settings: dict, datasets: dict[str, dict], where: list) -> list[str]:
+    """The names of the datasets a run trains on: its `datasets`, or all of the study's."""
+    chosen = settings.get("datasets")
+    if chosen is None:
+        return list(datasets)
+    unknown = [name for name in chosen if name not in datasets]
+    if unknown:
+        raise ConfigError(
+            f"config error at {_key_path(where + ['datasets'])}: unknown dataset(s) {unknown}; "
+            f"the study's datasets: {list(datasets)}."
+        )
+    return [name for name in datasets if name in chosen]
+
+
+def _dataset_image_size(settings: dict, datasets: dict[str, dict], where: list) -> int:
+    """`image_size: null` is the size the run's datasets are prepared at: one size, for all of them."""
+    sizes = {name: datasets[name]["image_size"] for name in settings["datasets"]}
+    if len(set(sizes.values())) > 1:
+        raise ConfigError(
+            f"config error at {_key_path(where + ['image_size'])}: null means the datasets' image_size, "
+            f"and this run's datasets differ ({sizes}); give the run an image_size."
+        )
+    return next(iter(sizes.values()))
+
+
+def study_jobs(runs: dict[str, dict], datasets: list[str]) -> list[dict]:
+    """Every trained model of the study, as wildcards {"dataset", "run", "seed"}: dataset by dataset
+    (in `datasets` order), each run in config order, each of its seeds."""
+    return [
+        {"dataset": dataset, "run": name, "seed": seed}
+        for dataset in datasets
+        for name, run in runs.items()
+        if dataset in run["datasets"]
+        for seed in run["seeds"]
+    ]
+
+
+def dataset_runs(runs: dict[str, dict], dataset: str, names: list[str] | None = None) -> list[str]:
+    """The runs (of `names`, default all, in their order) that train on `dataset`."""
+    return [name for name in (list(runs) if names is None else names) if dataset in runs[name]["datasets"]]
+
+
+def job_settings(run: dict, dataset: str, seed: int | None = None) -> dict:
+    """What one job of a run depends on: its settings with `dataset` and `seed` (default: the
+    run's first, as the LR finder and saliency use), less the lists `seeds` and `datasets`, so
+    that adding a seed or a dataset changes no other job's settings."""
+    settings = {k: v for k, v in run.items() if k not in ("seeds", "datasets")}
+    settings["dataset"] = dataset
+    settings["seed"] = run["seeds"][0] if seed is None else seed
+    return settings
 
 
 def lr_finder_runs(config: dict, runs: dict[str, dict]) -> list[str]:
@@ -334,6 +403,14 @@ def in_study_order(config: dict, study_file: str | Path) -> None:
     }
 
 
+def checked_datasets(config: dict) -> dict[str, dict]:
+    """cifarlab.datasets.study_datasets of a schema-checked config, its errors as ConfigError."""
+    try:
+        return study_datasets(config)
+    except DatasetError as error:
+        raise ConfigError(str(error)) from None
+
+
 def check_schema(config: dict) -> None:
     """Check `config` against the schema and write the schema's defaults into it (in place)."""
     _raise_first_error(config, load_schema(), [], fill_defaults=True)
@@ -348,7 +425,12 @@ def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
     finder and saliency by the budget (`apply_study_budget`). Applying it twice changes nothing.
     """
     normalise_overrides(config)
+    try:
+        check_names(config)
+    except DatasetError as error:
+        raise ConfigError(str(error)) from None
     check_schema(config)
+    checked_datasets(config)
     apply_study_budget(config)
     runs = expand_runs(config, root)
     lr_finder_runs(config, runs)
@@ -374,33 +456,6 @@ def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
 def settings_hash(settings: Any) -> str:
     """A short stable hash of JSON-able settings (for the report's provenance)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def dataset_source(config: dict) -> tuple[str, str | None]:
-    """(source, md5) of the study's data: `data_source` overrides `dataset.source` (md5 then unknown)."""
-    if config["data_source"]:
-        return str(config["data_source"]), None
-    return config["dataset"]["source"], config["dataset"]["md5"]
-
-
-def dataset_name(config: dict) -> str:
-    """Folder name of the data under resources/ and results/data/.
-
-    An overriding `data_source` gets its own name (from its file or folder name) so that the
-    prepared tensors of two sources never overwrite each other.
-    """
-    if not config["data_source"]:
-        return config["dataset"]["name"]
-    base = str(config["data_source"]).rstrip("/").split("/")[-1] or "data"
-    for suffix in (".tar.gz", ".tgz", ".tar", ".zip"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    # ASCII only (the Snakefile's {dataset} wildcard, and file systems of clusters): accents are
-    # dropped (`données` -> `donnees`), letters without an ASCII form too, other characters become `_`.
-    ascii_base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
-    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in ascii_base)
-    return cleaned or "data"
 
 
 def uses_cached_features(run: dict) -> bool:

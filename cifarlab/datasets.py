@@ -20,7 +20,6 @@ No torch here: the .smk files import this module.
 
 from __future__ import annotations
 
-import copy
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -66,16 +65,20 @@ class DatasetError(ValueError):
     """A dataset entry of the config cannot be used; the message names the key and what exists."""
 
 
-def _entry(item: str | dict, where: str) -> dict:
-    """One `datasets:` item (a built-in name, or a mapping with `name`) as a mapping."""
-    if isinstance(item, str):
-        if item not in BUILTIN:
-            raise DatasetError(
-                f"config error at {where}: unknown dataset {item!r}; built-in datasets: {sorted(BUILTIN)}. "
-                "For other data give a mapping: {name: mine, source: path/or/url}."
-            )
-        return {"name": item}
-    return copy.deepcopy(item)
+def check_names(config: dict) -> None:
+    """Turn each built-in name of `datasets:` into its mapping ({name: cifar10}), in place, so that
+    the schema check fills in its defaults; an unknown name is an error naming the built-in ones."""
+    items = config.get("datasets")
+    if not isinstance(items, list):
+        return  # the schema check names a bad `datasets`
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            if item not in BUILTIN:
+                raise DatasetError(
+                    f"config error at datasets[{i}]: unknown dataset {item!r}; built-in datasets: "
+                    f"{sorted(BUILTIN)}. For other data give a mapping: {{name: mine, source: path/or/url}}."
+                )
+            items[i] = {"name": item}
 
 
 def _resolved(entry: dict, where: str) -> dict:
@@ -88,7 +91,7 @@ def _resolved(entry: dict, where: str) -> dict:
             f"config error at {where}.source: dataset {name!r} is not built in ({sorted(BUILTIN)}), "
             "so it needs a source: a URL, a path (archive or image folder), a file:// URL or 'synthetic'."
         )
-    labels = entry.get("labels") or "fine"
+    labels = entry["labels"]
     if builtin is not None and labels not in builtin.classes:
         raise DatasetError(
             f"config error at {where}.labels: got {labels!r}; "
@@ -98,16 +101,17 @@ def _resolved(entry: dict, where: str) -> dict:
     return {
         "name": name,
         "source": resolved_source,
-        "md5": entry.get("md5") if "md5" in entry else (builtin.md5 if builtin else None),
+        "md5": entry["md5"] if "md5" in entry else (builtin.md5 if builtin else None),
         "labels": labels,
-        "image_size": entry.get("image_size") or 32,
+        "image_size": entry["image_size"],
         "synthetic": entry.get("synthetic") if resolved_source == "synthetic" else None,
         "reference": entry.get("reference", builtin.reference if builtin else False),
     }
 
 
 def study_datasets(config: dict) -> dict[str, dict]:
-    """name -> settings (the module docstring's form) of every dataset of a schema-checked config.
+    """name -> settings (the module docstring's form) of every dataset of a config that
+    `check_names` and the schema check (which fills in the defaults) have seen.
 
     `dataset:` (one dataset, the form before `datasets:`) replaces `datasets:` when given, so an
     overlay that names one dataset is that study's data. `data_source` (a command-line override)
@@ -123,7 +127,7 @@ def study_datasets(config: dict) -> dict[str, dict]:
     datasets: dict[str, dict] = {}
     for i, item in enumerate(items):
         here = where if where == "dataset" else f"{where}[{i}]"
-        settings = _resolved(_entry(item, here), here)
+        settings = _resolved(item, here)
         name = settings["name"]
         if name in RESERVED_NAMES:
             raise DatasetError(
@@ -169,8 +173,8 @@ def dataset_sizes(settings: dict) -> dict[str, int]:
     """{"train": images, "test": images, "classes": n} of a dataset, from what is known before it
     is prepared: a built-in dataset's published sizes, the synthetic set's settings, or the
     source's own listing (cifarlab.sources.source_sizes). Resources and the estimate read it."""
-    builtin = BUILTIN.get(settings["name"])
-    if builtin is not None and settings["source"] == builtin.source:
+    builtin = next((b for b in BUILTIN.values() if b.source == settings["source"]), None)
+    if builtin is not None:
         return {
             "train": builtin.train_images,
             "test": builtin.test_images,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifarlab import results
-from cifarlab.config import dataset_source, uses_cached_features
+from cifarlab.config import uses_cached_features
 from cifarlab.files import write_json
 from cifarlab.models.specs import model_spec
 from cifarlab.progress import duration
@@ -77,14 +77,13 @@ def size_factor(image_size: int) -> float:
     return max(1.0, (image_size / 32) ** 2)
 
 
-def split_images(config: dict, split: str, run: dict | None = None) -> int:
-    """Images of a split ("train" or "test") a job sees: the run's subset, the synthetic set's
-    size, else CIFAR-10's (the cost model does not open the data)."""
+def split_images(sizes: dict[str, int], split: str, run: dict | None = None) -> int:
+    """Images of a split ("train" or "test") a job sees: the run's subset, else all of the
+    dataset's. sizes: cifarlab.datasets.dataset_sizes of the job's dataset (known without
+    opening the data)."""
     if run is not None and run[f"{split}_subset"]:
-        return run[f"{split}_subset"]
-    if dataset_source(config)[0] == "synthetic":
-        return 10 * config["dataset"]["synthetic"][f"{split}_per_class"]
-    return {"train": 50000, "test": 10000}[split]
+        return min(run[f"{split}_subset"], sizes[split])
+    return sizes[split]
 
 
 def run_image_seconds(run: dict, images: float, *, on_gpu: bool, passes: float = 1.0) -> float:
@@ -94,11 +93,11 @@ def run_image_seconds(run: dict, images: float, *, on_gpu: bool, passes: float =
     return image_seconds(run["model"], run["image_size"], images, on_gpu=on_gpu, passes=passes)
 
 
-def train_seconds(config: dict, run: dict, *, on_gpu: bool) -> float:
-    """Seconds of work of a run's `train` job: every epoch trains on the training set and tests
-    on the test set."""
-    per_epoch = run_image_seconds(run, split_images(config, "train", run), on_gpu=on_gpu) + run_image_seconds(
-        run, split_images(config, "test", run), on_gpu=on_gpu, passes=FORWARD_ONLY
+def train_seconds(sizes: dict[str, int], run: dict, *, on_gpu: bool) -> float:
+    """Seconds of work of a run's `train` job on a dataset of `sizes` (split_images): every epoch
+    trains on the training set and tests on the test set."""
+    per_epoch = run_image_seconds(run, split_images(sizes, "train", run), on_gpu=on_gpu) + run_image_seconds(
+        run, split_images(sizes, "test", run), on_gpu=on_gpu, passes=FORWARD_ONLY
     )
     return run["epochs"] * per_epoch
 

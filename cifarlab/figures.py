@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cifarlab import paths
+
 # Which runs a figure shows: every run, or those of the LR finder or saliency (the config's
 # `lr_finder.runs` and `saliency.runs`, and runs with `lr: auto`; cifarlab.config).
 RUN_SETS = ("all", "lr_finder", "saliency")
@@ -37,10 +39,13 @@ class Figure:
     """One figure (a PNG) and everything the workflow and the page know about it.
 
     name: its rule is `plot_<name>`; the page's key of the figure.
-    target: the file; a per-run figure's path has `{run}` in it (one file and one job per run).
+    target: the file, under the dataset's figures (`{dataset}`: one file per dataset); a per-run
+        figure's path has `{run}` in it (one file and one job per dataset and run), a per-seed
+        one also `{seed}` (one per trained model).
     draw: "module:function" that draws it, called as function(**inputs, **params, out_png=file).
-    inputs: keyword of the function -> path pattern with `{run}`. A per-run figure gets the path
-        of its run; a per-study figure gets a list: the pattern for each of its runs.
+    inputs: keyword of the function -> path pattern of cifarlab.paths. A per-run figure gets the
+        path of its own (dataset, run[, seed]); a per-study figure gets a list: the pattern for
+        each of its runs on its dataset, and each seed where the pattern has `{seed}`.
     caption: its caption, an .rst file (project-relative): the `snakemake --report` caption
         (Jinja: `{{ snakemake.wildcards.run }}` is the run) and, for per-study figures, the page's.
     title: a few words: the "figure" label in Snakemake's report and the page's per-run caption.
@@ -70,8 +75,10 @@ class Figure:
 
     def __post_init__(self) -> None:
         problems = []
-        if not re.fullmatch(r"results/figures/.+\.png", self.target):
-            problems.append(f"target {self.target!r} is not results/figures/....png")
+        if not re.fullmatch(re.escape(paths.FIGURES) + r"/.+\.png", self.target):
+            problems.append(f"target {self.target!r} is not {paths.FIGURES}/....png")
+        if "{seed}" in self.target and "{run}" not in self.target:
+            problems.append(f"target {self.target!r} has {{seed}} without {{run}}")
         if self.draw.count(":") != 1:
             problems.append(f"draw {self.draw!r} is not 'module:function'")
         if self.runs not in RUN_SETS:
@@ -95,21 +102,28 @@ class Figure:
         return "{run}" in self.target
 
     @property
+    def per_seed(self) -> bool:
+        return "{seed}" in self.target
+
+    @property
     def log(self) -> str:
         """logs/plots/<the target's path under results/figures/>.log"""
         return "logs/plots/" + self.target.removeprefix("results/figures/").removesuffix(".png") + ".log"
 
-    def path(self, run: str) -> str:
-        """The file of a per-run figure for one run."""
-        return self.target.replace("{run}", run)
+    def path(self, **wildcards: Any) -> str:
+        """The file of this figure for the wildcards it has (dataset, and run and seed)."""
+        return paths.fill(self.target, **wildcards)
 
-    def run_of(self, path: str | Path) -> str:
-        """The run of a per-run figure's file (the inverse of `path`)."""
-        prefix, suffix = self.target.split("{run}")
-        path = str(path)
-        if not (path.startswith(prefix) and path.endswith(suffix)) or len(path) <= len(prefix + suffix):
+    def fields_of(self, path: str | Path) -> dict[str, str]:
+        """The wildcards of one of this figure's files (the inverse of `path`): "dataset", and
+        "run" and "seed" (a string) where the target has them."""
+        pattern = re.escape(self.target)
+        for name in ("dataset", "run", "seed"):
+            pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>[^/]+?)")
+        match = re.fullmatch(pattern, str(path))
+        if match is None:
             raise ValueError(f"{path} is not a file of the figure {self.name!r} ({self.target})")
-        return path[len(prefix) : len(path) - len(suffix)]
+        return match.groupdict()
 
     @property
     def module(self) -> str:
@@ -121,9 +135,9 @@ class Figure:
         return getattr(importlib.import_module(self.module), self.draw.split(":")[1])
 
 
-METRICS = "results/runs/{run}/metrics.json"
-HISTORY = "results/runs/{run}/history.csv"
-COMPARISON = "results/figures/report"
+METRICS = paths.METRICS
+HISTORY = paths.HISTORY
+COMPARISON = paths.FIGURES + "/report"
 
 # In page order: per-study figures within their section, per-run ones within each run's block.
 FIGURES = (
@@ -180,7 +194,7 @@ FIGURES = (
         name="lr_finder_comparison",
         target=f"{COMPARISON}/lr_finder.png",
         draw="cifarlab.comparison_figures:plot_lr_finder_comparison",
-        inputs={"result_paths": "results/lr_finder/{run}.json"},
+        inputs={"result_paths": paths.LR_FINDER},
         runs="lr_finder",
         section="lr_finder",
         caption="workflow/report/lr_finder_comparison.rst",
@@ -189,9 +203,9 @@ FIGURES = (
     ),
     Figure(
         name="saliency_comparison",
-        target="results/figures/saliency/comparison.png",
+        target=paths.FIGURES + "/saliency/comparison.png",
         draw="cifarlab.run_figures:plot_saliency_comparison",
-        inputs={"maps_pts": "results/saliency/{run}.pt", "result_jsons": "results/saliency/{run}.json"},
+        inputs={"maps_pts": paths.SALIENCY_MAPS, "result_jsons": paths.SALIENCY_RESULT},
         runs="saliency",
         section="saliency",
         caption="workflow/report/saliency_comparison.rst",
@@ -201,7 +215,7 @@ FIGURES = (
     ),
     Figure(
         name="curves",
-        target="results/figures/curves/{run}.png",
+        target=paths.FIGURES + "/curves/{run}/seed{seed}.png",
         draw="cifarlab.run_figures:plot_curves",
         inputs={"history_csv": HISTORY, "metrics_json": METRICS},
         caption="workflow/report/curves.rst",
@@ -210,7 +224,7 @@ FIGURES = (
     ),
     Figure(
         name="confusion",
-        target="results/figures/confusion/{run}.png",
+        target=paths.FIGURES + "/confusion/{run}/seed{seed}.png",
         draw="cifarlab.run_figures:plot_confusion",
         inputs={"metrics_json": METRICS},
         caption="workflow/report/confusion.rst",
@@ -219,9 +233,9 @@ FIGURES = (
     ),
     Figure(
         name="lr_finder",
-        target="results/figures/lr_finder/{run}.png",
+        target=paths.FIGURES + "/lr_finder/{run}.png",
         draw="cifarlab.run_figures:plot_lr_finder",
-        inputs={"result_json": "results/lr_finder/{run}.json"},
+        inputs={"result_json": paths.LR_FINDER},
         runs="lr_finder",
         caption="workflow/report/lr_finder.rst",
         title="LR range test",
@@ -229,9 +243,9 @@ FIGURES = (
     ),
     Figure(
         name="saliency",
-        target="results/figures/saliency/{run}.png",
+        target=paths.FIGURES + "/saliency/{run}.png",
         draw="cifarlab.run_figures:plot_saliency",
-        inputs={"maps_pt": "results/saliency/{run}.pt", "result_json": "results/saliency/{run}.json"},
+        inputs={"maps_pt": paths.SALIENCY_MAPS, "result_json": paths.SALIENCY_RESULT},
         runs="saliency",
         caption="workflow/report/saliency.rst",
         title="saliency maps",
@@ -274,65 +288,86 @@ def sweep_groups(runs: Mapping[str, dict], setting: str) -> dict[str, list[str]]
     return groups
 
 
-def _candidates(figure: Figure, runs: Mapping[str, dict], run_sets: Mapping[str, Sequence[str]]) -> dict:
+def _candidates(
+    figure: Figure, runs: Mapping[str, dict], run_sets: Mapping[str, Sequence[str]], dataset: str
+) -> dict:
     if figure.runs not in run_sets:
         raise KeyError(
             f"figure {figure.name!r} shows the runs {figure.runs!r}; run_sets has {list(run_sets)}"
         )
-    return {name: runs[name] for name in run_sets[figure.runs]}
+    return {name: runs[name] for name in run_sets[figure.runs] if dataset in runs[name]["datasets"]}
 
 
-def figure_runs(figure: Figure, runs: Mapping[str, dict], run_sets: Mapping[str, Sequence[str]]) -> list[str]:
-    """The runs a figure shows, in the order it reads them.
+def figure_runs(
+    figure: Figure, runs: Mapping[str, dict], run_sets: Mapping[str, Sequence[str]], dataset: str
+) -> list[str]:
+    """The runs a figure of `dataset` shows, in the order it reads them.
 
-    runs: the expanded runs (name -> settings, config order); run_sets: each of RUN_SETS -> run
-    names. A sweep figure shows the runs of its sweep groups, group by group.
+    runs: the expanded runs (name -> settings, config order: cifarlab.config.expand_runs, each
+    with its `datasets` and `seeds`); run_sets: each of RUN_SETS -> run names. A sweep figure
+    shows the runs of its sweep groups, group by group.
     """
-    candidates = _candidates(figure, runs, run_sets)
+    candidates = _candidates(figure, runs, run_sets, dataset)
     if figure.sweep is None:
         return list(candidates)
     return [name for names in sweep_groups(candidates, figure.sweep).values() for name in names]
 
 
-def figure_inputs(figure: Figure, names: Sequence[str]) -> dict[str, str | list[str]]:
-    """The rule's inputs: the patterns of a per-run figure, or each pattern for every run in `names`."""
+def _files(pattern: str, runs: Mapping[str, dict], names: Sequence[str], dataset: str) -> list[str]:
+    """`pattern` for each run of `names` on `dataset`, and each of its seeds where it has {seed}."""
+    return paths.fill_each(
+        pattern,
+        [{"dataset": dataset, "run": n, "seed": seed} for n in names for seed in runs[n]["seeds"]],
+    )
+
+
+def figure_inputs(
+    figure: Figure, runs: Mapping[str, dict], names: Sequence[str], dataset: str
+) -> dict[str, str | list[str]]:
+    """The inputs of the figure of `dataset`: the patterns of a per-run figure (its wildcards fill
+    them), or each pattern for every run in `names` (and seed)."""
     if figure.per_run:
         return dict(figure.inputs)
-    return {key: [pattern.replace("{run}", n) for n in names] for key, pattern in figure.inputs.items()}
+    return {key: _files(pattern, runs, names, dataset) for key, pattern in figure.inputs.items()}
 
 
 def figure_params(
-    figure: Figure, runs: Mapping[str, dict], run_sets: Mapping[str, Sequence[str]]
+    figure: Figure, runs: Mapping[str, dict], run_sets: Mapping[str, Sequence[str]], dataset: str
 ) -> dict[str, Any]:
-    """The rule's params: the figure's options and, for a sweep figure, its `groups`."""
+    """The params of the figure of `dataset`: its options and, for a sweep figure, its `groups`."""
     params = dict(figure.params)
     if figure.sweep is not None:
-        params["groups"] = sweep_groups(_candidates(figure, runs, run_sets), figure.sweep)
+        params["groups"] = sweep_groups(_candidates(figure, runs, run_sets, dataset), figure.sweep)
     return params
 
 
-def figure_files(figure: Figure, names: Sequence[str]) -> str | list[str]:
-    """What the page reads of a figure that shows the runs `names`: a per-run figure's file of
-    each run, or a per-study figure's one file."""
+def figure_files(figure: Figure, runs: Mapping[str, dict], names: Sequence[str], dataset: str) -> list[str]:
+    """What the page reads of the figure of `dataset` that shows the runs `names`: a per-run
+    figure's file of each run (and seed), or a per-study figure's one file."""
     if figure.per_run:
-        return [figure.path(n) for n in names]
-    return figure.target
+        return _files(figure.target, runs, names, dataset)
+    return [figure.path(dataset=dataset)]
 
 
-def report_labels(figure: Figure, run: dict | None = None) -> dict[str, str]:
-    """Labels (table columns) in Snakemake's report: run, model, dropout and optimizer of a per-run
-    figure's `run`; a per-study figure's `labels`; and the figure's title."""
+def report_labels(
+    figure: Figure, run: dict | None = None, wildcards: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Labels (table columns) in Snakemake's report: the dataset (and seed) of the figure's file,
+    the run, model, dropout and optimizer of a per-run figure's `run` (its settings); a per-study
+    figure's `labels`; and the figure's title."""
+    where = {k: str(v) for k, v in (wildcards or {}).items() if k in ("dataset", "seed")}
     if figure.per_run:
         if run is None:
             raise ValueError(f"figure {figure.name!r} is per run: give the run's settings")
         return {
+            **where,
             "run": run["name"],
             "model": run["model"],
             "dropout": f"{run['dropout']:g}",
             "optimizer": run["optimizer"],
             "figure": figure.title,
         }
-    return {**figure.labels, "figure": figure.title}
+    return {**where, **figure.labels, "figure": figure.title}
 
 
 def caption_text(path: str | Path) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 # Prepared data of one dataset (train.pt, test.pt: cifarlab.data) and its fetched source.
 DATA = "results/data/{dataset}"
 RESOURCES = "resources/{dataset}"
-SOURCE_RECORD = RESOURCES + "/source.json"
+ARCHIVE = RESOURCES + "/{archive}"  # its name is the source's (cifarlab.sources.archive_name)
+SOURCE_RECORD = ARCHIVE + ".json"  # where it came from, its size and digests
 SAMPLES = "results/figures/{dataset}/samples.png"
 
 # One trained model: a run of the study on one dataset with one seed.

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from cifarlab import estimate
-from cifarlab.config import ConfigError, validate_config
+from cifarlab import estimate, paths
+from cifarlab.config import ConfigError, checked_datasets, job_settings, study_jobs, validate_config
+from cifarlab.datasets import dataset_sizes
 from cifarlab.progress import duration, parse_epoch_line
 from cifarlab.results import status_text
 
@@ -110,27 +111,34 @@ def snakemake_active(root: Path) -> bool:
     return locks.is_dir() and any(locks.iterdir())
 
 
-def run_status(name: str, run: dict, root: Path, *, active: bool, waiting_seconds: float) -> RunStatus:
-    """The state of one run from its files (docs/architecture.md) and its logs."""
-    metrics = root / "results/runs" / name / "metrics.json"
+def run_status(job: dict, run: dict, root: Path, *, active: bool, waiting_seconds: float) -> RunStatus:
+    """The state of one trained model (job: its "dataset", "run" and "seed") from its files
+    (cifarlab.paths, docs/architecture.md) and its logs."""
+    label = f"{job['dataset']}/{job['run']}/seed{job['seed']}"
+    metrics = root / paths.fill(paths.METRICS, **job)
     if metrics.exists():
         result = json.loads(metrics.read_text())
         if result.get("status") == "diverged":
-            return RunStatus(name, "done", status_text(result))
-        return RunStatus(name, "done", f"test acc {result['test_accuracy']:.2f} %")
+            return RunStatus(label, "done", status_text(result))
+        return RunStatus(label, "done", f"test acc {result['test_accuracy']:.2f} %")
 
-    for step in ("evaluate", "lr_find"):
-        error = failure(read_log(root / "logs" / step / f"{name}.log"))
+    logs = {
+        "evaluate": f"logs/evaluate/{label}.log",
+        "lr_find": f"logs/lr_find/{job['dataset']}/{job['run']}.log",
+    }
+    for step, log_name in logs.items():
+        error = failure(read_log(root / log_name))
         if error:
-            return RunStatus(name, "failed", f"{step}: {error} (logs/{step}/{name}.log)")
-    if (root / "results/runs" / name / "model.pt").exists():
-        return RunStatus(name, "running" if active else "waiting", "trained; evaluation next", 0.0)
+            return RunStatus(label, "failed", f"{step}: {error} ({log_name})")
+    if (root / paths.fill(paths.MODEL, **job)).exists():
+        return RunStatus(label, "running" if active else "waiting", "trained; evaluation next", 0.0)
 
-    log = root / "logs/train" / f"{name}.log"
+    log_name = f"logs/train/{label}.log"
+    log = root / log_name
     lines = read_log(log)
     error = failure(lines)
     if error is not None and "TrainingInterrupted" not in error:
-        return RunStatus(name, "failed", f"{error} (logs/train/{name}.log)")
+        return RunStatus(label, "failed", f"{error} ({log_name})")
     epoch, when = last_epoch(lines)
     if epoch is None:
         left, where = waiting_seconds, f"epoch 0/{run['epochs']}"
@@ -142,30 +150,44 @@ def run_status(name: str, run: dict, root: Path, *, active: bool, waiting_second
     if active and fresh and error is None:
         if when is not None:
             left = max(0.0, left - (time.time() - when))
-        return RunStatus(name, "running", f"{where}, ~{duration(left)} left", left)
-    if (root / "results/checkpoints" / f"{name}.pt").exists():
-        detail = f"{where} in results/checkpoints/{name}.pt; rerun to resume (~{duration(left)} left)"
-        return RunStatus(name, "interrupted", detail, left)
+        return RunStatus(label, "running", f"{where}, ~{duration(left)} left", left)
+    checkpoint = paths.fill(paths.CHECKPOINT, **job)
+    if (root / checkpoint).exists():
+        detail = f"{where} in {checkpoint}; rerun to resume (~{duration(left)} left)"
+        return RunStatus(label, "interrupted", detail, left)
     detail = f"~{duration(waiting_seconds)} of training (cost model)"
-    return RunStatus(name, "waiting", detail, waiting_seconds)
+    return RunStatus(label, "waiting", detail, waiting_seconds)
 
 
 def study_status(config: dict, root: Path) -> list[RunStatus]:
-    """Every planned run's RunStatus, in the config's order."""
+    """The RunStatus of every planned model (dataset, run, seed), in the study's order."""
     runs = validate_config(config, root)
+    datasets = checked_datasets(config)
+    jobs = study_jobs(runs, list(datasets))
     on_gpu = estimate.on_gpu(config["device"])
-    model = {name: estimate.train_seconds(config, run, on_gpu=on_gpu) for name, run in runs.items()}
+    sizes = {name: dataset_sizes(settings) for name, settings in datasets.items()}
+    model = [
+        estimate.train_seconds(
+            sizes[job["dataset"]], job_settings(runs[job["run"]], job["dataset"], job["seed"]), on_gpu=on_gpu
+        )
+        for job in jobs
+    ]
     done = [
-        estimate.Job("train", name, seconds, str(root / "results/benchmarks/train" / f"{name}.tsv"))
-        for name, seconds in model.items()
-        if (root / "results/runs" / name / "model.pt").exists()
+        estimate.Job("train", job["run"], seconds, str(root / paths.fill(paths.TRAIN_BENCHMARK, **job)))
+        for job, seconds in zip(jobs, model, strict=True)
+        if (root / paths.fill(paths.MODEL, **job)).exists()
     ]
     factor = estimate.calibration(done).get("train", 1.0)
     active = snakemake_active(root)
-    waiting = {name: estimate.JOB_START_SECONDS + factor * seconds for name, seconds in model.items()}
     return [
-        run_status(name, run, root, active=active, waiting_seconds=waiting[name])
-        for name, run in runs.items()
+        run_status(
+            job,
+            runs[job["run"]],
+            root,
+            active=active,
+            waiting_seconds=estimate.JOB_START_SECONDS + factor * seconds,
+        )
+        for job, seconds in zip(jobs, model, strict=True)
     ]
 
 

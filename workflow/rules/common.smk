@@ -1,17 +1,22 @@
-# Shared by all rules: the validated config, the expanded runs and the target lists.
+# Shared by all rules: the validated config, the study's datasets, runs and seeds, and the inputs
+# and params each job depends on. Every path is a pattern of cifarlab.paths: a trained model is
+# one (dataset, run, seed), the {dataset}, {run} and {seed} wildcards.
 import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from cifarlab import paths
 from cifarlab.config import (
     ConfigError,
-    dataset_name,
-    dataset_source,
+    checked_datasets,
+    dataset_runs,
     in_study_order,
+    job_settings,
     lr_finder_runs,
     saliency_runs,
     settings_hash,
+    study_jobs,
     uses_cached_features,
     validate_config,
 )
@@ -25,22 +30,27 @@ try:
     # the Snakefile's configfile (beside it: --directory may be another folder)
     in_study_order(config, Path(workflow.basedir) / "config" / "config.yaml")
     RUNS = validate_config(config)
+    # name -> settings (source, md5, labels, image_size, ...: cifarlab.datasets), study order
+    DATASETS = checked_datasets(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
-DATASET = dataset_name(config)
-SOURCE, SOURCE_MD5 = dataset_source(config)
-ARCHIVE = archive_name(SOURCE)
+# Every trained model: {"dataset", "run", "seed"}, dataset by dataset, runs in config order.
+JOBS = study_jobs(RUNS, list(DATASETS))
+ARCHIVES = {name: archive_name(d["source"]) for name, d in DATASETS.items()}
 # A local folder or archive is known by its content, not its name: when images are added,
 # removed or replaced, this changes and `download` (and all that follows) reruns. Per-file
 # hashes are cached by size and mtime (benchmarks/README.md: the cost on CIFAR-10).
 # Only the main process decides whether `download` (a local rule) reruns: a cluster job that
 # parses this file again does not hash the source again.
-SOURCE_CONTENT = (
-    source_fingerprint(SOURCE, f".snakemake/cifarlab/{DATASET}-content.json")
-    if workflow.is_main_process
-    else None
-)
+SOURCE_CONTENT = {
+    name: (
+        source_fingerprint(d["source"], f".snakemake/cifarlab/{name}-content.json")
+        if workflow.is_main_process
+        else None
+    )
+    for name, d in DATASETS.items()
+}
 LR_FINDER_RUNS = lr_finder_runs(config, RUNS)
 SALIENCY_RUNS = saliency_runs(config, RUNS)
 LR_FINDER_SETTINGS = {k: v for k, v in config["lr_finder"].items() if k != "runs"}
@@ -48,7 +58,6 @@ SALIENCY_SETTINGS = {k: v for k, v in config["saliency"].items() if k != "runs"}
 DEVICE = config["device"]
 PRECISION = config["precision"]
 
-DATA = f"results/data/{DATASET}"
 # Code is an input: a rule's `code` param is code_digest of its script (the script and the
 # cifarlab modules it imports, by content), so editing that code reruns the rule, and only it
 # and what depends on its outputs.
@@ -57,6 +66,29 @@ SCRIPTS = Path(workflow.basedir) / "scripts"
 
 # Settings that only `evaluate` reads: changing them re-evaluates, never retrains.
 EVALUATION_KEYS = ("tta",)
+
+
+def per_run(names):
+    """{"dataset", "run"} of each (dataset, run) of the study among the runs `names`."""
+    return [
+        {"dataset": dataset, "run": name}
+        for dataset in DATASETS
+        for name in dataset_runs(RUNS, dataset, names)
+    ]
+
+
+def data_file(split):
+    """A job's prepared split of its {dataset} (an input function)."""
+    return lambda wildcards: paths.fill(
+        paths.DATA + f"/{split}.pt", dataset=wildcards.dataset
+    )
+
+
+def job(wildcards):
+    """The settings of one job: its run's, with its {dataset} and {seed} (the run's first seed
+    for the per-run LR finder and saliency jobs): cifarlab.config.job_settings."""
+    seed = int(wildcards.seed) if "seed" in wildcards.keys() else None
+    return job_settings(RUNS[wildcards.run], wildcards.dataset, seed)
 
 
 def model_code(wildcards):
@@ -69,8 +101,8 @@ def model_code(wildcards):
 
 
 def run_settings(wildcards):
-    """What training a run depends on: its settings less EVALUATION_KEYS (train, lr_find params)."""
-    return {k: v for k, v in RUNS[wildcards.run].items() if k not in EVALUATION_KEYS}
+    """What training a job depends on: its settings less EVALUATION_KEYS (train, lr_find params)."""
+    return {k: v for k, v in job(wildcards).items() if k not in EVALUATION_KEYS}
 
 
 def evaluation_settings(wildcards):
@@ -84,16 +116,31 @@ def backbone_name(run):
     return run["model"] + (f"+{settings_hash(args)[:8]}" if args else "")
 
 
-def cached_features_dir(run):
-    """The folder of the `features` step's files that a frozen-backbone run trains its head on."""
-    weights = "imagenet" if run["pretrained"] else f"random{run['seed']}"
-    return (
-        f"results/features/{DATASET}/{backbone_name(run)}-{weights}-{run['image_size']}"
+def cached_features_dir(settings):
+    """The folder of the `features` step's files that a frozen-backbone job (its settings, with
+    its dataset and seed) trains its head on: a random backbone is one per seed."""
+    weights = "imagenet" if settings["pretrained"] else f"random{settings['seed']}"
+    return paths.fill(
+        paths.FEATURES,
+        dataset=settings["dataset"],
+        backbone=backbone_name(settings),
+        weights=weights,
+        size=settings["image_size"],
     )
 
 
+def cached_feature_jobs():
+    """The settings of every job (train, and the per-run LR finder) that trains on cached features."""
+    jobs = [job_settings(RUNS[j["run"]], j["dataset"], j["seed"]) for j in JOBS]
+    jobs += [
+        job_settings(RUNS[j["run"]], j["dataset"]) for j in per_run(LR_FINDER_RUNS)
+    ]
+    return [settings for settings in jobs if uses_cached_features(settings)]
+
+
+CACHED_FEATURE_JOBS = cached_feature_jobs()
 # The backbones whose features some run caches: the `features` rule's {backbone} wildcard.
-BACKBONES = sorted({backbone_name(r) for r in RUNS.values() if uses_cached_features(r)})
+BACKBONES = sorted({backbone_name(s) for s in CACHED_FEATURE_JOBS})
 
 
 def model_file(run):
@@ -103,55 +150,56 @@ def model_file(run):
 
 
 def train_inputs(wildcards):
-    run = RUNS[wildcards.run]
-    inputs = {"train": f"{DATA}/train.pt", "test": f"{DATA}/test.pt", **model_file(run)}
-    if uses_cached_features(run):
-        folder = cached_features_dir(run)
+    settings = job(wildcards)
+    inputs = {
+        "train": data_file("train")(wildcards),
+        "test": data_file("test")(wildcards),
+        **model_file(settings),
+    }
+    if uses_cached_features(settings):
+        folder = cached_features_dir(settings)
         inputs.update(
             cached_train=f"{folder}/train.pt", cached_test=f"{folder}/test.pt"
         )
-    if run["lr"] == "auto":
-        inputs["lr_finder"] = f"results/lr_finder/{wildcards.run}.json"
+    if settings["lr"] == "auto":
+        inputs["lr_finder"] = paths.fill(paths.LR_FINDER, **dict(wildcards.items()))
     return inputs
 
 
 def evaluate_inputs(wildcards):
     """A head trained on cached features is evaluated on them too (same predictions, cheaper)."""
-    run = RUNS[wildcards.run]
+    settings = job(wildcards)
     inputs = {
-        "model": f"results/runs/{wildcards.run}/model.pt",
-        "history": f"results/runs/{wildcards.run}/history.csv",
-        "test": f"{DATA}/test.pt",
-        **model_file(run),
+        "model": paths.fill(paths.MODEL, **dict(wildcards.items())),
+        "history": paths.fill(paths.HISTORY, **dict(wildcards.items())),
+        "test": data_file("test")(wildcards),
+        **model_file(settings),
     }
-    if uses_cached_features(run):
-        inputs["cached_test"] = f"{cached_features_dir(run)}/test.pt"
+    if uses_cached_features(settings):
+        inputs["cached_test"] = f"{cached_features_dir(settings)}/test.pt"
     return inputs
 
 
-def lr_find_inputs(run):
+def lr_find_inputs(wildcards):
     """A frozen head sweeps on the cached backbone features, as it trains (a backbone pass
     per step would cost hours on a CPU); a user's model file reruns the sweep when edited.
     """
-    inputs = model_file(run)
-    if uses_cached_features(run):
-        inputs["cached_train"] = f"{cached_features_dir(run)}/train.pt"
+    settings = job(wildcards)
+    inputs = {"train": data_file("train")(wildcards), **model_file(settings)}
+    if uses_cached_features(settings):
+        inputs["cached_train"] = f"{cached_features_dir(settings)}/train.pt"
     return inputs
 
 
 def lr_finder_params(wildcards):
-    """What a run's LR sweep depends on: the run's settings and the finder's own."""
+    """What a run's LR sweep depends on: the run's settings (first seed) and the finder's own."""
     return {"run": run_settings(wildcards), "finder": LR_FINDER_SETTINGS}
 
 
 def backbone_params(wildcards):
     """What the `features` step of one backbone folder depends on (its `backbone` param)."""
-    folder = f"results/features/{wildcards.dataset}/{wildcards.backbone}-{wildcards.weights}-{wildcards.size}"
-    users = [
-        r
-        for r in RUNS.values()
-        if uses_cached_features(r) and cached_features_dir(r) == folder
-    ]
+    folder = paths.fill(paths.FEATURES, **dict(wildcards.items()))
+    users = [s for s in CACHED_FEATURE_JOBS if cached_features_dir(s) == folder]
     model_args = (users[0].get("model_args") or {}) if users else {}
     return {
         "model": wildcards.backbone.partition("+")[0],
@@ -166,7 +214,7 @@ def backbone_params(wildcards):
 
 
 def features_subsets(users):
-    """{"train": [[size, seed], ...] or None (all), "test": [size, ...] or None} of these runs."""
+    """{"train": [[size, seed], ...] or None (all), "test": [size, ...] or None} of these jobs."""
     if not users or any(r["train_subset"] is None for r in users):
         train = None
     else:

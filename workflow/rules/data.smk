@@ -1,12 +1,20 @@
-# download -> prepare: the data stage (cifarlab/data.py; sources and layouts in docs/data.md).
+# download -> prepare: the data stage, once per dataset (cifarlab/data.py; sources, layouts and
+# the built-in datasets in docs/data.md). A rule's `dataset` param is its {dataset}'s settings.
+
+
+def archive_file(dataset):
+    """The fetched archive of a dataset (its name is its source's)."""
+    return paths.fill(paths.ARCHIVE, dataset=dataset, archive=ARCHIVES[dataset])
 
 
 rule download:
     output:
-        archive=f"resources/{{dataset}}/{ARCHIVE}",
-        record="resources/{dataset}/source.json",
+        archive=paths.ARCHIVE,
+        record=paths.SOURCE_RECORD,
     log:
-        "logs/download/{dataset}.log",
+        "logs/download/{dataset}/{archive}.log",
+    wildcard_constraints:
+        archive="|".join(re.escape(a) for a in sorted(set(ARCHIVES.values()))),
     # The code retries transient failures itself (cifarlab.data.http_get); Snakemake's retries
     # (a profile's --retries too) would multiply its attempts.
     retries: 0
@@ -14,27 +22,27 @@ rule download:
         "../../environment.yaml"
     params:
         code=code_digest(SCRIPTS / "download.py"),
-        source=SOURCE,
-        content=SOURCE_CONTENT,
-        md5=SOURCE_MD5,
-        synthetic=config["dataset"]["synthetic"] if SOURCE == "synthetic" else None,
-        image_size=config["dataset"]["image_size"],
+        # all of the dataset's settings but `reference` (whether the lab's numbers apply)
+        dataset=lambda wildcards: {
+            k: v for k, v in DATASETS[wildcards.dataset].items() if k != "reference"
+        },
+        content=lambda wildcards: SOURCE_CONTENT[wildcards.dataset],
     script:
         "../../scripts/download.py"
 
 
 rule prepare:
     input:
-        archive=f"resources/{{dataset}}/{ARCHIVE}",
-        record="resources/{dataset}/source.json",
+        archive=lambda wildcards: archive_file(wildcards.dataset),
+        record=lambda wildcards: archive_file(wildcards.dataset) + ".json",
     output:
-        train="results/data/{dataset}/train.pt",
-        test="results/data/{dataset}/test.pt",
-        samples="results/figures/data/{dataset}-samples.png",
+        train=paths.DATA + "/train.pt",
+        test=paths.DATA + "/test.pt",
+        samples=paths.SAMPLES,
     log:
         "logs/prepare/{dataset}.log",
     benchmark:
-        "results/benchmarks/prepare/{dataset}.tsv"
+        paths.PREPARE_BENCHMARK
     conda:
         "../../environment.yaml"
     threads: 2
@@ -43,6 +51,9 @@ rule prepare:
         runtime=30,
     params:
         code=code_digest(SCRIPTS / "prepare.py"),
-        image_size=config["dataset"]["image_size"],
+        # what preparing reads of the dataset's settings (its source is the archive's record)
+        dataset=lambda wildcards: {
+            k: DATASETS[wildcards.dataset][k] for k in ("name", "labels", "image_size")
+        },
     script:
         "../../scripts/prepare.py"

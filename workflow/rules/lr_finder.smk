@@ -1,18 +1,18 @@
-# lr_find: the learning-rate range test (Smith 2015), repeated to measure its stability.
-# Its params are the run's settings and the finder's own (lr_finder_params in common.smk), so a
-# change to either reruns this sweep; `train` depends on its JSON only for `lr: auto` runs.
+# lr_find: the learning-rate range test (Smith 2015), repeated to measure its stability, once
+# per dataset and run (with the run's first seed). Its params are the run's settings and the
+# finder's own (lr_finder_params in common.smk), so a change to either reruns this sweep;
+# `train` depends on its JSON only for `lr: auto` runs.
 
 
 rule lr_find:
     input:
-        unpack(lambda wildcards: lr_find_inputs(RUNS[wildcards.run])),
-        train=f"{DATA}/train.pt",
+        unpack(lr_find_inputs),
     output:
-        result="results/lr_finder/{run}.json",
+        result=paths.LR_FINDER,
     log:
-        "logs/lr_find/{run}.log",
+        "logs/lr_find/{dataset}/{run}.log",
     benchmark:
-        "results/benchmarks/lr_find/{run}.tsv"
+        paths.LR_FIND_BENCHMARK
     conda:
         "../../environment.yaml"
     threads: config["threads"]

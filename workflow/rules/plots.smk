@@ -1,8 +1,9 @@
 # Every figure is its own target, drawn from results by a cheap local job, so that a change of
 # plotting style reruns plotting only. One rule per entry of cifarlab.figures.FIGURES (its
-# target, inputs, log, report() category, labels and caption); the entry's options are the
-# rule's `params`, so changing one reruns that figure (and the page) only. Styles live in
-# cifarlab/plotting.py. Adding a figure: docs/extending.md.
+# target, inputs, log, report() category, labels and caption), each figure one file per dataset
+# (and per run, or seed); the entry's options are the rule's `params`, so changing one reruns
+# that figure (and the page) only. Styles live in cifarlab/plotting.py. Adding a figure:
+# docs/extending.md.
 
 from cifarlab.figures import (
     FIGURES,
@@ -14,15 +15,43 @@ from cifarlab.figures import (
 
 # The runs each kind of figure may show (cifarlab.figures.RUN_SETS).
 RUN_SETS = {"all": list(RUNS), "lr_finder": LR_FINDER_RUNS, "saliency": SALIENCY_RUNS}
-# figure name -> the runs it shows (a sweep figure: the runs of that sweep)
-FIGURE_RUNS = {figure.name: figure_runs(figure, RUNS, RUN_SETS) for figure in FIGURES}
+# figure name -> dataset -> the runs its figure of that dataset shows (a sweep figure: the runs
+# of that sweep)
+FIGURE_RUNS = {
+    figure.name: {d: figure_runs(figure, RUNS, RUN_SETS, d) for d in DATASETS}
+    for figure in FIGURES
+}
 
 
 def figure_labels(figure):
     """The figure's labels in Snakemake's report; a per-run figure's from its run's settings."""
     if figure.per_run:
-        return lambda wildcards: report_labels(figure, RUNS[wildcards.run])
-    return report_labels(figure)
+        return lambda wildcards: report_labels(
+            figure, RUNS[wildcards.run], dict(wildcards.items())
+        )
+    return lambda wildcards: report_labels(figure, None, dict(wildcards.items()))
+
+
+def plot_inputs(figure):
+    """The figure's files to read: its own run's (a per-run figure), or its dataset's runs'."""
+    if figure.per_run:
+        return lambda wildcards: {
+            key: paths.fill(pattern, **dict(wildcards.items()))
+            for key, pattern in figure.inputs.items()
+        }
+    return lambda wildcards: figure_inputs(
+        figure, RUNS, FIGURE_RUNS[figure.name][wildcards.dataset], wildcards.dataset
+    )
+
+
+def plot_params(figure):
+    """The figure's options (its entry's `params`) and, for a sweep figure, its dataset's groups."""
+    params = dict(figure.params)
+    if figure.sweep is not None:
+        params["groups"] = lambda wildcards: figure_params(
+            figure, RUNS, RUN_SETS, wildcards.dataset
+        )["groups"]
+    return params
 
 
 for figure in FIGURES:
@@ -31,7 +60,7 @@ for figure in FIGURES:
         name:
             figure.rule
         input:
-            **figure_inputs(figure, FIGURE_RUNS[figure.name]),
+            unpack(plot_inputs(figure)),
         output:
             report(
                 figure.target,
@@ -45,7 +74,7 @@ for figure in FIGURES:
         conda:
             "../../environment.yaml"
         params:
-            **figure_params(figure, RUNS, RUN_SETS),
+            **plot_params(figure),
             # the plot script and the module that draws this figure, by content
             code=[
                 code_digest(SCRIPTS / "plot.py"),

@@ -1,40 +1,48 @@
-# report: the comparison page a reader opens first, plus its table as Markdown and CSV.
+# report: the comparison page a reader opens first, plus its table as Markdown and CSV: one
+# section per dataset (its runs over their seeds) and a view across datasets.
 
 from pathlib import Path
 
 from cifarlab.config import settings_hash
+from cifarlab.datasets import describe
 from cifarlab.figures import FIGURES, figure_files
 
 REPORT = config["report"]
+DATASET_NAMES = list(DATASETS)
 # Snakemake's benchmark TSVs of every heavy job of the study: the page's total compute time.
 BENCHMARKS = list(
     dict.fromkeys(
-        [f"results/benchmarks/prepare/{DATASET}.tsv"]
-        + expand("results/benchmarks/train/{run}.tsv", run=list(RUNS))
-        + expand("results/benchmarks/lr_find/{run}.tsv", run=LR_FINDER_RUNS)
-        + expand("results/benchmarks/saliency/{run}.tsv", run=SALIENCY_RUNS)
+        [paths.fill(paths.PREPARE_BENCHMARK, dataset=d) for d in DATASETS]
+        + paths.fill_each(paths.TRAIN_BENCHMARK, JOBS)
+        + paths.fill_each(paths.LR_FIND_BENCHMARK, per_run(LR_FINDER_RUNS))
+        + paths.fill_each(paths.SALIENCY_BENCHMARK, per_run(SALIENCY_RUNS))
         + [
-            cached_features_dir(run).replace("results/", "results/benchmarks/", 1)
+            cached_features_dir(settings).replace("results/", "results/benchmarks/", 1)
             + ".tsv"
-            for run in RUNS.values()
-            if uses_cached_features(run)
+            for settings in CACHED_FEATURE_JOBS
         ]
     )
 )
-# The page's figures (cifarlab.figures.FIGURES): each that has runs in this study (a sweep
-# figure only when the study has that sweep), and the captions the page shows.
-PAGE_FIGURES = [figure for figure in FIGURES if FIGURE_RUNS[figure.name]]
+# The page's figures (cifarlab.figures.FIGURES): each that has runs on some dataset of this
+# study (a sweep figure only where the study has that sweep), and the captions the page shows.
+PAGE_FIGURES = [figure for figure in FIGURES if any(FIGURE_RUNS[figure.name].values())]
 REPORT_INPUTS = {
-    "metrics": expand("results/runs/{run}/metrics.json", run=list(RUNS)),
-    "lr_finder": expand("results/lr_finder/{run}.json", run=LR_FINDER_RUNS),
-    "saliency": expand("results/saliency/{run}.json", run=SALIENCY_RUNS),
-    "data_record": f"resources/{DATASET}/source.json",
-    "data_train": f"{DATA}/train.pt",
-    "data_test": f"{DATA}/test.pt",
-    "samples": f"results/figures/data/{DATASET}-samples.png",
+    "metrics": paths.fill_each(paths.METRICS, JOBS),
+    "lr_finder": paths.fill_each(paths.LR_FINDER, per_run(LR_FINDER_RUNS)),
+    "saliency": paths.fill_each(paths.SALIENCY_RESULT, per_run(SALIENCY_RUNS)),
+    # one file per dataset, in DATASET_NAMES order
+    "data_records": [archive_file(d) + ".json" for d in DATASETS],
+    "data_train": [paths.fill(paths.DATA + "/train.pt", dataset=d) for d in DATASETS],
+    "data_test": [paths.fill(paths.DATA + "/test.pt", dataset=d) for d in DATASETS],
+    "samples": [paths.fill(paths.SAMPLES, dataset=d) for d in DATASETS],
     "benchmarks": BENCHMARKS,
     **{
-        f"figure_{figure.name}": figure_files(figure, FIGURE_RUNS[figure.name])
+        f"figure_{figure.name}": [
+            path
+            for d, names in FIGURE_RUNS[figure.name].items()
+            if names
+            for path in figure_files(figure, RUNS, names, d)
+        ]
         for figure in PAGE_FIGURES
     },
     **{
@@ -57,19 +65,21 @@ rule report:
         **REPORT_INPUTS,
     output:
         html=report(
-            "results/report/index.html",
+            paths.REPORT + "/index.html",
             category="Comparison",
             caption="../report/index.rst",
             labels={"figure": "the comparison page"},
         ),
-        summary="results/report/summary.md",
-        metrics="results/report/metrics.csv",
+        summary=paths.REPORT + "/summary.md",
+        metrics=paths.REPORT + "/metrics.csv",
     log:
         "logs/report.log",
     conda:
         "../../environment.yaml"
     params:
         code=code_digest(SCRIPTS / "report.py"),
+        # the study's datasets in order (name, source, labels, image_size, reference)
+        datasets=[describe(DATASETS[d]) for d in DATASET_NAMES],
         compare_to=REPORT["compare_to"],
         # The study's identity on the page; the whole config, so any change shows.
         config_hash=settings_hash(config),

@@ -6,9 +6,11 @@
 # much. A training job killed by its time limit resumes from its checkpoint on the retry.
 # Override any of them without editing code, step by step: `--set-resources train:runtime=600`, or
 # `set-resources:` in a profile (profiles/slurm/config.yaml).
+import functools
 import math
 
 from cifarlab import estimate
+from cifarlab.datasets import dataset_sizes
 from cifarlab.models import model_spec
 
 # Only `device: cuda` asks for a GPU (`--gpus=1` under SLURM). With `auto` a cluster job gets
@@ -22,15 +24,21 @@ BASE_MB = 3000  # Python, torch and the two Snakemake processes of a cluster job
 START_MINUTES = 5  # start-up, loading the data, writing outputs
 
 
-def split_images(split, run=None):
-    """Images in a split: the run's subset, the synthetic set's size, else CIFAR-10's."""
-    return estimate.split_images(config, split, run)
+@functools.cache
+def sizes(dataset):
+    """{"train", "test", "classes"} of a dataset, from its source (cifarlab.datasets.dataset_sizes)."""
+    return dataset_sizes(DATASETS[dataset])
 
 
-def data_mb():
+def split_images(wildcards, split, run=None):
+    """Images in a split of the job's dataset: the run's subset, else all of them."""
+    return estimate.split_images(sizes(wildcards.dataset), split, run)
+
+
+def data_mb(wildcards):
     """The prepared train and test tensors (uint8), both held in memory by every heavy job."""
-    size = config["dataset"]["image_size"]
-    images = split_images("train") + split_images("test")
+    size = DATASETS[wildcards.dataset]["image_size"]
+    images = split_images(wildcards, "train") + split_images(wildcards, "test")
     return images * 3 * size * size / 2**20
 
 
@@ -50,7 +58,7 @@ def image_seconds(run, images, passes=1.0):
 
 def train_mem_mb(wildcards, attempt):
     """Host memory of a job that holds one run's model and data (train, evaluate, lr_find, saliency)."""
-    run = RUNS[wildcards.run]
+    run = job(wildcards)
     model = "simple_cnn" if uses_cached_features(run) else run["model"]
     activations = (
         0
@@ -61,27 +69,31 @@ def train_mem_mb(wildcards, attempt):
     )
     features = 0
     if uses_cached_features(run):
-        images = split_images("train") + split_images("test")
+        images = split_images(wildcards, "train") + split_images(wildcards, "test")
         features = images * model_spec(run["model"]).feature_width * 4 / 2**20
-    return round_mb(BASE_MB + 2 * data_mb() + activations + features, attempt)
+    return round_mb(BASE_MB + 2 * data_mb(wildcards) + activations + features, attempt)
 
 
 def train_seconds(wildcards):
-    return estimate.train_seconds(config, RUNS[wildcards.run], on_gpu=ON_GPU)
+    return estimate.train_seconds(
+        sizes(wildcards.dataset), job(wildcards), on_gpu=ON_GPU
+    )
 
 
 def evaluate_seconds(wildcards):
     """The plain test pass, plus one per view of test-time augmentation."""
-    run = RUNS[wildcards.run]
+    run = job(wildcards)
     passes = 1 + estimate.TTA_VIEWS[run["tta"]]
     return image_seconds(
-        run, split_images("test", run), passes=passes * estimate.FORWARD_ONLY
+        run,
+        split_images(wildcards, "test", run),
+        passes=passes * estimate.FORWARD_ONLY,
     )
 
 
 def lr_find_seconds(wildcards):
     """`repeats` sweeps of `num_iter` mini-batches each."""
-    run = RUNS[wildcards.run]
+    run = job(wildcards)
     batches = config["lr_finder"]["num_iter"] * config["lr_finder"]["repeats"]
     return image_seconds(run, batches * run["batch_size"])
 
@@ -89,26 +101,28 @@ def lr_find_seconds(wildcards):
 def saliency_seconds(wildcards):
     """Up to ~300 gradient passes per image (SmoothGrad, integrated gradients), twice (the
     trained and the randomised model of the sanity check)."""
-    run = RUNS[wildcards.run]
-    images = 10 * config["saliency"]["images_per_class"]
+    run = job(wildcards)
+    images = (
+        sizes(wildcards.dataset)["classes"] * config["saliency"]["images_per_class"]
+    )
     return image_seconds(run, images * 300 * 2)
 
 
 def features_mem_mb(wildcards, attempt):
     spec = model_spec(backbone_params(wildcards)["model"])
-    images = split_images("train") + split_images("test")
+    images = split_images(wildcards, "train") + split_images(wildcards, "test")
     output = images * spec.feature_width * 4 / 2**20
     batch = (
         0
         if ON_GPU
         else 128 * spec.activation_mb * estimate.size_factor(int(wildcards.size))
     )
-    return round_mb(BASE_MB + 2 * data_mb() + output + batch, attempt)
+    return round_mb(BASE_MB + 2 * data_mb(wildcards) + output + batch, attempt)
 
 
 def features_seconds(wildcards):
     """One forward pass over both splits."""
-    images = split_images("train") + split_images("test")
+    images = split_images(wildcards, "train") + split_images(wildcards, "test")
     return estimate.image_seconds(
         backbone_params(wildcards)["model"],
         int(wildcards.size),
@@ -119,7 +133,7 @@ def features_seconds(wildcards):
 
 
 def prepare_seconds(wildcards):
-    images = split_images("train") + split_images("test")
+    images = split_images(wildcards, "train") + split_images(wildcards, "test")
     return images / 1000 * estimate.PREPARE_SECONDS_PER_1000_IMAGES
 
 
@@ -150,4 +164,4 @@ features_runtime = runtime("features")
 
 def prepare_mem_mb(wildcards, attempt):
     """Decoded images, their packed tensors and the archive's bytes, at once."""
-    return round_mb(BASE_MB + 4 * data_mb(), attempt)
+    return round_mb(BASE_MB + 4 * data_mb(wildcards), attempt)

@@ -1,13 +1,24 @@
-# saliency: maps for a fixed sample of test images, and the randomisation sanity check.
+# saliency: maps for a fixed sample of each dataset's test images, and the randomisation sanity
+# check, once per dataset and run (the model of the run's first seed).
+
+
+def first_seed_model(wildcards):
+    """The model that a run's saliency maps explain: its first seed's."""
+    return paths.fill(
+        paths.MODEL,
+        dataset=wildcards.dataset,
+        run=wildcards.run,
+        seed=RUNS[wildcards.run]["seeds"][0],
+    )
 
 
 rule saliency_sample:
     input:
-        test=f"{DATA}/test.pt",
+        test=data_file("test"),
     output:
-        sample="results/saliency/sample.json",
+        sample=paths.SALIENCY_SAMPLE,
     log:
-        "logs/saliency/sample.log",
+        "logs/saliency/{dataset}/sample.log",
     conda:
         "../../environment.yaml"
     params:
@@ -21,16 +32,16 @@ rule saliency_sample:
 rule saliency:
     input:
         unpack(lambda wildcards: model_file(RUNS[wildcards.run])),
-        model="results/runs/{run}/model.pt",
-        test=f"{DATA}/test.pt",
-        sample="results/saliency/sample.json",
+        model=first_seed_model,
+        test=data_file("test"),
+        sample=paths.SALIENCY_SAMPLE,
     output:
-        maps="results/saliency/{run}.pt",
-        result="results/saliency/{run}.json",
+        maps=paths.SALIENCY_MAPS,
+        result=paths.SALIENCY_RESULT,
     log:
-        "logs/saliency/{run}.log",
+        "logs/saliency/{dataset}/{run}.log",
     benchmark:
-        "results/benchmarks/saliency/{run}.tsv"
+        paths.SALIENCY_BENCHMARK
     conda:
         "../../environment.yaml"
     threads: config["threads"]

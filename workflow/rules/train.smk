@@ -1,17 +1,18 @@
-# features (frozen backbones) -> train -> evaluate, one job per run.
+# features (frozen backbones) -> train -> evaluate, one train and evaluate job per dataset, run
+# and seed (cifarlab.paths.RUN).
 
 
 rule features:
     input:
-        train=f"{DATA}/train.pt",
-        test=f"{DATA}/test.pt",
+        train=data_file("train"),
+        test=data_file("test"),
     output:
-        train="results/features/{dataset}/{backbone}-{weights}-{size}/train.pt",
-        test="results/features/{dataset}/{backbone}-{weights}-{size}/test.pt",
+        train=paths.FEATURES + "/train.pt",
+        test=paths.FEATURES + "/test.pt",
     log:
         "logs/features/{dataset}/{backbone}-{weights}-{size}.log",
     benchmark:
-        "results/benchmarks/features/{dataset}/{backbone}-{weights}-{size}.tsv"
+        paths.FEATURES_BENCHMARK
     wildcard_constraints:
         backbone="|".join(re.escape(b) for b in BACKBONES) or "(?!)",
         weights=r"imagenet|random\d+",
@@ -37,12 +38,12 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model="results/runs/{run}/model.pt",
-        history="results/runs/{run}/history.csv",
+        model=paths.MODEL,
+        history=paths.HISTORY,
     log:
-        "logs/train/{run}.log",
+        "logs/train/{dataset}/{run}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/train/{run}.tsv"
+        paths.TRAIN_BENCHMARK
     conda:
         "../../environment.yaml"
     threads: config["threads"]
@@ -63,7 +64,9 @@ rule train:
             else None
         ),
         # outside the declared outputs, so that a killed job resumes from it
-        checkpoint=lambda wildcards: f"results/checkpoints/{wildcards.run}.pt",
+        checkpoint=lambda wildcards: paths.fill(
+            paths.CHECKPOINT, **dict(wildcards.items())
+        ),
     script:
         "../../scripts/train.py"
 
@@ -72,9 +75,9 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        metrics="results/runs/{run}/metrics.json",
+        metrics=paths.METRICS,
     log:
-        "logs/evaluate/{run}.log",
+        "logs/evaluate/{dataset}/{run}/seed{seed}.log",
     conda:
         "../../environment.yaml"
     threads: config["threads"]
