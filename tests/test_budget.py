@@ -247,11 +247,12 @@ def test_the_demo_dry_run_plans_a_run_added_to_the_lab_study(tmp_path):
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     for rule in ("train", "evaluate"):
-        assert re.search(rf"rule {rule}:\n(?:\s+\S.*\n)*?\s+wildcards: run=my_wide_cnn\b", out), rule
+        wildcards = r"wildcards: dataset=synthetic, run=my_wide_cnn, seed=0\b"
+        assert re.search(rf"rule {rule}:\n(?:\s+\S.*\n)*?\s+{wildcards}", out), rule
     # The plan's estimate prices the run at the demo's size: 8 epochs of 3,000 images at 32 px.
     _, runs = study("config/demo.yaml", config=config)
     assert (runs["my_wide_cnn"]["epochs"], runs["my_wide_cnn"]["image_size"]) == (8, 32)
-    assert "results/runs/my_wide_cnn/metrics.json" in out
+    assert "results/synthetic/runs/my_wide_cnn/seed0/metrics.json" in out
 
 
 # --- Defaults in one place -----------------------------------------------------------------------
@@ -263,7 +264,7 @@ def test_a_config_without_step_sections_gets_the_schemas_defaults():
     for section in ("lr_finder", "saliency", "report", "budget"):
         assert config[section] == schema_defaults(section), section
     assert config["lr_finder"]["suggestion"] == "minimum_div_10" and config["lr_finder"]["start_lr"] == 1e-5
-    assert config["dataset"]["md5"] == "c58f30108f718f92721af3b95e74349a"  # stated values win
+    assert config["datasets"][0]["labels"] == "fine" and config["datasets"][0]["image_size"] == 32
     # Defaults are copies: filling one config does not share its lists with another.
     other = yaml.safe_load(open(ROOT / "config" / "config.yaml"))
     del other["lr_finder"]

@@ -12,8 +12,6 @@ from conftest import ROOT, lab_run
 
 from cifarlab.config import (
     ConfigError,
-    dataset_name,
-    dataset_source,
     lr_finder_runs,
     validate_config,
 )
@@ -135,13 +133,6 @@ def test_pretrained_override_from_command_line_string(config):
     assert runs["vgg16"]["pretrained"] is False and runs["resnet18"]["pretrained"] is False
 
 
-def test_data_source_override_gets_its_own_dataset_name(config):
-    assert dataset_name(config) == "cifar10"
-    config["data_source"] = "../shared/datasets/cifar10-jpeg.zip"
-    assert dataset_name(config) == "cifar10-jpeg"
-    assert dataset_source(config) == ("../shared/datasets/cifar10-jpeg.zip", None)
-
-
 def test_run_settings_are_independent_copies(config):
     runs = validate_config(copy.deepcopy(config))
     runs["vit"]["vit"]["depth"] = 99
@@ -168,10 +159,12 @@ def test_dry_run_plans_the_whole_study():
             counts[parts[0]] = int(parts[1])
     runs = validate_config(yaml.safe_load(open(ROOT / "config" / "config.yaml")))
     assert counts["download"] == 1 and counts["prepare"] == 1
-    assert counts["train"] == counts["evaluate"] == len(runs) == 15
-    assert counts["lr_find"] == 4  # three optimizers + the `lr: auto` recipe
-    assert counts["saliency"] == len(runs)
-    assert counts["features"] == 2  # frozen VGG16 and ResNet18 heads train on cached features
+    # each of the 15 runs with each of its 3 seeds (config.yaml's defaults.seeds)
+    assert counts["train"] == counts["evaluate"] == 3 * len(runs) == 45
+    assert counts["lr_find"] == 4  # three optimizers + the `lr: auto` recipe (first seed)
+    assert counts["saliency"] == len(runs)  # the first seed's model of each run
+    # frozen ImageNet VGG16 and ResNet18 backbones: their features are one for all seeds
+    assert counts["features"] == 2
     assert counts["report"] == 1
 
 

@@ -19,14 +19,28 @@ import pytest
 import yaml
 from test_train import sigterm_at
 
-from cifarlab import estimate, progress, status
+from cifarlab import estimate, paths, progress, status
 from cifarlab import evaluate as evaluating
 from cifarlab import train as training
-from cifarlab.config import validate_config
+from cifarlab.config import job_settings, validate_config
 from cifarlab.logs import log_to
 
 ROOT = Path(__file__).resolve().parent.parent
-OVERLAY = {"device": "cpu", "threads": 1, "defaults": {"epochs": 2, "train_subset": 256, "test_subset": 64}}
+OVERLAY = {
+    "device": "cpu",
+    "threads": 1,
+    "defaults": {"epochs": 2, "train_subset": 256, "test_subset": 64, "seeds": 1},
+}
+
+
+def job_of(name: str) -> dict:
+    """The wildcards of a run's one trained model in the tiny study (config.yaml's cifar10, seed 0)."""
+    return {"dataset": "cifar10", "run": name, "seed": 0}
+
+
+def label(name: str) -> str:
+    """How status names the run's model."""
+    return f"cifar10/{name}/seed0"
 
 
 # --- progress -----------------------------------------------------------------------------
@@ -157,12 +171,13 @@ def test_format_estimate_names_the_smaller_study_only_when_long():
 
 def train_in(study: Path, run: dict, data: dict, **options) -> None:
     """The train step of `run` as its Snakemake job runs it, in the study's folders and log."""
-    folder = study / "results/runs" / run["name"]
-    with log_to(study / "logs/train" / f"{run['name']}.log"):
+    job = job_of(run["name"])
+    folder = study / paths.fill(paths.RUN, **job)
+    with log_to(study / "logs/train" / f"{label(run['name'])}.log"):
         training.main(
             train_path=data["train"], test_path=data["test"], model_path=folder / "model.pt",
-            history_path=folder / "history.csv", run=run, device="cpu",
-            checkpoint=study / "results/checkpoints" / f"{run['name']}.pt", **options,
+            history_path=folder / "history.csv", run=job_settings(run, "cifar10", 0), device="cpu",
+            checkpoint=study / paths.fill(paths.CHECKPOINT, **job), **options,
         )  # fmt: skip
 
 
@@ -187,7 +202,7 @@ def test_status_of_a_finished_an_interrupted_a_failed_and_a_running_run(
 
     # finished: trained and evaluated
     train_in(study, runs["simple_cnn-sgd"], data)
-    folder = study / "results/runs/simple_cnn-sgd"
+    folder = study / paths.fill(paths.RUN, **job_of("simple_cnn-sgd"))
     metrics = evaluating.main(
         model_path=folder / "model.pt", history_path=folder / "history.csv", test_path=data["test"],
         metrics_path=folder / "metrics.json", device="cpu",
@@ -197,9 +212,9 @@ def test_status_of_a_finished_an_interrupted_a_failed_and_a_running_run(
         patch.setattr(training, "epoch_batches", sigterm_at(epoch=1, step=1))
         with pytest.raises(training.TrainingInterrupted):
             train_in(study, runs["simple_cnn-adam"], data)
-    assert (study / "results/checkpoints/simple_cnn-adam.pt").exists()
+    assert (study / "results/checkpoints/cifar10/simple_cnn-adam/seed0.pt").exists()
     # failed: its LR-finder file has no usable lr
-    bad = study / "results/lr_finder/simple_cnn-yogi.json"
+    bad = study / paths.fill(paths.LR_FINDER, **job_of("simple_cnn-yogi"))
     bad.parent.mkdir(parents=True)
     bad.write_text('{"lr": "high", "chosen": "valley"}')
     with pytest.raises(ValueError):
@@ -209,13 +224,16 @@ def test_status_of_a_finished_an_interrupted_a_failed_and_a_running_run(
     assert status.main(["--directory", str(study), "--configfile", "tiny.yaml"]) == 0
     table = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert tree(study) == before  # it only reads
-    assert f"done         test acc {metrics['test_accuracy']:.2f} %" in table["simple_cnn-sgd"]
-    assert "interrupted  epoch 1/2" in table["simple_cnn-adam"]
-    assert "results/checkpoints/simple_cnn-adam.pt; rerun to resume" in table["simple_cnn-adam"]
-    assert "failed       ValueError" in table["simple_cnn-yogi"]
-    assert "key 'lr' must be a positive number" in table["simple_cnn-yogi"]
-    assert "logs/train/simple_cnn-yogi.log" in table["simple_cnn-yogi"]
-    assert "waiting" in table["vit"] and "of training (cost model)" in table["vit"]
+    assert f"done         test acc {metrics['test_accuracy']:.2f} %" in table[label("simple_cnn-sgd")]
+    assert "interrupted  epoch 1/2" in table[label("simple_cnn-adam")]
+    assert (
+        "results/checkpoints/cifar10/simple_cnn-adam/seed0.pt; rerun to resume"
+        in table[label("simple_cnn-adam")]
+    )
+    assert "failed       ValueError" in table[label("simple_cnn-yogi")]
+    assert "key 'lr' must be a positive number" in table[label("simple_cnn-yogi")]
+    assert "logs/train/cifar10/simple_cnn-yogi/seed0.log" in table[label("simple_cnn-yogi")]
+    assert "waiting" in table[label("vit")] and "of training (cost model)" in table[label("vit")]
     assert "Snakemake is not running here" in table["1"]  # "1 done, 1 interrupted, ..."
     assert table["Time"].startswith("Time left: ~")
 
@@ -233,10 +251,10 @@ def test_status_of_a_finished_an_interrupted_a_failed_and_a_running_run(
 
     monkeypatch.setattr(training, "epoch_batches", ask_status)
     train_in(study, runs["dropout_cnn-dropout0.1"], data)
-    running = seen["dropout_cnn-dropout0.1"]
+    running = seen[label("dropout_cnn-dropout0.1")]
     assert running.state == "running" and running.detail.startswith("epoch 1/2,")
     assert 0 <= running.seconds_left < 600
-    assert seen["simple_cnn-adam"].state == "interrupted"  # its log ends with the interruption
+    assert seen[label("simple_cnn-adam")].state == "interrupted"  # its log ends with the interruption
 
 
 def test_status_imports_no_torch_and_explains_a_bad_configfile(study):
@@ -259,7 +277,9 @@ def test_a_diverged_run_is_done_with_the_status_the_report_shows(tmp_path):
         "diverged": {"epoch": 3, "lr": 0.5, "loss": "nan"},
         "test_accuracy": None,
     }
-    (tmp_path / "results/runs/cnn").mkdir(parents=True)
-    (tmp_path / "results/runs/cnn/metrics.json").write_text(json.dumps(metrics))
-    state = status.run_status("cnn", {}, tmp_path, active=False, waiting_seconds=0.0)
+    job = {"dataset": "synthetic", "run": "cnn", "seed": 2}
+    (tmp_path / paths.fill(paths.RUN, **job)).mkdir(parents=True)
+    (tmp_path / paths.fill(paths.METRICS, **job)).write_text(json.dumps(metrics))
+    state = status.run_status(job, {}, tmp_path, active=False, waiting_seconds=0.0)
+    assert state.run == "synthetic/cnn/seed2"
     assert (state.state, state.detail) == ("done", "diverged at epoch 3 (lr 0.5)")

@@ -61,7 +61,7 @@ def test_the_import_lines_are_found():
         statements
     )
     assert statements["from cifarlab.sources import archive_name, source_fingerprint"] == "cifarlab.sources"
-    assert any(s.startswith("from cifarlab.config import ConfigError, dataset_name,") for s in statements)
+    assert any(s.startswith("from cifarlab.config import ConfigError, checked_datasets,") for s in statements)
 
 
 @pytest.mark.parametrize(

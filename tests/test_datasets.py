@@ -1,0 +1,161 @@
+"""Datasets and seeds as dimensions of a study: the config's `datasets:` and a run's `seeds`,
+`datasets` read into one form (cifarlab.datasets, cifarlab.config), and the jobs they make."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from cifarlab import paths
+from cifarlab.config import (
+    ConfigError,
+    apply_budget,
+    checked_datasets,
+    job_settings,
+    study_jobs,
+    validate_config,
+)
+from cifarlab.datasets import BUILTIN, dataset_sizes, reference_datasets, source_name
+
+
+@pytest.fixture()
+def config() -> dict:
+    with open(ROOT / "config" / "config.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def _error(config: dict) -> str:
+    with pytest.raises(ConfigError) as excinfo:
+        validate_config(config)
+    return str(excinfo.value)
+
+
+def test_the_lab_study_is_cifar10_built_in_with_its_published_checksum(config):
+    validate_config(config)
+    (cifar10,) = checked_datasets(config).values()
+    assert cifar10["source"] == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    assert cifar10["md5"] == "c58f30108f718f92721af3b95e74349a"
+    assert cifar10["reference"] is True and cifar10["labels"] == "fine" and cifar10["image_size"] == 32
+    assert dataset_sizes(cifar10) == {"train": 50_000, "test": 10_000, "classes": 10}
+
+
+def test_cifar100_by_name_with_fine_or_coarse_labels(config):
+    config["datasets"] = [
+        "cifar10",
+        "cifar100",
+        {"name": "cifar100-coarse", "source": "cifar100", "labels": "coarse"},
+    ]
+    validate_config(config)
+    datasets = checked_datasets(config)
+    assert list(datasets) == ["cifar10", "cifar100", "cifar100-coarse"]
+    assert datasets["cifar100"]["md5"] == BUILTIN["cifar100"].md5 == "eb9058c3a382ffc7106e4002c42a8d85"
+    assert datasets["cifar100-coarse"]["source"] == BUILTIN["cifar100"].source
+    assert [dataset_sizes(d)["classes"] for d in datasets.values()] == [10, 100, 20]
+    # the lab's numbers were measured on CIFAR-10: they apply to it only
+    assert reference_datasets(datasets) == ["cifar10"]
+
+
+@pytest.mark.parametrize(
+    ("datasets", "where", "names"),
+    [
+        (["cifar10", "imagenet"], "datasets[1]", "['cifar10', 'cifar100']"),
+        ([{"name": "mine"}], "datasets[0].source", "needs a source"),
+        ([{"name": "cifar10", "labels": "coarse"}], "datasets[0].labels", "['fine']"),
+        (["cifar10", "cifar10"], "datasets[1].name", "listed twice"),
+        ([{"name": "figures", "source": "synthetic"}], "datasets[0].name", "folder of results/"),
+    ],
+)
+def test_a_wrong_dataset_is_a_config_error_naming_what_exists(config, datasets, where, names):
+    config["datasets"] = datasets
+    message = _error(config)
+    assert f"config error at {where}" in message and names in message
+
+
+def test_one_dataset_mapping_replaces_the_list(config):
+    """An overlay (config/demo.yaml) names its one dataset with `dataset:`, as before `datasets:`."""
+    config["dataset"] = {"name": "synthetic", "source": "synthetic"}
+    validate_config(config)
+    (synthetic,) = checked_datasets(config).values()
+    assert synthetic["name"] == "synthetic" and synthetic["reference"] is False
+    assert synthetic["synthetic"] == {
+        "seed": 0,
+        "train_per_class": 500,
+        "test_per_class": 100,
+    }  # the schema's
+    assert dataset_sizes(synthetic) == {"train": 5000, "test": 1000, "classes": 10}
+
+
+def test_data_source_points_a_one_dataset_study_at_other_data(config):
+    config["data_source"] = "../shared/datasets/cifar10-jpeg.zip"
+    validate_config(config)
+    (copy_of_cifar10,) = checked_datasets(config).values()
+    # its own name, so the prepared tensors of two sources never overwrite each other; still CIFAR-10
+    assert copy_of_cifar10["name"] == "cifar10-jpeg" == source_name("../shared/datasets/cifar10-jpeg.zip")
+    assert copy_of_cifar10["md5"] is None and copy_of_cifar10["reference"] is True
+    config["datasets"] = ["cifar10", "cifar100"]
+    assert "one-dataset study" in _error(config)
+
+
+def test_each_run_trains_on_its_datasets_with_each_seed(config):
+    config["datasets"] = ["cifar10", "cifar100"]
+    config["runs"]["vit"]["datasets"] = ["cifar100"]
+    config["runs"]["vgg16"]["seeds"] = [7, 9]
+    runs = validate_config(config)
+    assert runs["simple_cnn-sgd"]["seeds"] == [0, 1, 2]  # config.yaml's seeds: 3 from seed 0
+    assert runs["vgg16"]["seeds"] == [7, 9]
+    assert runs["vit"]["datasets"] == ["cifar100"] and runs["resnet18"]["datasets"] == ["cifar10", "cifar100"]
+    jobs = study_jobs(runs, ["cifar10", "cifar100"])
+    assert {"dataset": "cifar10", "run": "vit", "seed": 0} not in jobs
+    assert [j for j in jobs if j["run"] == "vgg16"] == [
+        {"dataset": d, "run": "vgg16", "seed": s} for d in ("cifar10", "cifar100") for s in (7, 9)
+    ]
+    assert len(jobs) == 2 * 3 * (len(runs) - 2) + 2 * 2 + 3  # vgg16: 2 seeds, vit: one dataset
+    assert paths.fill(paths.METRICS, **jobs[0]) == "results/cifar10/runs/simple_cnn-sgd/seed0/metrics.json"
+
+
+def test_a_jobs_settings_do_not_change_when_a_seed_or_dataset_is_added(config):
+    """A job's params are its settings: adding a seed or a dataset must leave the others' as they were."""
+    before = validate_config(copy.deepcopy(config))["simple_cnn-sgd"]
+    config["defaults"]["seeds"] = 4
+    config["datasets"] = ["cifar10", "cifar100"]
+    after = validate_config(config)["simple_cnn-sgd"]
+    assert after["seeds"] == [0, 1, 2, 3] and before["seeds"] == [0, 1, 2]
+    assert job_settings(after, "cifar10", 1) == job_settings(before, "cifar10", 1)
+    settings = job_settings(after, "cifar100", 3)
+    assert (settings["seed"], settings["dataset"]) == (3, "cifar100")
+    assert "seeds" not in settings and "datasets" not in settings
+    assert job_settings(after, "cifar10")["seed"] == 0  # the LR finder and saliency: the first seed
+
+
+def test_an_unknown_dataset_of_a_run_names_the_studys(config):
+    config["runs"]["vit"]["datasets"] = ["cifar100"]
+    message = _error(config)
+    assert "runs.vit.datasets" in message and "['cifar10']" in message
+
+
+def test_image_size_null_needs_one_size_among_a_runs_datasets(config):
+    config["datasets"] = ["cifar10", {"name": "big", "source": "synthetic", "image_size": 64}]
+    message = _error(config)
+    assert "runs.simple_cnn.sweep.image_size" in message and "'big': 64" in message
+    config["defaults"]["image_size"] = 32
+    config["runs"]["vgg16"]["image_size"] = 224
+    runs = validate_config(config)
+    assert runs["simple_cnn-sgd"]["image_size"] == 32
+
+
+def test_the_budget_caps_seeds_without_recording_them(config):
+    """`budget.max_seeds` keeps the first seeds; not under `budget`: no one model's setting changes."""
+    config["budget"] = {"max_seeds": 2}
+    runs = validate_config(config)
+    assert runs["vit"]["seeds"] == [0, 1] and "budget" not in runs["vit"]
+    run = apply_budget({**runs["vit"], "seeds": [5, 6, 7]}, validate_config(config) and config["budget"])
+    assert run["seeds"] == [5, 6]
+
+
+@pytest.mark.parametrize("seeds", [0, [], [1, 1], -1])
+def test_bad_seeds_are_config_errors(config, seeds):
+    config["defaults"]["seeds"] = seeds
+    assert "defaults.seeds" in _error(config)
