@@ -221,7 +221,8 @@ def test_editing_one_model_family_retrains_its_runs_only(study):
     tree, project = study
     with edited(tree / "cifarlab" / "models" / "vit.py"):
         outputs = planned_outputs(tree, project)
-    trained = {f.split("/")[2] for f in outputs if f.startswith("results/runs/") and f.endswith("/model.pt")}
+    # results/<dataset>/runs/<run>/seed<seed>/model.pt
+    trained = {f.split("/")[3] for f in outputs if f.split("/")[2:3] == ["runs"] and f.endswith("/model.pt")}
     assert trained == {"vit", "vit_recipe"}, sorted(outputs)
 
 

@@ -35,7 +35,7 @@ def test_download_and_prepare_through_snakemake(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    record = json.loads((workdir / "resources/cifar-10-python/source.json").read_text())
+    record = json.loads((workdir / "resources/cifar-10-python/cifar-10-python.tar.gz.json").read_text())
     assert record["source"] == archive.as_uri() and record["bytes"] == archive.stat().st_size
     train, test = torch.load(workdir / data / "train.pt"), torch.load(workdir / data / "test.pt")
     assert torch.equal(train["images"], torch.from_numpy(truth["train_images"]))
@@ -45,7 +45,7 @@ def test_download_and_prepare_through_snakemake(tmp_path):
     assert train["classes"] == test["classes"] and len(train["classes"]) == 10
     torch.testing.assert_close(train["mean"], (train["images"].float() / 255).mean(dim=(0, 2, 3)))
     assert train["source"] == archive.as_uri()
-    assert (workdir / "results/figures/data/cifar-10-python-samples.png").stat().st_size > 0
+    assert (workdir / "results/figures/cifar-10-python/samples.png").stat().st_size > 0
     assert (workdir / "logs/prepare/cifar-10-python.log").exists()
 
 
@@ -129,5 +129,7 @@ def test_download_failures_are_not_multiplied_by_snakemake(tmp_path):
     assert "Traceback" not in done.stderr
     line = next(line for line in done.stderr.splitlines() if line.startswith("DownloadError:"))
     assert url in line and "offline" in line and "--config data_source=" in line, done.stderr[-3000:]
-    log = (tmp_path / "b" / "logs/download/cifar-10-python.log").read_text().splitlines()
+    log = (
+        (tmp_path / "b" / "logs/download/cifar-10-python/cifar-10-python.tar.gz.log").read_text().splitlines()
+    )
     assert len(log) == 1 and url in log[0] and "offline" in log[0]  # one attempt, one line

@@ -302,7 +302,7 @@ def own_models_study(tmp_path_factory) -> tuple[Path, dict]:
         lr_finder={**study["lr_finder"], "runs": ["wide_cnn"], "num_iter": 20, "repeats": 1},
         saliency={"runs": ["wide_cnn"], "methods": ["vanilla", "gradcam"]},
     )  # fmt: skip
-    study["defaults"]["epochs"] = 1
+    study["defaults"].update(epochs=1, seeds=1)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     env = {**os.environ, "TORCH_HOME": str(workdir / "torch")}
     with pytest.MonkeyPatch.context() as patch:
@@ -317,15 +317,16 @@ def own_models_study(tmp_path_factory) -> tuple[Path, dict]:
 def test_a_user_model_file_and_a_torchvision_model_run_through_the_study(own_models_study):
     workdir, _ = own_models_study
     results = workdir / "results"
+    runs = results / "synthetic" / "runs"  # cifarlab.paths.RUN, the one seed 0
     for name, model in (("wide_cnn", "models/wide_cnn.py:WideCNN"), ("mobilenet", TORCHVISION_MODEL)):
-        metrics = json.loads((results / "runs" / name / "metrics.json").read_text())
+        metrics = json.loads((runs / name / "seed0" / "metrics.json").read_text())
         assert metrics["model"] == model and metrics["status"] == "ok", metrics
         assert 0 <= metrics["test_accuracy"] <= 100
-    wide = json.loads((results / "runs" / "wide_cnn" / "metrics.json").read_text())
+    wide = json.loads((runs / "wide_cnn" / "seed0" / "metrics.json").read_text())
     assert wide["params_total"] == wide["params_trainable"] > 0 and wide["settings"]["model_args"] == {
         "width": 16
     }
-    mobilenet = json.loads((results / "runs" / "mobilenet" / "metrics.json").read_text())
+    mobilenet = json.loads((runs / "mobilenet" / "seed0" / "metrics.json").read_text())
     assert mobilenet["pretrained"] is True and mobilenet["params_trainable"] == MOBILENET_HEAD
     # The frozen backbone's features were cached once, from the weights file.
     features = torch.load(
@@ -333,10 +334,10 @@ def test_a_user_model_file_and_a_torchvision_model_run_through_the_study(own_mod
         weights_only=True,
     )
     assert features["features"].shape == (300, 1024) and features["backbone"]["pretrained"] is True
-    assert (results / "lr_finder" / "wide_cnn.json").exists()
-    saliency = json.loads((results / "saliency" / "wide_cnn.json").read_text())
+    assert (results / "synthetic" / "lr_finder" / "wide_cnn.json").exists()
+    saliency = json.loads((results / "synthetic" / "saliency" / "wide_cnn.json").read_text())
     assert {"vanilla", "gradcam"} <= set(saliency["methods"])
-    assert (results / "figures" / "saliency" / "wide_cnn.png").stat().st_size > 0
+    assert (results / "figures" / "synthetic" / "saliency" / "wide_cnn.png").stat().st_size > 0
     rows = (results / "report" / "metrics.csv").read_text().splitlines()
     assert rows[1].startswith("wide_cnn,") and rows[2].startswith("mobilenet,")
     summary = (results / "report" / "summary.md").read_text()

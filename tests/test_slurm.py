@@ -27,14 +27,32 @@ import pytest
 import torch
 from conftest import ROOT
 
+from cifarlab import paths
+from cifarlab.figures import figure_named
+
 # What a copy of the workflow needs: the tests run it in their own folders.
 WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "config", "profiles", "environment.yaml")
 CONFIG = ["--configfile", "config/demo.yaml", "tests/slurm_study.yaml"]
 # Two runs, each interrupted after its first checkpoint in one of the two ways SLURM stops a job:
 PREEMPTED = "simple_cnn-sgd"  # requeued by SLURM (as on preemption): the same job starts again
 KILLED = "slurm_resume"  # cancelled (as at a time limit): the job fails, Snakemake submits a retry
-LOCAL_TARGETS = [f"results/runs/{PREEMPTED}/metrics.json", f"results/runs/{KILLED}/history.csv"]
-TARGETS = [*LOCAL_TARGETS, f"results/figures/curves/{PREEMPTED}.png"]  # plotting: a local job
+# config/demo.yaml's one dataset; each run's first seed (slurm_resume's is its seed 1)
+DATASET, SEEDS = "synthetic", {PREEMPTED: 0, KILLED: 1}
+
+
+def result(folder: Path, pattern: str, run: str) -> Path:
+    """A file of a run's trained model (a cifarlab.paths pattern) in `folder`."""
+    return folder / paths.fill(pattern, dataset=DATASET, run=run, seed=SEEDS[run])
+
+
+LOCAL_TARGETS = [
+    paths.fill(paths.METRICS, dataset=DATASET, run=PREEMPTED, seed=0),
+    paths.fill(paths.HISTORY, dataset=DATASET, run=KILLED, seed=1),
+]
+TARGETS = [  # plotting: a local job
+    *LOCAL_TARGETS,
+    figure_named("curves").path(dataset=DATASET, run=PREEMPTED, seed=0),
+]
 # Every train job asks for a GPU here: the CI node's fake GPU makes it `--gpus=1`.
 SLURM_ARGS = ["--profile", "profiles/slurm", "--profile", "profiles/slurm-ci"]
 SLURM_ARGS += ["--set-resources", "train:gpu=1"]
@@ -107,7 +125,10 @@ def submitted_jobs(output: str) -> list[tuple[str, str, str]]:
 
 def training_job(output: str, run: str) -> str | None:
     jobs = [
-        job_id for job_id, rule, wildcards in submitted_jobs(output) if (rule, wildcards) == ("train", run)
+        job_id
+        for job_id, rule, wildcards in submitted_jobs(output)
+        # the plugin joins the wildcards' values with "_"
+        if (rule, wildcards) == ("train", f"{DATASET}_{run}_{SEEDS[run]}")
     ]
     return jobs[0] if jobs else None
 
@@ -132,7 +153,6 @@ def study(tmp_path_factory) -> dict:
         text=True,
     )
     log = folder / "snakemake.out"
-    checkpoints = folder / "results" / "checkpoints"
     seen: dict[str, dict] = {}
     interrupted: dict[str, str] = {}  # run -> SLURM job id
     with open(log, "w") as out:
@@ -146,7 +166,7 @@ def study(tmp_path_factory) -> dict:
                 seen.update(squeue_snapshot())
                 for run, command in ((PREEMPTED, ["scontrol", "requeue"]), (KILLED, ["scancel"])):
                     job = training_job(log.read_text(), run)
-                    if run not in interrupted and job and (checkpoints / f"{run}.pt").exists():
+                    if run not in interrupted and job and result(folder, paths.CHECKPOINT, run).exists():
                         # Either way the job gets SIGTERM, then SIGKILL after KillWait.
                         subprocess.run([*command, job], check=True)
                         interrupted[run] = job
@@ -171,18 +191,18 @@ def study(tmp_path_factory) -> dict:
 
 
 def read_metrics(folder: Path, run: str) -> dict:
-    with open(folder / "results" / "runs" / run / "metrics.json") as f:
+    with open(result(folder, paths.METRICS, run)) as f:
         metrics = json.load(f)
     return {k: v for k, v in metrics.items() if k not in TIMINGS}
 
 
 def read_history(folder: Path, run: str) -> list[dict]:
-    with open(folder / "results" / "runs" / run / "history.csv") as f:
+    with open(result(folder, paths.HISTORY, run)) as f:
         return [{k: v for k, v in row.items() if k not in TIMINGS} for row in csv.DictReader(f)]
 
 
 def read_model(folder: Path, run: str) -> dict:
-    return torch.load(folder / "results" / "runs" / run / "model.pt", map_location="cpu")["model_state"]
+    return torch.load(result(folder, paths.MODEL, run), map_location="cpu")["model_state"]
 
 
 def rule_blocks() -> dict[str, str]:
@@ -244,7 +264,7 @@ def test_results_equal_a_local_run(study):
 
 def resumed_epochs(folder: Path, run: str) -> list[int]:
     """The epochs that training logged resuming from (`resuming <run> from <checkpoint>: epoch k`)."""
-    log = (folder / "logs" / "train" / f"{run}.log").read_text()
+    log = (folder / "logs" / "train" / DATASET / run / f"seed{SEEDS[run]}.log").read_text()
     return [int(epoch) for epoch in re.findall(r"resuming \S+ from \S+: epoch (\d+)", log)]
 
 
@@ -254,7 +274,7 @@ def assert_resumed_and_equal(study: dict, run: str) -> None:
     assert len(epochs) == 1, f"{run}: the job did not resume from its checkpoint"
     assert epochs[0] >= 2, f"{run}: resumed at the first epoch, nothing was kept"
     # The checkpoint is removed once the outputs are written; the run equals an uninterrupted one.
-    assert not (folder / "results" / "checkpoints" / f"{run}.pt").exists()
+    assert not result(folder, paths.CHECKPOINT, run).exists()
     assert read_history(folder, run) == read_history(study["local"], run)
     resumed, reference = read_model(folder, run), read_model(study["local"], run)
     assert resumed.keys() == reference.keys()

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cifarlab.config import validate_config
+from cifarlab import paths
+from cifarlab.config import study_jobs, validate_config
+from cifarlab.figures import figure_named
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "profiles", "environment.yaml")
@@ -75,6 +77,15 @@ def expanded_runs(workdir: Path) -> dict[str, dict]:
     return validate_config(study_config(workdir))
 
 
+# The tiny study's one dataset (config/demo.yaml's `dataset:`).
+DATASET = "synthetic"
+
+
+def result(workdir: Path, pattern: str, run: str, seed: int = 0) -> Path:
+    """A file of the tiny study (a cifarlab.paths pattern) for a run and seed."""
+    return workdir / paths.fill(pattern, dataset=DATASET, run=run, seed=seed)
+
+
 def _merge(base: dict, overlay: dict) -> dict:
     """Snakemake's merge of --configfile overlays: dicts recursively, everything else replaced."""
     out = dict(base)
@@ -89,18 +100,28 @@ def _merge(base: dict, overlay: dict) -> dict:
 def test_every_run_is_trained_evaluated_and_reported(study):
     runs = expanded_runs(study)
     assert len(runs) == 11  # the study's 15, with the dropout sweep cut to two values
-    fast = json.loads((study / "results" / "runs" / "airbench" / "metrics.json").read_text())
+    jobs = study_jobs(runs, [DATASET])
+    assert len(jobs) == 11 + 3  # the simple CNN's three optimizers with two seeds each
+    fast = json.loads(result(study, paths.METRICS, "airbench").read_text())
     assert fast["tta"] == "flip_translate" and 0 <= fast["tta_test_accuracy"] <= 100  # beside the plain one
-    for name in runs:
-        metrics = json.loads((study / "results" / "runs" / name / "metrics.json").read_text())
-        assert metrics["run"] == name
-        assert metrics["status"] == "ok", (name, metrics["status"])
+    for job in jobs:
+        metrics = json.loads((study / paths.fill(paths.METRICS, **job)).read_text())
+        assert (metrics["run"], metrics["dataset"], metrics["seed"]) == (job["run"], DATASET, job["seed"])
+        assert metrics["status"] == "ok", (job, metrics["status"])
         assert 0 <= metrics["test_accuracy"] <= 100
         assert metrics["params_total"] >= metrics["params_trainable"] > 0
-        assert (study / "results" / "figures" / "curves" / f"{name}.png").stat().st_size > 0
+        assert (
+            result(study, paths.FIGURES + "/curves/{run}/seed{seed}.png", job["run"], job["seed"])
+            .stat()
+            .st_size
+        )
+    two_seeds = [result(study, paths.MODEL, "simple_cnn-sgd", seed).read_bytes() for seed in (0, 1)]
+    assert two_seeds[0] != two_seeds[1]  # two seeds are two trainings
     with open(study / "results" / "report" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [row["run"] for row in rows] == list(runs)
+    # a row per trained model, and one per run over its seeds
+    assert len(rows) == len(jobs) + len(runs)
+    assert list(dict.fromkeys(row["run"] for row in rows)) == list(runs)
     html = (study / "results" / "report" / "index.html").read_text()
     assert "http://" not in html.replace("http://www.w3.org", "") and 'src="https://' not in html
     assert (study / "results" / "report" / "summary.md").read_text().count("\n|") >= len(runs)
@@ -120,7 +141,7 @@ def test_report_opens_in_a_real_browser(study):
 def test_nothing_is_stale_after_a_run_and_one_figure_rebuilds_alone(study):
     result = snakemake(study, "report", "-n")
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
-    figure = study / "results" / "figures" / "confusion" / "vit.png"
+    figure = study / figure_named("confusion").path(dataset=DATASET, run="vit", seed=0)
     figure.unlink()
     plan = snakemake(study, str(figure.relative_to(study)), "-n", "--quiet", "rules")
     assert plan.returncode == 0, plan.stderr
