@@ -457,7 +457,7 @@ def test_cifar_batch_cannot_run_code(tmp_path):
             return (print, ("pwned",))
 
     with tarfile.open(tmp_path / "c.tar", "w") as tar:
-        for name in data.CIFAR_FILES:
+        for name in sources.CIFAR10.files:
             content = pickle.dumps({b"data": Exploit()}, protocol=2)
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(content)
