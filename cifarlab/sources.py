@@ -387,15 +387,15 @@ def _archive_summary(path: Path, cache: str | Path | None) -> dict:
     where = os.path.abspath(path)
     st = path.stat()
     stamp = [st.st_size, st.st_mtime_ns]
+    saved = _read_cache(cache)
+    if saved.get("source") == where and saved.get("stamp") == stamp:
+        return saved["summary"]
     try:
         if zipfile.is_zipfile(path):  # the central directory: read without decompressing
             with zipfile.ZipFile(path) as zf:
                 return _summary([i.filename for i in zf.infolist() if not i.is_dir()], str(path))
         if not tarfile.is_tarfile(path):
             raise DataError(f"{path} is neither a folder, a zip nor a tar(.gz) archive")
-        saved = _read_cache(cache)
-        if saved.get("source") == where and saved.get("stamp") == stamp:
-            return saved["summary"]
         with tarfile.open(path) as tar:
             summary = _summary([m.name for m in tar.getmembers() if m.isfile()], str(path))
     except ARCHIVE_ERRORS as error:

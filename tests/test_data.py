@@ -51,11 +51,14 @@ def zip_folder(folder: Path, target: Path, top: str = "") -> Path:
     return target
 
 
-def cifar_batch(images: np.ndarray, labels: list[int], name: str) -> bytes:
-    """A batch pickled as the official archive has it: bytes keys, numpy 1's module names."""
+def cifar_batch(images: np.ndarray, labels: list[int] | dict[bytes, list[int]], name: str) -> bytes:
+    """A batch pickled as the official archive has it: bytes keys, numpy 1's module names.
+
+    labels: CIFAR-10's `labels`, or {key: labels} (CIFAR-100's `fine_labels` and `coarse_labels`).
+    """
     batch = {
         b"batch_label": name.encode(),
-        b"labels": labels,
+        **(labels if isinstance(labels, dict) else {b"labels": labels}),
         b"data": images.reshape(len(images), -1),
         b"filenames": [f"{i}.png".encode() for i in range(len(images))],
     }
