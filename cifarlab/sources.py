@@ -341,8 +341,9 @@ def source_sizes(source: str, labels: str = "fine", cache: str | Path | None = N
     not exist (yet). A source that `prepare` would refuse (no layout, a damaged archive, `labels`
     it does not have) raises the DataError `prepare` would give.
 
-    cache: a JSON file keeping a tar(.gz)'s sizes under its path, size and mtime, since listing a
-    .tar.gz decompresses all of it (about 1 s for CIFAR-10's 163 MiB): an unchanged one costs one stat.
+    cache: a JSON file keeping an archive's sizes under its path, size and mtime, so that an
+    unchanged archive costs one stat: listing a .tar.gz decompresses all of it, and even a zip's
+    table of contents of 60,000 images takes 0.3-0.6 s to read and sort into classes.
     """
     if source == "synthetic":
         return None
@@ -393,13 +394,17 @@ def _archive_summary(path: Path, cache: str | Path | None) -> dict:
     try:
         if zipfile.is_zipfile(path):  # the central directory: read without decompressing
             with zipfile.ZipFile(path) as zf:
-                return _summary([i.filename for i in zf.infolist() if not i.is_dir()], str(path))
-        if not tarfile.is_tarfile(path):
+                names = [info.filename for info in zf.infolist() if not info.is_dir()]
+        elif tarfile.is_tarfile(path):
+            with tarfile.open(path) as tar:
+                names = [member.name for member in tar.getmembers() if member.isfile()]
+        elif path.name.lower().endswith((".zip", ".tar", ".tar.gz", ".tgz")):  # as cifarlab.data.Archive
+            raise zipfile.BadZipFile("its table of contents is missing or unreadable")
+        else:
             raise DataError(f"{path} is neither a folder, a zip nor a tar(.gz) archive")
-        with tarfile.open(path) as tar:
-            summary = _summary([m.name for m in tar.getmembers() if m.isfile()], str(path))
     except ARCHIVE_ERRORS as error:
         raise DataError(damaged(str(path), error)) from None
+    summary = _summary(names, str(path))
     if cache is not None:
         write_json({"source": where, "stamp": stamp, "summary": summary}, cache, indent=None)
     return summary

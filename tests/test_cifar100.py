@@ -233,24 +233,40 @@ def test_sizes_without_a_listing(tmp_path):
     assert sources.source_sizes(builtin, labels="coarse") == {"train": 50_000, "test": 10_000, "classes": 20}
 
 
-def test_a_tar_gz_listing_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
-    folder = make_image_folder(tmp_path / "images")
-    archive, cache = tmp_path / "images.tar.gz", tmp_path / "cache" / "sizes.json"
+def pack(folder: Path, archive: Path) -> Path:
+    """`folder` as a .zip or .tar.gz (by `archive`'s name) inside a top folder `images/`."""
+    if archive.suffix == ".zip":
+        return zip_folder(folder, archive, top="images/")
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="images")
+    return archive
+
+
+@pytest.mark.parametrize("name", ["images.tar.gz", "images.zip"])
+def test_an_archive_listing_is_cached_by_size_and_mtime(tmp_path, monkeypatch, name):
+    folder = make_image_folder(tmp_path / "images")
+    archive, cache = pack(folder, tmp_path / name), tmp_path / "cache" / "sizes.json"
     first = sources.source_sizes(str(archive), cache=cache)
     assert first == {"train": 9, "test": 6, "classes": 3} and cache.exists()
 
     def not_again(*args, **kwargs):
-        raise AssertionError("the unchanged archive was listed again")
+        raise AssertionError("the unchanged archive was opened again")
 
     with monkeypatch.context() as patched:
-        patched.setattr(sources.tarfile, "open", not_again)
+        for module, function in ((sources.tarfile, "is_tarfile"), (sources.zipfile, "is_zipfile")):
+            patched.setattr(module, function, not_again)
         assert sources.source_sizes(str(archive), cache=cache) == first
     make_image_folder(folder, {"train": 4, "test": 2})  # one more training image per class
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(folder, arcname="images")
+    pack(folder, archive)
     assert sources.source_sizes(str(archive), cache=cache) == {"train": 12, "test": 6, "classes": 3}
+
+
+@pytest.mark.parametrize("name", ["images.tar.gz", "images.zip"])
+def test_sizes_of_a_truncated_archive_name_it_with_the_fix(tmp_path, name):
+    archive = pack(make_image_folder(tmp_path / "images"), tmp_path / name)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(DataError, match=rf"{name} is incomplete or damaged.*download it again"):
+        sources.source_sizes(str(archive))
 
 
 def test_source_sizes_needs_no_torch(tmp_path):
