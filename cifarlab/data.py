@@ -5,8 +5,9 @@ image-folder directory (`train/<class>/*`, `test/<class>/*`, packed once into a 
 .tar), or `synthetic`. Archives are never extracted: zip and tar members are checked (no `..`,
 absolute paths or links) and decoded straight from the archive.
 
-Two layouts are read: the official CIFAR-10 python batches (`cifar-10-batches-py/`) and image
-folders, either possibly inside one top folder of the archive.
+Two kinds of layout are read (recognised in cifarlab.sources): the official CIFAR-10 and CIFAR-100
+python archives (`cifar-10-batches-py/`, `cifar-100-python/`; CIFAR-100 with its fine or coarse
+labels) and image folders, each possibly inside one top folder of the archive.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import http.client
 import io
 import json
 import logging
-import os
 import pickle
 import re
 import shutil
@@ -28,7 +28,6 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
-import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -39,9 +38,22 @@ from tqdm import tqdm
 
 from cifarlab.files import atomic_path, save_torch
 
-# Naming a source and knowing it by its content live in cifarlab.sources (torch-free: the workflow
-# reads them while it plans); DataError too, which both raise.
-from cifarlab.sources import DataError, archive_name, file_digests, local_path, walk_folder
+# Naming a source, knowing it by its content and recognising its layout live in cifarlab.sources
+# (torch-free: the workflow reads them while it plans); DataError too, which both raise.
+from cifarlab.sources import (
+    ARCHIVE_ERRORS,
+    CifarLayout,
+    DataError,
+    archive_name,
+    check_labels,
+    damaged,
+    file_digests,
+    find_cifar_python,
+    image_folder_layout,
+    is_junk,
+    local_path,
+    walk_folder,
+)
 
 try:  # JPEG via libjpeg-turbo without PIL's Python-level parsing: 2-3x faster on CIFAR-sized images,
     # the same pixels bit for bit (tests/test_data.py checks). PIL decodes everything else, and all
@@ -55,8 +67,6 @@ log = logging.getLogger(__name__)
 # Fixed timestamp of packed archives, so that the same images give the same bytes (and md5).
 PACK_MTIME = 0
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
-IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in Image.registered_extensions())
 # Below this many images a process pool costs more than it saves.
 POOL_MIN_IMAGES = 4096
 POOL_CHUNK = 2000
@@ -67,8 +77,6 @@ DOWNLOAD_BACKOFF_S = 2.0
 DOWNLOAD_TIMEOUT_S = 30.0
 # Where the download's error message suggests putting an archive fetched by hand.
 MANUAL_DIR = "resources/manual"
-# What a damaged archive raises while its members are listed or read.
-ARCHIVE_ERRORS = (EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, OSError)
 
 
 class UnsafeArchiveError(DataError):
@@ -176,7 +184,8 @@ def http_get(url: str, target: Path, attempts: int | None = None, backoff: float
 
 
 def pack_directory(folder: Path, target: Path) -> None:
-    """Pack an image-folder directory into an uncompressed tar with sorted entries and fixed metadata.
+    """Pack a source directory (an image folder, or an unpacked CIFAR python archive) into an
+    uncompressed tar with sorted entries and fixed metadata.
 
     The same images give the same bytes, so the archive's checksum (and everything downstream)
     changes only when the images do. Hidden files (`.DS_Store`, `.git/`) are left out; links
@@ -184,7 +193,8 @@ def pack_directory(folder: Path, target: Path) -> None:
     """
     listed, dirs = walk_folder(folder)
     files = [name for name, _ in listed]
-    find_image_folder(files, str(folder), dirs)  # a wrong layout fails here, before packing
+    if find_cifar_python(files, str(folder)) is None:  # a wrong layout fails here, before packing
+        find_image_folder(files, str(folder), dirs)
     with tarfile.open(target, "w", format=tarfile.GNU_FORMAT) as tar:
         for name in files:
             info = tarfile.TarInfo(name)
@@ -386,95 +396,29 @@ class Archive:
         self.close()
 
 
-def damaged(where: str, error: Exception, entry: str | None = None) -> str:
-    """The message for an archive that ends early or is corrupt: which file, why, and the fix."""
-    at = f" (at {entry})" if entry else ""
-    return (
-        f"{where} is incomplete or damaged{at}: {type(error).__name__}: {error}. The archive was cut "
-        "short or corrupted in transfer: download it again (or copy it again from its source)"
-    )
-
-
 # --- Layouts ------------------------------------------------------------------------------
-
-
-def _is_junk(parts: list[str]) -> bool:
-    """Files that archivers and desktops add next to the data (macOS forks, .DS_Store, Thumbs.db)."""
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts) or parts[-1] in (
-        "Thumbs.db",
-        "desktop.ini",
-    )
-
-
-def find_cifar_python(names: list[str], where: str) -> str | None:
-    """The folder prefix (e.g. `cifar-10-batches-py/`) of the official python batches, or None."""
-    metas = [n for n in names if n.split("/")[-1] == "batches.meta" and not _is_junk(n.split("/"))]
-    if not metas:
-        return None
-    prefix = metas[0][: -len("batches.meta")]
-    missing = [f for f in CIFAR_FILES if prefix + f not in names]
-    if missing:
-        raise DataError(f"{where} has {metas[0]} but lacks {missing} of the CIFAR-10 python layout")
-    return prefix
 
 
 def find_image_folder(
     names: list[str], where: str, dirs: list[str] = ()
 ) -> tuple[list[str], dict[str, dict[str, list[str]]]]:
-    """(classes, {"train": {class: [names]}, "test": {...}}) of an image-folder layout.
-
-    The layout is `train/<class>/<image>` and `test/<class>/<image>`, possibly inside one top
-    folder. Classes are the training folders' names, sorted (as torchvision's ImageFolder
-    does); a test class without training images is an error. Files whose extension is not an
-    image format are skipped (and logged); names are sorted within each class. `dirs`, the
-    folders of the source: a class folder among them without images is noted in the log.
+    """(classes, {"train": {class: [names]}, "test": {...}}) of an image-folder layout
+    (cifarlab.sources.image_folder_layout), with the notes `prepare` logs: the files skipped as not
+    images, and each class folder among `dirs` (the folders of the source) that has no images.
     """
-    roots: dict[str, dict[str, dict[str, list[str]]]] = {}
-    skipped = []
-    for name in names:
-        parts = name.split("/")
-        if len(parts) < 3 or parts[-3] not in ("train", "test") or _is_junk(parts):
-            continue
-        if os.path.splitext(parts[-1])[1].lower() not in IMAGE_EXTENSIONS:
-            skipped.append(name)
-            continue
-        root = roots.setdefault("/".join(parts[:-3]), {"train": {}, "test": {}})
-        root[parts[-3]].setdefault(parts[-2], []).append(name)
-    complete = {r: s for r, s in roots.items() if s["train"] and s["test"]}
-    if not complete:
-        example = ", ".join(names[:5]) or "(no files)"
-        raise DataError(
-            f"no dataset layout found in {where}: expected train/<class>/<image> and test/<class>/<image> "
-            "(optionally inside one top folder) or the CIFAR-10 python batches (cifar-10-batches-py/); "
-            f"found e.g. {example}"
-        )
-    if len(complete) > 1:
-        raise DataError(
-            f"{where} holds several image-folder datasets (top folders {sorted(complete)}); give one of them"
-        )
+    root, classes, splits, skipped = image_folder_layout(names, where)
     if skipped:
         log.warning("%s: skipped %d non-image files, e.g. %s", where, len(skipped), skipped[:3])
-    ((root, splits),) = complete.items()
     for folder in sorted(dirs):
         parts = folder.split("/")
         if (
             len(parts) >= 2 and parts[-2] in ("train", "test") and "/".join(parts[:-2]) == root
-            and not _is_junk(parts) and parts[-1] not in splits[parts[-2]]
+            and not is_junk(parts) and parts[-1] not in splits[parts[-2]]
         ):  # fmt: skip
             log.warning(
                 "%s: class folder %s/ is empty (no images): class %r is left out of the %s split",
                 where, folder, parts[-1], parts[-2],
             )  # fmt: skip
-    classes = sorted(splits["train"])
-    unknown = sorted(set(splits["test"]) - set(classes))
-    if unknown:
-        raise DataError(
-            f"{where}: test class(es) {unknown} have no training images; every test class needs a "
-            f"train/<class>/ folder (training classes: {classes})"
-        )
-    for split in splits.values():
-        for files in split.values():
-            files.sort()
     return classes, splits
 
 
@@ -583,14 +527,18 @@ def _load_batch(data: bytes, name: str) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
-def _cifar_split(batches: list[dict], names: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _cifar_split(
+    batches: list[dict], names: list[str], size: int, label_key: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for batch, name in zip(batches, names, strict=True):
         data = np.asarray(batch.get("data"))
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.dtype != np.uint8:
             raise DataError(f"{name}: 'data' should be uint8 N x 3072, got {data.dtype} {data.shape}")
+        if label_key not in batch:
+            raise DataError(f"{name}: no {label_key!r} in the batch (it has {sorted(batch)})")
         images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))
-        labels.append(torch.as_tensor(batch["labels"], dtype=torch.int64))
+        labels.append(torch.as_tensor(batch[label_key], dtype=torch.int64))
     images = torch.cat(images)
     if size != 32:
         from torchvision.transforms.v2.functional import resize
@@ -600,19 +548,36 @@ def _cifar_split(batches: list[dict], names: list[str], size: int) -> tuple[torc
     return images, torch.cat(labels)
 
 
-def read_cifar_python(archive: Archive, prefix: str, size: int) -> tuple[list[str], dict]:
-    """(classes, {"train": (images, labels), "test": ...}) from the official python batches."""
-    names = [prefix + f for f in CIFAR_FILES]
+def read_cifar_python(
+    archive: Archive, layout: CifarLayout, prefix: str, size: int, labels: str = "fine"
+) -> tuple[list[str], dict]:
+    """(classes, {"train": (images, labels), "test": ...}) from an official CIFAR python archive.
+
+    layout, prefix: what cifarlab.sources.find_cifar_python found; labels: one of `layout.labels`
+    (CIFAR-100: "fine", 100 classes, or "coarse", its 20 superclasses), the batches' labels and
+    the meta file's class names of that kind.
+    """
+    check_labels(labels, layout.labels, archive.where, f"the {layout.title} python archive")
+    label_key, names_key = layout.labels[labels]
+    names = [prefix + f for f in layout.files]
     batches = {
         n: _load_batch(d, archive.entry(n)) for n, d in zip(names, archive.read_many(names), strict=True)
     }
-    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in batches[names[-1]]["label_names"]]
-    train = [n for n in names if "data_batch" in n]
-    test = [prefix + "test_batch"]
-    splits = {
-        "train": _cifar_split([batches[n] for n in train], train, size),
-        "test": _cifar_split([batches[n] for n in test], test, size),
-    }
+    meta = batches[prefix + layout.meta]
+    if names_key not in meta:
+        raise DataError(f"{archive.entry(prefix + layout.meta)}: no {names_key!r} (it has {sorted(meta)})")
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta[names_key]]
+    splits = {}
+    for split, files in (("train", layout.train), ("test", layout.test)):
+        entries = [archive.entry(prefix + f) for f in files]
+        splits[split] = _cifar_split([batches[prefix + f] for f in files], entries, size, label_key)
+        found = splits[split][1]
+        if len(found) and not 0 <= int(found.min()) <= int(found.max()) < len(classes):
+            raise DataError(
+                f"{', '.join(entries)}: {label_key} run from {int(found.min())} to {int(found.max())}, "
+                f"but {names_key} names {len(classes)} classes; the archive is not a consistent "
+                f"{layout.title} archive"
+            )
     return classes, splits
 
 
@@ -632,16 +597,23 @@ def read_image_folder(archive: Archive, size: int, workers: int = 1) -> tuple[li
 
 
 def read_dataset(
-    path: str | Path, size: int, workers: int = 1, shown_as: str | None = None, folder: bool | None = None
+    path: str | Path,
+    size: int,
+    workers: int = 1,
+    shown_as: str | None = None,
+    folder: bool | None = None,
+    labels: str = "fine",
 ) -> tuple[list[str], dict]:
     """(classes, {"train": (uint8 N x 3 x size x size, int64 N), "test": ...}) of any accepted layout.
 
-    shown_as, folder: how messages name the source (see Archive).
+    shown_as, folder: how messages name the source (see Archive). labels: "fine", or "coarse"
+    (CIFAR-100's 20 superclasses; a DataError for any other layout).
     """
     with Archive(path, shown_as, folder) as archive:
-        prefix = find_cifar_python(archive.names, archive.where)
-        if prefix is not None:
-            return read_cifar_python(archive, prefix, size)
+        found = find_cifar_python(archive.names, archive.where)
+        if found is not None:
+            return read_cifar_python(archive, *found, size, labels)
+        check_labels(labels, ("fine",), archive.where, "an image folder")  # before decoding anything
         return read_image_folder(archive, size, workers)
 
 
@@ -721,18 +693,20 @@ def prepare(
     image_size: int = 32,
     source: str | None = None,
     workers: int = 1,
+    labels: str = "fine",
 ) -> dict[str, dict]:
     """Decode an archive once into the `results/data/<dataset>/{train,test}.pt` files.
 
-    Each file holds {"images": uint8 N x 3 x S x S, "labels": int64 N, "classes": list[str],
-    "mean", "std": float32 [3] of the training set in [0, 1] units, "source": str}
-    (docs/architecture.md). Both are written atomically. Returns the two dicts.
+    labels: which labels and class names of a CIFAR-100 archive ("fine": 100 classes, "coarse":
+    20); other layouts have only "fine". Each file holds {"images": uint8 N x 3 x S x S,
+    "labels": int64 N, "classes": list[str], "mean", "std": float32 [3] of the training set in
+    [0, 1] units, "source": str} (docs/architecture.md). Both are written atomically. Returns the two dicts.
     """
     start = time.perf_counter()
     # Messages name the user's own folder or archive, not its copy under resources/.
     local = None if source in (None, "synthetic") else local_path(source)
     shown = (str(local), local.is_dir()) if local is not None and local.exists() else (None, None)
-    classes, splits = read_dataset(archive, image_size, workers, *shown)
+    classes, splits = read_dataset(archive, image_size, workers, *shown, labels=labels)
     for split, (images, _) in splits.items():
         if len(images) == 0:
             raise DataError(f"{shown[0] or archive}: the {split} split has no images")

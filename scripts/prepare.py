@@ -1,4 +1,4 @@
-"""Snakemake entry point of the 'prepare' step: decode the archive once into uint8 tensors."""
+"""Snakemake entry point of the 'prepare' step: decode one dataset's archive once into uint8 tensors."""
 
 import json
 
@@ -8,6 +8,8 @@ from cifarlab.logs import log_to
 # Unusable data is said in one line naming the file and the fix (log and terminal), not a traceback.
 with log_to(snakemake.log[0], expected=(DataError,)):
     inputs, output = snakemake.input, snakemake.output
+    # the dataset's settings (cifarlab.datasets.study_datasets): name, source, md5, labels, ...
+    dataset = snakemake.params.dataset
     with open(inputs.record) as f:
         source = json.load(f)["source"]
     prepare(
@@ -15,7 +17,8 @@ with log_to(snakemake.log[0], expected=(DataError,)):
         output.train,
         output.test,
         output.samples,
-        image_size=snakemake.params.image_size,
+        image_size=dataset["image_size"],
         source=source,
         workers=snakemake.threads,
+        labels=dataset["labels"],
     )

@@ -51,11 +51,14 @@ def zip_folder(folder: Path, target: Path, top: str = "") -> Path:
     return target
 
 
-def cifar_batch(images: np.ndarray, labels: list[int], name: str) -> bytes:
-    """A batch pickled as the official archive has it: bytes keys, numpy 1's module names."""
+def cifar_batch(images: np.ndarray, labels: list[int] | dict[bytes, list[int]], name: str) -> bytes:
+    """A batch pickled as the official archive has it: bytes keys, numpy 1's module names.
+
+    labels: CIFAR-10's `labels`, or {key: labels} (CIFAR-100's `fine_labels` and `coarse_labels`).
+    """
     batch = {
         b"batch_label": name.encode(),
-        b"labels": labels,
+        **(labels if isinstance(labels, dict) else {b"labels": labels}),
         b"data": images.reshape(len(images), -1),
         b"filenames": [f"{i}.png".encode() for i in range(len(images))],
     }
@@ -457,7 +460,7 @@ def test_cifar_batch_cannot_run_code(tmp_path):
             return (print, ("pwned",))
 
     with tarfile.open(tmp_path / "c.tar", "w") as tar:
-        for name in data.CIFAR_FILES:
+        for name in sources.CIFAR10.files:
             content = pickle.dumps({b"data": Exploit()}, protocol=2)
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(content)
