@@ -169,27 +169,33 @@ def source_name(source: str) -> str:
     return cleaned or "data"
 
 
-def dataset_sizes(settings: dict) -> dict[str, int]:
-    """{"train": images, "test": images, "classes": n} of a dataset, from what is known before it
-    is prepared: a built-in dataset's published sizes, the synthetic set's settings, or the
-    source's own listing (cifarlab.sources.source_sizes). Resources and the estimate read it."""
-    builtin = next((b for b in BUILTIN.values() if b.source == settings["source"]), None)
-    if builtin is not None:
-        return {
-            "train": builtin.train_images,
-            "test": builtin.test_images,
-            "classes": builtin.classes[settings["labels"]],
-        }
-    if settings["source"] == "synthetic":
-        synthetic, classes = settings["synthetic"], 10
-        return {
-            "train": classes * synthetic["train_per_class"],
-            "test": classes * synthetic["test_per_class"],
-            "classes": classes,
-        }
-    from cifarlab.sources import source_sizes
+# What the cost model assumes of a source whose sizes cannot be known before it is fetched (an
+# http(s) URL that is not built in): CIFAR-10's.
+UNKNOWN_SIZES = {"train": 50_000, "test": 10_000, "classes": 10}
+# The generated shapes (cifarlab.synthetic.CLASSES; that module imports torch).
+SYNTHETIC_CLASSES = 10
 
-    return source_sizes(settings["source"], labels=settings["labels"])
+
+def dataset_sizes(settings: dict, cache: str | None = None) -> dict[str, int]:
+    """{"train": images, "test": images, "classes": n} of a dataset, from what is known before it
+    is prepared: the synthetic set's settings, or the source's listing or published sizes
+    (cifarlab.sources.source_sizes; `cache`: its JSON cache file). Resources and the estimate read
+    it. A source not yet fetched or unreadable gets UNKNOWN_SIZES: its own step says what is wrong.
+    """
+    if settings["source"] == "synthetic":
+        synthetic = settings["synthetic"]
+        return {
+            "train": SYNTHETIC_CLASSES * synthetic["train_per_class"],
+            "test": SYNTHETIC_CLASSES * synthetic["test_per_class"],
+            "classes": SYNTHETIC_CLASSES,
+        }
+    from cifarlab.sources import DataError, source_sizes  # here: cifarlab.sources imports BUILTIN
+
+    try:
+        sizes = source_sizes(settings["source"], labels=settings["labels"], cache=cache)
+    except DataError:
+        sizes = None
+    return sizes or dict(UNKNOWN_SIZES)
 
 
 def reference_datasets(datasets: dict[str, dict]) -> list[str]:

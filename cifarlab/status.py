@@ -165,7 +165,10 @@ def study_status(config: dict, root: Path) -> list[RunStatus]:
     datasets = checked_datasets(config)
     jobs = study_jobs(runs, list(datasets))
     on_gpu = estimate.on_gpu(config["device"])
-    sizes = {name: dataset_sizes(settings) for name, settings in datasets.items()}
+    sizes = {
+        name: dataset_sizes(settings, cache=str(root / ".snakemake/cifarlab" / f"{name}-sizes.json"))
+        for name, settings in datasets.items()
+    }
     model = [
         estimate.train_seconds(
             sizes[job["dataset"]], job_settings(runs[job["run"]], job["dataset"], job["seed"]), on_gpu=on_gpu

@@ -19,6 +19,7 @@ from cifarlab.config import (
     validate_config,
 )
 from cifarlab.datasets import BUILTIN, dataset_sizes, reference_datasets, source_name
+from cifarlab.synthetic import CLASSES
 
 
 @pytest.fixture()
@@ -85,7 +86,7 @@ def test_one_dataset_mapping_replaces_the_list(config):
         "train_per_class": 500,
         "test_per_class": 100,
     }  # the schema's
-    assert dataset_sizes(synthetic) == {"train": 5000, "test": 1000, "classes": 10}
+    assert dataset_sizes(synthetic) == {"train": 5000, "test": 1000, "classes": len(CLASSES)}
 
 
 def test_data_source_points_a_one_dataset_study_at_other_data(config):

@@ -22,9 +22,10 @@ rule download:
         "../../environment.yaml"
     params:
         code=code_digest(SCRIPTS / "download.py"),
-        # all of the dataset's settings but `reference` (whether the lab's numbers apply)
+        # what fetching reads of the dataset's settings
         dataset=lambda wildcards: {
-            k: v for k, v in DATASETS[wildcards.dataset].items() if k != "reference"
+            k: DATASETS[wildcards.dataset][k]
+            for k in ("source", "md5", "synthetic", "image_size")
         },
         content=lambda wildcards: SOURCE_CONTENT[wildcards.dataset],
     script:
@@ -53,7 +54,7 @@ rule prepare:
         code=code_digest(SCRIPTS / "prepare.py"),
         # what preparing reads of the dataset's settings (its source is the archive's record)
         dataset=lambda wildcards: {
-            k: DATASETS[wildcards.dataset][k] for k in ("name", "labels", "image_size")
+            k: DATASETS[wildcards.dataset][k] for k in ("labels", "image_size")
         },
     script:
         "../../scripts/prepare.py"

@@ -27,7 +27,9 @@ START_MINUTES = 5  # start-up, loading the data, writing outputs
 @functools.cache
 def sizes(dataset):
     """{"train", "test", "classes"} of a dataset, from its source (cifarlab.datasets.dataset_sizes)."""
-    return dataset_sizes(DATASETS[dataset])
+    return dataset_sizes(
+        DATASETS[dataset], cache=f".snakemake/cifarlab/{dataset}-sizes.json"
+    )
 
 
 def split_images(wildcards, split, run=None):
