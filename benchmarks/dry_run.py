@@ -1,7 +1,12 @@
 """The no-op dry run of a finished study (`snakemake -n --cores 4 report`), timed, for one or two trees.
 
     python benchmarks/dry_run.py TREE [TREE_B] [--repeats 5] [--configfile config/quick.yaml] \
-        [--config data_source=../shared/datasets/cifar10-jpeg.zip pretrained=false]
+        [--config data_source=../shared/datasets/cifar10-jpeg.zip pretrained=false] \
+        [--configfile-b /tmp/one-seed.yaml]
+
+`--configfile-b` adds overlays for tree B only (after --configfile; an absolute path is used
+where it is): to plan the same jobs in a tree whose config means more (a newer tree whose study
+trains 3 seeds per run, with an overlay `defaults: {seeds: 1}`).
 
 A TREE is a checkout of this project (its Snakefile, workflow/, scripts/, config/, profiles/ and
 cifarlab/). For each, the study is made "finished" without running it, in a temporary copy of the
@@ -64,6 +69,8 @@ def finished_study(tree: Path, project: Path, configfiles: list[str], config: li
         source = tree / part
         (shutil.copytree if source.is_dir() else shutil.copy)(source, project / part)
     for overlay in configfiles:  # e.g. tests/e2e_study.yaml, outside config/
+        if Path(overlay).is_absolute():
+            continue  # used where it is
         (project / overlay).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(tree / overlay, project / overlay)
     study = study_args(configfiles, config)
@@ -123,24 +130,31 @@ def main() -> None:
         "--configfile", nargs="*", default=["config/quick.yaml"], help="overlays, in the tree"
     )
     parser.add_argument("--config", nargs="*", default=[], help="KEY=VALUE settings, as for snakemake")
+    parser.add_argument("--configfile-b", nargs="*", default=[], help="more overlays for tree B only")
     args = parser.parse_args()
     if len(args.trees) > 2:
         parser.error("give one or two trees")
     trees = [tree.resolve() for tree in args.trees]
     config = absolute_sources(args.config)
+    configfiles = [args.configfile, args.configfile + args.configfile_b]
     with tempfile.TemporaryDirectory(prefix="cifarlab-dry-run-") as scratch:
         projects = []
         for index, tree in enumerate(trees):
             projects.append(Path(scratch) / f"tree{index}")
             projects[-1].mkdir()
-            finished_study(tree, projects[-1], args.configfile, config)
+            finished_study(tree, projects[-1], configfiles[index], config)
         runs: list[list[tuple[float, float]]] = [[] for _ in trees]
         for _ in range(args.repeats):
             for index, (tree, project) in enumerate(zip(trees, projects, strict=True)):
-                runs[index].append(dry_run(tree, project, args.configfile, config))
-        heavy = [heavy_imports(t, p, args.configfile, config) for t, p in zip(trees, projects, strict=True)]
+                runs[index].append(dry_run(tree, project, configfiles[index], config))
+        heavy = [
+            heavy_imports(tree, project, files, config)
+            for tree, project, files in zip(trees, projects, configfiles, strict=False)
+        ]
     study = " ".join(study_args(args.configfile, args.config))
     print(f"no-op `snakemake -n --cores 4 report {study}`, {args.repeats} runs per tree, alternating:")
+    if args.configfile_b:
+        print(f"  tree B also with --configfile {' '.join(args.configfile_b)}")
     medians = []
     for label, tree, timed, modules in zip("AB", trees, runs, heavy, strict=False):
         wall, cpu = ([run[i] for run in timed] for i in (0, 1))
