@@ -72,10 +72,10 @@ def compute_metrics(
     precision: str = "fp32",
     tta: str = "none",
 ) -> dict:
-    """The metrics.json dict of one trained model, seed `seed` of a run on `dataset` (its name),
-    (see docs/architecture.md), at the job's
-    resolved `precision`, with `tta` test-time augmentation beside the plain accuracy (an
-    evaluation setting: the workflow does not pass it to training, so changing it retrains nothing).
+    """The metrics.json dict (see docs/architecture.md) of one trained model: seed `seed` of a
+    run on the dataset named `dataset`, at the job's resolved `precision`, with `tta` test-time
+    augmentation beside the plain accuracy (an evaluation setting: the workflow does not pass it
+    to training, so changing it retrains nothing).
 
     cached_test: the cached test features of a frozen backbone; then only the head runs, which
     gives the same predictions as the whole model on the images (tests/test_features.py).
