@@ -80,6 +80,8 @@ def cmd_run(args) -> dict:
             folder / "model.pt",
             folder / "history.csv",
             Path(args.data) / "test.pt",
+            dataset=Path(args.data).name,
+            seed=seed,
             device=DEVICE,
             precision=args.precision,
             tta=run["tta"],

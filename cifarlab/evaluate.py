@@ -5,6 +5,10 @@ setting) gets both accuracies, plain (`test_accuracy`) and augmented (`tta_test_
 side: one is never reported as the other. A diverged run gets its metrics too, with
 test_accuracy and test_loss null and status "diverged", so the report shows it as such instead of
 a meaningless accuracy.
+
+The model evaluated is the one train chose (`best_epoch`: the best validation epoch, or the last
+epoch without a validation split, docs/training.md); this step copies that choice and never
+makes one, so no figure is picked on the test set.
 """
 
 from __future__ import annotations
@@ -35,15 +39,25 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def history_summary(history: list[dict]) -> dict:
-    """best_epoch (1-based, first of the best), best_test_accuracy and final_train_accuracy (%)."""
-    scored = [row for row in history if math.isfinite(row["test_accuracy"])]
-    best = max(scored, key=lambda row: row["test_accuracy"]) if scored else None
-    return {
-        "best_epoch": best["epoch"] if best else None,
-        "best_test_accuracy": best["test_accuracy"] if best else None,
-        "final_train_accuracy": _finite(history[-1]["train_accuracy"]) if history else None,
-    }
+# What train records in model.pt about the data and the chosen epoch, copied into metrics.json.
+TRAINING_KEYS = ("train_images", "validation_images", "best_epoch", "best_validation_accuracy")
+
+
+def training_record(saved: dict, model_path: str | Path, dataset: str, seed: int) -> dict:
+    """TRAINING_KEYS of model.pt's metadata, checked to belong to this (dataset, seed)."""
+    missing = [k for k in TRAINING_KEYS if k not in saved]
+    if missing:
+        raise ValueError(
+            f"{model_path} lacks {missing}: it was written by an older train step; delete it and rerun"
+        )
+    run = saved["run"]
+    trained_on = run.get("dataset", dataset)  # the settings name their dataset in a study of several
+    if run["seed"] != seed or trained_on != dataset:
+        raise ValueError(
+            f"{model_path} was trained with seed {run['seed']} on {trained_on!r}, "
+            f"but is evaluated as seed {seed} of {dataset!r}; delete it and rerun"
+        )
+    return {k: saved[k] for k in TRAINING_KEYS}
 
 
 def compute_metrics(
@@ -51,14 +65,17 @@ def compute_metrics(
     history_path: str | Path,
     test_path: str | Path,
     *,
+    dataset: str,
+    seed: int,
     device: torch.device,
     cached_test: str | Path | None = None,
     precision: str = "fp32",
     tta: str = "none",
 ) -> dict:
-    """The metrics.json dict of one trained run (see docs/architecture.md), at the job's
-    resolved `precision`, with `tta` test-time augmentation beside the plain accuracy (an
-    evaluation setting: the workflow does not pass it to training, so changing it retrains nothing).
+    """The metrics.json dict (see docs/architecture.md) of one trained model: seed `seed` of a
+    run on the dataset named `dataset`, at the job's resolved `precision`, with `tta` test-time
+    augmentation beside the plain accuracy (an evaluation setting: the workflow does not pass it
+    to training, so changing it retrains nothing).
 
     cached_test: the cached test features of a frozen backbone; then only the head runs, which
     gives the same predictions as the whole model on the images (tests/test_features.py).
@@ -67,7 +84,9 @@ def compute_metrics(
     run, classes = saved["run"], saved["classes"]
     history = read_history(history_path)
     metrics = {
+        "dataset": dataset,
         "run": run["name"],
+        "seed": seed,
         "model": run["model"],
         "status": saved["status"],
         "diverged": saved["diverged"],
@@ -79,7 +98,8 @@ def compute_metrics(
         "per_class_accuracy": None,
         "confusion_matrix": None,
         "classes": classes,
-        **history_summary(history),
+        **training_record(saved, model_path, dataset, seed),
+        "final_train_accuracy": _finite(history[-1]["train_accuracy"]) if history else None,
         "params_total": saved["params_total"],
         "params_trainable": saved["params_trainable"],
         "epochs": run["epochs"],
@@ -91,7 +111,6 @@ def compute_metrics(
         "pretrained": run["pretrained"],
         "freeze": run["freeze"],
         "image_size": run["image_size"],
-        "train_images": saved.get("train_images"),  # used, after capping an oversized train_subset
         "train_seconds": saved["train_seconds"],
         "images_per_second": saved["images_per_second"],
         "device": saved["device"],
@@ -144,6 +163,8 @@ def main(
     history_path: str | Path,
     test_path: str | Path,
     metrics_path: str | Path,
+    dataset: str,
+    seed: int,
     device: str = "auto",
     cached_test: str | Path | None = None,
     threads: int | None = None,
@@ -155,7 +176,8 @@ def main(
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
     metrics = compute_metrics(
-        model_path, history_path, test_path, device=torch_device, cached_test=cached_test,
+        model_path, history_path, test_path, dataset=dataset, seed=seed, device=torch_device,
+        cached_test=cached_test,
         precision=resolve_precision(torch_device, precision), tta=tta,
     )  # fmt: skip
     write_json(metrics, metrics_path, strict=True)

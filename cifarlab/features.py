@@ -19,7 +19,7 @@ from cifarlab import progress
 from cifarlab.device import autocast, describe, pick_device, resolve_precision, synchronize, use_channels_last
 from cifarlab.files import load_torch, save_torch
 from cifarlab.models import build_model, head_of
-from cifarlab.train import TEST_SUBSET_SEED, batches, stratified_subset, subset
+from cifarlab.train import TEST_SUBSET_SEED, batches, stratified_subset, subset, train_validation_split
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +70,22 @@ def compute_features(
 def needed_indices(labels: torch.Tensor, split: str, subsets: dict | None) -> torch.Tensor:
     """Sorted indices of the images of a split that the runs sharing a backbone use.
 
-    subsets: {"train": [[size, seed], ...] or None, "test": [size, ...] or None} (None = all),
-    the same stratified subsets that `train` and `evaluate` draw.
+    subsets: {"train": [[size, seed, validation], ...] or None, "test": [size, ...] or None}
+    (None = all; validation, the run's held-out images, may be left out for 0): the same images
+    that `train` and `evaluate` draw (train.train_validation_split), held-out ones included.
     """
     wanted = (subsets or {}).get(split)
     if wanted is None:
         return torch.arange(len(labels))
     if split == "test":
-        wanted = [(size, TEST_SUBSET_SEED) for size in wanted]
-    return torch.cat([stratified_subset(labels, size, seed) for size, seed in wanted]).unique()
+        return torch.cat([stratified_subset(labels, size, TEST_SUBSET_SEED) for size in wanted]).unique()
+    parts = []
+    for size, seed, *validation in wanted:
+        split_indices = train_validation_split(
+            labels, validation=validation[0] if validation else 0, train_subset=size, seed=seed
+        )
+        parts.extend(split_indices)
+    return torch.cat(parts).unique()
 
 
 def main(

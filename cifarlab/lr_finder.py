@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from cifarlab import progress
+from cifarlab.paths import job_label
 from cifarlab.config import schema_defaults
 from cifarlab.files import load_torch, write_json
 
@@ -45,6 +46,9 @@ SCHEMA_DEFAULTS = {k: v for k, v in schema_defaults("lr_finder").items() if k !=
 # steps, where the loss blows up and the stop condition fired.
 SKIP_END = 5
 MIN_POINTS = 5  # fewer usable points than this and no suggestion is meaningful
+# With a validation split, the loss recorded after every step is that of a fixed set of at most
+# this many of the run's held-out images (docs/lr_finder.md says why a fixed set, and this size).
+HELD_OUT_IMAGES = 256
 
 
 def lr_schedule(start_lr: float, end_lr: float, num_iter: int) -> np.ndarray:
@@ -69,6 +73,7 @@ def lr_range_test(
     diverge_factor: float = SCHEMA_DEFAULTS["diverge_factor"],
     train_mode: Callable[[torch.nn.Module], Any] = torch.nn.Module.train,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    held_out_loss: Callable[[torch.nn.Module], float] | None = None,
 ) -> dict[str, Any]:
     """One sweep of the range test; the model and optimizer are left exactly as they came.
 
@@ -78,6 +83,9 @@ def lr_range_test(
     the newest loss in the moving average.
     `train_mode(model)` puts the model in training mode (training's own, e.g. one that keeps a
     frozen backbone in eval mode) and `autocast()` wraps the forward pass (bf16 on CUDA).
+    held_out_loss: when given, the loss recorded at each step is `held_out_loss(model)` after
+    the step (the model's loss on held-out images; it may change the model's mode, which is reset
+    to `train_mode` before the next step), not the training batch's loss before it.
 
     Returns {"lrs", "losses", "smoothed"} (one float per completed step, the lr being the one
     that step trained with), "diverged" (True when the sweep stopped early: smoothed loss above
@@ -114,6 +122,12 @@ def lr_range_test(
                 break
             loss.backward()
             optimizer.step()
+            if held_out_loss is not None:
+                value = held_out_loss(model)
+                train_mode(model)
+                if not math.isfinite(value):
+                    diverged = True
+                    break
             # Bias correction: without it the first averages are pulled towards the zero start.
             average = (1 - smoothing) * average + smoothing * value
             smooth = average / (1 - (1 - smoothing) ** (step + 1))
@@ -334,6 +348,9 @@ def run_lr_finder(
     optimizer (momentum, weight decay, ...), batch size, augmentation, train_subset and loss
     (cross-entropy with its label smoothing); its lr schedule is replaced by the sweep. Repeat r
     draws batches and dropout from seed run["seed"] + r, so repeat 0 sees training's first batches.
+    With `validation` on, it trains on training's images (not the held-out ones) and records
+    the loss of up to HELD_OUT_IMAGES fixed held-out images after each step (`loss_on`:
+    "validation"); off, the training batch's loss (`loss_on`: "training").
 
     train: the prepared training dict (docs/architecture.md). cached_train: the cached backbone
     features of the training set for a frozen-backbone run (then only the head sweeps, on them,
@@ -344,19 +361,29 @@ def run_lr_finder(
     from cifarlab.device import autocast, describe, use_channels_last
     from cifarlab.models import build_model, head_of, set_train_mode
     from cifarlab.train import (
+        VALIDATION_SPLIT_SEED,
         build_optimizer,
         epoch_batches,
+        evaluation_pass,
         init_from_data,
         stratified_subset,
         subset,
         to_device,
+        train_validation_split,
     )
 
     started = time.perf_counter()
     finder = finder_settings(finder)
     model = build_model(run, len(train["classes"]))
-    index = stratified_subset(train["labels"], run["train_subset"], run["seed"])
+    index, validation_index = train_validation_split(
+        train["labels"], validation=run["validation"], train_subset=run["train_subset"], seed=run["seed"]
+    )
+    # A fixed stratified part of the held-out images: the same at every step, repeat and seed.
+    held_out_index = validation_index[
+        stratified_subset(train["labels"][validation_index], HELD_OUT_IMAGES, VALIDATION_SPLIT_SEED)
+    ]
     if cached_train is None:
+        source = train
         trainable, data = model, subset(train, index)
         init_from_data(model, data, run)
     else:
@@ -365,11 +392,18 @@ def run_lr_finder(
                 "the cached train features do not belong to this train.pt (labels differ); "
                 "delete results/features/ and rerun"
             )
+        source = cached_train
         trainable, data = head_of(model), subset(cached_train, index)
     memory_format = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
     trainable.to(device, memory_format=memory_format)
     data = to_device(data, device)
     optimizer = build_optimizer(trainable, run, finder["start_lr"])
+    held_out_loss = None
+    if len(held_out_index):
+        held_out = to_device(subset(source, held_out_index), device)
+
+        def held_out_loss(module: torch.nn.Module) -> float:
+            return evaluation_pass(module, held_out, run, device, precision)[0]
 
     def make_batches(seed: int) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
         repeat_run = {**run, "seed": seed}
@@ -381,12 +415,13 @@ def run_lr_finder(
         return F.cross_entropy(logits, targets, label_smoothing=run["label_smoothing"])
 
     log.info(
-        "LR range test of %s (%s, %s, batch %d) on %s: %d training images",
+        "LR range test of %s (%s, %s, batch %d) on %s: %d training images, the loss of %s",
         run["name"], run["model"], run["optimizer"], run["batch_size"], describe(device), len(index),
+        f"{len(held_out_index)} held-out images after each step" if held_out_loss else "each training batch",
     )  # fmt: skip
     result = repeated_range_test(
-        trainable, optimizer, make_batches, loss_fn, finder, seed=run["seed"], name=f"lr_find {run['name']}",
-        train_mode=set_train_mode, autocast=lambda: autocast(device, precision),
+        trainable, optimizer, make_batches, loss_fn, finder, seed=run["seed"], name=f"lr_find {job_label(run, per_seed=False)}",
+        train_mode=set_train_mode, autocast=lambda: autocast(device, precision), held_out_loss=held_out_loss,
     )  # fmt: skip
     for method, s in result["suggestions"].items():
         log.info(
@@ -398,6 +433,8 @@ def run_lr_finder(
         "model": run["model"],
         "optimizer": run["optimizer"],
         "batch_size": run["batch_size"],
+        "loss_on": "validation" if held_out_loss else "training",
+        "held_out_images": len(held_out_index),  # 0: the training batches' losses
         **result,
         "device": describe(device),
         "seconds": time.perf_counter() - started,

@@ -62,6 +62,16 @@ def fill(pattern: str, **wildcards: Any) -> str:
         raise KeyError(f"{pattern} needs the wildcard {error}; given {sorted(wildcards)}") from None
 
 
+def job_label(settings: Mapping[str, Any], per_seed: bool = True) -> str:
+    """How progress lines and `status` name a job: `<dataset>/<run>/seed<k>` (its folder under
+    results/<dataset>/runs/), `<dataset>/<run>` for a per-run step (LR finder, saliency); a run
+    trained outside a study (no `dataset` in its settings: tests, benchmarks) by its name."""
+    if "dataset" not in settings:
+        return settings["name"]
+    label = f"{settings['dataset']}/{settings['name']}"
+    return f"{label}/seed{settings['seed']}" if per_seed else label
+
+
 def fill_each(pattern: str, instances: list[Mapping[str, Any]]) -> list[str]:
     """`fill(pattern, **instance)` for each instance (dicts of wildcards), in order, without repeats."""
     return list(dict.fromkeys(fill(pattern, **instance) for instance in instances))

@@ -15,12 +15,26 @@ from pathlib import Path
 from typing import Any
 
 # The columns of history.csv, in order: what train writes and every reader expects.
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds")
+# val_*: on the run's held-out validation images (NaN when it has none); test_*: on the test set,
+# recorded for the curves only (nothing is chosen on them).
+HISTORY_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "lr",
+    "seconds",
+)
 
 # Keys of metrics.json that every run has; checked so that a stale or foreign file fails here
 # with its path, not as a KeyError deep in a figure.
 METRICS_KEYS = (
+    "dataset",
     "run",
+    "seed",
     "model",
     "status",
     "test_accuracy",
@@ -34,6 +48,8 @@ METRICS_KEYS = (
     "lr_source",
     "dropout",
     "pretrained",
+    "train_images",
+    "validation_images",
     "train_seconds",
     "images_per_second",
     "device",

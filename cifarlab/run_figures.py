@@ -24,28 +24,34 @@ from cifarlab.saliency import METHODS
 
 
 def plot_curves(history_csv: str | Path, metrics_json: str | Path, out_png: str | Path) -> None:
-    """Loss and accuracy per epoch, train vs test, one figure per run.
+    """Loss and accuracy per epoch: train, validation (when the run holds images out) and test.
 
-    A widening gap between the train and test curves reads as overfitting; the best test epoch is
-    marked, and a diverged run says so in red where its curves stop.
+    A widening gap between the train and held-out curves reads as overfitting. The chosen epoch
+    (the model evaluated: best validation accuracy, or the last epoch) is marked; the per-epoch
+    test curve is labelled as such, since nothing is chosen on it. A diverged run says so in red
+    where its curves stop.
     """
     history = read_history(history_csv)
     metrics = read_json(metrics_json)
     colour = plotting.model_colour(metrics["model"])
     epochs = [row["epoch"] for row in history]
+    validated = bool(metrics.get("validation_images"))
+    chosen = "chosen epoch (best validation)" if validated else "chosen epoch (the last)"
     fig, axes = plotting.figure(ncols=2)
     for ax, key, label in (
         (axes[0, 0], "loss", "cross-entropy (nats)"),
         (axes[0, 1], "accuracy", "accuracy (%)"),
     ):
-        train = np.array([row[f"train_{key}"] for row in history], dtype=float)
-        test = np.array([row[f"test_{key}"] for row in history], dtype=float)
-        ax.plot(epochs, train, "--o", color=colour, markersize=3, label="train")
-        ax.plot(epochs, test, "-o", color=colour, markersize=3, label="test")
+        curve = {
+            part: np.array([row[f"{part}_{key}"] for row in history], dtype=float)
+            for part in ("train", "val", "test")
+        }
+        ax.plot(epochs, curve["train"], "--o", color=colour, markersize=3, label="train")
+        if validated:
+            ax.plot(epochs, curve["val"], "-s", color=colour, markersize=3, alpha=0.6, label="validation")
+        ax.plot(epochs, curve["test"], "-o", color=colour, markersize=3, label="test (per epoch)")
         if metrics.get("best_epoch") is not None:
-            ax.axvline(
-                metrics["best_epoch"], color="#999999", linestyle=":", linewidth=1, label="best test epoch"
-            )
+            ax.axvline(metrics["best_epoch"], color="#999999", linestyle=":", linewidth=1, label=chosen)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.legend()
@@ -58,7 +64,12 @@ def plot_curves(history_csv: str | Path, metrics_json: str | Path, out_png: str 
             ax.axvline(metrics["diverged"]["epoch"], color="#C00000", linestyle="--", linewidth=1)
     title = metrics["run"]
     if metrics.get("test_accuracy") is not None:
-        title += f": test accuracy {metrics['test_accuracy']:.2f} % after {len(history)} epochs"
+        title += f": test accuracy {metrics['test_accuracy']:.2f} %"
+        title += (
+            f" at epoch {metrics['best_epoch']} of {len(history)} (best validation)"
+            if validated
+            else f" after {len(history)} epochs"
+        )
     if note:
         title += f": {note}"
     fig.suptitle(title, color="#C00000" if note else "black")

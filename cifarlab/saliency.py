@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab import progress
+from cifarlab.paths import job_label
 from cifarlab.config import schema_defaults
 from cifarlab.files import load_torch, save_torch, write_json
 
@@ -655,7 +656,7 @@ def run_saliency(
         raise ValueError(f"{sample_json} does not match {test_pt} (labels differ): rerun saliency_sample")
     net = explainable(model, saved["mean"], saved["std"], run["image_size"]).to(dev)
     pixels = images.float().div(255).to(dev)
-    maps, result = explain(net, pixels, labels, settings, name=run["name"])
+    maps, result = explain(net, pixels, labels, settings, name=job_label(run, per_seed=False))
     result = {
         "run": run["name"],
         "model": run["model"],

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab import progress
+from cifarlab.paths import job_label
 from cifarlab.config import settings_hash
 from cifarlab.device import autocast, describe, pick_device, resolve_precision, synchronize, use_channels_last
 from cifarlab.files import atomic_path, load_torch, save_torch
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 CROP_PADDING = 4  # pixels of zero padding around the image before the random crop (as in torchvision)
 # Every run sees the same test subset (a fair comparison), whatever its own seed.
 TEST_SUBSET_SEED = 0
+# Every run and seed holds out the same validation images (`validation`), so that seeds and runs
+# are compared on one held-out set; train_subset is then drawn, with the run's seed, from the rest.
+VALIDATION_SPLIT_SEED = 0
 # Steps between checks of the loss for NaN/inf: each check waits for the GPU, so not every step.
 DIVERGENCE_CHECK_STEPS = 25
 # Seconds between checks that the parent (Snakemake) still lives: after a `kill -9` of it, the
@@ -74,6 +78,30 @@ def stratified_subset(labels: torch.Tensor, size: int | None, seed: int) -> torc
     shuffled = labels[order]
     picked = [order[shuffled == c][: int(k)] for c, k in zip(classes, take, strict=True)]
     return torch.cat(picked).sort().values
+
+
+def train_validation_split(
+    labels: torch.Tensor, *, validation: int, train_subset: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, validation indices) of a training split: both sorted, int64, disjoint.
+
+    The validation images are a stratified `validation` of the split drawn with the fixed
+    VALIDATION_SPLIT_SEED (the same images whatever the run's `seed`; none when validation is 0);
+    the run trains on a stratified `train_subset` (all when None) of the other images, drawn
+    with `seed`. With validation 0 the train indices are exactly `stratified_subset(labels,
+    train_subset, seed)`. Train, the LR finder and the features step all split here.
+    """
+    n = labels.numel()
+    if not 0 <= validation < n:
+        raise ValueError(
+            f"validation: {validation} held-out images of a training split of {n}; use 0 (off) or "
+            f"fewer than {n} images"
+        )
+    held_out = stratified_subset(labels, validation, VALIDATION_SPLIT_SEED) if validation else torch.arange(0)
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[held_out] = False
+    rest = rest.nonzero().squeeze(1)
+    return rest[stratified_subset(labels[rest], train_subset, seed)], held_out
 
 
 def subset(data: dict, indices: torch.Tensor) -> dict:
@@ -655,18 +683,41 @@ def load_checkpoint(path: str | Path | None, fingerprint: str) -> dict | None:
     return state
 
 
-def _history_row(epoch: int, running: dict, test_loss: float, test_accuracy: float) -> dict:
+def _history_row(
+    epoch: int, running: dict, validation: tuple[float, float], test: tuple[float, float]
+) -> dict:
+    """One row of history.csv: `validation` and `test` are (loss, accuracy), NaN when not measured."""
     seen = max(running["seen"], 1)
     return {
         "epoch": epoch,
         "train_loss": float(running["loss_sum"]) / seen,
         "train_accuracy": 100.0 * float(running["correct"]) / seen,
-        "test_loss": test_loss,
-        "test_accuracy": test_accuracy,
+        "val_loss": validation[0],
+        "val_accuracy": validation[1],
+        "test_loss": test[0],
+        "test_accuracy": test[1],
         "lr": running["lr"],
         "seconds": running["seconds"],
         "images": running["seen"],  # not in history.csv: for images/s
     }
+
+
+NOT_MEASURED = (math.nan, math.nan)  # (loss, accuracy) of a pass that did not run
+
+
+def evaluation_pass(
+    model: nn.Module, data: dict, run: dict, device: torch.device, precision: str
+) -> tuple[float, float]:
+    """(mean cross-entropy in nats, accuracy in %) of `model` on `data` (unaugmented, in order)."""
+    loss, accuracy, _ = loss_and_accuracy(
+        model, epoch_batches(data, run, epoch=None, device=device, precision=precision), device, precision
+    )
+    return loss, accuracy
+
+
+def cpu_state(module: nn.Module) -> dict:
+    """A copy of `module`'s state dict on the CPU (the weights of the chosen epoch, kept aside)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 def init_from_data(model: nn.Module, data: dict, run: dict) -> None:
@@ -704,16 +755,27 @@ def train_run(
     the cached features of the frozen backbone (the `features` step); then only the head trains, on them.
     checkpoint: where to save after every epoch (and on SIGTERM/SIGINT) and resume from.
     Raises TrainingInterrupted after saving, when a stop signal arrives.
+
+    The chosen epoch (`best_epoch`, whose weights `model` holds) never depends on the test set:
+    with `validation` images held out (train_validation_split) it is the first epoch of the best
+    validation accuracy, without them the last epoch; a diverged run has none (and keeps its
+    last weights). The per-epoch test loss and accuracy are only recorded, for the curves.
     """
     classes = train["classes"]
     model = build_model(run, len(classes))
-    train_index = stratified_subset(train["labels"], run["train_subset"], run["seed"])
+    train_index, validation_index = train_validation_split(
+        train["labels"], validation=run["validation"], train_subset=run["train_subset"], seed=run["seed"]
+    )
     test_index = stratified_subset(test["labels"], run["test_subset"], TEST_SUBSET_SEED)
-    for key, index, data in (("train_subset", train_index, train), ("test_subset", test_index, test)):
+    available = {
+        "train_subset": len(train["labels"]) - len(validation_index),
+        "test_subset": len(test["labels"]),
+    }
+    for key, index in (("train_subset", train_index), ("test_subset", test_index)):
         if (run[key] or 0) > len(index):
             log.warning(
                 "%s: %s %d is more than the %d images there are; using all %d (recorded as %s_images)",
-                run["name"], key, run[key], len(data["labels"]), len(index), key.split("_")[0],
+                run["name"], key, run[key], available[key], len(index), key.split("_")[0],
             )  # fmt: skip
     if cached_features is None:
         trainable, train_data, test_data = model, subset(train, train_index), subset(test, test_index)
@@ -734,6 +796,10 @@ def train_run(
     memory_format = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
     trainable.to(device, memory_format=memory_format)
     train_data, test_data = to_device(train_data, device), to_device(test_data, device)
+    validation_data = None  # the held-out images (or their cached features), when the run has some
+    if len(validation_index):
+        held_out_from = train if cached_features is None else cached_features["train"]
+        validation_data = to_device(subset(held_out_from, validation_index), device)
 
     steps_per_epoch = math.ceil(len(train_data["labels"]) / run["batch_size"])
     optimizer = build_optimizer(trainable, run, lr)
@@ -745,6 +811,8 @@ def train_run(
 
     history: list[dict] = []
     first_epoch, running = 0, None
+    # The chosen epoch so far (validation on): its number, accuracy and trainable weights (CPU).
+    best: dict = {"epoch": None, "accuracy": -math.inf, "state": None}
     state = load_checkpoint(checkpoint, fingerprint)
     if state is not None:
         trainable.load_state_dict(state["trainable"])
@@ -753,7 +821,7 @@ def train_run(
         if lookahead is not None:
             lookahead.load_state_dict(state["lookahead"])
         set_rng_states(state["rng"], device)
-        history, first_epoch = state["history"], state["epoch"]
+        history, first_epoch, best = state["history"], state["epoch"], state["best"]
         if state["running"] is not None:
             running = {k: v.to(device) if torch.is_tensor(v) else v for k, v in state["running"].items()}
         log.info(
@@ -777,6 +845,7 @@ def train_run(
                 "lookahead": None if lookahead is None else lookahead.state_dict(),
                 "rng": rng_states(device),
                 "history": history,
+                "best": best,
             },
             checkpoint,
         )  # fmt: skip
@@ -795,7 +864,7 @@ def train_run(
 
                 epoch_iter = tqdm(
                     epoch_iter, total=steps_per_epoch, initial=running["step"], leave=False,
-                    desc=f"{run['name']} epoch {epoch + 1}/{run['epochs']}",
+                    desc=f"{job_label(run)} epoch {epoch + 1}/{run['epochs']}",
                 )  # fmt: skip
             started = time.perf_counter()
             outcome = train_one_epoch(
@@ -813,27 +882,38 @@ def train_run(
             if outcome == "diverged":
                 status = "diverged"
                 diverged = {"epoch": epoch + 1, "lr": running["lr"], "loss": str(float(running["loss_sum"]))}
-                history.append(_history_row(epoch + 1, running, float("nan"), float("nan")))
+                history.append(_history_row(epoch + 1, running, NOT_MEASURED, NOT_MEASURED))
                 log.error(
                     "%s diverged in epoch %d at lr %.3g: the loss is %s; stopping (status: diverged)",
                     run["name"], epoch + 1, running["lr"], diverged["loss"],
                 )  # fmt: skip
                 break
-            test_loss, test_accuracy, _ = loss_and_accuracy(
-                trainable, epoch_batches(test_data, run, epoch=None, device=device, precision=precision),
-                device, precision,
-            )  # fmt: skip
-            history.append(_history_row(epoch + 1, running, test_loss, test_accuracy))
+            validation = NOT_MEASURED
+            if validation_data is not None:
+                validation = evaluation_pass(trainable, validation_data, run, device, precision)
+                if validation[1] > best["accuracy"]:  # strictly: the first epoch of the best
+                    best = {"epoch": epoch + 1, "accuracy": validation[1], "state": cpu_state(trainable)}
+            # Recorded for the per-epoch test curve only: nothing above or below reads it.
+            test_loss, test_accuracy = evaluation_pass(trainable, test_data, run, device, precision)
+            history.append(_history_row(epoch + 1, running, validation, (test_loss, test_accuracy)))
             row = history[-1]
+            val_text = (
+                "" if validation_data is None else f"val loss {validation[0]:.4f} acc {validation[1]:.2f}% | "
+            )
             log.info(
-                "%s epoch %d/%d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | lr %.3g | %.1f s",
-                run["name"], epoch + 1, run["epochs"], row["train_loss"], row["train_accuracy"],
+                "%s epoch %d/%d: train loss %.4f acc %.2f%% | %stest loss %.4f acc %.2f%% | lr %.3g | %.1f s",
+                run["name"], epoch + 1, run["epochs"], row["train_loss"], row["train_accuracy"], val_text,
                 test_loss, test_accuracy, row["lr"], row["seconds"],
             )  # fmt: skip
             seconds_per_epoch = sum(r["seconds"] for r in history) / len(history)
             progress.log.info(
                 progress.epoch_line(
-                    run["name"], epoch + 1, run["epochs"], row["train_loss"], test_accuracy, seconds_per_epoch
+                    job_label(run),
+                    epoch + 1,
+                    run["epochs"],
+                    row["train_loss"],
+                    test_accuracy,
+                    seconds_per_epoch,
                 )
             )
             running = None
@@ -845,6 +925,12 @@ def train_run(
     seconds = sum(row["seconds"] for row in history)
     images = sum(row["images"] for row in history)
     model.cpu()
+    best_epoch = None  # a diverged run chose no epoch
+    if status == "ok" and validation_data is not None:
+        trainable.load_state_dict(best["state"])
+        best_epoch = best["epoch"]
+    elif status == "ok":
+        best_epoch = len(history)
     return {
         "model": model,
         "history": history,
@@ -859,7 +945,11 @@ def train_run(
         "params_total": total,
         "params_trainable": trainable_count,
         "train_images": len(train_index),  # what was used: a train_subset above the split's size is capped
+        "validation_images": len(validation_index),
         "test_images": len(test_index),
+        "best_epoch": best_epoch,
+        # the chosen epoch's validation accuracy (%); None without validation or an epoch chosen
+        "best_validation_accuracy": best["accuracy"] if best["state"] is not None and best_epoch else None,
         "train_seconds": seconds,
         "images_per_second": images / seconds if seconds > 0 else None,
         "device": describe(device),

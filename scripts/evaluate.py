@@ -11,6 +11,8 @@ with log_to(snakemake.log[0]):
         history_path=inputs.history,
         test_path=inputs.test,
         metrics_path=snakemake.output.metrics,
+        dataset=snakemake.wildcards.dataset,
+        seed=int(snakemake.wildcards.seed),
         device=snakemake.params.device,
         cached_test=inputs.get("cached_test"),
         threads=snakemake.threads,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -21,17 +22,17 @@ from cifarlab.results import read_history, status_text
 ROOT = Path(__file__).resolve().parent.parent
 # docs/architecture.md: the keys of metrics.json and of model.pt
 METRICS_KEYS = {
-    "run", "model", "status", "diverged", "test_accuracy", "test_loss", "per_class_accuracy",
-    "confusion_matrix", "classes", "best_epoch", "best_test_accuracy", "final_train_accuracy",
-    "params_total", "params_trainable", "epochs", "batch_size", "optimizer", "lr", "lr_source",
-    "dropout", "pretrained", "freeze", "image_size", "train_images", "train_seconds", "images_per_second",
-    "device", "settings", "tta", "tta_test_accuracy", "tta_test_loss", "precision", "eval_precision",
-    "code_version",
+    "dataset", "run", "seed", "model", "status", "diverged", "test_accuracy", "test_loss",
+    "per_class_accuracy", "confusion_matrix", "classes", "best_epoch", "best_validation_accuracy",
+    "final_train_accuracy", "params_total", "params_trainable", "epochs", "batch_size", "optimizer", "lr",
+    "lr_source", "dropout", "pretrained", "freeze", "image_size", "train_images", "validation_images",
+    "train_seconds", "images_per_second", "device", "settings", "tta", "tta_test_accuracy", "tta_test_loss",
+    "precision", "eval_precision", "code_version",
 }  # fmt: skip
 MODEL_KEYS = {
     "model_state", "run", "classes", "mean", "std", "lr", "lr_source", "status", "diverged",
-    "params_total", "params_trainable", "train_images", "test_images", "train_seconds",
-    "images_per_second", "device", "precision",
+    "params_total", "params_trainable", "train_images", "validation_images", "test_images", "best_epoch",
+    "best_validation_accuracy", "train_seconds", "images_per_second", "device", "precision",
 }  # fmt: skip
 
 
@@ -52,7 +53,8 @@ def train_and_evaluate(folder, files, run) -> dict:
     )  # fmt: skip
     evaluation.main(
         model_path=paths["model.pt"], history_path=paths["history.csv"], test_path=files["test"],
-        metrics_path=paths["metrics.json"], device="cpu", tta=run.get("tta", "none"),
+        metrics_path=paths["metrics.json"], dataset="synthetic", seed=run["seed"], device="cpu",
+        tta=run.get("tta", "none"),
     )  # fmt: skip
     return paths
 
@@ -66,6 +68,13 @@ def finished(tmp_path_factory, synthetic_files) -> dict:
 def diverged(tmp_path_factory, synthetic_files) -> dict:
     run = run_settings(name="simple_cnn-sgd", optimizer="sgd", lr=1e6, epochs=2)
     return train_and_evaluate(tmp_path_factory.mktemp("run_diverged"), synthetic_files, run)
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory, synthetic_files) -> dict:
+    """300 training images held out (30 a class), the run trains on 700 of the other 1,700."""
+    run = run_settings(validation=300, train_subset=700, seed=5)
+    return train_and_evaluate(tmp_path_factory.mktemp("run_validated"), synthetic_files, run)
 
 
 def test_train_writes_model_and_history_and_removes_its_checkpoint(finished):
@@ -94,8 +103,11 @@ def test_metrics_follow_the_contract_and_agree_with_training(finished):
     assert 100 * confusion.diag().sum().item() / 300 == pytest.approx(metrics["test_accuracy"])
     for i, name in enumerate(metrics["classes"]):
         assert metrics["per_class_accuracy"][name] == pytest.approx(100 * confusion[i, i].item() / 30)
-    best = max(history, key=lambda row: row["test_accuracy"])
-    assert (metrics["best_epoch"], metrics["best_test_accuracy"]) == (best["epoch"], best["test_accuracy"])
+    # No validation split: the model is the last epoch's, and that is the epoch reported as chosen.
+    assert (metrics["best_epoch"], metrics["best_validation_accuracy"]) == (3, None)
+    assert (metrics["dataset"], metrics["seed"]) == ("synthetic", 0)
+    assert (metrics["train_images"], metrics["validation_images"]) == (1000, 0)
+    assert all(math.isnan(row["val_loss"]) and math.isnan(row["val_accuracy"]) for row in history)
     assert metrics["final_train_accuracy"] == pytest.approx(history[-1]["train_accuracy"])
     assert (metrics["params_total"], metrics["params_trainable"]) == (62_006, 62_006)
     assert metrics["status"] == "ok" and metrics["settings"]["name"] == "simple_cnn-adam"
@@ -136,7 +148,30 @@ def test_confusion_matrix_counts():
     assert evaluation.confusion_matrix(labels, predictions, 3).tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
 
 
-@pytest.mark.parametrize("which", ["finished", "diverged"])
+def test_a_validated_run_reports_its_best_validation_epoch_evaluated_on_the_test_set(validated):
+    saved = torch.load(validated["model.pt"], weights_only=True)
+    metrics = json.loads(validated["metrics.json"].read_text())
+    history = read_history(validated["history.csv"])
+    assert set(metrics) == METRICS_KEYS
+    assert (metrics["train_images"], metrics["validation_images"], metrics["seed"]) == (700, 300, 5)
+    best = max(history, key=lambda row: row["val_accuracy"])  # max() keeps the first of the best
+    assert metrics["best_epoch"] == saved["best_epoch"] == best["epoch"]
+    assert metrics["best_validation_accuracy"] == pytest.approx(best["val_accuracy"])
+    # The model evaluated is that epoch's: its test accuracy is the one recorded in that epoch.
+    assert metrics["test_accuracy"] == pytest.approx(history[best["epoch"] - 1]["test_accuracy"])
+    assert all(0 <= row["val_accuracy"] <= 100 and row["val_loss"] > 0 for row in history)
+
+
+def test_evaluate_refuses_a_model_of_another_seed(validated, synthetic_files, tmp_path):
+    with pytest.raises(ValueError, match="trained with seed 5 .* evaluated as seed 6"):
+        evaluation.main(
+            model_path=validated["model.pt"], history_path=validated["history.csv"],
+            test_path=synthetic_files["test"], metrics_path=tmp_path / "metrics.json", dataset="synthetic",
+            seed=6, device="cpu",
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("which", ["finished", "diverged", "validated"])
 def test_figures_are_drawn_for_every_run(which, request, tmp_path):
     paths = request.getfixturevalue(which)
     curves, confusion = tmp_path / "curves.png", tmp_path / "confusion.png"

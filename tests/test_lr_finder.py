@@ -315,6 +315,7 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
     result = json.loads(out.read_text())
 
     assert result["run"] == run["name"] and result["chosen"] == "steepest"
+    assert (result["loss_on"], result["held_out_images"]) == ("training", 0)  # validation: 0
     assert result["lr"] == result["suggestions"]["steepest"]["median"] > 0
     assert set(result["suggestions"]) == set(lr_finder.METHODS)
     for s in result["suggestions"].values():
@@ -336,6 +337,48 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
     figure = tmp_path / "lr_finder.png"
     run_figures.plot_lr_finder(out, figure)
     assert figure.stat().st_size > 10_000
+
+
+def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic_data):
+    from cifarlab.models import build_model, set_train_mode
+    from cifarlab.train import (
+        VALIDATION_SPLIT_SEED,
+        build_optimizer,
+        epoch_batches,
+        evaluation_pass,
+        stratified_subset,
+        subset,
+        train_validation_split,
+    )
+
+    run = lab_run("simple_cnn-sgd", train_subset=500, batch_size=64, validation=300)
+    finder = {"start_lr": 1e-4, "end_lr": 1.0, "num_iter": 20, "repeats": 1, "suggestion": "steepest"}
+    train = synthetic_data["train"]
+    result = lr_finder.run_lr_finder(run, train, finder, device=CPU)
+    assert (result["loss_on"], result["held_out_images"]) == ("validation", lr_finder.HELD_OUT_IMAGES)
+
+    # Step 0: one SGD step at start_lr on training's first batch (of the images not held out),
+    # then the loss of the fixed held-out images, not that batch's loss.
+    train_index, held_out = train_validation_split(
+        train["labels"], validation=300, train_subset=500, seed=run["seed"]
+    )
+    fixed = held_out[
+        stratified_subset(train["labels"][held_out], lr_finder.HELD_OUT_IMAGES, VALIDATION_SPLIT_SEED)
+    ]
+    x, y = next(epoch_batches(subset(train, train_index), run, epoch=0, device=CPU))
+    model = build_model(run, len(train["classes"]))
+    set_train_mode(model)
+    optimizer = build_optimizer(model, run, finder["start_lr"])
+    batch_loss = F.cross_entropy(model(x), y)
+    batch_loss.backward()
+    optimizer.step()
+    held_out_loss, _ = evaluation_pass(model, subset(train, fixed), run, CPU, "fp32")
+    first = result["repeats"][0]["losses"][0]
+    assert first == pytest.approx(held_out_loss, rel=1e-5)
+    assert first != pytest.approx(batch_loss.item(), rel=1e-3)
+
+    off = lr_finder.run_lr_finder({**run, "validation": 0}, train, finder, device=CPU)
+    assert (off["loss_on"], off["held_out_images"]) == ("training", 0)
 
 
 def test_a_frozen_head_sweeps_on_cached_features(synthetic_data):

@@ -24,7 +24,9 @@ from cifarlab.train import (
     crop_flip_draws,
     resolve_lr,
     stratified_subset,
+    subset,
     train_run,
+    train_validation_split,
 )
 
 CPU = torch.device("cpu")
@@ -36,8 +38,12 @@ def make_run(**overrides) -> dict:
 
 
 def comparable(history: list[dict]) -> list[dict]:
-    """History without the wall-clock column."""
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+    """History without the wall-clock column, NaN (not measured: no validation split) as None, which
+    compares equal after a checkpoint's round trip (a NaN is not equal to itself)."""
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items() if k != "seconds"}
+        for row in history
+    ]
 
 
 def same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -286,6 +292,115 @@ def test_an_absurd_lr_stops_the_run_as_diverged(synthetic_data):
     assert result["diverged"]["epoch"] == 1 and result["diverged"]["lr"] == 1e6
     assert result["diverged"]["loss"] in ("nan", "inf")
     assert len(result["history"]) == 1 and math.isnan(result["history"][0]["test_accuracy"])
+
+
+# --- the validation split and the chosen epoch ------------------------------------------
+
+
+def test_the_validation_split_is_stratified_disjoint_and_the_same_for_every_seed(synthetic_data):
+    labels = synthetic_data["train"]["labels"]  # 200 images of each of 10 classes
+    splits = {s: train_validation_split(labels, validation=500, train_subset=300, seed=s) for s in (1, 2)}
+    assert torch.equal(splits[1][1], splits[2][1])  # one held-out set, whatever the run's seed
+    assert not torch.equal(splits[1][0], splits[2][0])  # while train_subset is drawn with the seed
+    for train_index, held_out in splits.values():
+        assert not set(train_index.tolist()) & set(held_out.tolist())
+        assert torch.bincount(labels[held_out], minlength=10).tolist() == [50] * 10
+        assert torch.bincount(labels[train_index], minlength=10).tolist() == [30] * 10
+    rest, held_out = train_validation_split(labels, validation=500, train_subset=None, seed=1)
+    assert torch.equal(torch.cat([rest, held_out]).sort().values, torch.arange(2000))  # all the rest
+    # Class shares are kept when the classes are uneven (3:1 here).
+    uneven = torch.cat([torch.zeros(300, dtype=torch.long), torch.ones(100, dtype=torch.long)])
+    train_index, held_out = train_validation_split(uneven, validation=40, train_subset=200, seed=0)
+    assert torch.bincount(uneven[held_out]).tolist() == [30, 10]
+    assert torch.bincount(uneven[train_index]).tolist() == [150, 50]
+    # Off (0): nothing held out, and exactly the subset a run drew before there was a split.
+    train_index, held_out = train_validation_split(labels, validation=0, train_subset=300, seed=1)
+    assert torch.equal(train_index, stratified_subset(labels, 300, seed=1)) and len(held_out) == 0
+    with pytest.raises(ValueError, match="validation: 2000 .* fewer than 2000"):
+        train_validation_split(labels, validation=2000, train_subset=None, seed=0)
+
+
+def wrecked_last_epoch(**overrides) -> dict:
+    """3 epochs on 1,600 images, 400 held out: two epochs of Adam at 3e-3 that learn, then a third
+    whose lr ramps up to 300 x (the linear schedule), which sends accuracy back to chance."""
+    settings = {
+        "validation": 400, "test_subset": 100, "epochs": 3, "schedule": "linear", "warmup_epochs": 2,
+        "lr_start_factor": 1.0, "lr_end_factor": 300.0,
+    }  # fmt: skip
+    return make_run(**{**settings, **overrides})
+
+
+def accuracy_on(model: torch.nn.Module, data: dict, run: dict) -> tuple[float, float]:
+    return training.evaluation_pass(model, data, run, CPU, "fp32")
+
+
+def test_the_best_validation_epoch_is_chosen_and_its_weights_returned(synthetic_data):
+    run = wrecked_last_epoch()
+    train, test = synthetic_data["train"], synthetic_data["test"]
+    result = train_run(run, train, test, device=CPU, lr=run["lr"])
+    history = result["history"]
+    best = max(history, key=lambda row: row["val_accuracy"])
+    assert result["best_epoch"] == best["epoch"] < 3  # the wrecked last epoch is not the one kept
+    assert result["best_validation_accuracy"] == best["val_accuracy"]
+    assert (result["train_images"], result["validation_images"]) == (1600, 400)
+    # The model returned is the chosen epoch's: its held-out and test figures are those recorded then.
+    _, held_out = train_validation_split(train["labels"], validation=400, train_subset=None, seed=run["seed"])
+    loss, accuracy = accuracy_on(result["model"], subset(train, held_out), run)
+    assert (loss, accuracy) == (
+        pytest.approx(best["val_loss"], rel=1e-5),
+        pytest.approx(best["val_accuracy"]),
+    )
+    test_subset = subset(test, stratified_subset(test["labels"], 100, training.TEST_SUBSET_SEED))
+    assert accuracy_on(result["model"], test_subset, run)[1] == pytest.approx(best["test_accuracy"])
+
+
+@pytest.mark.parametrize("validation", [400, 0])
+def test_the_chosen_epoch_and_weights_never_depend_on_the_test_set(synthetic_data, validation):
+    """Two trainings that differ only in their test set (noise images, shuffled labels) choose the
+    same epoch and return identical weights; only the test columns of their histories differ."""
+    run = wrecked_last_epoch(validation=validation)
+    train, test = synthetic_data["train"], synthetic_data["test"]
+    generator = torch.Generator().manual_seed(0)
+    other = {
+        **test,
+        "images": torch.randint(0, 256, test["images"].shape, dtype=torch.uint8, generator=generator),
+        "labels": test["labels"][torch.randperm(len(test["labels"]), generator=generator)],
+    }
+    a = train_run(run, train, test, device=CPU, lr=run["lr"])
+    b = train_run(run, train, other, device=CPU, lr=run["lr"])
+    assert a["best_epoch"] == b["best_epoch"] and same_state(a["model"], b["model"])
+    untested = [{k: v for k, v in row.items() if not k.startswith("test_")} for row in a["history"]]
+    assert comparable(untested) == comparable(
+        [{k: v for k, v in row.items() if not k.startswith("test_")} for row in b["history"]]
+    )
+    assert [row["test_accuracy"] for row in a["history"]] != [row["test_accuracy"] for row in b["history"]]
+
+
+def test_without_validation_the_model_is_the_last_epoch(synthetic_data):
+    run = wrecked_last_epoch(validation=0)
+    train, test = synthetic_data["train"], synthetic_data["test"]
+    result = train_run(run, train, test, device=CPU, lr=run["lr"])
+    history = result["history"]
+    # The last epoch, even though an earlier one did better on the test set (that is not looked at).
+    assert max(row["test_accuracy"] for row in history) > history[-1]["test_accuracy"]
+    assert (result["best_epoch"], result["best_validation_accuracy"]) == (3, None)
+    assert (result["train_images"], result["validation_images"]) == (2000, 0)
+    assert all(math.isnan(row["val_loss"]) and math.isnan(row["val_accuracy"]) for row in history)
+    test_subset = subset(test, stratified_subset(test["labels"], 100, training.TEST_SUBSET_SEED))
+    assert accuracy_on(result["model"], test_subset, run)[1] == pytest.approx(history[-1]["test_accuracy"])
+
+
+def test_a_resumed_validated_run_chooses_the_same_epoch_and_weights(synthetic_data, tmp_path, monkeypatch):
+    run = wrecked_last_epoch()
+    data = (run, synthetic_data["train"], synthetic_data["test"])
+    reference = train_run(*data, device=CPU, lr=run["lr"])
+    # Stopped in the wrecked third epoch: the chosen epoch and its weights come from the checkpoint.
+    stopped = stop_and_resume(data, run["lr"], tmp_path / "ckpt.pt", monkeypatch, epoch=2, step=3)
+    assert stopped["saved"]["best"]["epoch"] == reference["best_epoch"] < 3
+    resumed = stopped["resumed"]
+    assert resumed["best_epoch"] == reference["best_epoch"]
+    assert comparable(resumed["history"]) == comparable(reference["history"])
+    assert same_state(resumed["model"], reference["model"])
 
 
 def test_lr_auto_reads_the_lr_finder_result(tmp_path):

@@ -173,17 +173,18 @@ def estimate_block(terminal: str) -> list[str]:
 def test_the_terminal_shows_each_runs_epochs_the_lr_finder_saliency_and_the_estimate(study, tmp_path):
     terminal = (study / TERMINAL).read_text()
     runs = expanded_runs(study)
-    for name, run in runs.items():
+    for job in study_jobs(runs, [DATASET]):
+        run, label = runs[job["run"]], f"{DATASET}/{job['run']}/seed{job['seed']}"  # cifarlab.paths.job_label
         for epoch in range(1, run["epochs"] + 1):
-            assert f"train {name} epoch {epoch}/{run['epochs']} | loss " in terminal, name
+            assert f"train {label} epoch {epoch}/{run['epochs']} | loss " in terminal, label
     config = study_config(study)
     repeats = config["lr_finder"]["repeats"]
     lr_find_runs = [name for name, run in runs.items() if run["lr"] == "auto"]
     assert lr_find_runs
     for name in lr_find_runs:
-        assert f"lr_find {name} {repeats}/{repeats} repeats | ~0 s left" in terminal, name
+        assert f"lr_find {DATASET}/{name} {repeats}/{repeats} repeats | ~0 s left" in terminal, name
     for name in config["saliency"]["runs"]:
-        assert f"saliency {name} 1/" in terminal, name
+        assert f"saliency {DATASET}/{name} 1/" in terminal, name
     assert "\r" not in terminal  # whole lines, no carriage-return bars (stderr is not a terminal)
     # The estimate comes after Snakemake's table of jobs, before the first job runs; a dry run of
     # the same study from scratch prints the same one.

@@ -214,11 +214,13 @@ def backbone_params(wildcards):
 
 
 def features_subsets(users):
-    """{"train": [[size, seed], ...] or None (all), "test": [size, ...] or None} of these jobs."""
+    """{"train": [[size, seed, validation], ...] or None (all), "test": [size, ...] or None} of
+    these jobs: the images they train on and hold out (cifarlab.features.needed_indices).
+    """
     if not users or any(r["train_subset"] is None for r in users):
         train = None
     else:
-        train = sorted({(r["train_subset"], r["seed"]) for r in users})
+        train = sorted({(r["train_subset"], r["seed"], r["validation"]) for r in users})
     if not users or any(r["test_subset"] is None for r in users):
         test = None
     else:
