@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from cifarlab import progress
-from cifarlab.paths import job_label
 from cifarlab.config import schema_defaults
 from cifarlab.files import load_torch, write_json
+from cifarlab.paths import job_label
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +420,8 @@ def run_lr_finder(
         f"{len(held_out_index)} held-out images after each step" if held_out_loss else "each training batch",
     )  # fmt: skip
     result = repeated_range_test(
-        trainable, optimizer, make_batches, loss_fn, finder, seed=run["seed"], name=f"lr_find {job_label(run, per_seed=False)}",
+        trainable, optimizer, make_batches, loss_fn, finder, seed=run["seed"],
+        name=f"lr_find {job_label(run, per_seed=False)}",
         train_mode=set_train_mode, autocast=lambda: autocast(device, precision), held_out_loss=held_out_loss,
     )  # fmt: skip
     for method, s in result["suggestions"].items():

@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab import progress
-from cifarlab.paths import job_label
 from cifarlab.config import schema_defaults
 from cifarlab.files import load_torch, save_torch, write_json
+from cifarlab.paths import job_label
 
 log = logging.getLogger(__name__)
 

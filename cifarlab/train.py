@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab import progress
-from cifarlab.paths import job_label
 from cifarlab.config import settings_hash
 from cifarlab.device import autocast, describe, pick_device, resolve_precision, synchronize, use_channels_last
 from cifarlab.files import atomic_path, load_torch, save_torch
 from cifarlab.models import NORM_LAYERS, build_model, count_parameters, head_of, set_train_mode
+from cifarlab.paths import job_label
 from cifarlab.results import HISTORY_COLUMNS  # history.csv's columns; cifarlab.results reads it
 
 log = logging.getLogger(__name__)
