@@ -205,7 +205,7 @@ def test_status_of_a_finished_an_interrupted_a_failed_and_a_running_run(
     folder = study / paths.fill(paths.RUN, **job_of("simple_cnn-sgd"))
     metrics = evaluating.main(
         model_path=folder / "model.pt", history_path=folder / "history.csv", test_path=data["test"],
-        metrics_path=folder / "metrics.json", dataset="synthetic", seed=runs["simple_cnn-sgd"]["seed"],
+        metrics_path=folder / "metrics.json", dataset="cifar10", seed=0,
         device="cpu",
     )  # fmt: skip
     # interrupted: SIGTERM in epoch 2 of 2, the checkpoint of epoch 1 on disk
