@@ -14,13 +14,14 @@ from __future__ import annotations
 import base64
 import html
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cifarlab.figures import FIGURES
 from cifarlab.progress import duration
 from cifarlab.tables import (
+    TEXT_KEYS,
     VARIANT_TABLE,
     cross_dataset_cell,
     cross_dataset_rows,
@@ -41,6 +42,10 @@ table { border-collapse: collapse; font-size: 0.85rem; white-space: nowrap; }
 th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; }
 th { background: #f4f4f4; position: sticky; top: 0; }
 td.text, th.text { text-align: left; }
+/* the run's name stays in view while a runs table scrolls sideways */
+table.runs td:first-child, table.runs th:first-child { position: sticky; left: 0; background: #fff; }
+table.runs th:first-child { background: #f4f4f4; z-index: 2; }
+table.runs tr.bad td:first-child { background: #fde8e8; }
 tr.bad td { background: #fde8e8; color: #8a0000; }
 tr.weak td { color: #666; }
 .pos { color: #006400; } .neg { color: #a00000; }
@@ -112,21 +117,21 @@ def _table_html(
     headers: Sequence[str],
     rows: Sequence[Sequence[str]],
     classes: Sequence[str] = (),
-    text_columns: int = 1,
+    text_columns: int | Collection[int] = 1,
     table_id: str = "",
-    cls: str = "",
+    table_class: str = "",
 ) -> str:
-    """A table in a horizontally scrolling box (phones); the first `text_columns` align left."""
-    head = "".join(_cell_html("th", h, i < text_columns) for i, h in enumerate(headers))
+    """A table in a horizontally scrolling box (phones); the first `text_columns` (or the columns
+    at these indices) align left."""
+    text = set(text_columns) if isinstance(text_columns, Collection) else set(range(text_columns))
+    head = "".join(_cell_html("th", h, i in text) for i, h in enumerate(headers))
     body = []
     for r, cells in enumerate(rows):
         cls = f' class="{classes[r]}"' if classes and classes[r] else ""
         body.append(
-            f"<tr{cls}>"
-            + "".join(_cell_html("td", c, i < text_columns) for i, c in enumerate(cells))
-            + "</tr>"
+            f"<tr{cls}>" + "".join(_cell_html("td", c, i in text) for i, c in enumerate(cells)) + "</tr>"
         )
-    ident = (f' id="{table_id}"' if table_id else "") + (f' class="{cls}"' if cls else "")
+    ident = (f' id="{table_id}"' if table_id else "") + (f' class="{table_class}"' if table_class else "")
     return (
         f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
@@ -135,11 +140,12 @@ def _table_html(
 
 def comparison_table_html(rows: Sequence[dict], lab: bool, table_id: str) -> str:
     """One dataset's runs table (class "runs"), with the lab notes below it where `lab`."""
-    headers = [h for h, _, _ in table_columns(lab)]
+    columns = table_columns(lab)
+    headers = [h for h, _, _ in columns]
     classes = ["" if row["status"] == "ok" else "bad" for row in rows]
-    table = _table_html(
-        headers, [table_cells(r, lab) for r in rows], classes, text_columns=3, table_id=table_id, cls="runs"
-    )
+    text = {i for i, (_, key, _) in enumerate(columns) if key in TEXT_KEYS}
+    cells = [table_cells(r, lab) for r in rows]
+    table = _table_html(headers, cells, classes, text_columns=text, table_id=table_id, table_class="runs")
     notes = [
         f"<li><b>{html.escape(r['run'])}</b>: {html.escape(r['lab_note'])}</li>"
         for r in rows

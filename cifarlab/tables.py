@@ -306,11 +306,10 @@ def fmt(value: Any, kind: str = "") -> str:
 
 
 # (header, row key, format kind) of a dataset's table, shared by the page and summary.md. The
-# result columns come first, so that a phone shows them without scrolling.
+# results follow the run's name, so that a phone shows them without scrolling (the page keeps the
+# name column in view when the table scrolls).
 TABLE = (
     ("run", "run", ""),
-    ("model", "model", ""),
-    ("variant", "variant", ""),
     ("test acc. %", "accuracy", "mean_sd"),
     ("with TTA %", "tta_accuracy", "mean_sd"),
     ("95 % interval", "accuracy", "interval"),
@@ -318,6 +317,8 @@ TABLE = (
     ("lab %", "lab_accuracy", "pct"),
     ("lab vs interval", "lab_position", ""),
     ("ours - lab", "lab_difference", "diff"),
+    ("model", "model", ""),
+    ("variant", "variant", ""),
     ("status", "status_text", ""),
     ("dropout p", "dropout", ""),
     ("optimizer", "optimizer", ""),
@@ -334,6 +335,8 @@ TABLE = (
     ("device", "device", ""),
 )
 LAB_KEYS = ("lab_accuracy", "lab_position", "lab_difference")
+# Columns of words (left-aligned on the page); the others are numbers.
+TEXT_KEYS = ("run", "model", "variant", "status_text", "optimizer", "lr_source", "device", "lab_position")
 
 
 def table_columns(lab: bool = True) -> tuple[tuple[str, str, str], ...]:
