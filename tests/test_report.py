@@ -905,6 +905,18 @@ class _Named(list):
     def items(self):
         return self.named.items()
 
+    def keys(self):
+        return self.named.keys()
+
+    def get(self, key, default=None):
+        return self.named.get(key, default)
+
+    def __getattr__(self, key):
+        try:
+            return self.__dict__["named"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
     def __getitem__(self, key):
         return self.named[key] if isinstance(key, str) else super().__getitem__(key)
 
@@ -1203,3 +1215,65 @@ def test_a_readme_without_markers_says_where_they_go(study, tmp_path):
         readme_results.replace_results(readme.read_text(), readme_results.results_block(summary.read_text()))
     with pytest.raises(ValueError, match="no '## Results' section"):
         readme_results.results_block("# an old summary\n")
+
+
+def _fields_of_test_layout(figure: Figure, path) -> dict[str, str]:
+    """A stand-in for the lead's Figure.fields_of on the files of `figure_file` (until it is merged)."""
+    template = figure_file(figure, "{dataset}", "{run}" if figure.per_run else "", None)
+    if figure.name in PER_SEED and "{seed}" not in template:
+        template = template.replace(".png", "-seed{seed}.png")
+    regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+?)", re.escape(template))
+    return re.fullmatch(regex, str(path)).groupdict()
+
+
+def test_the_report_script_organises_the_workflows_inputs(study, tmp_path, monkeypatch):
+    """scripts/report.py takes report.smk's inputs (flat lists, aligned with params.datasets) and
+    params, sorts the figures by dataset, run and seed (Figure.fields_of) and writes the report."""
+    root, runs, _ = study
+    if not hasattr(Figure, "fields_of"):
+        monkeypatch.setattr(Figure, "fields_of", _fields_of_test_layout, raising=False)
+    monkeypatch.chdir(root)
+    pairs = [{"dataset": d, "run": n} for d, n in SEEDS_OF]
+    figures = {}
+    for figure in FIGURES:
+        if not figure.per_run:
+            files = [figure_file(figure, d["name"]) for d in DATASETS]
+        elif figure.name in PER_SEED:
+            files = [figure_file(figure, d, n, s) for (d, n), seeds in SEEDS_OF.items() for s in seeds]
+        elif figure.name == "saliency":
+            files = [figure_file(figure, p["dataset"], p["run"]) for p in pairs]
+        else:
+            continue
+        figures[f"figure_{figure.name}"] = [f for f in files if Path(f).is_file()]
+    inputs = {
+        "metrics": [str(p.relative_to(root)) for p in study_metrics(root)],
+        "lr_finder": [
+            paths.fill(paths.LR_FINDER, dataset=MAIN, run=n) for n in ("simple_cnn-sgd", "simple_cnn-adam")
+        ],
+        "saliency": paths.fill_each(paths.SALIENCY_RESULT, pairs),
+        "data_records": [paths.fill(paths.SOURCE_RECORD, dataset=d["name"]) for d in DATASETS],
+        "data_train": [paths.fill(paths.DATA, dataset=d["name"]) + "/train.pt" for d in DATASETS],
+        "data_test": [paths.fill(paths.DATA, dataset=d["name"]) + "/test.pt" for d in DATASETS],
+        "samples": [paths.fill(paths.SAMPLES, dataset=d["name"]) for d in DATASETS],
+        "benchmarks": [
+            str(p.relative_to(root)) for p in sorted((root / "results/benchmarks").rglob("*.tsv"))
+        ],
+        **figures,
+        **{f"caption_{f.name}": str(ROOT / f.caption) for f in FIGURES if not f.per_run},
+        "reference": str(LAB),
+    }
+    out = tmp_path / "report"
+    fake = SimpleNamespace(
+        input=_Named(inputs),
+        output=_Named({k: str(out / v) for k, v in REPORT_OUTPUTS}),
+        params=_Named({"datasets": DATASETS, "compare_to": None, "config_hash": "abc123", "code": "0"}),
+        log=[str(tmp_path / "report.log")],
+    )
+    runpy.run_path(str(ROOT / "scripts/report.py"), init_globals={"snakemake": fake})
+    page = (out / "index.html").read_text()
+    captions = re.findall(r"<figcaption>(.*?) <code>([^<]+)</code></figcaption>", page)
+    assert ("vit, seed 1: learning curves", figure_file(figure_named("curves"), OTHER, "vit", 1)) in captions
+    assert ("vit: saliency maps", figure_file(figure_named("saliency"), OTHER, "vit")) in captions
+    study_figures = [path for _, path in captions if path in {f for fs in figures.values() for f in fs}]
+    assert len(study_figures) == sum(len(files) for files in figures.values())  # every figure, once
+    assert page.count("<tr") > len(SEEDS_OF) and 'id="across"' in page and f'id="runs-{OTHER}"' in page
