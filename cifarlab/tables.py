@@ -511,11 +511,21 @@ def results_section(datasets: Sequence[str], rows: Sequence[dict], config_hash: 
         "",
         RESULTS_BEGIN,
         *_markdown_table(
-            ["dataset", "run", "test acc. % (mean ± sd)", "95 % interval", "n", "lab %", "lab vs interval"],
+            [
+                "dataset",
+                "run",
+                "epochs",
+                "test acc. % (mean ± sd)",
+                "95 % interval",
+                "n",
+                "lab %",
+                "lab vs interval",
+            ],
             (
                 [
                     r["dataset"],
                     f"`{r['run']}`",
+                    fmt(r["epochs"]),
                     fmt(r["accuracy"], "mean_sd") if r["accuracy"].mean is not None else r["status"],
                     fmt(r["accuracy"], "interval"),
                     str(r["n"]),

@@ -1200,8 +1200,9 @@ def test_the_readme_results_come_from_the_studys_summary(study, tmp_path):
     assert "typed" not in new and new.startswith("# A project\n\nSome text.") and new.endswith("More text.\n")
     block = new[new.index(tables.RESULTS_BEGIN) : new.index(tables.RESULTS_END)]
     assert "config hash: `abc123`" in block and "seeds per run: 1, 2, 3" in block
-    assert f"| {MAIN} | `simple_cnn-sgd` | 64.48 ± 0.50 | 63.23 – 65.72 | 3 | 66.71 | above |" in block
-    assert f"| {OTHER} | `vit` | 26.25 ± 1.77 |" in block
+    assert f"| {MAIN} | `simple_cnn-sgd` | 20 | 64.48 ± 0.50 | 63.23 – 65.72 | 3 | 66.71 | above |" in block
+    assert f"| {OTHER} | `vit` | 20 | 26.25 ± 1.77 |" in block
+    assert f"| {MAIN} | `vgg16` | 20 | 55.00 | - | 1 | - | not comparable |" in block
     # run again: the same README (the markers stay, nothing accumulates)
     assert readme_results.main([str(summary), str(readme)]) == 0 and readme.read_text() == new
 
