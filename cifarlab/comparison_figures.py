@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cifarlab import plotting
 from cifarlab.lr_finder import median_curve
-from cifarlab.results import load_metrics, read_history, read_json
+from cifarlab.results import load_metrics, read_history, read_json, status_text
 from cifarlab.stats import summarise
 from cifarlab.tables import group_seeds, seeds_status, train_test_gap
 
@@ -35,10 +35,11 @@ def _ok(m: dict) -> bool:
     return m["status"] == "ok" and m["test_accuracy"] is not None
 
 
-def mark_failed(ax, x: float, text: str = "") -> None:
+def mark_failed(ax, x: float, text: str = "", level: int = 0) -> None:
     """A red cross on the bottom edge of `ax` at data position x: a seed that has no value here.
 
-    Drawn in axes coordinates so that it never reads as a value of 0.
+    Drawn in axes coordinates so that it never reads as a value of 0. `level`: the label's line
+    above the edge (labels of crosses at the same x stack instead of overlapping).
     """
     style = {"marker": "x", "color": FAILED_COLOUR, "s": 40, "zorder": 3, "clip_on": False}
     ax.scatter(x, 0, transform=ax.get_xaxis_transform(), label="no value (diverged/failed)", **style)
@@ -48,7 +49,7 @@ def mark_failed(ax, x: float, text: str = "") -> None:
         right_half = ax.transLimits.transform((x, ax.get_ylim()[0]))[0] > 0.5
         label = ax.text(
             x,
-            0.03,
+            0.03 + 0.05 * level,
             f" {text} ",
             transform=ax.get_xaxis_transform(),
             fontsize=6,
@@ -79,6 +80,7 @@ def plot_accuracy_scatter(metrics_paths: Sequence[str | Path], x: str, out_png: 
         raise ValueError(f"x must be one of {list(labels)}, got {x!r}")
     fig, axes = plotting.figure(size=(6.0, 4.0), layout="constrained")
     ax = axes[0, 0]
+    labelled: list[float] = []  # the x of each failed run's label so far
     for run, seeds in _by_run(metrics_paths).items():
         ok = [m for m in seeds if _ok(m)]
         if ok:
@@ -86,10 +88,14 @@ def plot_accuracy_scatter(metrics_paths: Sequence[str | Path], x: str, out_png: 
             xs, ys = [m[x] for m in ok], [m["test_accuracy"] for m in ok]
             at = _seeds_and_mean(ax, xs, ys, colour, ok[0]["model"])
             ax.annotate(run, at, fontsize=6, xytext=(4, 3), textcoords="offset points")
-        for m in (m for m in seeds if not _ok(m)):
-            mark_failed(
-                ax, m[x], f"{run}: {m['status']}" + (f" (seed {m['seed']})" if len(seeds) > 1 else "")
-            )
+        failed = [m for m in seeds if not _ok(m)]
+        for m in failed[1:]:
+            mark_failed(ax, m[x])
+        if failed:  # one label per run, stacked over the labels of other runs at the same x
+            level = labelled.count(failed[0][x])
+            labelled.append(failed[0][x])
+            which = f" (seed {', '.join(str(m['seed']) for m in failed)})" if len(seeds) > 1 else ""
+            mark_failed(ax, failed[0][x], f"{run}: {failed[0]['status']}{which}", level)
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
     ax.set_xlabel(labels[x])
@@ -146,13 +152,28 @@ def _mean_curve(histories: Sequence[list[dict]], key: str) -> tuple[list[int], l
     return epochs, means, sds
 
 
-def _band(ax, histories: Sequence[list[dict]], key: str, colour: str, **style) -> None:
+def _seed_histories(
+    metrics_paths: Sequence[str | Path], history_paths: Sequence[str | Path]
+) -> dict[str, list[tuple[dict, list[dict]]]]:
+    """run -> (metrics, history) of each of its seeds, in ascending seed order (paths aligned)."""
+    metrics = [load_metrics(p) for p in metrics_paths]
+    history = {id(m): read_history(p) for m, p in zip(metrics, history_paths, strict=True)}
+    return {run: [(m, history[id(m)]) for m in seeds] for (_, run), seeds in group_seeds(metrics).items()}
+
+
+def _averaged(seeds: Sequence[tuple[dict, list[dict]]]) -> list[list[dict]]:
+    """The histories a mean curve averages: the seeds with an accuracy (a diverged seed is drawn,
+    not averaged in), or every seed when none has one."""
+    return [h for m, h in seeds if _ok(m)] or [h for _, h in seeds]
+
+
+def _band(ax, seeds: Sequence[tuple[dict, list[dict]]], key: str, colour: str, **style) -> None:
     """The mean of `key` per epoch over the seeds, a ± sd band, each seed a thin line."""
-    for history in histories if len(histories) > 1 else ():
+    for _, history in seeds if len(seeds) > 1 else ():
         ax.plot(
             [h["epoch"] for h in history], [h[key] for h in history], color=colour, linewidth=0.5, alpha=0.4
         )
-    epochs, mean, sd = _mean_curve(histories, key)
+    epochs, mean, sd = _mean_curve(_averaged(seeds), key)
     ax.plot(epochs, mean, color=colour, **style)
     low = [m - s for m, s in zip(mean, sd, strict=True)]
     high = [m + s for m, s in zip(mean, sd, strict=True)]
@@ -169,22 +190,18 @@ def plot_optimizers(
     band, each seed thin); one row of panels per group. history_paths: aligned with metrics_paths."""
     if not groups:
         raise ValueError("this study has no optimizer sweep: give a run `sweep: {optimizer: [...]}`")
-    histories: dict[str, list[list[dict]]] = {}
-    metrics = [load_metrics(p) for p in metrics_paths]
-    for m, path in zip(metrics, history_paths, strict=True):
-        histories.setdefault(m["run"], []).append(read_history(path))
-    by_run = {run: seeds for (_, run), seeds in group_seeds(metrics).items()}
+    by_run = _seed_histories(metrics_paths, history_paths)
     fig, axes = plotting.figure(ncols=2, nrows=len(groups), layout="constrained")
     for row, (label, names) in zip(axes, groups.items(), strict=True):
         loss_ax, acc_ax = row
         for i, name in enumerate(names):
             seeds = by_run[name]
-            status, _ = seeds_status(seeds)
-            tag = seeds[0]["optimizer"] + ("" if status == "ok" else f" ({status})")
+            status, _ = seeds_status([m for m, _ in seeds])
+            tag = seeds[0][0]["optimizer"] + ("" if status == "ok" else f" ({status})")
             tag += f" (n {len(seeds)})" if len(seeds) > 1 else ""
             style = {"label": tag, "marker": "o", "markersize": 3}
-            _band(loss_ax, histories[name], "test_loss", plotting.series_colour(i), **style)
-            _band(acc_ax, histories[name], "test_accuracy", plotting.series_colour(i), **style)
+            _band(loss_ax, seeds, "test_loss", plotting.series_colour(i), **style)
+            _band(acc_ax, seeds, "test_accuracy", plotting.series_colour(i), **style)
         loss_ax.set(ylabel="test loss (nats)", title=f"{label}: test loss")
         acc_ax.set(ylabel="test accuracy (%)", title=f"{label}: test accuracy")
         plotting.epoch_axis(loss_ax)
@@ -202,22 +219,19 @@ def plot_learning_curves(
     The shaded area between the mean curves is the train-test gap, so overfitting shows as a
     widening band. A panel of a run with a diverged seed says so in red.
     """
-    metrics = [load_metrics(p) for p in metrics_paths]
-    histories: dict[str, list[list[dict]]] = {}
-    for m, path in zip(metrics, history_paths, strict=True):
-        histories.setdefault(m["run"], []).append(read_history(path))
-    runs = {run: seeds for (_, run), seeds in group_seeds(metrics).items()}
+    runs = _seed_histories(metrics_paths, history_paths)
     ncols = min(4, len(runs))
     nrows = math.ceil(len(runs) / ncols)
     fig, axes = plotting.figure(ncols=ncols, nrows=nrows, size=(2.6, 2.0), sharey=True, layout="constrained")
-    for ax, (run, seeds) in zip(axes.flat, runs.items(), strict=False):
+    for ax, (run, with_history) in zip(axes.flat, runs.items(), strict=False):
+        seeds = [m for m, _ in with_history]
         colour = plotting.model_colour(seeds[0]["model"])
-        for history in histories[run] if len(seeds) > 1 else ():
+        for _, history in with_history if len(seeds) > 1 else ():
             for key, line in (("train_accuracy", "--"), ("test_accuracy", "-")):
                 ax.plot([h["epoch"] for h in history], [h[key] for h in history], line, color=colour,
                         linewidth=0.5, alpha=0.4)  # fmt: skip
-        epochs, train, _ = _mean_curve(histories[run], "train_accuracy")
-        _, test, _ = _mean_curve(histories[run], "test_accuracy")
+        epochs, train, _ = _mean_curve(_averaged(with_history), "train_accuracy")
+        _, test, _ = _mean_curve(_averaged(with_history), "test_accuracy")
         ax.plot(epochs, train, "--", color=colour, label="train")
         ax.plot(epochs, test, "-", color=colour, label="test")
         pairs = [
@@ -232,9 +246,9 @@ def plot_learning_curves(
         title = run + (f" (n {len(seeds)})" if len(seeds) > 1 else "")
         ax.set_title(title, fontsize=8, color=FAILED_COLOUR if bad else "black")
         if bad:
-            _, words = seeds_status(seeds)
-            ax.text(0.5, 0.5, words, transform=ax.transAxes, ha="center", color=FAILED_COLOUR, fontsize=7,
-                    wrap=True)  # fmt: skip
+            statuses = ", ".join(dict.fromkeys(m["status"] for m in bad))
+            words = status_text(bad[0]) if len(seeds) == 1 else f"{len(bad)} of {len(seeds)} seeds {statuses}"
+            ax.text(0.5, 0.5, words, transform=ax.transAxes, ha="center", color=FAILED_COLOUR, fontsize=7)
     for ax in list(axes.flat)[len(runs) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:

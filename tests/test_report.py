@@ -1278,3 +1278,19 @@ def test_the_report_script_organises_the_workflows_inputs(study, tmp_path, monke
     study_figures = [path for _, path in captions if path in {f for fs in figures.values() for f in fs}]
     assert len(study_figures) == sum(len(files) for files in figures.values())  # every figure, once
     assert page.count("<tr") > len(SEEDS_OF) and 'id="across"' in page and f'id="runs-{OTHER}"' in page
+
+
+def test_the_accuracy_figure_draws_each_seed_and_the_mean_with_its_sd(study, monkeypatch, tmp_path):
+    root, _, _ = study
+    drawn = []
+    monkeypatch.setattr(comparison_figures.plotting, "save", lambda fig, path: drawn.append(fig))
+    sgd = [p for p in study_metrics(root, MAIN) if p.parts[-3] == "simple_cnn-sgd"]
+    comparison_figures.plot_accuracy_scatter(sgd, "params_total", tmp_path / "x.png")
+    ax = drawn[0].axes[0]
+    seeds = [c for c in ax.collections if len(c.get_offsets()) == 3]
+    assert sorted(seeds[0].get_offsets()[:, 1]) == pytest.approx(ACCURACY[MAIN, "simple_cnn-sgd"])
+    (bar,) = ax.containers  # the mean's error bar: ± one sample sd
+    mean = bar.lines[0].get_ydata()[0]
+    low, high = bar.lines[2][0].get_segments()[0][:, 1]
+    assert mean == pytest.approx(64.47667, abs=1e-4)
+    assert (high - mean, mean - low) == pytest.approx((0.50163, 0.50163), abs=1e-4)
