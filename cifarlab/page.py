@@ -1,9 +1,12 @@
 """The report page: one self-contained HTML file (images inlined as data: URIs, no request
 leaves it), readable offline and on a phone (tables scroll sideways in their own box).
 
-Sections: the runs table, the diff against another study, the comparison figures, the LR finder,
-saliency, per-run figures, the data and how the study was made. The figures and their captions
-come in the order of `cifarlab.figures.FIGURES`.
+Sections: with several datasets, each run's accuracy on each dataset side by side; then per
+dataset: the runs table (mean ± sd, 95 % interval, n, and the lab's number in context where it
+applies), the tests between the variants of each sweep, the diff against another study, the
+comparison figures, the LR finder, saliency, per-run figures (a per-seed figure once per seed) and
+the data; last, how the study was made. The figures and their captions come in the order of
+`cifarlab.figures.FIGURES`.
 """
 
 from __future__ import annotations
@@ -11,13 +14,24 @@ from __future__ import annotations
 import base64
 import html
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cifarlab.figures import FIGURES
 from cifarlab.progress import duration
-from cifarlab.tables import TABLE, fmt, lr_finder_summary, sanity_verdicts, table_cells
+from cifarlab.tables import (
+    TEXT_KEYS,
+    VARIANT_TABLE,
+    cross_dataset_cell,
+    cross_dataset_rows,
+    fmt,
+    lr_finder_summary,
+    sanity_verdicts,
+    table_cells,
+    table_columns,
+    variant_cells,
+)
 
 CSS = """
 :root { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; }
@@ -28,7 +42,12 @@ table { border-collapse: collapse; font-size: 0.85rem; white-space: nowrap; }
 th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; }
 th { background: #f4f4f4; position: sticky; top: 0; }
 td.text, th.text { text-align: left; }
+/* the run's name stays in view while a runs table scrolls sideways */
+table.runs td:first-child, table.runs th:first-child { position: sticky; left: 0; background: #fff; }
+table.runs th:first-child { background: #f4f4f4; z-index: 2; }
+table.runs tr.bad td:first-child { background: #fde8e8; }
 tr.bad td { background: #fde8e8; color: #8a0000; }
+tr.weak td { color: #666; }
 .pos { color: #006400; } .neg { color: #a00000; }
 figure { margin: 1rem 0; } figcaption { font-size: 0.85rem; color: #555; }
 img { max-width: 100%; height: auto; display: block; }
@@ -98,76 +117,101 @@ def _table_html(
     headers: Sequence[str],
     rows: Sequence[Sequence[str]],
     classes: Sequence[str] = (),
-    text_columns: int = 1,
+    text_columns: int | Collection[int] = 1,
     table_id: str = "",
+    table_class: str = "",
 ) -> str:
-    """A table in a horizontally scrolling box (phones); the first `text_columns` align left."""
-    head = "".join(_cell_html("th", h, i < text_columns) for i, h in enumerate(headers))
+    """A table in a horizontally scrolling box (phones); the first `text_columns` (or the columns
+    at these indices) align left."""
+    text = set(text_columns) if isinstance(text_columns, Collection) else set(range(text_columns))
+    head = "".join(_cell_html("th", h, i in text) for i, h in enumerate(headers))
     body = []
     for r, cells in enumerate(rows):
         cls = f' class="{classes[r]}"' if classes and classes[r] else ""
         body.append(
-            f"<tr{cls}>"
-            + "".join(_cell_html("td", c, i < text_columns) for i, c in enumerate(cells))
-            + "</tr>"
+            f"<tr{cls}>" + "".join(_cell_html("td", c, i in text) for i, c in enumerate(cells)) + "</tr>"
         )
-    ident = f' id="{table_id}"' if table_id else ""
+    ident = (f' id="{table_id}"' if table_id else "") + (f' class="{table_class}"' if table_class else "")
     return (
         f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 
 
-def comparison_table_html(rows: Sequence[dict]) -> str:
-    headers = [h for h, _, _ in TABLE]
+def comparison_table_html(rows: Sequence[dict], lab: bool, table_id: str) -> str:
+    """One dataset's runs table (class "runs"), with the lab notes below it where `lab`."""
+    columns = table_columns(lab)
+    headers = [h for h, _, _ in columns]
     classes = ["" if row["status"] == "ok" else "bad" for row in rows]
-    table = _table_html(headers, [table_cells(r) for r in rows], classes, text_columns=3, table_id="runs")
+    text = {i for i, (_, key, _) in enumerate(columns) if key in TEXT_KEYS}
+    cells = [table_cells(r, lab) for r in rows]
+    table = _table_html(headers, cells, classes, text_columns=text, table_id=table_id, table_class="runs")
     notes = [
         f"<li><b>{html.escape(r['run'])}</b>: {html.escape(r['lab_note'])}</li>"
         for r in rows
-        if r["lab_note"]
+        if lab and r["lab_note"]
     ]
     return table + (f"<ul>{''.join(notes)}</ul>" if notes else "")
 
 
-def diff_table_html(diff: Sequence[dict], label: str) -> str:
+def variants_html(tests: Sequence[dict], sentences: Sequence[str], table_id: str) -> str:
+    """The tests between the variants of each sweep: a table of every pair, and the sentences."""
+    headers = [h for h, _, _ in VARIANT_TABLE]
+    classes = ["" if t["verdict"] == "supported" else "weak" for t in tests]
+    table = _table_html(
+        headers, [variant_cells(t) for t in tests], classes, text_columns=4, table_id=table_id
+    )
+    return "".join(f"<p>{html.escape(s)}</p>" for s in sentences) + table
+
+
+def cross_dataset_html(rows: Sequence[dict], datasets: Sequence[str]) -> str:
+    """Each run's accuracy on each dataset side by side (mean ± sd, n)."""
+    cells = [
+        [r["run"], *(cross_dataset_cell(r["datasets"][d]) for d in datasets)]
+        for r in cross_dataset_rows(rows, datasets)
+    ]
+    return _table_html(["run", *(f"{d} test acc. %" for d in datasets)], cells, table_id="across")
+
+
+def diff_table_html(diff: Sequence[dict], label: str, table_id: str) -> str:
     headers = ["run", "kind", "name", f"theirs ({label})", "ours", "change"]
     cells = []
     for d in diff:
         change = d["change"]
         change_text = change if isinstance(change, str) else fmt(change, "diff") if change is not None else ""
         cells.append([d["run"], d["kind"], d["name"], fmt(d["theirs"]), fmt(d["ours"]), change_text])
-    return _table_html(headers, cells, text_columns=3, table_id="diff")
+    return _table_html(headers, cells, text_columns=3, table_id=table_id)
 
 
 def _definition_table(pairs: Iterable[tuple[str, Any]]) -> str:
     return _table_html(["", ""], [[k, fmt(v)] for k, v in pairs], text_columns=2)
 
 
+def _slug(name: str) -> str:
+    """A dataset's name as an HTML id."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name)
+
+
 def build_page(
-    rows: Sequence[dict],
-    figures: dict[str, str | Path],
-    run_figures: dict[str, dict[str, str | Path]],
-    lr_finder: dict[str, dict],
-    saliency: dict[str, dict],
-    data: dict[str, Any],
+    sections: Sequence[Mapping[str, Any]],
     provenance: dict[str, Any],
     captions: Mapping[str, str],
-    diff: Sequence[dict] | None = None,
     diff_label: str = "",
 ) -> str:
     """The whole report page as one HTML string with every image inlined.
 
-    figures: per-study figure name -> file; run_figures: run -> per-run figure name -> file (names
-    of cifarlab.figures.FIGURES); captions: per-study figure name -> caption text.
+    sections: one per dataset, in study order, each with `name`, `lab` (the lab's numbers apply),
+    `rows` (cifarlab.tables.comparison_rows of the dataset), `tests` and `sentences` (the variant
+    tests), `figures` (per-study figure name -> file), `run_figures` (run -> per-run figure name
+    -> file, or -> {seed: file} for a per-seed figure), `lr_finder` and `saliency` (run -> result),
+    `data` (record, counts, samples) and `diff` (rows of the diff against another study, or None).
+    captions: per-study figure name -> caption text. Several datasets get a cross-dataset table
+    first and a heading each; one dataset's page reads as a one-dataset study.
     """
-    _check_figure_names(figures, run_figures)
-    ok = [r for r in rows if r["status"] == "ok" and r["test_accuracy"] is not None]
-    bad = [r for r in rows if r not in ok]
-    best = max(ok, key=lambda r: r["test_accuracy"]) if ok else None
-    lead = f"{len(rows)} runs: {len(ok)} finished, {len(bad)} without an accuracy"
-    lead += f" ({', '.join(r['run'] + ' ' + r['status'] for r in bad)})" if bad else ""
-    lead += f". Best test accuracy: {best['run']}, {best['test_accuracy']:.2f} %." if best else "."
+    for section in sections:
+        _check_figure_names(section["figures"], section["run_figures"])
+    names = [s["name"] for s in sections]
+    all_rows = [r for s in sections for r in s["rows"]]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -178,22 +222,79 @@ def build_page(
         "style-src 'unsafe-inline'\">",
         f"<style>{CSS}</style></head><body>",
         "<h1>cifarlab: comparison report</h1>",
-        f"<p>{html.escape(lead)}</p>",
-        "<h2 id='table'>Runs</h2>",
-        "<p>Accuracies in %, on the test set after the last epoch. Red rows have no accuracy (diverged or "
-        "failed). 'lab %' is the course lab's reported accuracy for the same setting; 'not pretrained' "
-        "runs are not set against the lab's ImageNet-pretrained numbers.</p>",
-        comparison_table_html(rows),
+        *(f"<p>{html.escape(_lead(s, len(sections) > 1))}</p>" for s in sections),
+        "<p>Accuracies in %, on the test set after the last epoch: the mean ± standard deviation over "
+        "a run's seeds, the 95 % Student-t interval of the mean and n, the seeds it averages (one "
+        "seed: no interval). A seed that diverged or failed is counted in the status, not averaged "
+        "in; red rows have no accuracy at all.</p>",
     ]
-    if diff is not None:
+    if len(sections) > 1:
         parts += [
-            f"<h2 id='diff'>Compared with {html.escape(diff_label)}</h2>",
-            diff_table_html(diff, "theirs"),
+            "<h2 id='across'>Across datasets</h2>",
+            "<p>Each run's test accuracy on each dataset (mean ± sd over its seeds, n); '-': the run "
+            "does not train on that dataset.</p>",
+            cross_dataset_html(all_rows, names),
         ]
-    parts.append("<h2 id='figures'>Comparison figures</h2>")
+    for section in sections:
+        parts += _dataset_html(section, captions, diff_label, several=len(sections) > 1)
+    parts += ["<h2 id='provenance'>How it was made</h2>", _provenance_html(provenance)]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _lead(section: Mapping[str, Any], several: bool) -> str:
+    """One sentence per dataset: runs, seeds, those without an accuracy, the best mean."""
+    rows = section["rows"]
+    ok = [r for r in rows if r["status"] == "ok" and r["test_accuracy"] is not None]
+    bad = [r for r in rows if r not in ok]
+    seeds = sum(len(r["seeds"]) for r in rows)
+    best = max(ok, key=lambda r: r["test_accuracy"]) if ok else None
+    lead = f"{section['name']}: " if several else f"Dataset {section['name']}: "
+    lead += f"{len(rows)} runs ({seeds} trained seeds): {len(ok)} with an accuracy, {len(bad)} without"
+    lead += f" ({', '.join(r['run'] + ' ' + r['status'] for r in bad)})" if bad else ""
+    if best:
+        lead += (
+            f". Best mean test accuracy: {best['run']}, {fmt(best['accuracy'], 'mean_sd')} % (n {best['n']})."
+        )
+    return lead + ("" if best else ".")
+
+
+def _dataset_html(
+    section: Mapping[str, Any], captions: Mapping[str, str], diff_label: str, several: bool
+) -> list[str]:
+    """One dataset's part of the page: its table, variant tests, diff, figures, LR finder,
+    saliency, per-run figures and data. With several datasets under a heading of its own (h3)."""
+    slug = _slug(section["name"])
+    h = "h3" if several else "h2"
+    ident = f"-{slug}" if several else ""
+    figures, rows = section["figures"], section["rows"]
+    parts = [f"<h2 id='dataset-{slug}'>Dataset {html.escape(section['name'])}</h2>"] if several else []
+    parts.append(f"<{h} id='table{ident}'>Runs</{h}>")
+    if section["lab"]:
+        parts.append(
+            "<p>'lab %' is the course lab's reported accuracy for the same setting; 'lab vs interval' says "
+            "whether it lies inside our 95 % interval, above or below it. A run whose budget differs "
+            "from the lab's (epochs, training images, image size, ImageNet weights) is 'not comparable', "
+            "with the reasons below the table.</p>"
+        )
+    parts.append(comparison_table_html(rows, section["lab"], f"runs-{slug}"))
+    if section["tests"]:
+        parts += [
+            f"<{h} id='variants{ident}'>Between variants</{h}>",
+            "<p>Welch's t-test between the seeds of each pair of variants of a sweep (two-sided; "
+            "grey: the seeds do not support a difference at p &lt; 0.05, or there are too few).</p>",
+            variants_html(section["tests"], section["sentences"], f"variants-{slug}"),
+        ]
+    if section.get("diff") is not None:
+        parts += [
+            f"<{h} id='diff{ident}'>Compared with {html.escape(diff_label)}</{h}>",
+            diff_table_html(section["diff"], "theirs", f"diff-{slug}"),
+        ]
+    parts.append(f"<{h} id='figures{ident}'>Comparison figures</{h}>")
     parts += _section_figures("comparison", figures, captions)
+    lr_finder, saliency = section["lr_finder"], section["saliency"]
     if lr_finder:
-        parts.append("<h2 id='lr-finder'>Learning-rate finder</h2>")
+        parts.append(f"<{h} id='lr-finder{ident}'>Learning-rate finder</{h}>")
         parts += _section_figures("lr_finder", figures, captions)
         cells = [
             [
@@ -209,7 +310,7 @@ def build_page(
             _table_html(["run", "suggestion", "median lr", "spread (decades)"], cells, text_columns=2)
         )
     if saliency:
-        parts.append("<h2 id='saliency'>Saliency</h2>")
+        parts.append(f"<{h} id='saliency{ident}'>Saliency</{h}>")
         parts += _section_figures("saliency", figures, captions)
         cells, classes = [], []
         for run, result in saliency.items():
@@ -230,17 +331,29 @@ def build_page(
                 ["run", "method", "Spearman (trained vs random)", "verdict"], cells, classes, text_columns=2
             )
         )
-    parts.append("<h2 id='runs'>Per-run figures</h2>")
+    parts.append(f"<{h} id='runs{ident}'>Per-run figures</{h}>")
+    parts += _run_blocks(section["run_figures"])
+    parts += [f"<{h} id='data{ident}'>Data</{h}>", _data_html(section["data"])]
+    return parts
+
+
+def _run_blocks(run_figures: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One folded block per run: its figures in the order of FIGURES, a per-seed one per seed."""
     per_run = [f for f in FIGURES if f.per_run]
+    blocks = []
     for run, kinds in run_figures.items():
-        images = "".join(_figure_html(kinds[f.name], f"{run}: {f.title}") for f in per_run if f.name in kinds)
-        parts.append(
-            f"<details><summary>{html.escape(run)}</summary><div class='grid'>{images}</div></details>"
-        )
-    parts += ["<h2 id='data'>Data</h2>", _data_html(data)]
-    parts += ["<h2 id='provenance'>How it was made</h2>", _provenance_html(provenance)]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        images = []
+        for figure in (f for f in per_run if f.name in kinds):
+            files = kinds[figure.name]
+            if isinstance(files, Mapping):
+                images += [
+                    _figure_html(path, f"{run}, seed {seed}: {figure.title}") for seed, path in files.items()
+                ]
+            else:
+                images.append(_figure_html(files, f"{run}: {figure.title}"))
+        summary = f"<summary>{html.escape(run)}</summary>"
+        blocks.append(f"<details>{summary}<div class='grid'>{''.join(images)}</div></details>")
+    return blocks
 
 
 def _data_html(data: dict[str, Any]) -> str:

@@ -1,11 +1,12 @@
 """The `report` step: results/report/{index.html,summary.md,metrics.csv} of a study.
 
-It reads only the files of docs/architecture.md (`metrics.json`, the LR-finder and saliency JSON,
-`source.json`, the prepared tensors, Snakemake's benchmark TSVs), the figures its plot rules drew
-and their captions, and writes the three files. The parts: `cifarlab.results` reads the step
-outputs, `cifarlab.tables` makes the tables, `cifarlab.figures` lists the figures (drawn by their
-own rules, `cifarlab.comparison_figures` and the steps' modules), `cifarlab.provenance` says how
-the study was made, and `cifarlab.page` writes the HTML.
+It reads only the files of docs/architecture.md (every `metrics.json`, one per dataset x run x seed;
+the LR-finder and saliency JSON; each dataset's `source.json` and prepared tensors; Snakemake's
+benchmark TSVs), the figures its plot rules drew and their captions, and writes the three files.
+The parts: `cifarlab.results` reads the step outputs, `cifarlab.tables` makes the tables (one row
+per dataset and run over its seeds, with `cifarlab.stats`), `cifarlab.figures` lists the figures
+(drawn by their own rules, `cifarlab.comparison_figures` and the steps' modules),
+`cifarlab.provenance` says how the study was made, and `cifarlab.page` writes the HTML.
 """
 
 from __future__ import annotations
@@ -21,65 +22,115 @@ from cifarlab.provenance import class_counts, provenance
 from cifarlab.results import load_metrics, read_json
 from cifarlab.tables import (
     comparison_rows,
+    cross_dataset_markdown,
     csv_text,
     diff_studies,
-    flat_metrics,
     load_reference,
     load_study,
+    metrics_table,
+    results_section,
+    summary_document,
     summary_markdown,
+    variant_sentences,
+    variant_tests,
 )
+
+Paths = Mapping[str, str | Path]
 
 
 def write_report(
     metrics_paths: Sequence[str | Path],
-    outputs: dict[str, str | Path],
+    outputs: Paths,
     *,
-    figures: dict[str, str | Path],
-    run_figures: dict[str, dict[str, str | Path]],
-    captions: Mapping[str, str | Path],
-    lr_finder_paths: Sequence[str | Path] = (),
-    saliency_paths: Sequence[str | Path] = (),
-    data_record: str | Path,
-    data_splits: dict[str, str | Path],
-    samples: str | Path | None,
+    datasets: Sequence[Mapping[str, Any]],
+    figures: Mapping[str, Paths],
+    run_figures: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    captions: Paths,
+    data: Mapping[str, Mapping[str, Any]],
+    lr_finder: Mapping[str, Paths] | None = None,
+    saliency: Mapping[str, Paths] | None = None,
     benchmarks: Sequence[str | Path] = (),
     reference: str | Path | None = None,
     compare_to: str | Path | None = None,
     config_hash: str = "",
+    configfiles: Sequence[str] = (),
     facts: Mapping[str, Any] | None = None,
 ) -> list[dict]:
     """Build index.html, summary.md and metrics.csv (`outputs` keys: html, summary, metrics).
 
-    figures: per-study figure name -> file; run_figures: run -> per-run figure name -> file (the
-    names of cifarlab.figures.FIGURES); captions: figure name -> its caption file (at least each
-    per-study figure's); facts: more facts for "How it was made" (name -> value).
-    Returns the table rows. Everything is read and checked before anything is written.
+    Everything is organised per dataset (its name, as in `datasets`):
+    datasets: the study's datasets in order (cifarlab.datasets: name, source, labels, image_size,
+        reference: whether the lab's CIFAR-10 numbers apply);
+    figures: dataset -> per-study figure name -> file; run_figures: dataset -> run -> per-run
+        figure name -> file, or -> {seed: file} for a figure drawn per seed (names of
+        cifarlab.figures.FIGURES); captions: figure name -> its caption file (at least each
+        per-study figure's);
+    data: dataset -> {"record": source.json, "splits": {"train": .pt, "test": .pt}, "samples": png};
+    lr_finder, saliency: dataset -> run -> result JSON.
+    configfiles: the config files the study was run with (summary.md names them); facts: more facts
+    for "How it was made" (name -> value).
+    Returns the table rows (one per dataset and run). Everything is read and checked before
+    anything is written.
     """
+    names = [d["name"] for d in datasets]
     metrics = [load_metrics(p) for p in metrics_paths]
+    unknown = sorted({str(m.get("dataset")) for m in metrics} - set(names))
+    if unknown:
+        raise ValueError(f"metrics of the dataset(s) {unknown}, which the study does not have: {names}")
     lab = load_reference(reference)
-    rows = comparison_rows(metrics, lab)
-    flat = [flat_metrics(m, lab) for m in metrics]
-    diff = None
-    if compare_to:
-        diff = diff_studies({r["run"]: r for r in flat}, load_study(compare_to))
+    lab_datasets = [d["name"] for d in datasets if d.get("reference")]
+    rows = comparison_rows(metrics, lab, lab_datasets)
+    sections = []
+    for settings in datasets:
+        name = settings["name"]
+        ours = [m for m in metrics if m["dataset"] == name]
+        dataset_rows = [r for r in rows if r["dataset"] == name]
+        tests = variant_tests(ours)
+        diff = None
+        if compare_to:
+            aggregates = [r for r in metrics_table(ours, dataset_rows, lab) if r["seed"] == "all"]
+            diff = diff_studies({r["run"]: r for r in aggregates}, load_study(compare_to, name))
+        record = data[name]
+        sections.append(
+            {
+                "name": name,
+                "lab": name in lab_datasets,
+                "rows": dataset_rows,
+                "tests": tests,
+                "sentences": variant_sentences(tests),
+                "figures": dict(figures.get(name, {})),
+                "run_figures": dict(run_figures.get(name, {})),
+                "lr_finder": {run: read_json(p) for run, p in (lr_finder or {}).get(name, {}).items()},
+                "saliency": {run: read_json(p) for run, p in (saliency or {}).get(name, {}).items()},
+                "data": {
+                    "record": read_json(record["record"]),
+                    "counts": {split: class_counts(path) for split, path in record["splits"].items()},
+                    "samples": record.get("samples"),
+                },
+                "diff": diff,
+            }
+        )
+    shown = {n for s in sections for n in s["figures"]}
     page = build_page(
-        rows,
-        figures,
-        run_figures,
-        lr_finder={Path(p).stem: read_json(p) for p in lr_finder_paths},
-        saliency={Path(p).stem: read_json(p) for p in saliency_paths},
-        data={
-            "record": read_json(data_record),
-            "counts": {split: class_counts(path) for split, path in data_splits.items()},
-            "samples": samples,
-        },
+        sections,
         provenance=provenance(metrics, config_hash, benchmarks, facts),
-        captions={name: caption_text(captions[name]) for name in figures if name in captions},
-        diff=diff,
+        captions={n: caption_text(captions[n]) for n in shown if n in captions},
         diff_label=str(compare_to or ""),
     )
-    notes = [f"compared with {compare_to}: see index.html"] if compare_to else []
-    write_text(csv_text(flat), outputs["metrics"])
-    write_text(summary_markdown(rows, notes), outputs["summary"])
+    summary = summary_document(
+        [
+            (
+                f"Dataset {s['name']}" if len(sections) > 1 else "Runs",
+                summary_markdown(s["rows"], lab=s["lab"])
+                + "".join(f"\n{sentence}\n" for sentence in s["sentences"]),
+            )
+            for s in sections
+        ],
+        cross_dataset_markdown(rows, names) if len(sections) > 1 else "",
+        results_section(names, rows, config_hash, ", ".join(configfiles)),
+        [f"compared with {compare_to}: see index.html"] if compare_to else [],
+    )
+    write_text(csv_text(metrics_table(metrics, rows, lab)), outputs["metrics"])
+    write_text(summary, outputs["summary"])
     write_text(page, outputs["html"])
     return rows

@@ -1,40 +1,82 @@
 """Snakemake entry point of the 'report' step: the comparison page, summary.md and metrics.csv."""
 
+import re
+
+from cifarlab import paths
 from cifarlab.code_version import code_version, describe
 from cifarlab.figures import FIGURES
 from cifarlab.logs import log_to
 from cifarlab.report import write_report
 
+
+def fields(pattern: str, path: str) -> dict[str, str]:
+    """The wildcard values of `path`, a file of the cifarlab.paths `pattern`."""
+    regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(pattern))
+    match = re.fullmatch(regex, str(path))
+    if match is None:
+        raise ValueError(f"{path} is not a file of the pattern {pattern}")
+    return match.groupdict()
+
+
+def listed(files) -> list[str]:
+    """A named input as a list (Snakemake gives a lone file as a string)."""
+    return [files] if isinstance(files, str) else list(files)
+
+
+def per_dataset_run(pattern: str, files) -> dict[str, dict[str, str]]:
+    """dataset -> run -> file, for files of a per (dataset, run) pattern."""
+    organised: dict[str, dict[str, str]] = {}
+    for path in listed(files):
+        found = fields(pattern, path)
+        organised.setdefault(found["dataset"], {})[found["run"]] = path
+    return organised
+
+
 with log_to(snakemake.log[0]) as log:
     inputs, params = snakemake.input, snakemake.params
-    # The study's figures and their captions come as inputs `figure_<name>` (a per-run figure's:
-    # one file per run) and `caption_<name>` (workflow/rules/report.smk).
+    names = [d["name"] for d in params.datasets]
+    # The study's figures and their captions come as inputs `figure_<name>` (lists: a per-study
+    # figure's one file per dataset, a per-run one's per dataset x run, or x seed) and
+    # `caption_<name>` (workflow/rules/report.smk); Figure.fields_of says whose file each is.
     figures, run_figures, captions = {}, {}, {}
     for figure in FIGURES:
         if f"caption_{figure.name}" in inputs.keys():
             captions[figure.name] = inputs[f"caption_{figure.name}"]
         if f"figure_{figure.name}" not in inputs.keys():
             continue
-        if figure.per_run:
-            for path in inputs[f"figure_{figure.name}"]:
-                run_figures.setdefault(figure.run_of(path), {})[figure.name] = path
-        else:
-            figures[figure.name] = inputs[f"figure_{figure.name}"]
+        for path in listed(inputs[f"figure_{figure.name}"]):
+            found = figure.fields_of(path)
+            if "run" not in found:
+                figures.setdefault(found["dataset"], {})[figure.name] = path
+                continue
+            kinds = run_figures.setdefault(found["dataset"], {}).setdefault(found["run"], {})
+            if "seed" in found:
+                kinds.setdefault(figure.name, {})[found["seed"]] = path
+            else:
+                kinds[figure.name] = path
+    data = {
+        name: {"record": record, "splits": {"train": train, "test": test}, "samples": samples}
+        for name, record, train, test, samples in zip(
+            names,
+            *(listed(inputs[key]) for key in ("data_records", "data_train", "data_test", "samples")),
+            strict=True,
+        )
+    }
     rows = write_report(
-        list(inputs.metrics),
+        listed(inputs.metrics),
         dict(snakemake.output.items()),
+        datasets=list(params.datasets),
         figures=figures,
         run_figures=run_figures,
         captions=captions,
-        lr_finder_paths=list(inputs.lr_finder),
-        saliency_paths=list(inputs.saliency),
-        data_record=inputs.data_record,
-        data_splits={"train": inputs.data_train, "test": inputs.data_test},
-        samples=inputs.samples,
-        benchmarks=list(inputs.benchmarks),
+        data=data,
+        lr_finder=per_dataset_run(paths.LR_FINDER, inputs.lr_finder),
+        saliency=per_dataset_run(paths.SALIENCY_RESULT, inputs.saliency),
+        benchmarks=listed(inputs.benchmarks),
         reference=inputs.get("reference"),
         compare_to=params.compare_to,
         config_hash=params.config_hash,
+        configfiles=list(getattr(params, "configfiles", None) or []),
         facts={"code of this report": describe(code_version())},
     )
-    log.info("report of %d runs written to %s", len(rows), snakemake.output.html)
+    log.info("report of %d rows (dataset x run) written to %s", len(rows), snakemake.output.html)
