@@ -80,6 +80,8 @@ rule report:
         code=code_digest(SCRIPTS / "report.py"),
         # the study's datasets in order (name, source, labels, image_size, reference)
         datasets=[describe(DATASETS[d]) for d in DATASET_NAMES],
+        # the config files that made the study, as given (summary.md's results section names them)
+        configfiles=[str(path) for path in workflow.configfiles],
         compare_to=REPORT["compare_to"],
         # The study's identity on the page; the whole config, so any change shows.
         config_hash=settings_hash(config),
