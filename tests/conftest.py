@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 # Before torch is imported (as cifarlab/__init__.py does for the workflow): spinning OpenMP
 # threads make a loaded 2-core machine 10x slower.
@@ -83,3 +84,20 @@ def synthetic_files(tmp_path_factory, synthetic_data) -> dict[str, Path]:
         paths[split] = folder / f"{split}.pt"
         torch.save(data, paths[split])
     return paths
+
+
+def planned_jobs(output: str) -> list[dict]:
+    """The jobs a Snakemake dry run lists (its terminal output): per job its "rule", its
+    "wildcards" and its "resources" (dicts of strings), in the order printed."""
+    jobs: list[dict] = []
+    for line in output.splitlines():
+        text = line.strip()
+        rule = re.fullmatch(r"(?:local)?rule (\w+):", text)
+        if rule:
+            jobs.append({"rule": rule.group(1), "wildcards": {}, "resources": {}})
+            continue
+        for key in ("wildcards", "resources"):
+            if jobs and text.startswith(f"{key}: "):
+                pairs = (item.split("=", 1) for item in text[len(key) + 2 :].split(", "))
+                jobs[-1][key] = {k: v for k, v in pairs}
+    return jobs

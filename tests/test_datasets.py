@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, planned_jobs
 
 from cifarlab import paths
 from cifarlab.config import (
@@ -160,3 +163,46 @@ def test_the_budget_caps_seeds_without_recording_them(config):
 def test_bad_seeds_are_config_errors(config, seeds):
     config["defaults"]["seeds"] = seeds
     assert "defaults.seeds" in _error(config)
+
+
+def _dry_run(tmp_path, config: dict, *args: str) -> str:
+    """`snakemake -n report` of `config` as the study (the job blocks Snakemake prints)."""
+    for part in ("Snakefile", "workflow", "scripts", "config", "environment.yaml"):
+        source = ROOT / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / part)
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "report", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def test_the_cifar100_example_plans_the_lab_study_on_both_datasets(tmp_path, config):
+    plan = _dry_run(tmp_path, config, "--configfile", "config/cifar100.yaml", "--quiet", "rules")
+    counts = {
+        p[0]: int(p[1])
+        for p in (line.split() for line in plan.splitlines())
+        if len(p) == 2 and p[1].isdigit()
+    }
+    assert counts["download"] == counts["prepare"] == 2
+    assert counts["train"] == 2 * 3 * 15  # both datasets, 3 seeds, the 15 runs
+
+
+def test_resources_are_sized_from_each_datasets_images(tmp_path, config):
+    """A small dataset's jobs ask for less time than CIFAR-10's: sizes come from each source."""
+    config["datasets"] = [
+        "cifar10",
+        {"name": "tiny", "source": "synthetic", "synthetic": {"train_per_class": 10, "test_per_class": 2}},
+    ]
+    runtime = {
+        job["wildcards"]["dataset"]: int(job["resources"]["runtime"])
+        for job in planned_jobs(_dry_run(tmp_path, config))
+        if job["rule"] == "train" and job["wildcards"]["run"] == "vit" and job["wildcards"]["seed"] == "0"
+    }
+    # the ViT's 20 epochs: hours on CIFAR-10's 60,000 images, the 10-minute floor on 120
+    assert runtime["tiny"] == 10 and runtime["cifar10"] > 60, runtime

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, planned_jobs
 from test_data import make_image_folder
 
 from cifarlab import paths
@@ -70,17 +69,9 @@ def snakemake(workdir: Path, *args: str, overlay: dict | None = None) -> subproc
 
 
 def planned(result: subprocess.CompletedProcess) -> list[tuple[str, dict[str, str]]]:
-    """(rule, wildcards) of every job a dry run plans, from its job blocks."""
+    """(rule, wildcards) of every job a dry run plans."""
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = []
-    for block in re.split(r"\n\s*\n", result.stdout + "\n" + result.stderr):
-        rule = re.search(r"^(?:local)?rule (\w+):", block, re.MULTILINE)
-        if rule is None:
-            continue
-        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.MULTILINE)
-        pairs = [w.split("=", 1) for w in wildcards.group(1).split(", ")] if wildcards else []
-        jobs.append((rule.group(1), dict(pairs)))
-    return jobs
+    return [(job["rule"], job["wildcards"]) for job in planned_jobs(result.stdout + result.stderr)]
 
 
 @pytest.fixture(scope="module")
