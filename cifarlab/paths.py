@@ -14,8 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# Prepared data of one dataset (train.pt, test.pt: cifarlab.data) and its fetched source.
+# Prepared data of one dataset (cifarlab.data) and its fetched source.
 DATA = "results/data/{dataset}"
+PREPARED = DATA + "/{split}.pt"  # split: train or test
+TRAIN_DATA = PREPARED.replace("{split}", "train")
+TEST_DATA = PREPARED.replace("{split}", "test")
 RESOURCES = "resources/{dataset}"
 ARCHIVE = RESOURCES + "/{archive}"  # its name is the source's (cifarlab.sources.archive_name)
 SOURCE_RECORD = ARCHIVE + ".json"  # where it came from, its size and digests
@@ -37,10 +40,15 @@ SALIENCY_RESULT = "results/{dataset}/saliency/{run}.json"
 
 # A frozen backbone's features of one dataset ({backbone}-{weights}-{size}: cifarlab.features).
 FEATURES = "results/features/{dataset}/{backbone}-{weights}-{size}"
+FEATURES_TRAIN = FEATURES + "/train.pt"
+FEATURES_TEST = FEATURES + "/test.pt"
 
 # The figures of one dataset (cifarlab.figures.FIGURES) and the study's report.
 FIGURES = "results/figures/{dataset}"
 REPORT = "results/report"
+REPORT_PAGE = REPORT + "/index.html"
+REPORT_SUMMARY = REPORT + "/summary.md"
+REPORT_METRICS = REPORT + "/metrics.csv"
 
 # Snakemake's `benchmark:` files: seconds per job (the estimate's calibration, the report's total).
 BENCHMARKS = "results/benchmarks"

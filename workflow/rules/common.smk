@@ -80,7 +80,22 @@ def per_run(names):
 def data_file(split):
     """A job's prepared split of its {dataset} (an input function)."""
     return lambda wildcards: paths.fill(
-        paths.DATA + f"/{split}.pt", dataset=wildcards.dataset
+        paths.PREPARED, dataset=wildcards.dataset, split=split
+    )
+
+
+def archive_file(dataset):
+    """The fetched archive of a dataset (its name is its source's)."""
+    return paths.fill(paths.ARCHIVE, dataset=dataset, archive=ARCHIVES[dataset])
+
+
+def first_seed_model(wildcards):
+    """The model that a run's saliency maps explain: its first seed's."""
+    return paths.fill(
+        paths.MODEL,
+        dataset=wildcards.dataset,
+        run=wildcards.run,
+        seed=RUNS[wildcards.run]["seeds"][0],
     )
 
 
@@ -116,17 +131,17 @@ def backbone_name(run):
     return run["model"] + (f"+{settings_hash(args)[:8]}" if args else "")
 
 
-def cached_features_dir(settings):
-    """The folder of the `features` step's files that a frozen-backbone job (its settings, with
-    its dataset and seed) trains its head on: a random backbone is one per seed."""
-    weights = "imagenet" if settings["pretrained"] else f"random{settings['seed']}"
-    return paths.fill(
-        paths.FEATURES,
-        dataset=settings["dataset"],
-        backbone=backbone_name(settings),
-        weights=weights,
-        size=settings["image_size"],
-    )
+def features_wildcards(settings):
+    """The `features` job that a frozen-backbone job (its settings, with its dataset and seed)
+    trains its head on, as wildcards: a random backbone is one per seed."""
+    return {
+        "dataset": settings["dataset"],
+        "backbone": backbone_name(settings),
+        "weights": (
+            "imagenet" if settings["pretrained"] else f"random{settings['seed']}"
+        ),
+        "size": settings["image_size"],
+    }
 
 
 def cached_feature_jobs():
@@ -157,9 +172,10 @@ def train_inputs(wildcards):
         **model_file(settings),
     }
     if uses_cached_features(settings):
-        folder = cached_features_dir(settings)
+        features = features_wildcards(settings)
         inputs.update(
-            cached_train=f"{folder}/train.pt", cached_test=f"{folder}/test.pt"
+            cached_train=paths.fill(paths.FEATURES_TRAIN, **features),
+            cached_test=paths.fill(paths.FEATURES_TEST, **features),
         )
     if settings["lr"] == "auto":
         inputs["lr_finder"] = paths.fill(paths.LR_FINDER, **dict(wildcards.items()))
@@ -176,7 +192,9 @@ def evaluate_inputs(wildcards):
         **model_file(settings),
     }
     if uses_cached_features(settings):
-        inputs["cached_test"] = f"{cached_features_dir(settings)}/test.pt"
+        inputs["cached_test"] = paths.fill(
+            paths.FEATURES_TEST, **features_wildcards(settings)
+        )
     return inputs
 
 
@@ -187,7 +205,9 @@ def lr_find_inputs(wildcards):
     settings = job(wildcards)
     inputs = {"train": data_file("train")(wildcards), **model_file(settings)}
     if uses_cached_features(settings):
-        inputs["cached_train"] = f"{cached_features_dir(settings)}/train.pt"
+        inputs["cached_train"] = paths.fill(
+            paths.FEATURES_TRAIN, **features_wildcards(settings)
+        )
     return inputs
 
 
@@ -198,8 +218,12 @@ def lr_finder_params(wildcards):
 
 def backbone_params(wildcards):
     """What the `features` step of one backbone folder depends on (its `backbone` param)."""
-    folder = paths.fill(paths.FEATURES, **dict(wildcards.items()))
-    users = [s for s in CACHED_FEATURE_JOBS if cached_features_dir(s) == folder]
+    features = {k: str(v) for k, v in wildcards.items()}
+    users = [
+        s
+        for s in CACHED_FEATURE_JOBS
+        if {k: str(v) for k, v in features_wildcards(s).items()} == features
+    ]
     model_args = (users[0].get("model_args") or {}) if users else {}
     return {
         "model": wildcards.backbone.partition("+")[0],

@@ -2,11 +2,6 @@
 # the built-in datasets in docs/data.md). A rule's `dataset` param is its {dataset}'s settings.
 
 
-def archive_file(dataset):
-    """The fetched archive of a dataset (its name is its source's)."""
-    return paths.fill(paths.ARCHIVE, dataset=dataset, archive=ARCHIVES[dataset])
-
-
 rule download:
     output:
         archive=paths.ARCHIVE,
@@ -37,8 +32,8 @@ rule prepare:
         archive=lambda wildcards: archive_file(wildcards.dataset),
         record=lambda wildcards: archive_file(wildcards.dataset) + ".json",
     output:
-        train=paths.DATA + "/train.pt",
-        test=paths.DATA + "/test.pt",
+        train=paths.TRAIN_DATA,
+        test=paths.TEST_DATA,
         samples=paths.SAMPLES,
     log:
         "logs/prepare/{dataset}.log",

@@ -16,11 +16,10 @@ BENCHMARKS = list(
         + paths.fill_each(paths.TRAIN_BENCHMARK, JOBS)
         + paths.fill_each(paths.LR_FIND_BENCHMARK, per_run(LR_FINDER_RUNS))
         + paths.fill_each(paths.SALIENCY_BENCHMARK, per_run(SALIENCY_RUNS))
-        + [
-            cached_features_dir(settings).replace("results/", "results/benchmarks/", 1)
-            + ".tsv"
-            for settings in CACHED_FEATURE_JOBS
-        ]
+        + paths.fill_each(
+            paths.FEATURES_BENCHMARK,
+            [features_wildcards(settings) for settings in CACHED_FEATURE_JOBS],
+        )
     )
 )
 # The page's figures (cifarlab.figures.FIGURES): each that has runs on some dataset of this
@@ -32,8 +31,8 @@ REPORT_INPUTS = {
     "saliency": paths.fill_each(paths.SALIENCY_RESULT, per_run(SALIENCY_RUNS)),
     # one file per dataset, in DATASET_NAMES order
     "data_records": [archive_file(d) + ".json" for d in DATASETS],
-    "data_train": [paths.fill(paths.DATA + "/train.pt", dataset=d) for d in DATASETS],
-    "data_test": [paths.fill(paths.DATA + "/test.pt", dataset=d) for d in DATASETS],
+    "data_train": [paths.fill(paths.TRAIN_DATA, dataset=d) for d in DATASETS],
+    "data_test": [paths.fill(paths.TEST_DATA, dataset=d) for d in DATASETS],
     "samples": [paths.fill(paths.SAMPLES, dataset=d) for d in DATASETS],
     "benchmarks": BENCHMARKS,
     **{
@@ -65,13 +64,13 @@ rule report:
         **REPORT_INPUTS,
     output:
         html=report(
-            paths.REPORT + "/index.html",
+            paths.REPORT_PAGE,
             category="Comparison",
             caption="../report/index.rst",
             labels={"figure": "the comparison page"},
         ),
-        summary=paths.REPORT + "/summary.md",
-        metrics=paths.REPORT + "/metrics.csv",
+        summary=paths.REPORT_SUMMARY,
+        metrics=paths.REPORT_METRICS,
     log:
         "logs/report.log",
     conda:

@@ -2,16 +2,6 @@
 # check, once per dataset and run (the model of the run's first seed).
 
 
-def first_seed_model(wildcards):
-    """The model that a run's saliency maps explain: its first seed's."""
-    return paths.fill(
-        paths.MODEL,
-        dataset=wildcards.dataset,
-        run=wildcards.run,
-        seed=RUNS[wildcards.run]["seeds"][0],
-    )
-
-
 rule saliency_sample:
     input:
         test=data_file("test"),

@@ -7,8 +7,8 @@ rule features:
         train=data_file("train"),
         test=data_file("test"),
     output:
-        train=paths.FEATURES + "/train.pt",
-        test=paths.FEATURES + "/test.pt",
+        train=paths.FEATURES_TRAIN,
+        test=paths.FEATURES_TEST,
     log:
         "logs/features/{dataset}/{backbone}-{weights}-{size}.log",
     benchmark:
