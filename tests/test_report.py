@@ -1103,16 +1103,18 @@ def test_a_new_figure_from_this_walk_through(tmp_path):
     rules, local = json.loads(listing.stdout.splitlines()[-1])
     plot_rules = {f.rule for f in FIGURES} | {"plot_per_class_accuracy"}
     assert plot_rules <= set(local) and {r for r in rules if r.startswith("plot_")} == plot_rules
-    plan = snakemake("report", "-n", "--quiet", "rules")
-    assert re.search(r"^plot_per_class_accuracy\s+1$", plan.stdout, re.M), plan.stdout
+    plan = snakemake("report", "-n", "--quiet", "rules")  # one figure per dataset
+    assert re.search(rf"^plot_per_class_accuracy\s+{len(DATASETS)}$", plan.stdout, re.M), plan.stdout
     snakemake("report")
-    with Image.open(tmp_path / "results/figures/report/per_class_accuracy.png") as image:
-        assert image.format == "PNG" and image.width > 200
+    for dataset in (MAIN, OTHER):
+        drawn = tmp_path / f"results/figures/{dataset}/report/per_class_accuracy.png"
+        with Image.open(drawn) as image:
+            assert image.format == "PNG" and image.width > 200
     page = (tmp_path / "results/report/index.html").read_text()
     shown = re.findall(r"<figcaption>(.*?) <code>([^<]+)</code></figcaption>", page)
-    paths = [path for _, path in shown]
-    new = paths.index("results/figures/report/per_class_accuracy.png")
-    assert paths[new - 1] == "results/figures/report/learning_curves.png"
+    files = [path for _, path in shown]
+    new = files.index(f"results/figures/{MAIN}/report/per_class_accuracy.png")
+    assert files[new - 1] == figure_file(figure_named("learning_curves"), MAIN)
     assert "which classes each model finds hard" in shown[new][0]
     assert page.count("<tr") > len(runs)  # the rest of the page is still there
 
