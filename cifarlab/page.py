@@ -223,10 +223,11 @@ def build_page(
         f"<style>{CSS}</style></head><body>",
         "<h1>cifarlab: comparison report</h1>",
         *(f"<p>{html.escape(_lead(s, len(sections) > 1))}</p>" for s in sections),
-        "<p>Accuracies in %, on the test set after the last epoch: the mean ± standard deviation over "
-        "a run's seeds, the 95 % Student-t interval of the mean and n, the seeds it averages (one "
-        "seed: no interval). A seed that diverged or failed is counted in the status, not averaged "
-        "in; red rows have no accuracy at all.</p>",
+        "<p>Accuracies in %, on the test set, of each seed's chosen epoch (the best validation "
+        "epoch, or the last without a validation split; never chosen on the test set): the mean "
+        "± standard deviation over a run's seeds, the 95 % Student-t interval of the mean and n, "
+        "the seeds it averages (one seed: no interval). A seed that diverged or failed is counted "
+        "in the status, not averaged in; red rows have no accuracy at all.</p>",
     ]
     if len(sections) > 1:
         parts += [

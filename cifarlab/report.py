@@ -1,8 +1,9 @@
 """The `report` step: results/report/{index.html,summary.md,metrics.csv} of a study.
 
 It reads only the files of docs/architecture.md (every `metrics.json`, one per dataset x run x seed;
-the LR-finder and saliency JSON; each dataset's `source.json` and prepared tensors; Snakemake's
-benchmark TSVs), the figures its plot rules drew and their captions, and writes the three files.
+the LR-finder and saliency JSON; each dataset's source record, `resources/<dataset>/<archive>.json`,
+and prepared tensors; Snakemake's benchmark TSVs), the figures its plot rules drew and their
+captions, and writes the three files.
 The parts: `cifarlab.results` reads the step outputs, `cifarlab.tables` makes the tables (one row
 per dataset and run over its seeds, with `cifarlab.stats`), `cifarlab.figures` lists the figures
 (drawn by their own rules, `cifarlab.comparison_figures` and the steps' modules),
@@ -65,7 +66,7 @@ def write_report(
         figure name -> file, or -> {seed: file} for a figure drawn per seed (names of
         cifarlab.figures.FIGURES); captions: figure name -> its caption file (at least each
         per-study figure's);
-    data: dataset -> {"record": source.json, "splits": {"train": .pt, "test": .pt}, "samples": png};
+    data: dataset -> {"record": <archive>.json, "splits": {"train": .pt, "test": .pt}, "samples": png};
     lr_finder, saliency: dataset -> run -> result JSON.
     configfiles: the config files the study was run with (summary.md names them); facts: more facts
     for "How it was made" (name -> value).

@@ -257,6 +257,8 @@ def comparison_row(seeds: Sequence[dict], reference: dict[str, dict], lab: bool 
         "tta_test_accuracy": tta.mean,
         "tta": first.get("tta", "none"),
         "best_epoch": _one_value(m["best_epoch"] for m in ok) if ok else None,
+        # the chosen epoch's validation accuracy (%), mean over the seeds; None without a split
+        "best_validation_accuracy": _mean([m.get("best_validation_accuracy") for m in ok]),
         "train_seconds": _mean([m["train_seconds"] for m in seeds]),
         "images_per_second": _mean([m["images_per_second"] for m in seeds]),
         "device": _one_value(m["device"] for m in seeds),
@@ -330,6 +332,7 @@ TABLE = (
     ("lr", "lr", "lr"),
     ("lr from", "lr_source", ""),
     ("best epoch", "best_epoch", ""),
+    ("best val. acc. %", "best_validation_accuracy", "pct"),
     ("train time", "train_seconds", "seconds"),
     ("images/s", "images_per_second", "rate"),
     ("device", "device", ""),
@@ -583,7 +586,7 @@ METRIC_COLUMNS = (
     "tta_test_accuracy",
     "tta_test_loss",
     "best_epoch",
-    "best_test_accuracy",
+    "best_validation_accuracy",
     "final_train_accuracy",
     "train_test_gap",
     "params_total",
@@ -659,7 +662,13 @@ def aggregate_metrics(row: dict, seeds: Sequence[dict]) -> dict[str, Any]:
     flat = [flat_metrics(m, {}) for m in seeds]
     ok = [f for f, m in zip(flat, seeds, strict=True) if _ok(m)]
     aggregate: dict[str, Any] = {k: None for k in METRIC_COLUMNS}
-    for key in ("test_loss", "tta_test_loss", "best_test_accuracy", "final_train_accuracy", "train_test_gap"):
+    for key in (
+        "test_loss",
+        "tta_test_loss",
+        "best_validation_accuracy",
+        "final_train_accuracy",
+        "train_test_gap",
+    ):
         aggregate[key] = _mean([f[key] for f in ok])
     aggregate.update({key: row[key] for key in METRIC_COLUMNS if key in row})
     aggregate.update(
@@ -712,7 +721,7 @@ DIFF_METRICS = (
     "status",
     "test_accuracy",
     "test_loss",
-    "best_test_accuracy",
+    "best_validation_accuracy",
     "train_test_gap",
     "params_total",
     "train_seconds",

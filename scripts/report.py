@@ -76,7 +76,7 @@ with log_to(snakemake.log[0]) as log:
         reference=inputs.get("reference"),
         compare_to=params.compare_to,
         config_hash=params.config_hash,
-        configfiles=list(getattr(params, "configfiles", None) or []),
+        configfiles=list(params.configfiles),
         facts={"code of this report": describe(code_version())},
     )
     log.info("report of %d rows (dataset x run) written to %s", len(rows), snakemake.output.html)
