@@ -89,7 +89,9 @@ def write_report(
         tests = variant_tests(ours)
         diff = None
         if compare_to:
-            aggregates = [r for r in metrics_table(ours, dataset_rows, lab) if r["seed"] == "all"]
+            aggregates = [
+                r for r in metrics_table(ours, dataset_rows, lab, lab_datasets) if r["seed"] == "all"
+            ]
             diff = diff_studies({r["run"]: r for r in aggregates}, load_study(compare_to, name))
         record = data[name]
         sections.append(
@@ -131,7 +133,7 @@ def write_report(
         results_section(names, rows, config_hash, ", ".join(configfiles)),
         [f"compared with {compare_to}: see index.html"] if compare_to else [],
     )
-    write_text(csv_text(metrics_table(metrics, rows, lab)), outputs["metrics"])
+    write_text(csv_text(metrics_table(metrics, rows, lab, lab_datasets)), outputs["metrics"])
     write_text(summary, outputs["summary"])
     write_text(page, outputs["html"])
     return rows

@@ -101,7 +101,19 @@ def budget_differences(metrics: dict, lab: dict) -> list[str]:
         reasons.append("not pretrained (the lab used ImageNet weights)")
     elif metrics["pretrained"] and not lab["pretrained"]:
         reasons.append("pretrained (the lab's was not)")
+    # what else the study's budget shrank (cifarlab.config.apply_budget records the values before)
+    for key, before in (metrics["settings"].get("budget") or {}).items():
+        if key in ("epochs", "train_subset", "image_size"):
+            continue  # said above, from what the run did
+        reasons.append(f"{key} {_budgeted(metrics['settings'].get(key), before)} (the study's budget)")
     return reasons
+
+
+def _budgeted(now: Any, before: Any) -> str:
+    """A setting the budget changed, as 'now, was before' (a ViT's sizes: only those changed)."""
+    if isinstance(now, dict) and isinstance(before, dict):
+        return ", ".join(f"{k} {now[k]} of {before.get(k)}" for k in now if now[k] != before.get(k))
+    return f"{now} of {before}"
 
 
 def lab_match(metrics: dict, reference: dict[str, dict]) -> tuple[dict | None, str]:
@@ -538,8 +550,16 @@ def results_section(datasets: Sequence[str], rows: Sequence[dict], config_hash: 
                 for r in rows
             ),
         ),
-        RESULTS_END,
     ]
+    # why a row has no lab figure beside it (not comparable, other data) and seeds without an
+    # accuracy: inside the markers, so that the README gets them with the table
+    notes = [
+        f"- {r['dataset']} `{r['run']}`: {note}"
+        for r in rows
+        for note in (r["lab_note"], r["status_text"] if r["status"] != "ok" else "")
+        if note
+    ]
+    lines += (["", *notes] if notes else []) + [RESULTS_END]
     return "\n".join(lines) + "\n"
 
 
@@ -691,12 +711,16 @@ def aggregate_metrics(row: dict, seeds: Sequence[dict]) -> dict[str, Any]:
     return aggregate
 
 
-def metrics_table(metrics: Sequence[dict], rows: Sequence[dict], reference: dict[str, dict]) -> list[dict]:
-    """metrics.csv's rows: per (dataset, run) each seed's row, then its aggregate (`seed` 'all')."""
+def metrics_table(
+    metrics: Sequence[dict], rows: Sequence[dict], reference: dict[str, dict], lab_datasets: Sequence[str]
+) -> list[dict]:
+    """metrics.csv's rows: per (dataset, run) each seed's row, then its aggregate (`seed` 'all').
+    The lab's numbers go to the rows of `lab_datasets` only (those it applies to), as in the table."""
     by_key = {(r["dataset"], r["run"]): r for r in rows}
     table = []
     for key, seeds in group_seeds(metrics).items():
-        table += [flat_metrics(m, reference) for m in seeds]
+        lab = reference if key[0] in lab_datasets else {}
+        table += [flat_metrics(m, lab) for m in seeds]
         table.append(aggregate_metrics(by_key[key], seeds))
     return table
 
@@ -748,7 +772,7 @@ def load_study(path: str | Path, dataset: str | None = None) -> dict[str, dict[s
             seeded = sorted(base.glob("*/runs/*/seed*/metrics.json"))
             if seeded:
                 metrics = [load_metrics(p) for p in seeded]
-                table = metrics_table(metrics, comparison_rows(metrics, {}), {})
+                table = metrics_table(metrics, comparison_rows(metrics, {}), {}, [])
                 return _study_rows(table, dataset, path)
             older = sorted(base.glob("runs/*/metrics.json"))
             if older:

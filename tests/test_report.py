@@ -502,6 +502,9 @@ def test_metrics_csv_has_a_row_per_seed_and_an_aggregate_per_dataset_and_run(stu
     assert "param.seed" not in {k for k, v in aggregate.items() if v} and sgd[1]["param.seed"] == "1"
     other = [r for r in every if r["dataset"] == OTHER and r["seed"] == "all"]
     assert [r["run"] for r in other] == ["simple_cnn-sgd", "simple_cnn-adam", "simple_cnn-yogi", "vit"]
+    # the lab's numbers only on the dataset they apply to, in every row (the simple CNN has a lab row)
+    assert sgd[0]["lab_accuracy"] == "66.71"
+    assert not any(r["lab_accuracy"] or r["lab_difference"] for r in every if r["dataset"] == OTHER)
 
 
 def test_tta_accuracy_has_its_own_column_beside_the_plain_one(study):
@@ -559,6 +562,14 @@ def test_a_run_below_the_labs_budget_is_not_comparable_with_the_reasons(study):
     lab = tables.load_reference(LAB)["vgg16"]
     big = {**seed_metrics(root, "vgg16"), "image_size": 64, "pretrained": True}
     assert tables.budget_differences(big, lab) == ["64 px images, the lab's 224 px"]
+    # what else a budget shrank (its `settings.budget`: the values before) is a reason too
+    vit = seed_metrics(root, "vit")
+    vit = {**vit, "settings": {**vit["settings"], "batch_size": 16, "vit": {"dim": 64, "depth": 6}}}
+    vit["settings"]["budget"] = {"epochs": 20, "batch_size": 64, "vit": {"dim": 256, "depth": 6}}
+    assert tables.budget_differences(vit, tables.load_reference(LAB)["vit"])[-2:] == [
+        "batch_size 16 of 64 (the study's budget)",
+        "vit dim 64 of 256 (the study's budget)",
+    ]
     assert tables.lab_comparison(quick, tables.load_reference(LAB))[:2] == (None, None)
     summary = (root / "results/report/summary.md").read_text()
     assert (
@@ -1230,6 +1241,9 @@ def test_the_readme_results_come_from_the_studys_summary(study, tmp_path):
     assert f"| {MAIN} | `simple_cnn-sgd` | 20 | 64.48 ± 0.50 | 63.23 – 65.72 | 3 | 66.71 | above |" in block
     assert f"| {OTHER} | `vit` | 20 | 26.25 ± 1.77 |" in block
     assert f"| {MAIN} | `vgg16` | 20 | 55.00 | - | 1 | - | not comparable |" in block
+    # with why: the README says what a bare "not comparable" or a missing seed means
+    assert f"- {MAIN} `vgg16`: not comparable with the lab's 86.06: 32 px images" in block
+    assert f"- {MAIN} `{DIVERGED}`: " in block and "diverged" in block
     # run again: the same README (the markers stay, nothing accumulates)
     assert readme_results.main([str(summary), str(readme)]) == 0 and readme.read_text() == new
 
