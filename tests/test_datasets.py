@@ -22,6 +22,7 @@ from cifarlab.config import (
     validate_config,
 )
 from cifarlab.datasets import BUILTIN, dataset_sizes, reference_datasets, source_name
+from cifarlab.status import load_config
 from cifarlab.synthetic import CLASSES
 
 
@@ -206,3 +207,60 @@ def test_resources_are_sized_from_each_datasets_images(tmp_path, config):
     }
     # the ViT's 20 epochs: hours on CIFAR-10's 60,000 images, the 10-minute floor on 120
     assert runtime["tiny"] == 10 and runtime["cifar10"] > 60, runtime
+
+
+def _finish_without_running(workdir, *args: str) -> None:
+    """Mark the whole `report` DAG of the study in `workdir` done without running it: every output
+    and benchmark file of the plan created empty, then `snakemake --touch` records them."""
+    plan = planned_jobs(_snakemake(workdir, "-n", "report", *args))
+    assert plan
+    done = _snakemake(workdir, "-n", "report", "--printshellcmds", *args)
+    for line in done.splitlines():
+        key, _, files = line.strip().partition(": ")
+        for name in files.split(", ") if key in ("output", "benchmark") else []:
+            (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+            (workdir / name).touch()
+    _snakemake(workdir, "--touch", "--forceall", "report", *args)
+
+
+def _snakemake(workdir, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_adding_a_seed_to_the_quick_study_plans_that_seeds_jobs_only(tmp_path, config):
+    """The whole quick study (every step: cached ImageNet features on a subset, the LR finder,
+    saliency), finished, then a second seed: only seed 1's jobs are planned, no other's again."""
+    for part in ("Snakefile", "workflow", "scripts", "config", "profiles", "environment.yaml"):
+        source = ROOT / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / part)
+    # quick.yaml's budget on generated data, with ImageNet weights (planned, never loaded here)
+    (tmp_path / "data.yaml").write_text(
+        yaml.safe_dump({"dataset": {"name": "shapes", "source": "synthetic"}})
+    )
+    study = ("--configfile", "config/quick.yaml", "data.yaml", "--config", "pretrained=true")
+    _finish_without_running(tmp_path, *study)
+    assert "Nothing to be done" in _snakemake(tmp_path, "-n", "report", *study)
+    (tmp_path / "seeds.yaml").write_text(yaml.safe_dump({"defaults": {"seeds": 2}}))
+    more = ("--configfile", "config/quick.yaml", "data.yaml", "seeds.yaml", "--config", "pretrained=true")
+    jobs = planned_jobs(_snakemake(tmp_path, "-n", "report", *more))
+    rules = {job["rule"] for job in jobs}
+    assert {"train", "evaluate", "features", "report"} <= rules, rules
+    assert not rules & {"download", "prepare", "lr_find", "saliency", "saliency_sample"}, rules
+    for job in jobs:
+        wildcards = job["wildcards"]
+        assert wildcards.get("seed", "1") == "1", job
+        if job["rule"] == "features":  # resnet18's frozen ImageNet backbone on seed 1's subset
+            assert wildcards["weights"] == "imagenet1", job
+    trained = [job["wildcards"]["run"] for job in jobs if job["rule"] == "train"]
+    runs = validate_config(load_config(["config/quick.yaml"], [], ROOT))
+    # the runs of one seed before (the simple CNN's sweep has 3 of its own)
+    assert sorted(trained) == sorted(name for name, run in runs.items() if run["seeds"] == [0])

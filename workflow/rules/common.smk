@@ -133,13 +133,20 @@ def backbone_name(run):
 
 def features_wildcards(settings):
     """The `features` job that a frozen-backbone job (its settings, with its dataset and seed)
-    trains its head on, as wildcards: a random backbone is one per seed."""
+    trains its head on, as wildcards. A random backbone is one per seed (`random<seed>`); an
+    ImageNet one is shared by the seeds that train on all images (`imagenet`), and one per seed
+    for a subset (`imagenet<seed>`: the subset is the seed's), so that adding a seed adds a
+    features job and changes none of the others."""
+    if not settings["pretrained"]:
+        weights = f"random{settings['seed']}"
+    elif settings["train_subset"] is None:
+        weights = "imagenet"
+    else:
+        weights = f"imagenet{settings['seed']}"
     return {
         "dataset": settings["dataset"],
         "backbone": backbone_name(settings),
-        "weights": (
-            "imagenet" if settings["pretrained"] else f"random{settings['seed']}"
-        ),
+        "weights": weights,
         "size": settings["image_size"],
     }
 
@@ -228,8 +235,11 @@ def backbone_params(wildcards):
     return {
         "model": wildcards.backbone.partition("+")[0],
         **({"model_args": model_args} if model_args else {}),
-        "pretrained": wildcards.weights == "imagenet",
-        "seed": 0 if wildcards.weights == "imagenet" else int(wildcards.weights[6:]),
+        "pretrained": wildcards.weights.startswith("imagenet"),
+        # the seed of a random backbone's weights, or of an ImageNet one's subset (0: all images)
+        "seed": int(
+            wildcards.weights.removeprefix("imagenet").removeprefix("random") or 0
+        ),
         "image_size": int(wildcards.size),
         # Only the images these runs use (cifarlab.features.needed_indices): with subsets, a
         # CPU embeds a few thousand images instead of all 60,000.

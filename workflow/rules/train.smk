@@ -15,7 +15,7 @@ rule features:
         paths.FEATURES_BENCHMARK
     wildcard_constraints:
         backbone="|".join(re.escape(b) for b in BACKBONES) or "(?!)",
-        weights=r"imagenet|random\d+",
+        weights=r"imagenet\d*|random\d+",
         size=r"\d+",
     conda:
         "../../environment.yaml"
