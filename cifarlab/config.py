@@ -74,8 +74,12 @@ def _explain(error: jsonschema.ValidationError, where: str) -> str:
                 options.append(" or ".join(repr(v) for v in sub["enum"]))
             elif "exclusiveMinimum" in sub:
                 options.append(f"a number > {sub['exclusiveMinimum']}")
+            elif "minimum" in sub:
+                options.append(
+                    f"{'an integer' if sub.get('type') == 'integer' else 'a number'} >= {sub['minimum']}"
+                )
             elif "items" in sub:
-                options.append("a list")
+                options.append(sub.get("description") or "a list")
         return (
             f"config error at {where}: got {error.instance!r}; allowed: {', or '.join(options)}."
             + _number_as_string_hint(error.instance)
@@ -99,11 +103,13 @@ def _number_as_string_hint(value: Any) -> str:
     if not isinstance(value, str):
         return ""
     try:
-        number = float(value)
+        float(value)
     except ValueError:
         return ""
     mantissa, _, exponent = value.lower().partition("e")
-    written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}" if exponent else repr(number)
+    if not exponent:
+        return f" {value!r} is text, not a number: write {value} without quotes."
+    written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}"
     return f" YAML reads {value} as text, not a number: write {written} (with a dot)."
 
 
@@ -279,6 +285,13 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
             f"config error at budget.runs: unknown run entr(ies) {unknown}; entries of `runs`: "
             f"{sorted(config['runs'])}."
         )
+    for entry, settings in budget["runs"].items():
+        dimensions = sorted(set(settings) & {"seed", "seeds", "datasets"})
+        if dimensions:
+            raise ConfigError(
+                f"config error at budget.runs.{entry}: {dimensions} say which models a run trains, not "
+                f"how big each is; set them under runs.{entry} (or cap seeds with budget.max_seeds)."
+            )
     vit_defaults: dict = {}
     _FillingValidator({**schema["$defs"]["vit"], "$defs": schema["$defs"]}).validate(vit_defaults)
     runs: dict[str, dict] = {}
@@ -294,9 +307,10 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
             _raise_first_error({k: v for k, v in settings.items()}, run_schema, where)
             if name in runs:
                 raise ConfigError(f"config error at runs.{entry}: run name {name!r} is produced twice.")
-            settings["datasets"] = _run_datasets(settings, datasets, where)
+            # keys a sweep cannot vary: named at the entry
+            settings["datasets"] = _run_datasets(settings, datasets, ["runs", entry])
             if settings["image_size"] is None:
-                settings["image_size"] = _dataset_image_size(settings, datasets, where)
+                settings["image_size"] = _dataset_image_size(settings, datasets, ["runs", entry])
             if settings["model"] == "vit":  # the keys a run's `vit:` leaves out: the schema's
                 settings["vit"] = {**vit_defaults, **(settings.get("vit") or {})}
             apply_budget(settings, budget, budget["runs"].get(entry))
@@ -436,6 +450,11 @@ def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
     finder and saliency by the budget (`apply_study_budget`). Applying it twice changes nothing.
     """
     normalise_overrides(config)
+    if not config.get("datasets") and not config.get("dataset"):
+        raise ConfigError(
+            "config error at datasets: the study has no data; give datasets: (a list, e.g. [cifar10]) "
+            "or one dataset: mapping (docs/data.md)."
+        )
     try:
         check_names(config)
     except DatasetError as error:

@@ -72,6 +72,11 @@ def check_names(config: dict) -> None:
     if not isinstance(items, list):
         return  # the schema check names a bad `datasets`
     for i, item in enumerate(items):
+        if not isinstance(item, str | dict):
+            raise DatasetError(
+                f"config error at datasets[{i}]: got {item!r}; a dataset is a built-in name "
+                f"({sorted(BUILTIN)}) or a mapping {{name: mine, source: path/or/url}}."
+            )
         if isinstance(item, str):
             if item not in BUILTIN:
                 raise DatasetError(
@@ -146,7 +151,8 @@ def study_datasets(config: dict) -> dict[str, dict]:
         (settings,) = datasets.values()
         source = str(config["data_source"])
         settings = {**settings, "source": source, "md5": None, "name": source_name(source)}
-        settings["synthetic"] = settings["synthetic"] if source == "synthetic" else None
+        # the entry's generated-set sizes (the schema fills them in), whatever its own source
+        settings["synthetic"] = items[0].get("synthetic") if source == "synthetic" else None
         datasets = {settings["name"]: settings}
     return datasets
 

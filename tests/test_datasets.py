@@ -144,7 +144,7 @@ def test_an_unknown_dataset_of_a_run_names_the_studys(config):
 def test_image_size_null_needs_one_size_among_a_runs_datasets(config):
     config["datasets"] = ["cifar10", {"name": "big", "source": "synthetic", "image_size": 64}]
     message = _error(config)
-    assert "runs.simple_cnn.sweep.image_size" in message and "'big': 64" in message
+    assert "runs.simple_cnn.image_size" in message and "'big': 64" in message
     config["defaults"]["image_size"] = 32
     config["runs"]["vgg16"]["image_size"] = 224
     runs = validate_config(config)
@@ -160,10 +160,33 @@ def test_the_budget_caps_seeds_without_recording_them(config):
     assert run["seeds"] == [5, 6]
 
 
-@pytest.mark.parametrize("seeds", [0, [], [1, 1], -1])
-def test_bad_seeds_are_config_errors(config, seeds):
+@pytest.mark.parametrize("seeds", [0, [], [1, 1], -1, [-1], "3"])
+def test_bad_seeds_are_config_errors_naming_what_is_allowed(config, seeds):
     config["defaults"]["seeds"] = seeds
-    assert "defaults.seeds" in _error(config)
+    message = _error(config)
+    assert "config error at defaults.seeds" in message
+    assert "an integer >= 1, or a list of distinct seeds (integers >= 0)" in message
+
+
+def test_a_study_without_data_says_how_to_give_it(config):
+    del config["datasets"]
+    assert "config error at datasets: the study has no data; give datasets:" in _error(config)
+    config["datasets"] = [3]
+    assert "config error at datasets[0]: got 3; a dataset is a built-in name" in _error(config)
+
+
+def test_the_budget_cannot_change_which_models_a_run_trains(config):
+    """budget.runs shrinks a run; its seeds and datasets are the run's own (or budget.max_seeds)."""
+    config["budget"] = {"runs": {"vit": {"seeds": 2}}}
+    message = _error(config)
+    assert "config error at budget.runs.vit: ['seeds']" in message and "runs.vit" in message
+
+
+def test_data_source_synthetic_gets_the_generated_sets_sizes(config):
+    config["data_source"] = "synthetic"
+    validate_config(config)
+    (synthetic,) = checked_datasets(config).values()
+    assert dataset_sizes(synthetic) == {"train": 5000, "test": 1000, "classes": 10}
 
 
 def _dry_run(tmp_path, config: dict, *args: str) -> str:
