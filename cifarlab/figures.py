@@ -117,13 +117,10 @@ class Figure:
     def fields_of(self, path: str | Path) -> dict[str, str]:
         """The wildcards of one of this figure's files (the inverse of `path`): "dataset", and
         "run" and "seed" (a string) where the target has them."""
-        pattern = re.escape(self.target)
-        for name in ("dataset", "run", "seed"):
-            pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>[^/]+?)")
-        match = re.fullmatch(pattern, str(path))
-        if match is None:
-            raise ValueError(f"{path} is not a file of the figure {self.name!r} ({self.target})")
-        return match.groupdict()
+        try:
+            return paths.wildcards_of(self.target, str(path))
+        except ValueError:
+            raise ValueError(f"{path} is not a file of the figure {self.name!r} ({self.target})") from None
 
     @property
     def module(self) -> str:

@@ -11,6 +11,7 @@ No torch here: the .smk files import this module.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,6 +59,15 @@ LR_FIND_BENCHMARK = BENCHMARKS + "/lr_find/{dataset}/{run}.tsv"
 SALIENCY_BENCHMARK = BENCHMARKS + "/saliency/{dataset}/{run}.tsv"
 FEATURES_BENCHMARK = BENCHMARKS + "/features/{dataset}/{backbone}-{weights}-{size}.tsv"
 
+# The logs of a model's jobs (python -m cifarlab status reads them).
+TRAIN_LOG = "logs/train/{dataset}/{run}/seed{seed}.log"
+EVALUATE_LOG = "logs/evaluate/{dataset}/{run}/seed{seed}.log"
+LR_FIND_LOG = "logs/lr_find/{dataset}/{run}.log"
+
+# What planning caches per dataset: its local source's file hashes and its sizes (cifarlab.sources).
+CONTENT_CACHE = ".snakemake/cifarlab/{dataset}-content.json"
+SIZES_CACHE = ".snakemake/cifarlab/{dataset}-sizes.json"
+
 # Folder names under results/ that a dataset may not take (its results would mix with theirs).
 RESERVED_NAMES = ("benchmarks", "checkpoints", "data", "features", "figures", "report", "runs")
 
@@ -68,6 +78,15 @@ def fill(pattern: str, **wildcards: Any) -> str:
         return pattern.format(**wildcards)
     except KeyError as error:
         raise KeyError(f"{pattern} needs the wildcard {error}; given {sorted(wildcards)}") from None
+
+
+def wildcards_of(pattern: str, path: str) -> dict[str, str]:
+    """The wildcard values of `path`, a file of `pattern` (the inverse of `fill`; values as strings)."""
+    regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+?)", re.escape(pattern))
+    match = re.fullmatch(regex, str(path))
+    if match is None:
+        raise ValueError(f"{path} is not a file of the pattern {pattern}")
+    return match.groupdict()
 
 
 def job_label(settings: Mapping[str, Any], per_seed: bool = True) -> str:

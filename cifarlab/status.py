@@ -114,7 +114,7 @@ def snakemake_active(root: Path) -> bool:
 def run_status(job: dict, run: dict, root: Path, *, active: bool, waiting_seconds: float) -> RunStatus:
     """The state of one trained model (job: its "dataset", "run" and "seed") from its files
     (cifarlab.paths, docs/architecture.md) and its logs."""
-    label = f"{job['dataset']}/{job['run']}/seed{job['seed']}"
+    label = paths.job_label({"name": job["run"], **job})
     metrics = root / paths.fill(paths.METRICS, **job)
     if metrics.exists():
         result = json.loads(metrics.read_text())
@@ -123,8 +123,8 @@ def run_status(job: dict, run: dict, root: Path, *, active: bool, waiting_second
         return RunStatus(label, "done", f"test acc {result['test_accuracy']:.2f} %")
 
     logs = {
-        "evaluate": f"logs/evaluate/{label}.log",
-        "lr_find": f"logs/lr_find/{job['dataset']}/{job['run']}.log",
+        "evaluate": paths.fill(paths.EVALUATE_LOG, **job),
+        "lr_find": paths.fill(paths.LR_FIND_LOG, **job),
     }
     for step, log_name in logs.items():
         error = failure(read_log(root / log_name))
@@ -133,7 +133,7 @@ def run_status(job: dict, run: dict, root: Path, *, active: bool, waiting_second
     if (root / paths.fill(paths.MODEL, **job)).exists():
         return RunStatus(label, "running" if active else "waiting", "trained; evaluation next", 0.0)
 
-    log_name = f"logs/train/{label}.log"
+    log_name = paths.fill(paths.TRAIN_LOG, **job)
     log = root / log_name
     lines = read_log(log)
     error = failure(lines)
@@ -166,7 +166,7 @@ def study_status(config: dict, root: Path) -> list[RunStatus]:
     jobs = study_jobs(runs, list(datasets))
     on_gpu = estimate.on_gpu(config["device"])
     sizes = {
-        name: dataset_sizes(settings, cache=str(root / ".snakemake/cifarlab" / f"{name}-sizes.json"))
+        name: dataset_sizes(settings, cache=str(root / paths.fill(paths.SIZES_CACHE, dataset=name)))
         for name, settings in datasets.items()
     }
     model = [

@@ -1,21 +1,10 @@
 """Snakemake entry point of the 'report' step: the comparison page, summary.md and metrics.csv."""
 
-import re
-
 from cifarlab import paths
 from cifarlab.code_version import code_version, describe
 from cifarlab.figures import FIGURES
 from cifarlab.logs import log_to
 from cifarlab.report import write_report
-
-
-def fields(pattern: str, path: str) -> dict[str, str]:
-    """The wildcard values of `path`, a file of the cifarlab.paths `pattern`."""
-    regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(pattern))
-    match = re.fullmatch(regex, str(path))
-    if match is None:
-        raise ValueError(f"{path} is not a file of the pattern {pattern}")
-    return match.groupdict()
 
 
 def listed(files) -> list[str]:
@@ -27,7 +16,7 @@ def per_dataset_run(pattern: str, files) -> dict[str, dict[str, str]]:
     """dataset -> run -> file, for files of a per (dataset, run) pattern."""
     organised: dict[str, dict[str, str]] = {}
     for path in listed(files):
-        found = fields(pattern, path)
+        found = paths.wildcards_of(pattern, path)
         organised.setdefault(found["dataset"], {})[found["run"]] = path
     return organised
 

@@ -45,7 +45,7 @@ ARCHIVES = {name: archive_name(d["source"]) for name, d in DATASETS.items()}
 # parses this file again does not hash the source again.
 SOURCE_CONTENT = {
     name: (
-        source_fingerprint(d["source"], f".snakemake/cifarlab/{name}-content.json")
+        source_fingerprint(d["source"], paths.fill(paths.CONTENT_CACHE, dataset=name))
         if workflow.is_main_process
         else None
     )

@@ -30,7 +30,11 @@ rule download:
 rule prepare:
     input:
         archive=lambda wildcards: archive_file(wildcards.dataset),
-        record=lambda wildcards: archive_file(wildcards.dataset) + ".json",
+        record=lambda wildcards: paths.fill(
+            paths.SOURCE_RECORD,
+            dataset=wildcards.dataset,
+            archive=ARCHIVES[wildcards.dataset],
+        ),
     output:
         train=paths.TRAIN_DATA,
         test=paths.TEST_DATA,

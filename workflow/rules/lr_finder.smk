@@ -10,7 +10,7 @@ rule lr_find:
     output:
         result=paths.LR_FINDER,
     log:
-        "logs/lr_find/{dataset}/{run}.log",
+        paths.LR_FIND_LOG,
     benchmark:
         paths.LR_FIND_BENCHMARK
     conda:

@@ -30,7 +30,10 @@ REPORT_INPUTS = {
     "lr_finder": paths.fill_each(paths.LR_FINDER, per_run(LR_FINDER_RUNS)),
     "saliency": paths.fill_each(paths.SALIENCY_RESULT, per_run(SALIENCY_RUNS)),
     # one file per dataset, in DATASET_NAMES order
-    "data_records": [archive_file(d) + ".json" for d in DATASETS],
+    "data_records": [
+        paths.fill(paths.SOURCE_RECORD, dataset=d, archive=ARCHIVES[d])
+        for d in DATASETS
+    ],
     "data_train": [paths.fill(paths.TRAIN_DATA, dataset=d) for d in DATASETS],
     "data_test": [paths.fill(paths.TEST_DATA, dataset=d) for d in DATASETS],
     "samples": [paths.fill(paths.SAMPLES, dataset=d) for d in DATASETS],

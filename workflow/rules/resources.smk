@@ -28,7 +28,7 @@ START_MINUTES = 5  # start-up, loading the data, writing outputs
 def sizes(dataset):
     """{"train", "test", "classes"} of a dataset, from its source (cifarlab.datasets.dataset_sizes)."""
     return dataset_sizes(
-        DATASETS[dataset], cache=f".snakemake/cifarlab/{dataset}-sizes.json"
+        DATASETS[dataset], cache=paths.fill(paths.SIZES_CACHE, dataset=dataset)
     )
 
 

@@ -41,7 +41,7 @@ rule train:
         model=paths.MODEL,
         history=paths.HISTORY,
     log:
-        "logs/train/{dataset}/{run}/seed{seed}.log",
+        paths.TRAIN_LOG,
     benchmark:
         paths.TRAIN_BENCHMARK
     conda:
@@ -77,7 +77,7 @@ rule evaluate:
     output:
         metrics=paths.METRICS,
     log:
-        "logs/evaluate/{dataset}/{run}/seed{seed}.log",
+        paths.EVALUATE_LOG,
     conda:
         "../../environment.yaml"
     threads: config["threads"]
