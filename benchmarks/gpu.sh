@@ -18,7 +18,7 @@ if [[ "${1:-}" == "--tiny" ]]; then
     device=cpu
     # the demo's generated data, made tiny as in the end-to-end test
     study=(--configfile config/demo.yaml tests/e2e_study.yaml --config device=cpu precision=auto)
-    data=results/data/synthetic
+    name=synthetic
     seeds=(0)
     fast_epochs=(--epochs 1)
     steps=1
@@ -28,7 +28,8 @@ else
     out=${2:?usage: benchmarks/gpu.sh DATA_SOURCE OUT}
     device=cuda
     study=(--config "data_source=$source" pretrained=false device=cuda precision=auto threads=4)
-    data=""  # set below from the dataset name Snakemake derives
+    # the dataset name Snakemake derives from the source (cifarlab.datasets.source_name)
+    name=$(python -c "from cifarlab.datasets import source_name; print(source_name('$source'))")
     seeds=(0 1 2)
     fast_epochs=()
     steps=10
@@ -38,10 +39,7 @@ started=$(date +%s)
 log() { echo "[$(($(date +%s) - started)) s] $*" | tee -a "$out/summary.txt"; }
 
 log "device $device; torch $(python -c 'import torch; print(torch.__version__, torch.cuda.is_available())')"
-if [[ $tiny == 0 ]]; then
-    name=$(python -c "from cifarlab.config import dataset_name; print(dataset_name({'data_source': '$source'}))")
-    data=results/data/$name
-fi
+data=results/data/$name
 snakemake --cores 4 "$data/train.pt" "${study[@]}" >"$out/prepare.log" 2>&1
 log "data prepared in $data"
 
@@ -57,13 +55,14 @@ grep '^|' "$out/precision.log" | tee -a "$out/summary.txt"
 
 runs=(vgg16 resnet18 vit vit_recipe)
 targets=()
-for run in "${runs[@]}"; do targets+=("results/runs/$run/metrics.json"); done
+# each run's first seed (cifarlab.paths.METRICS)
+for run in "${runs[@]}"; do targets+=("results/$name/runs/$run/seed0/metrics.json"); done
 snakemake --cores 4 "${targets[@]}" "${study[@]}" >"$out/runs.log" 2>&1
 for run in "${runs[@]}"; do
     mkdir -p "$out/runs/$run"
-    cp "results/runs/$run/metrics.json" "$out/runs/$run/"
+    cp "results/$name/runs/$run/seed0/metrics.json" "$out/runs/$run/"
     log "$run: $(python -c "
-import json; m = json.load(open('results/runs/$run/metrics.json'))
+import json; m = json.load(open('results/$name/runs/$run/seed0/metrics.json'))
 print(f\"{m['test_accuracy']:.2f} % after {m['epochs']} epochs, {m['train_seconds']:.0f} s of training, {m['device']}, {m['precision']}\")")"
 done
 log "done"

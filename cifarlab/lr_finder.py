@@ -356,7 +356,7 @@ def run_lr_finder(
     features of the training set for a frozen-backbone run (then only the head sweeps, on them,
     as in training). precision: the job's resolved one. The swept lr is in the run's units: each
     param group gets it times its `lr_scale` (train.param_groups). Returns the contents of
-    `results/lr_finder/<run>.json`.
+    `results/<dataset>/lr_finder/<run>.json`.
     """
     from cifarlab.device import autocast, describe, use_channels_last
     from cifarlab.models import build_model, head_of, set_train_mode
@@ -453,7 +453,7 @@ def main(
     threads: int | None = None,
     precision: str = "auto",
 ) -> dict:
-    """The `lr_find` step: read the prepared data, sweep, write `results/lr_finder/<run>.json`."""
+    """The `lr_find` step: read the prepared data, sweep, write `results/<dataset>/lr_finder/<run>.json`."""
     from cifarlab.device import pick_device, resolve_precision
 
     if threads:

@@ -88,7 +88,7 @@ def choose_sample(labels: torch.Tensor, num_classes: int, images_per_class: int,
 
 
 def write_sample(test_pt: str | Path, out_json: str | Path, images_per_class: int = 1, seed: int = 0) -> dict:
-    """Choose the sample from the prepared test set and write `results/saliency/sample.json`."""
+    """Choose the sample from the prepared test set and write `results/<dataset>/saliency/sample.json`."""
     test = load_torch(test_pt)
     labels = test["labels"]
     indices = choose_sample(labels, len(test["classes"]), images_per_class, seed)
