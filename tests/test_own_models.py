@@ -339,7 +339,11 @@ def test_a_user_model_file_and_a_torchvision_model_run_through_the_study(own_mod
     assert {"vanilla", "gradcam"} <= set(saliency["methods"])
     assert (results / "figures" / "synthetic" / "saliency" / "wide_cnn.png").stat().st_size > 0
     rows = (results / "report" / "metrics.csv").read_text().splitlines()
-    assert rows[1].startswith("wide_cnn,") and rows[2].startswith("mobilenet,")
+    # a row per seed, then the run's aggregate (seed "all"), in the study's order
+    assert [row.split(",")[:3] for row in rows[1:]] == [
+        ["synthetic", "wide_cnn", "0"], ["synthetic", "wide_cnn", "all"],
+        ["synthetic", "mobilenet", "0"], ["synthetic", "mobilenet", "all"],
+    ]  # fmt: skip
     summary = (results / "report" / "summary.md").read_text()
     assert "models/wide_cnn.py:WideCNN" in summary and TORCHVISION_MODEL in summary
 

@@ -40,6 +40,12 @@ KILLED = "slurm_resume"  # cancelled (as at a time limit): the job fails, Snakem
 DATASET, SEEDS = "synthetic", {PREEMPTED: 0, KILLED: 1}
 
 
+def plugin_wildcards(run: str) -> str:
+    """How the SLURM executor plugin names a run's training job in its log paths: the wildcards'
+    values joined with "_"."""
+    return f"{DATASET}_{run}_{SEEDS[run]}"
+
+
 def result(folder: Path, pattern: str, run: str) -> Path:
     """A file of a run's trained model (a cifarlab.paths pattern) in `folder`."""
     return folder / paths.fill(pattern, dataset=DATASET, run=run, seed=SEEDS[run])
@@ -127,8 +133,7 @@ def training_job(output: str, run: str) -> str | None:
     jobs = [
         job_id
         for job_id, rule, wildcards in submitted_jobs(output)
-        # the plugin joins the wildcards' values with "_"
-        if (rule, wildcards) == ("train", f"{DATASET}_{run}_{SEEDS[run]}")
+        if (rule, wildcards) == ("train", plugin_wildcards(run))
     ]
     return jobs[0] if jobs else None
 
@@ -286,7 +291,11 @@ def assert_resumed_and_equal(study: dict, run: str) -> None:
 def test_cancelled_training_job_is_retried_and_resumes_from_its_checkpoint(study):
     cancelled = study["interrupted"].get(KILLED)
     assert cancelled, "the training job finished before the test could cancel it"
-    attempts = [j for j, rule, run in submitted_jobs(study["output"]) if (rule, run) == ("train", KILLED)]
+    attempts = [
+        j
+        for j, rule, w in submitted_jobs(study["output"])
+        if (rule, w) == ("train", plugin_wildcards(KILLED))
+    ]
     assert attempts[0] == cancelled and len(attempts) == 2, f"SLURM jobs {attempts}: one retry expected"
     assert_resumed_and_equal(study, KILLED)
 
@@ -296,7 +305,11 @@ def test_cancelled_training_job_is_retried_and_resumes_from_its_checkpoint(study
 def test_requeued_training_job_resumes_from_its_checkpoint(study):
     requeued = study["interrupted"].get(PREEMPTED)
     assert requeued, "the training job finished before the test could requeue it"
-    attempts = [j for j, rule, run in submitted_jobs(study["output"]) if (rule, run) == ("train", PREEMPTED)]
+    attempts = [
+        j
+        for j, rule, w in submitted_jobs(study["output"])
+        if (rule, w) == ("train", plugin_wildcards(PREEMPTED))
+    ]
     assert attempts == [requeued], "SLURM reran the job; Snakemake submitted nothing more"
     assert study["jobs"][requeued]["restarts"] == 1
     assert_resumed_and_equal(study, PREEMPTED)

@@ -1,6 +1,7 @@
 # report: the comparison page a reader opens first, plus its table as Markdown and CSV: one
 # section per dataset (its runs over their seeds) and a view across datasets.
 
+import os
 from pathlib import Path
 
 from cifarlab.config import settings_hash
@@ -83,7 +84,7 @@ rule report:
         # the study's datasets in order (name, source, labels, image_size, reference)
         datasets=[describe(DATASETS[d]) for d in DATASET_NAMES],
         # the config files that made the study, as given (summary.md's results section names them)
-        configfiles=[str(path) for path in workflow.configfiles],
+        configfiles=[os.path.relpath(path) for path in workflow.configfiles],
         compare_to=REPORT["compare_to"],
         # The study's identity on the page; the whole config, so any change shows.
         config_hash=settings_hash(config),
