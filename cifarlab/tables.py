@@ -110,10 +110,20 @@ def budget_differences(metrics: dict, lab: dict) -> list[str]:
 
 
 def _budgeted(now: Any, before: Any) -> str:
-    """A setting the budget changed, as 'now, was before' (a ViT's sizes: only those changed)."""
+    """A setting the budget changed, as 'now of before' (a ViT's sizes: only those changed; a
+    subset of null: of all)."""
     if isinstance(now, dict) and isinstance(before, dict):
-        return ", ".join(f"{k} {now[k]} of {before.get(k)}" for k in now if now[k] != before.get(k))
-    return f"{now} of {before}"
+        return ", ".join(
+            f"{k} {_value(now[k])} of {_value(before.get(k))}" for k in now if now[k] != before.get(k)
+        )
+    return f"{_value(now)} of {_value(before)}"
+
+
+def _value(value: Any) -> str:
+    """A setting's value in a sentence: null (a subset: all images) as 'all', numbers with commas."""
+    if value is None:
+        return "all"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
 def lab_match(metrics: dict, reference: dict[str, dict]) -> tuple[dict | None, str]:
