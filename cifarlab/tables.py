@@ -335,9 +335,9 @@ def fmt(value: Any, kind: str = "") -> str:
 TABLE = (
     ("run", "run", ""),
     ("test acc. %", "accuracy", "mean_sd"),
-    ("with TTA %", "tta_accuracy", "mean_sd"),
     ("95 % interval", "accuracy", "interval"),
     ("n", "n", ""),
+    ("with TTA %", "tta_accuracy", "mean_sd"),
     ("lab %", "lab_accuracy", "pct"),
     ("lab vs interval", "lab_position", ""),
     ("ours - lab", "lab_difference", "diff"),

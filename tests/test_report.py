@@ -458,7 +458,7 @@ def test_a_row_is_the_mean_sd_and_interval_over_its_seeds_by_hand(study):
     vgg = main_rows(rows)["vgg16"]
     assert (vgg["n"], vgg["test_accuracy_sd"], vgg["ci_low"]) == (1, None, None)
     line = next(x for x in summary.splitlines() if x.startswith("| vgg16 "))
-    assert "| 55.00 | - | - | 1 |" in line
+    assert "| 55.00 | - | 1 | - |" in line  # one seed: no interval; no TTA
 
 
 def test_diverged_run_stays_a_row_marked_diverged(study):
@@ -519,7 +519,8 @@ def test_tta_accuracy_has_its_own_column_beside_the_plain_one(study):
     header, _, with_tta, without = tables.summary_markdown(rows).splitlines()[:4]
     columns = [c.strip() for c in header.split("|")]
     plain_at, tta_at = columns.index("test acc. %"), columns.index("with TTA %")
-    assert tta_at == plain_at + 1
+    # in the results group: the plain accuracy, its interval and n first (what a phone shows), then TTA
+    assert tta_at == plain_at + 3 and columns[plain_at + 1] == "95 % interval"
     cells = [c.strip() for c in with_tta.split("|")]
     assert (
         cells[plain_at] == f"{plain['test_accuracy']:.2f}"
