@@ -189,21 +189,19 @@ def test_data_source_synthetic_gets_the_generated_sets_sizes(config):
     assert dataset_sizes(synthetic) == {"train": 5000, "test": 1000, "classes": 10}
 
 
+def _project(workdir, config: dict | None = None):
+    """A copy of the workflow in `workdir`, with `config` as its config/config.yaml if given."""
+    for part in ("Snakefile", "workflow", "scripts", "config", "profiles", "environment.yaml"):
+        source = ROOT / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / part)
+    if config is not None:
+        (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return workdir
+
+
 def _dry_run(tmp_path, config: dict, *args: str) -> str:
     """`snakemake -n report` of `config` as the study (the job blocks Snakemake prints)."""
-    for part in ("Snakefile", "workflow", "scripts", "config", "environment.yaml"):
-        source = ROOT / part
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / part)
-    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "report", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout + done.stderr
+    return _snakemake(_project(tmp_path, config), "-n", "report", *args)
 
 
 def test_the_cifar100_example_plans_the_lab_study_on_both_datasets(tmp_path, config):
@@ -262,9 +260,7 @@ def _snakemake(workdir, *args: str) -> str:
 def test_adding_a_seed_to_the_quick_study_plans_that_seeds_jobs_only(tmp_path, config):
     """The whole quick study (every step: cached ImageNet features on a subset, the LR finder,
     saliency), finished, then a second seed: only seed 1's jobs are planned, no other's again."""
-    for part in ("Snakefile", "workflow", "scripts", "config", "profiles", "environment.yaml"):
-        source = ROOT / part
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / part)
+    _project(tmp_path)
     # quick.yaml's budget on generated data, with ImageNet weights (planned, never loaded here)
     (tmp_path / "data.yaml").write_text(
         yaml.safe_dump({"dataset": {"name": "shapes", "source": "synthetic"}})
