@@ -95,9 +95,12 @@ def run_image_seconds(run: dict, images: float, *, on_gpu: bool, passes: float =
 
 def train_seconds(sizes: dict[str, int], run: dict, *, on_gpu: bool) -> float:
     """Seconds of work of a run's `train` job on a dataset of `sizes` (split_images): every epoch
-    trains on the training set and tests on the test set."""
-    per_epoch = run_image_seconds(run, split_images(sizes, "train", run), on_gpu=on_gpu) + run_image_seconds(
-        run, split_images(sizes, "test", run), on_gpu=on_gpu, passes=FORWARD_ONLY
+    trains on the training images (less the held-out `validation` ones), then evaluates the
+    held-out images and the test set."""
+    trained = min(split_images(sizes, "train", run), sizes["train"] - run["validation"])
+    evaluated = run["validation"] + split_images(sizes, "test", run)
+    per_epoch = run_image_seconds(run, trained, on_gpu=on_gpu) + run_image_seconds(
+        run, evaluated, on_gpu=on_gpu, passes=FORWARD_ONLY
     )
     return run["epochs"] * per_epoch
 

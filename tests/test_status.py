@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import lab_run
 from test_train import sigterm_at
 
 from cifarlab import estimate, paths, progress, status
@@ -284,3 +285,14 @@ def test_a_diverged_run_is_done_with_the_status_the_report_shows(tmp_path):
     state = status.run_status(job, {}, tmp_path, active=False, waiting_seconds=0.0)
     assert state.run == "synthetic/cnn/seed2"
     assert (state.state, state.detail) == ("done", "diverged at epoch 3 (lr 0.5)")
+
+
+def test_the_cost_model_counts_the_validation_split():
+    """Held-out images are not trained on but evaluated every epoch (forward passes only)."""
+    sizes = {"train": 50_000, "test": 10_000, "classes": 10}
+    run = lab_run()
+    seconds = {v: estimate.train_seconds(sizes, {**run, "validation": v}, on_gpu=False) for v in (0, 5000)}
+    assert seconds[5000] < seconds[0]  # 45,000 trained, 5,000 only evaluated
+    subset = {**run, "train_subset": 10_000}
+    with_split = estimate.train_seconds(sizes, {**subset, "validation": 5000}, on_gpu=False)
+    assert with_split > estimate.train_seconds(sizes, {**subset, "validation": 0}, on_gpu=False)
