@@ -17,6 +17,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +104,17 @@ def _number_as_string_hint(value: Any) -> str:
     if not isinstance(value, str):
         return ""
     try:
-        float(value)
+        number = float(value)
     except ValueError:
         return ""
+    if not math.isfinite(number):
+        return ""  # nan, inf: text in YAML with or without quotes
     mantissa, _, exponent = value.lower().partition("e")
     if not exponent:
         return f" {value!r} is text, not a number: write {value} without quotes."
-    written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}"
+    # PyYAML's float needs a dot and a signed exponent: 1.0e-3, 1.0e+5
+    sign = "" if exponent[0] in "+-" else "+"
+    written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign}{exponent}"
     return f" YAML reads {value} as text, not a number: write {written} (with a dot)."
 
 

@@ -103,8 +103,8 @@ def budget_differences(metrics: dict, lab: dict) -> list[str]:
         reasons.append("pretrained (the lab's was not)")
     # what else the study's budget shrank (cifarlab.config.apply_budget records the values before)
     for key, before in (metrics["settings"].get("budget") or {}).items():
-        if key in ("epochs", "train_subset", "image_size"):
-            continue  # said above, from what the run did
+        if key in ("epochs", "train_subset", "image_size", "warmup_epochs"):
+            continue  # said above, from what the run did (warmup follows the epochs)
         reasons.append(f"{key} {_budgeted(metrics['settings'].get(key), before)} (the study's budget)")
     return reasons
 
@@ -566,7 +566,7 @@ def results_section(datasets: Sequence[str], rows: Sequence[dict], config_hash: 
     notes = [
         f"- {r['dataset']} `{r['run']}`: {note}"
         for r in rows
-        for note in (r["lab_note"], r["status_text"] if r["status"] != "ok" else "")
+        for note in (r["lab_note"], r["status_text"] if r["status_text"] != "ok" else "")
         if note
     ]
     lines += (["", *notes] if notes else []) + [RESULTS_END]

@@ -181,6 +181,10 @@ def test_lr_written_as_1e_minus_3_gets_the_yaml_fix(config):
     assert config["runs"]["simple_cnn"]["lr"] == "1e-3"
     message = _error(config)
     assert "lr" in message and "'1e-3'" in message and "1.0e-3" in message
+    # PyYAML's float needs the dot and a signed exponent: 1.0e5 would be text again
+    config["runs"]["simple_cnn"]["lr"] = yaml.safe_load("lr: 1e5")["lr"]
+    message = _error(config)
+    assert "1.0e+5" in message and yaml.safe_load("lr: 1.0e+5")["lr"] == 1e5
 
 
 @pytest.mark.parametrize(("model", "size"), [("simple_cnn", 15), ("dropout_cnn", 3), ("vgg16", 16)])

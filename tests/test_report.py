@@ -1244,7 +1244,11 @@ def test_the_readme_results_come_from_the_studys_summary(study, tmp_path):
     assert f"| {MAIN} | `vgg16` | 20 | 55.00 | - | 1 | - | not comparable |" in block
     # with why: the README says what a bare "not comparable" or a missing seed means
     assert f"- {MAIN} `vgg16`: not comparable with the lab's 86.06: 32 px images" in block
-    assert f"- {MAIN} `{DIVERGED}`: " in block and "diverged" in block
+    assert f"- {MAIN} `{DIVERGED}`: " in block
+    # a run with one seed of several diverged: its mean is over the others, and the note says so
+    partly, seed = PARTLY_DIVERGED
+    note = next(line for line in block.splitlines() if line.startswith(f"- {MAIN} `{partly}`: "))
+    assert "1 of 2 seeds without an accuracy" in note and f"seed {seed} diverged" in note
     # run again: the same README (the markers stay, nothing accumulates)
     assert readme_results.main([str(summary), str(readme)]) == 0 and readme.read_text() == new
 

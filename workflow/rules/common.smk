@@ -135,8 +135,8 @@ def features_wildcards(settings):
     """The `features` job that a frozen-backbone job (its settings, with its dataset and seed)
     trains its head on, as wildcards. A random backbone is one per seed (`random<seed>`); an
     ImageNet one is shared by the seeds that train on all images (`imagenet`), and one per seed
-    for a subset (`imagenet<seed>`: the subset is the seed's), so that adding a seed adds a
-    features job and changes none of the others."""
+    for a subset (`imagenet<seed>`: the subset is the seed's), so that adding a seed (to the runs
+    that share a backbone) adds a features job and changes none of the others."""
     if not settings["pretrained"]:
         weights = f"random{settings['seed']}"
     elif settings["train_subset"] is None:
