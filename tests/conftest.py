@@ -101,3 +101,13 @@ def planned_jobs(output: str) -> list[dict]:
                 pairs = (item.split("=", 1) for item in text[len(key) + 2 :].split(", "))
                 jobs[-1][key] = {k: v for k, v in pairs}
     return jobs
+
+
+def planned_counts(output: str) -> dict[str, int]:
+    """Rule -> number of jobs, from the table a dry run prints (`--quiet rules`: "train  45")."""
+    counts = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT, lab_run
+from conftest import ROOT, lab_run, planned_counts
 
 from cifarlab.config import (
     ConfigError,
@@ -152,11 +152,7 @@ def _snakemake(*args: str) -> subprocess.CompletedProcess:
 def test_dry_run_plans_the_whole_study():
     result = _snakemake("-n", "--cores", "4", "report", "--quiet", "rules")
     assert result.returncode == 0, result.stdout + result.stderr
-    counts = {}
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
+    counts = planned_counts(result.stdout)
     runs = validate_config(yaml.safe_load(open(ROOT / "config" / "config.yaml")))
     assert counts["download"] == 1 and counts["prepare"] == 1
     # each of the 15 runs with each of its 3 seeds (config.yaml's defaults.seeds)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT, planned_jobs
+from conftest import ROOT, planned_counts, planned_jobs
 
 from cifarlab import paths
 from cifarlab.config import (
@@ -206,11 +206,7 @@ def _dry_run(tmp_path, config: dict, *args: str) -> str:
 
 def test_the_cifar100_example_plans_the_lab_study_on_both_datasets(tmp_path, config):
     plan = _dry_run(tmp_path, config, "--configfile", "config/cifar100.yaml", "--quiet", "rules")
-    counts = {
-        p[0]: int(p[1])
-        for p in (line.split() for line in plan.splitlines())
-        if len(p) == 2 and p[1].isdigit()
-    }
+    counts = planned_counts(plan)
     assert counts["download"] == counts["prepare"] == 2
     assert counts["train"] == 2 * 3 * 15  # both datasets, 3 seeds, the 15 runs
 

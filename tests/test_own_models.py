@@ -19,7 +19,7 @@ import pytest
 import torch
 import torchvision
 import yaml
-from conftest import lab_run
+from conftest import lab_run, planned_counts
 
 from cifarlab.config import ConfigError, validate_config
 from cifarlab.features import main as features_main
@@ -267,15 +267,6 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.
     )
 
 
-def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
-    counts = {}
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    return counts
-
-
 @pytest.fixture(scope="module")
 def own_models_study(tmp_path_factory) -> tuple[Path, dict]:
     """A project with the walk-throughs' model file and runs as its whole study, run to its report.
@@ -359,7 +350,7 @@ def test_editing_the_model_file_plans_its_runs_again(own_models_study):
     model_file.write_text(model_file.read_text().replace("width: int = 32", "width: int = 24"))
     plan = snakemake(workdir, "report", "-n", "--quiet", "rules", env=env)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    jobs = planned_jobs(plan)
+    jobs = planned_counts(plan.stdout)
     # wide_cnn's train, LR sweep, evaluation and saliency; not mobilenet's (nor its features).
     assert jobs.get("train") == 1 and jobs.get("evaluate") == 1, jobs
     assert jobs.get("lr_find") == 1 and jobs.get("saliency") == 1 and "features" not in jobs, jobs
