@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cifarlab.config import validate_config
-from cifarlab.device import autocast, cpu_has_native_bf16, pick_device, synchronize, use_channels_last
-from cifarlab.evaluate import compute_metrics
-from cifarlab.files import load_torch
+from cifarlab.config.validate import validate_config
+from cifarlab.core.device import autocast, cpu_has_native_bf16, pick_device, synchronize, use_channels_last
+from cifarlab.core.files import load_torch
 from cifarlab.models import build_model
-from cifarlab.status import load_config
-from cifarlab.train import (
+from cifarlab.study.status import load_config
+from cifarlab.training.evaluate import compute_metrics
+from cifarlab.training.loop import (
     build_optimizer,
     epoch_batches,
     init_from_data,

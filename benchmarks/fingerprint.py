@@ -2,7 +2,7 @@
 
     python benchmarks/fingerprint.py ../shared/datasets/cifar10-jpeg.zip --folder /tmp/cifar10-folder
 
-Times `cifarlab.sources.source_fingerprint` (run by the Snakefile on every invocation) on the archive
+Times `cifarlab.data.sources.source_fingerprint` (run by the Snakefile on every invocation) on the archive
 and on a folder of the same images (extracted there first when it does not exist; never inside the
 repository): cold (no cache: every byte hashed), warm (cache, nothing changed: one stat per
 file), and after touching every file (cache stale: all hashed again, same identity). Then times
@@ -17,8 +17,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from cifarlab.data import prepare
-from cifarlab.sources import source_fingerprint
+from cifarlab.data.prepare import prepare
+from cifarlab.data.sources import source_fingerprint
 
 
 def timed(function, *args) -> tuple[float, object]:

@@ -28,8 +28,8 @@ else
     out=${2:?usage: benchmarks/gpu.sh DATA_SOURCE OUT}
     device=cuda
     study=(--config "data_source=$source" pretrained=false device=cuda precision=auto threads=4)
-    # the dataset name Snakemake derives from the source (cifarlab.datasets.source_name)
-    name=$(python -c "from cifarlab.datasets import source_name; print(source_name('$source'))")
+    # the dataset name Snakemake derives from the source (cifarlab.data.catalog.source_name)
+    name=$(python -c "from cifarlab.data.catalog import source_name; print(source_name('$source'))")
     seeds=(0 1 2)
     fast_epochs=()
     steps=10
@@ -55,7 +55,7 @@ grep '^|' "$out/precision.log" | tee -a "$out/summary.txt"
 
 runs=(vgg16 resnet18 vit vit_recipe)
 targets=()
-# each run's first seed (cifarlab.paths.METRICS)
+# each run's first seed (cifarlab.core.paths.METRICS)
 for run in "${runs[@]}"; do targets+=("results/$name/runs/$run/seed0/metrics.json"); done
 snakemake --cores 4 "${targets[@]}" "${study[@]}" >"$out/runs.log" 2>&1
 for run in "${runs[@]}"; do

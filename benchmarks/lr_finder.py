@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from cifarlab.config import validate_config
-from cifarlab.data import prepare
-from cifarlab.files import write_json
-from cifarlab.lr_finder import METHODS, run_lr_finder
-from cifarlab.run_figures import plot_lr_finder
-from cifarlab.train import train_run
+from cifarlab.analysis.lr_finder import METHODS, run_lr_finder
+from cifarlab.config.validate import validate_config
+from cifarlab.core.files import write_json
+from cifarlab.data.prepare import prepare
+from cifarlab.plots.run_figures import plot_lr_finder
+from cifarlab.training.loop import train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.zip"

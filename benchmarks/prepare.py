@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from cifarlab.data import prepare
+from cifarlab.data.prepare import prepare
 
 DEFAULT = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "cifar10-jpeg.zip"
 EXPECTED = {"train": 50_000, "test": 10_000, "classes": 10, "size": 32}

@@ -40,11 +40,11 @@ import torch
 import yaml
 from torch import nn
 
-from cifarlab.config import validate_config
-from cifarlab.device import pick_device, synchronize
-from cifarlab.features import compute_features
+from cifarlab.config.validate import validate_config
+from cifarlab.core.device import pick_device, synchronize
 from cifarlab.models import SimpleCNN, build_model
-from cifarlab.train import (
+from cifarlab.training.features import compute_features
+from cifarlab.training.loop import (
     build_optimizer,
     build_scheduler,
     epoch_batches,
@@ -91,7 +91,8 @@ def cpu_seconds() -> float:
 
 
 def ours_epoch(train: dict, run: dict, num_batches: int) -> tuple[float, float]:
-    """(wall, CPU) seconds for `num_batches` training steps of the simple CNN through cifarlab.train."""
+    """(wall, CPU) seconds for `num_batches` training steps of the simple CNN through
+    cifarlab.training.loop."""
     model = build_model(run, len(train["classes"])).to(DEVICE)
     optimizer = build_optimizer(model, run, run["lr"])
     scheduler = build_scheduler(optimizer, run, num_batches)

@@ -1,8 +1,8 @@
-"""`python -m cifarlab status`: the study's state from its files (cifarlab.status)."""
+"""`python -m cifarlab status`: the study's state from its files (cifarlab.study.status)."""
 
 import sys
 
-from cifarlab.status import main
+from cifarlab.study.status import main
 
 COMMANDS = {"status": main}
 

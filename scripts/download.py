@@ -1,11 +1,11 @@
 """Snakemake entry point of the 'download' step: fetch one dataset's source into one verified archive."""
 
-from cifarlab.data import DataError, DownloadError, download
-from cifarlab.logs import log_to
+from cifarlab.core.logs import log_to
+from cifarlab.data.prepare import DataError, DownloadError, download
 
 # A bad source or no network is said in one line (log and terminal), not a traceback.
 with log_to(snakemake.log[0], expected=(DownloadError, DataError)):
-    # the dataset's settings (cifarlab.datasets.study_datasets): name, source, md5, labels, ...
+    # the dataset's settings (cifarlab.data.catalog.study_datasets): name, source, md5, labels, ...
     dataset = snakemake.params.dataset
     download(
         dataset["source"],

@@ -1,9 +1,9 @@
 """Snakemake entry point of the 'evaluate' step: metrics.json of one trained run."""
 
-from cifarlab.logs import log_to
+from cifarlab.core.logs import log_to
 
 with log_to(snakemake.log[0]):
-    from cifarlab.evaluate import main
+    from cifarlab.training.evaluate import main
 
     inputs = snakemake.input
     main(

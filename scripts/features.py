@@ -1,9 +1,9 @@
 """Snakemake entry point of the 'features' step: a frozen backbone's features, computed once."""
 
-from cifarlab.logs import log_to
+from cifarlab.core.logs import log_to
 
 with log_to(snakemake.log[0]):
-    from cifarlab.features import main
+    from cifarlab.training.features import main
 
     main(
         train_path=snakemake.input.train,

@@ -1,9 +1,9 @@
 """Snakemake entry point of the 'lr_find' step: the repeated LR range test of one run."""
 
-from cifarlab.logs import log_to
+from cifarlab.core.logs import log_to
 
 with log_to(snakemake.log[0]):
-    from cifarlab.lr_finder import main
+    from cifarlab.analysis.lr_finder import main
 
     settings = snakemake.params.settings
     main(

@@ -1,8 +1,8 @@
 """Snakemake entry point of every plot_* rule: one figure, drawn by the function of its entry in
-cifarlab.figures.FIGURES from the rule's inputs and params (the figure's options)."""
+cifarlab.plots.figures.FIGURES from the rule's inputs and params (the figure's options)."""
 
-from cifarlab.figures import figure_of_rule
-from cifarlab.logs import log_to
+from cifarlab.core.logs import log_to
+from cifarlab.plots.figures import figure_of_rule
 
 with log_to(snakemake.log[0]):
     figure = figure_of_rule(snakemake.rule)

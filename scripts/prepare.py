@@ -2,13 +2,13 @@
 
 import json
 
-from cifarlab.data import DataError, prepare
-from cifarlab.logs import log_to
+from cifarlab.core.logs import log_to
+from cifarlab.data.prepare import DataError, prepare
 
 # Unusable data is said in one line naming the file and the fix (log and terminal), not a traceback.
 with log_to(snakemake.log[0], expected=(DataError,)):
     inputs, output = snakemake.input, snakemake.output
-    # the dataset's settings (cifarlab.datasets.study_datasets): name, source, md5, labels, ...
+    # the dataset's settings (cifarlab.data.catalog.study_datasets): name, source, md5, labels, ...
     dataset = snakemake.params.dataset
     with open(inputs.record) as f:
         source = json.load(f)["source"]

@@ -1,10 +1,10 @@
 """Snakemake entry point of the 'report' step: the comparison page, summary.md and metrics.csv."""
 
-from cifarlab import paths
-from cifarlab.code_version import code_version, describe
-from cifarlab.figures import FIGURES
-from cifarlab.logs import log_to
-from cifarlab.report import write_report
+from cifarlab.core import paths
+from cifarlab.core.code_version import code_version, describe
+from cifarlab.core.logs import log_to
+from cifarlab.plots.figures import FIGURES
+from cifarlab.report.write import write_report
 
 
 def listed(files) -> list[str]:

@@ -2,10 +2,10 @@
 
 import torch
 
-from cifarlab.logs import log_to
+from cifarlab.core.logs import log_to
 
 with log_to(snakemake.log[0]):
-    from cifarlab.saliency import run_saliency
+    from cifarlab.analysis.saliency import run_saliency
 
     torch.set_num_threads(snakemake.threads)
     run_saliency(

@@ -1,9 +1,9 @@
 """Snakemake entry point of the 'saliency_sample' step: the fixed test images every model explains."""
 
-from cifarlab.logs import log_to
+from cifarlab.core.logs import log_to
 
 with log_to(snakemake.log[0]):
-    from cifarlab.saliency import write_sample
+    from cifarlab.analysis.saliency import write_sample
 
     write_sample(
         snakemake.input.test,

@@ -1,9 +1,9 @@
 """Snakemake entry point of the 'train' step: one run, resumed from its checkpoint if one exists."""
 
-from cifarlab.logs import log_to
+from cifarlab.core.logs import log_to
 
 with log_to(snakemake.log[0]):
-    from cifarlab.train import main
+    from cifarlab.training.loop import main
 
     inputs = snakemake.input
     main(

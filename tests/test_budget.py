@@ -18,9 +18,15 @@ import pytest
 import yaml
 from conftest import ROOT, planned_jobs
 
-from cifarlab import lr_finder, saliency
-from cifarlab.config import ConfigError, apply_budget, in_study_order, schema_defaults, validate_config
-from cifarlab.status import load_config
+from cifarlab.analysis import lr_finder, saliency
+from cifarlab.config.validate import (
+    ConfigError,
+    apply_budget,
+    in_study_order,
+    schema_defaults,
+    validate_config,
+)
+from cifarlab.study.status import load_config
 
 NO_BUDGET = schema_defaults("budget")
 

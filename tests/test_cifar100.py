@@ -1,6 +1,6 @@
 """CIFAR-100 (issue 14): its official python archive through the same download -> prepare path as
 CIFAR-10's, fine or coarse labels, a 100-class set trained end to end, and a source's sizes known
-before anything is downloaded (cifarlab.sources.source_sizes)."""
+before anything is downloaded (cifarlab.data.sources.source_sizes)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ import torch
 from conftest import ROOT, lab_run
 from test_data import cifar_batch, make_cifar_python, make_image_folder, zip_folder
 
-from cifarlab import data, sources
-from cifarlab.data import DataError
-from cifarlab.datasets import BUILTIN, study_datasets
-from cifarlab.train import train_run
+from cifarlab.data import prepare as data
+from cifarlab.data import sources
+from cifarlab.data.catalog import BUILTIN, study_datasets
+from cifarlab.data.prepare import DataError
+from cifarlab.training.loop import train_run
 
 FINE_NAMES = [f"fine_{i:02d}" for i in range(100)]
 COARSE_NAMES = [f"coarse_{i:02d}" for i in range(20)]
@@ -272,7 +273,7 @@ def test_sizes_of_a_truncated_archive_name_it_with_the_fix(tmp_path, name):
 def test_source_sizes_needs_no_torch(tmp_path):
     folder = make_image_folder(tmp_path / "images")
     code = (
-        "import sys\nfrom cifarlab.sources import source_sizes\n"
+        "import sys\nfrom cifarlab.data.sources import source_sizes\n"
         f"print(source_sizes({str(folder)!r})['train'], [m for m in ('torch', 'torchvision', 'numpy') "
         "if m in sys.modules])"
     )

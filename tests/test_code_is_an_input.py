@@ -1,6 +1,6 @@
 """Code is an input: editing package code replans the steps that run it, judged by content.
 
-Unit tests of cifarlab.code_version on a copy of the package, then Snakemake dry runs of a
+Unit tests of cifarlab.core.code_version on a copy of the package, then Snakemake dry runs of a
 finished demo study (its outputs made by benchmarks/dry_run.py's `finished_study`: empty files
 marked done with `snakemake --touch`, metadata and all) whose cifarlab is a copy that the tests
 edit.
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import cifarlab
-from cifarlab import code_version
+from cifarlab.core import code_version
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -42,7 +42,7 @@ def run_python(tree: Path, code: str) -> str:
 def digests(tree: Path, scripts: list[str]) -> dict[str, str]:
     """{script: code_digest} computed by `tree`'s own cifarlab."""
     code = (
-        "from cifarlab.code_version import code_digest\n"
+        "from cifarlab.core.code_version import code_digest\n"
         f"for s in {scripts!r}: print(s, code_digest({str(tree)!r} + '/scripts/' + s))"
     )
     return dict(line.split() for line in run_python(tree, code).splitlines())
@@ -65,12 +65,16 @@ def test_a_steps_code_is_what_its_script_imports_and_a_runs_model_or_a_figure_is
     code. A model family (a spec's constructor) and a figure's function are code of their own
     jobs only (the rules' `model_code` and per-figure `code`), and no step runs plotting code."""
     train = _step_code("train.py")
-    assert {"cifarlab/models/build.py", "cifarlab/models/backbones.py", "cifarlab/train.py"} <= train
-    assert not train & {"cifarlab/models/vit.py", "cifarlab/models/lab.py", "cifarlab/airbench.py"}
+    assert {"cifarlab/models/build.py", "cifarlab/models/backbones.py", "cifarlab/training/loop.py"} <= train
+    assert not train & {"cifarlab/models/vit.py", "cifarlab/models/lab.py", "cifarlab/models/airbench.py"}
     for step in ("download.py", "prepare.py", "train.py", "evaluate.py", "lr_find.py", "saliency.py"):
         code = _step_code(step)
-        assert not code & {"cifarlab/plotting.py", "cifarlab/run_figures.py", "cifarlab/report.py"}, step
-    assert "cifarlab/run_figures.py" not in _step_code("plot.py")
+        assert not code & {
+            "cifarlab/plots/style.py",
+            "cifarlab/plots/run_figures.py",
+            "cifarlab/report/write.py",
+        }, step
+    assert "cifarlab/plots/run_figures.py" not in _step_code("plot.py")
     vit, cnn = (
         code_version.code_digest_of_modules([m]) for m in ("cifarlab.models.vit", "cifarlab.models.lab")
     )
@@ -78,17 +82,18 @@ def test_a_steps_code_is_what_its_script_imports_and_a_runs_model_or_a_figure_is
 
 
 def test_imports_are_followed_wherever_they_are(tree):
-    """Module level, inside functions (lr_finder imports train there), `from cifarlab import x`."""
+    """Module level, inside functions (lr_finder imports training.loop there),
+    `from cifarlab.study import estimate`."""
     found = {p.name for p in code_version._closure([ROOT / "scripts" / "lr_find.py"])}
-    assert {"lr_find.py", "lr_finder.py", "train.py", "build.py", "backbones.py", "__init__.py"} <= found
-    assert "report.py" not in found and "saliency.py" not in found
-    status = {p.name for p in code_version._closure([ROOT / "cifarlab" / "status.py"])}
+    assert {"lr_find.py", "lr_finder.py", "loop.py", "build.py", "backbones.py", "__init__.py"} <= found
+    assert "write.py" not in found and "saliency.py" not in found
+    status = {p.name for p in code_version._closure([ROOT / "cifarlab" / "study" / "status.py"])}
     assert {
         "estimate.py",
-        "config.py",
+        "validate.py",
         "progress.py",
         "files.py",
-    } <= status  # `from cifarlab import estimate`
+    } <= status  # `from cifarlab.study import estimate`
 
 
 def test_the_digest_changes_with_the_code_a_script_runs_and_only_that(tree):
@@ -97,7 +102,7 @@ def test_the_digest_changes_with_the_code_a_script_runs_and_only_that(tree):
     for path in tree.rglob("*.py"):  # new mtimes, same bytes
         path.touch()
     assert digests(tree, scripts) == before
-    train = tree / "cifarlab" / "train.py"
+    train = tree / "cifarlab" / "training" / "loop.py"
     original = train.read_bytes()
     train.write_bytes(original + b"\n# a change\n")
     after = digests(tree, scripts)
@@ -117,9 +122,11 @@ def test_the_digest_does_not_depend_on_where_the_project_is(tree, tmp_path):
 
 
 def test_digest_of_modules_for_a_rule_that_runs_part_of_the_package():
-    evaluate = code_version.code_digest_of_modules(["cifarlab.evaluate"])
-    assert evaluate == code_version.code_digest_of_modules(["cifarlab.evaluate", "cifarlab.evaluate"])
-    assert evaluate != code_version.code_digest_of_modules(["cifarlab.lr_finder"])
+    evaluate = code_version.code_digest_of_modules(["cifarlab.training.evaluate"])
+    assert evaluate == code_version.code_digest_of_modules(
+        ["cifarlab.training.evaluate", "cifarlab.training.evaluate"]
+    )
+    assert evaluate != code_version.code_digest_of_modules(["cifarlab.analysis.lr_finder"])
     with pytest.raises(ValueError, match="'cifarlab.nothing' is not a module of cifarlab"):
         code_version.code_digest_of_modules(["cifarlab.nothing"])
 
@@ -134,7 +141,7 @@ def git(folder: Path, *args: str) -> str:
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_code_version_names_the_commit_and_whether_the_tree_was_dirty(tree):
-    version = "from cifarlab.code_version import code_version; print(code_version())"
+    version = "from cifarlab.core.code_version import code_version; print(code_version())"
     outside = {"commit": None, "dirty": None, "package_version": cifarlab.__version__}
     assert run_python(tree, version) == str(outside)  # not a git checkout
     git(tree, "init", "-q")
@@ -144,7 +151,7 @@ def test_code_version_names_the_commit_and_whether_the_tree_was_dirty(tree):
     head = git(tree, "rev-parse", "HEAD")
     clean = {"commit": head, "dirty": False, "package_version": cifarlab.__version__}
     assert run_python(tree, version) == str(clean)
-    (tree / "cifarlab" / "train.py").write_text("# edited\n")
+    (tree / "cifarlab" / "training" / "loop.py").write_text("# edited\n")
     assert run_python(tree, version) == str({**clean, "dirty": True})
 
 
@@ -208,7 +215,7 @@ def test_a_finished_study_plans_nothing_and_touching_its_code_changes_nothing(st
 @pytest.mark.slow
 def test_editing_the_training_module_plans_train_and_what_follows(study):
     tree, project = study
-    with edited(tree / "cifarlab" / "train.py"):
+    with edited(tree / "cifarlab" / "training" / "loop.py"):
         plan = planned(tree, project)
     assert {"train", "evaluate", "report"} <= plan, plan
     assert not plan & {"download", "prepare", "saliency_sample"}, plan  # upstream: not its code
@@ -229,7 +236,7 @@ def test_editing_one_model_family_retrains_its_runs_only(study):
 @pytest.mark.slow
 def test_editing_the_evaluation_module_re_evaluates_without_retraining(study):
     tree, project = study
-    with edited(tree / "cifarlab" / "evaluate.py"):
+    with edited(tree / "cifarlab" / "training" / "evaluate.py"):
         plan = planned(tree, project)
     assert {"evaluate", "report"} <= plan and not plan & {"train", "lr_find", "prepare", "download"}, plan
 
@@ -237,6 +244,6 @@ def test_editing_the_evaluation_module_re_evaluates_without_retraining(study):
 @pytest.mark.slow
 def test_editing_the_report_code_plans_report_jobs_only(study):
     tree, project = study
-    with edited(tree / "cifarlab" / "report.py"):
+    with edited(tree / "cifarlab" / "report" / "write.py"):
         plan = planned(tree, project)
     assert "report" in plan and all(rule == "report" or rule.startswith("plot_") for rule in plan), plan

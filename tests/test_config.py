@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import ROOT, lab_run, planned_counts
 
-from cifarlab.config import (
+from cifarlab.config.validate import (
     ConfigError,
     lr_finder_runs,
     validate_config,

@@ -18,8 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarlab import data, sources
-from cifarlab.data import DataError, DownloadError, UnsafeArchiveError
+from cifarlab.data import prepare as data
+from cifarlab.data import sources
+from cifarlab.data.prepare import DataError, DownloadError, UnsafeArchiveError
 
 # Distinct solid colours: they survive PNG, resizing and the layout round trip exactly.
 COLOURS = {"cat": (200, 30, 40), "dog": (20, 180, 60), "emu": (10, 40, 220)}
@@ -257,7 +258,7 @@ def test_synthetic_source_is_deterministic_and_prepares(tmp_path):
     b = data.download("synthetic", tmp_path / "b.zip", tmp_path / "b.json", synthetic=settings, image_size=16)
     assert a["md5"] == b["md5"]
     out = data.prepare(tmp_path / "a.zip", tmp_path / "train.pt", tmp_path / "test.pt", None, image_size=16)
-    from cifarlab.synthetic import CLASSES
+    from cifarlab.data.synthetic import CLASSES
 
     assert out["train"]["classes"] == sorted(CLASSES)
     assert out["train"]["images"].shape == (40, 3, 16, 16)
@@ -592,7 +593,7 @@ def test_16_bit_images_are_scaled_not_clipped(array, grey):
 def test_empty_class_folder_is_noted(tmp_path, caplog):
     folder = make_image_folder(tmp_path / "mine")
     (folder / "train" / "yak").mkdir()
-    with caplog.at_level("WARNING", logger="cifarlab.data"):
+    with caplog.at_level("WARNING", logger="cifarlab.data.prepare"):
         classes, _ = data.read_dataset(folder, 32)
     assert "yak" not in classes
     assert any("train/yak" in r.message and "empty" in r.message for r in caplog.records)
@@ -616,7 +617,7 @@ def test_truncated_zip_is_named_with_the_fix(tmp_path):
 
 
 def test_truncated_prepared_tensor_is_named_with_the_fix(tmp_path, synthetic_files):
-    from cifarlab.files import load_torch
+    from cifarlab.core.files import load_torch
 
     broken = tmp_path / "train.pt"
     broken.write_bytes(synthetic_files["train"].read_bytes()[:5000])
@@ -632,7 +633,7 @@ def test_full_disk_is_named_with_the_fix(tmp_path):
 
     code = (
         "import resource, signal, sys, torch\n"
-        "from cifarlab.files import save_torch\n"
+        "from cifarlab.core.files import save_torch\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))\n"
         "save_torch({'x': torch.zeros(100_000)}, sys.argv[1])\n"

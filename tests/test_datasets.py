@@ -1,5 +1,5 @@
 """Datasets and seeds as dimensions of a study: the config's `datasets:` and a run's `seeds`,
-`datasets` read into one form (cifarlab.datasets, cifarlab.config), and the jobs they make."""
+`datasets` read into one form (cifarlab.data.catalog, cifarlab.config.validate), and the jobs they make."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 import yaml
 from conftest import ROOT, planned_counts, planned_jobs
 
-from cifarlab import paths
-from cifarlab.config import (
+from cifarlab.config.validate import (
     ConfigError,
     apply_budget,
     checked_datasets,
@@ -21,9 +20,10 @@ from cifarlab.config import (
     study_jobs,
     validate_config,
 )
-from cifarlab.datasets import BUILTIN, dataset_sizes, reference_datasets, source_name
-from cifarlab.status import load_config
-from cifarlab.synthetic import CLASSES
+from cifarlab.core import paths
+from cifarlab.data.catalog import BUILTIN, dataset_sizes, reference_datasets, source_name
+from cifarlab.data.synthetic import CLASSES
+from cifarlab.study.status import load_config
 
 
 @pytest.fixture()

@@ -14,12 +14,12 @@ import test_train
 import torch
 from test_train import make_run
 
-from cifarlab import device as device_module
-from cifarlab import lr_finder
-from cifarlab.device import pick_device
-from cifarlab.features import compute_features
+from cifarlab.analysis import lr_finder
+from cifarlab.core import device as device_module
+from cifarlab.core.device import pick_device
 from cifarlab.models import build_model
-from cifarlab.train import batches, subset, train_run
+from cifarlab.training.features import compute_features
+from cifarlab.training.loop import batches, subset, train_run
 
 CPU = torch.device("cpu")
 SMALL_VIT = {
@@ -72,7 +72,7 @@ def test_fp32_keeps_fp32_and_the_default_layout():
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch, caplog):
-    caplog.set_level("INFO", logger="cifarlab.device")
+    caplog.set_level("INFO", logger="cifarlab.core.device")
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
     assert device_module.resolve_precision(CPU, "auto") == "fp32"
     assert "no AVX-512 BF16 nor AMX" in caplog.text

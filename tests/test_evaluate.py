@@ -13,11 +13,11 @@ import torch
 from conftest import lab_run
 
 import cifarlab
-from cifarlab import evaluate as evaluation
-from cifarlab import run_figures
-from cifarlab import train as training
 from cifarlab.models import build_model, load_trained
-from cifarlab.results import read_history, status_text
+from cifarlab.plots import run_figures
+from cifarlab.study.results import read_history, status_text
+from cifarlab.training import evaluate as evaluation
+from cifarlab.training import loop as training
 
 ROOT = Path(__file__).resolve().parent.parent
 # docs/architecture.md: the keys of metrics.json and of model.pt

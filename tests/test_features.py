@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import lab_run
 
-from cifarlab.features import compute_features, main
 from cifarlab.models import build_model, head_of
-from cifarlab.train import epoch_batches, loss_and_accuracy, stratified_subset, subset, train_run
+from cifarlab.training.features import compute_features, main
+from cifarlab.training.loop import epoch_batches, loss_and_accuracy, stratified_subset, subset, train_run
 
 CPU = torch.device("cpu")
 

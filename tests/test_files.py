@@ -1,4 +1,4 @@
-"""cifarlab.files: the one way every step writes its outputs."""
+"""cifarlab.core.files: the one way every step writes its outputs."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from cifarlab.files import atomic_path, write_json, write_text
+from cifarlab.core.files import atomic_path, write_json, write_text
 
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path):

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 import yaml
 from snakemake.utils import update_config
 
-from cifarlab import lr_finder, run_figures
-from cifarlab.config import validate_config
+from cifarlab.analysis import lr_finder
+from cifarlab.config.validate import validate_config
+from cifarlab.plots import run_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -305,7 +306,7 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
     synthetic_data, synthetic_files, tmp_path
 ):
     from cifarlab.models import build_model, set_train_mode
-    from cifarlab.train import epoch_batches, stratified_subset, subset
+    from cifarlab.training.loop import epoch_batches, stratified_subset, subset
 
     # A train_subset of 8 batches: the 20-step sweep runs through several epochs of it.
     run = lab_run("simple_cnn-sgd", train_subset=500, batch_size=64)
@@ -341,7 +342,7 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
 
 def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic_data):
     from cifarlab.models import build_model, set_train_mode
-    from cifarlab.train import (
+    from cifarlab.training.loop import (
         VALIDATION_SPLIT_SEED,
         build_optimizer,
         epoch_batches,
@@ -383,7 +384,7 @@ def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic
 
 def test_a_frozen_head_sweeps_on_cached_features(synthetic_data):
     from cifarlab.models import build_model, head_of
-    from cifarlab.train import epoch_batches
+    from cifarlab.training.loop import epoch_batches
 
     train = synthetic_data["train"]
     run = lab_run("resnet18", pretrained=False, image_size=32)  # freeze: head, augment: none

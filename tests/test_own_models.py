@@ -21,11 +21,11 @@ import torchvision
 import yaml
 from conftest import lab_run, planned_counts
 
-from cifarlab.config import ConfigError, validate_config
-from cifarlab.features import main as features_main
+from cifarlab.config.validate import ConfigError, validate_config
 from cifarlab.models import build_model, count_parameters, head_of, set_train_mode, weights_file
 from cifarlab.models.user import constructor_arguments
-from cifarlab.train import subset, train_run
+from cifarlab.training.features import main as features_main
+from cifarlab.training.loop import subset, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -308,7 +308,7 @@ def own_models_study(tmp_path_factory) -> tuple[Path, dict]:
 def test_a_user_model_file_and_a_torchvision_model_run_through_the_study(own_models_study):
     workdir, _ = own_models_study
     results = workdir / "results"
-    runs = results / "synthetic" / "runs"  # cifarlab.paths.RUN, the one seed 0
+    runs = results / "synthetic" / "runs"  # cifarlab.core.paths.RUN, the one seed 0
     for name, model in (("wide_cnn", "models/wide_cnn.py:WideCNN"), ("mobilenet", TORCHVISION_MODEL)):
         metrics = json.loads((runs / name / "seed0" / "metrics.json").read_text())
         assert metrics["model"] == model and metrics["status"] == "ok", metrics

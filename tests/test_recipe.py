@@ -1,4 +1,4 @@
-"""airbench94 (cifarlab/airbench.py) and the parts of its recipe that any run can use.
+"""airbench94 (cifarlab/models/airbench.py) and the parts of its recipe that any run can use.
 
 The whitening conv, dirac init and frozen BatchNorm scales; alternating flip and translation;
 per-group lr and weight decay, decoupled from batch size; the piecewise-linear schedule;
@@ -17,10 +17,10 @@ from test_evaluate import run_settings, train_and_evaluate
 from test_train import comparable, make_run, same_state, stop_and_resume
 from torch import nn
 
-from cifarlab import airbench, lr_finder
-from cifarlab import train as training
-from cifarlab.models import build_model
-from cifarlab.train import (
+from cifarlab.analysis import lr_finder
+from cifarlab.models import airbench, build_model
+from cifarlab.training import loop as training
+from cifarlab.training.loop import (
     Lookahead,
     alternating_flip,
     batches,
@@ -219,8 +219,8 @@ def test_tta_is_the_weighted_mean_of_the_views_logits():
 
 
 def test_the_estimate_counts_every_tta_view():
-    """cifarlab.estimate (no torch) keeps its own count of the views; it must match tta_views."""
-    from cifarlab.estimate import TTA_VIEWS
+    """cifarlab.study.estimate (no torch) keeps its own count of the views; it must match tta_views."""
+    from cifarlab.study.estimate import TTA_VIEWS
 
     x = torch.zeros(1, 3, 8, 8)
     for tta, extra in TTA_VIEWS.items():
@@ -318,7 +318,7 @@ def test_the_lr_finder_keeps_decoupled_weight_decay_per_step_at_every_lr(synthet
 
 
 def test_saliency_explains_the_recipe_with_its_sanity_check(synthetic_data):
-    from cifarlab import saliency
+    from cifarlab.analysis import saliency
 
     data = synthetic_data["test"]
     model = build_model(make_run(model="airbench"), 10)
@@ -336,7 +336,7 @@ def test_saliency_explains_the_recipe_with_its_sanity_check(synthetic_data):
 
 
 def test_the_cuda_code_path_runs_the_recipe(synthetic_data, monkeypatch):
-    from cifarlab import device as device_module
+    from cifarlab.core import device as device_module
 
     monkeypatch.setattr(device_module, "uses_bf16", lambda device, precision: True)
     run = make_run(**{**RECIPE, "epochs": 1, "train_subset": 256, "test_subset": 64})

@@ -23,19 +23,12 @@ import torch
 import yaml
 from PIL import Image
 
-from cifarlab import (
-    comparison_figures,
-    page,
-    paths,
-    provenance,
-    readme_results,
-    report,
-    results,
-    synthetic,
-    tables,
-)
-from cifarlab.config import check_schema, expand_runs, validate_config
-from cifarlab.figures import (
+from cifarlab.analysis.lr_finder import median_curve
+from cifarlab.config.validate import check_schema, expand_runs, validate_config
+from cifarlab.core import paths
+from cifarlab.data import synthetic
+from cifarlab.plots import comparison_figures
+from cifarlab.plots.figures import (
     FIGURES,
     Figure,
     figure_inputs,
@@ -44,7 +37,9 @@ from cifarlab.figures import (
     figure_runs,
     sweep_groups,
 )
-from cifarlab.lr_finder import median_curve
+from cifarlab.report import page, provenance, readme_results, tables
+from cifarlab.report import write as report
+from cifarlab.study import results
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = list(tables.CIFAR10_CLASSES)  # the main dataset of these tests claims CIFAR-10 data
@@ -848,8 +843,9 @@ def test_every_figure_entry_has_its_caption_and_a_function_that_takes_its_keywor
 
 
 def test_the_table_of_figures_and_the_reader_need_no_torch_numpy_or_matplotlib():
-    """The .smk files import cifarlab.figures; the status command and the tables read results."""
-    code = "import sys, cifarlab.figures, cifarlab.results, cifarlab.tables, cifarlab.page; "
+    """The .smk files import cifarlab.plots.figures; the status command and the tables read results."""
+    code = "import sys, cifarlab.plots.figures, cifarlab.study.results, cifarlab.report.tables, "
+    code += "cifarlab.report.page; "
     code += "print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
@@ -1084,9 +1080,9 @@ def test_a_new_figure_from_this_walk_through(tmp_path):
     for item in ("Snakefile", "workflow", "scripts", "environment.yaml"):
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
     function, entry, caption = _walk_through_blocks()
-    with open(tmp_path / "cifarlab/comparison_figures.py", "a") as f:
+    with open(tmp_path / "cifarlab/plots/comparison_figures.py", "a") as f:
         f.write("\n\n" + function)
-    figures_py = tmp_path / "cifarlab/figures.py"
+    figures_py = tmp_path / "cifarlab/plots/figures.py"
     source = figures_py.read_text()
     after = source.index('name="lr_finder_comparison"')
     at = source.rindex("    Figure(\n", 0, after)  # the doc puts it after learning_curves
@@ -1212,7 +1208,7 @@ Some text.
 
 ## Results
 
-<!-- results: begin (written by python -m cifarlab.readme_results) -->
+<!-- results: begin (written by python -m cifarlab.report.readme_results) -->
 | typed | by hand |
 <!-- results: end -->
 
@@ -1229,7 +1225,7 @@ def test_the_readme_results_come_from_the_studys_summary(study, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(README)
     done = subprocess.run(
-        [sys.executable, "-m", "cifarlab.readme_results", str(summary), str(readme)],
+        [sys.executable, "-m", "cifarlab.report.readme_results", str(summary), str(readme)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from conftest import lab_run
 from torch import nn
 
-from cifarlab import run_figures, saliency
+from cifarlab.analysis import saliency
+from cifarlab.plots import run_figures
 
 SIZE = 8  # pixels: small images keep the exact-answer tests instant
 

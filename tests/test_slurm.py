@@ -27,8 +27,8 @@ import pytest
 import torch
 from conftest import ROOT
 
-from cifarlab import paths
-from cifarlab.figures import figure_named
+from cifarlab.core import paths
+from cifarlab.plots.figures import figure_named
 
 # What a copy of the workflow needs: the tests run it in their own folders.
 WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "config", "profiles", "environment.yaml")
@@ -47,7 +47,7 @@ def plugin_wildcards(run: str) -> str:
 
 
 def result(folder: Path, pattern: str, run: str) -> Path:
-    """A file of a run's trained model (a cifarlab.paths pattern) in `folder`."""
+    """A file of a run's trained model (a cifarlab.core.paths pattern) in `folder`."""
     return folder / paths.fill(pattern, dataset=DATASET, run=run, seed=SEEDS[run])
 
 

@@ -1,4 +1,4 @@
-"""Statistics over seeds, with numbers a person can check by hand (cifarlab.stats)."""
+"""Statistics over seeds, with numbers a person can check by hand (cifarlab.analysis.stats)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cifarlab import stats
+from cifarlab.analysis import stats
 
 # The README's simple CNN at the lab's settings, three seeds (%).
 SEEDS = [64.00, 64.43, 65.00]

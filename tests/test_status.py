@@ -1,4 +1,5 @@
-"""Progress lines, `python -m cifarlab status` and the time estimate (cifarlab.progress, .status, .estimate).
+"""Progress lines, `python -m cifarlab status` and the time estimate (cifarlab.core.progress,
+cifarlab.study.status, cifarlab.study.estimate).
 
 The status test builds a study on disk with the real training code: one run finished and
 evaluated, one interrupted by SIGTERM after its first epoch (its checkpoint on disk), one failed
@@ -20,11 +21,12 @@ import yaml
 from conftest import lab_run
 from test_train import sigterm_at
 
-from cifarlab import estimate, paths, progress, status
-from cifarlab import evaluate as evaluating
-from cifarlab import train as training
-from cifarlab.config import job_settings, validate_config
-from cifarlab.logs import log_to
+from cifarlab.config.validate import job_settings, validate_config
+from cifarlab.core import paths, progress
+from cifarlab.core.logs import log_to
+from cifarlab.study import estimate, status
+from cifarlab.training import evaluate as evaluating
+from cifarlab.training import loop as training
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAY = {
@@ -52,19 +54,22 @@ def test_epoch_line_round_trips_and_says_time_left():
     assert (
         line == "train vit_recipe epoch 3/20 | loss 1.2346 | test acc 54.30 % | 90.0 s/epoch | ~25.5 min left"
     )
-    logged = f"2026-12-01 11:00:00,123 INFO cifarlab.progress: {line}"
+    logged = f"2026-12-01 11:00:00,123 INFO cifarlab.core.progress: {line}"
     assert progress.parse_epoch_line(logged) == {
         "run": "vit_recipe", "epoch": 3, "epochs": 20, "loss": 1.2346, "accuracy": 54.3,
         "seconds_per_epoch": 90.0,
     }  # fmt: skip
-    assert progress.parse_epoch_line("INFO cifarlab.train: vit_recipe epoch 3/20: train loss 1.2") is None
+    assert (
+        progress.parse_epoch_line("INFO cifarlab.training.loop: vit_recipe epoch 3/20: train loss 1.2")
+        is None
+    )
 
 
 def test_log_to_sends_progress_lines_to_the_terminal_and_the_rest_to_the_log_only(tmp_path, capfd):
     path = tmp_path / "job.log"
     with log_to(path):
         progress.log.info("train r epoch 1/2 | the concise line")
-        logging.getLogger("cifarlab.train").info("the full detail")
+        logging.getLogger("cifarlab.training.loop").info("the full detail")
         print("printed output")
     terminal = capfd.readouterr().err
     assert terminal == "train r epoch 1/2 | the concise line\n"  # whole lines, no carriage returns
@@ -74,7 +79,7 @@ def test_log_to_sends_progress_lines_to_the_terminal_and_the_rest_to_the_log_onl
 
 def test_steps_prints_at_most_every_interval_and_always_at_the_end(caplog):
     steps = progress.Steps("features vgg16 train", total=100, unit="images", every=3600)
-    with caplog.at_level(logging.INFO, logger="cifarlab.progress"):
+    with caplog.at_level(logging.INFO, logger="cifarlab.core.progress"):
         for done in range(10, 101, 10):
             steps.update(done)
     assert [r.getMessage().split(" |")[0] for r in caplog.records] == ["features vgg16 train 100/100 images"]
@@ -260,9 +265,8 @@ def test_status_of_a_finished_an_interrupted_a_failed_and_a_running_run(
 
 
 def test_status_imports_no_torch_and_explains_a_bad_configfile(study):
-    probe = (
-        "import sys, cifarlab.status, cifarlab.estimate; assert 'torch' not in sys.modules, 'torch imported'"
-    )
+    probe = "import sys, cifarlab.study.status, cifarlab.study.estimate; "
+    probe += "assert 'torch' not in sys.modules, 'torch imported'"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", probe], check=True, env=env)
     result = subprocess.run(

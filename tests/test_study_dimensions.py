@@ -20,8 +20,8 @@ import yaml
 from conftest import ROOT, planned_jobs
 from test_data import make_image_folder
 
-from cifarlab import paths
-from cifarlab.config import study_jobs, validate_config
+from cifarlab.config.validate import study_jobs, validate_config
+from cifarlab.core import paths
 
 WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "profiles", "environment.yaml")
 DATASETS = [

@@ -14,8 +14,8 @@ import pytest
 import torch
 from conftest import lab_run
 
-from cifarlab import train as training
-from cifarlab.train import (
+from cifarlab.training import loop as training
+from cifarlab.training.loop import (
     TrainingInterrupted,
     batches,
     build_optimizer,
@@ -417,7 +417,7 @@ def test_lr_auto_reads_the_lr_finder_result(tmp_path):
 
 SUBPROCESS = """
 import sys, json, torch
-from cifarlab.train import main
+from cifarlab.training.loop import main
 torch.set_num_threads({threads})
 main(train_path={train!r}, test_path={test!r}, model_path={model!r}, history_path={history!r},
      run=json.loads({run!r}), device="cpu", checkpoint={checkpoint!r})
@@ -461,7 +461,7 @@ def test_sigterm_to_a_training_process_exits_nonzero_then_resumes(synthetic_file
 def test_oversized_subset_is_recorded_as_what_was_used(synthetic_data, caplog):
     """train_subset above the split's size trains on all images, says so, and records that number."""
     run = make_run(epochs=1, train_subset=100_000, test_subset=50_000)
-    with caplog.at_level("WARNING", logger="cifarlab.train"):
+    with caplog.at_level("WARNING", logger="cifarlab.training.loop"):
         result = train_run(run, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=run["lr"])
     assert result["train_images"] == 2000 and result["test_images"] == 500
     assert any("train_subset 100000" in r.message and "2000" in r.message for r in caplog.records)
@@ -476,8 +476,9 @@ time.sleep(600)
 
 ORPHAN_CHILD = r"""
 import sys, torch
-from cifarlab import synthetic, train
-from cifarlab.train import train_run
+from cifarlab.data import synthetic
+from cifarlab.training import loop as train
+from cifarlab.training.loop import train_run
 torch.set_num_threads(1)
 train.PARENT_CHECK_S = 0.2
 splits = synthetic.make_dataset(train_per_class=100, test_per_class=10, size=32, seed=0)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import lab_run
 
-from cifarlab.features import main, needed_indices
-from cifarlab.train import stratified_subset, subset, train_run, train_validation_split
+from cifarlab.training.features import main, needed_indices
+from cifarlab.training.loop import stratified_subset, subset, train_run, train_validation_split
 
 CPU = torch.device("cpu")
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cifarlab import paths
-from cifarlab.config import study_jobs, validate_config
-from cifarlab.figures import figure_named
+from cifarlab.config.validate import study_jobs, validate_config
+from cifarlab.core import paths
+from cifarlab.plots.figures import figure_named
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "profiles", "environment.yaml")
@@ -82,7 +82,7 @@ DATASET = "synthetic"
 
 
 def result(workdir: Path, pattern: str, run: str, seed: int = 0) -> Path:
-    """A file of the tiny study (a cifarlab.paths pattern) for a run and seed."""
+    """A file of the tiny study (a cifarlab.core.paths pattern) for a run and seed."""
     return workdir / paths.fill(pattern, dataset=DATASET, run=run, seed=seed)
 
 
@@ -174,7 +174,10 @@ def test_the_terminal_shows_each_runs_epochs_the_lr_finder_saliency_and_the_esti
     terminal = (study / TERMINAL).read_text()
     runs = expanded_runs(study)
     for job in study_jobs(runs, [DATASET]):
-        run, label = runs[job["run"]], f"{DATASET}/{job['run']}/seed{job['seed']}"  # cifarlab.paths.job_label
+        run, label = (
+            runs[job["run"]],
+            f"{DATASET}/{job['run']}/seed{job['seed']}",
+        )  # cifarlab.core.paths.job_label
         for epoch in range(1, run["epochs"] + 1):
             assert f"train {label} epoch {epoch}/{run['epochs']} | loss " in terminal, label
     config = study_config(study)

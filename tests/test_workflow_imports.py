@@ -30,8 +30,8 @@ IMPORT = re.compile(
 def workflow_imports() -> dict[str, str]:
     """{import statement (on one line): the module it names} of the workflow files, sorted.
 
-    The statement is what is run, not only its module: `from cifarlab import estimate` imports
-    cifarlab.estimate.
+    The statement is what is run, not only its module: `from cifarlab.study import estimate` imports
+    cifarlab.study.estimate.
     """
     found = {}
     for path in WORKFLOW_FILES:
@@ -57,11 +57,19 @@ def heavy_after_import(statement: str) -> list[str]:
 def test_the_import_lines_are_found():
     statements = workflow_imports()
     # each form, in files that have them today
-    assert {"import re", "from cifarlab import estimate", "from snakemake.utils import min_version"} <= set(
-        statements
+    assert {
+        "import re",
+        "from cifarlab.study import estimate",
+        "from snakemake.utils import min_version",
+    } <= set(statements)
+    assert (
+        statements["from cifarlab.data.sources import archive_name, source_fingerprint"]
+        == "cifarlab.data.sources"
     )
-    assert statements["from cifarlab.sources import archive_name, source_fingerprint"] == "cifarlab.sources"
-    assert any(s.startswith("from cifarlab.config import ConfigError, checked_datasets,") for s in statements)
+    assert any(
+        s.startswith("from cifarlab.config.validate import ConfigError, checked_datasets,")
+        for s in statements
+    )
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@
   `count_parameters`, ... They are importable from here too (`from cifarlab.models import
   build_model`); torch is imported only when one of them is first used.
 - The families: `lab` (the lab's CNNs), `backbones` (torchvision models: weights, head, freeze),
-  `vit` (vit-pytorch), `user` (your own nn.Module from a file or module), `cifarlab.airbench`.
+  `vit` (vit-pytorch), `user` (your own nn.Module from a file or module), `cifarlab.models.airbench`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from cifarlab.models.specs import (
     model_spec,
 )
 
-# The torch side every model shares, named here for code digests (cifarlab.code_version reads
+# The torch side every model shares, named here for code digests (cifarlab.core.code_version reads
 # imports statically) and type checkers; at run time __getattr__ below loads it on first use.
 if TYPE_CHECKING:
     from cifarlab.models import backbones, build  # noqa: F401

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cifarlab.files import load_torch
+from cifarlab.core.files import load_torch
 from cifarlab.models.specs import UnknownModel, model_spec
 
 # Normalisation layers: their parameters form the `norm` optimizer group (train.param_groups).

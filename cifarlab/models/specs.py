@@ -12,7 +12,7 @@ A run's `model:` is one of three kinds of name:
   `package.module:Class`, with `model_args:` passed to its constructor (cifarlab.models.user).
 
 The nn.Module side of each family lives in its own module (cifarlab.models.lab, .backbones, .vit,
-.user, cifarlab.airbench): `constructor` names its `(run, num_classes) -> nn.Module` function.
+.user, cifarlab.models.airbench): `constructor` names its `(run, num_classes) -> nn.Module` function.
 The workflow layer (the .smk files, config validation, estimate, status) reads this module, so
 it must not import torch: facts that only an import could tell (the cost of an arbitrary
 torchvision or user model) are the documented conservative defaults of `ModelSpec`, and the
@@ -101,7 +101,7 @@ BUILTIN: dict[str, ModelSpec] = {
         ),
         # the 2x2 whitening convolution and three pools
         ModelSpec(
-            "airbench", "cifarlab.airbench:Airbench.from_run", min_image_size=9,
+            "airbench", "cifarlab.models.airbench:Airbench.from_run", min_image_size=9,
             seconds_per_1000_images=(0.05, 4.0), activation_mb=2.0,
         ),
     )

@@ -8,7 +8,7 @@ where `image_size` is passed only when the constructor takes it (or **kwargs), a
 is the run's `model_args:` mapping. The model maps normalised float images N x 3 x S x S
 (S = image_size) to N x num_classes scores (logits, or log-probabilities). Activations as
 modules (nn.ReLU, ...) let guided backprop and Grad-CAM explain it; a model may also define
-`init_from_data(images)` and `start_epoch(epoch)` (see cifarlab.airbench), which training calls.
+`init_from_data(images)` and `start_epoch(epoch)` (see cifarlab.models.airbench), which training calls.
 
 A file path is relative to the project root (the working directory of the workflow); a module
 is imported with the project root on the path. The workflow checks that the file and class

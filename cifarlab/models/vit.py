@@ -6,7 +6,7 @@ from torch import nn
 
 
 def from_run(run: dict, num_classes: int) -> nn.Module:
-    """A ViT of the run's `vit:` sizes (the schema's defaults filled in by cifarlab.config for keys
+    """A ViT of the run's `vit:` sizes (the schema's defaults filled in by cifarlab.config.validate for keys
     the config leaves out); image_size must be a multiple of the patch."""
     from vit_pytorch import ViT
 

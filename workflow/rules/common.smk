@@ -1,13 +1,13 @@
 # Shared by all rules: the validated config, the study's datasets, runs and seeds, and the inputs
-# and params each job depends on. Every path is a pattern of cifarlab.paths: a trained model is
+# and params each job depends on. Every path is a pattern of cifarlab.core.paths: a trained model is
 # one (dataset, run, seed), the {dataset}, {run} and {seed} wildcards.
 import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from cifarlab import paths
-from cifarlab.config import (
+from cifarlab.core import paths
+from cifarlab.config.validate import (
     ConfigError,
     checked_datasets,
     dataset_runs,
@@ -20,9 +20,9 @@ from cifarlab.config import (
     uses_cached_features,
     validate_config,
 )
-from cifarlab.code_version import code_digest, code_digest_of_modules
+from cifarlab.core.code_version import code_digest, code_digest_of_modules
 from cifarlab.models import model_source, model_spec
-from cifarlab.sources import archive_name, source_fingerprint
+from cifarlab.data.sources import archive_name, source_fingerprint
 
 # Validate before any job runs: a bad key stops here with a message that names it. Validation
 # also writes the schema's defaults into `config` and caps it by the budget: read it plainly.
@@ -30,7 +30,7 @@ try:
     # the Snakefile's configfile (beside it: --directory may be another folder)
     in_study_order(config, Path(workflow.basedir) / "config" / "config.yaml")
     RUNS = validate_config(config)
-    # name -> settings (source, md5, labels, image_size, ...: cifarlab.datasets), study order
+    # name -> settings (source, md5, labels, image_size, ...: cifarlab.data.catalog), study order
     DATASETS = checked_datasets(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
@@ -101,7 +101,7 @@ def first_seed_model(wildcards):
 
 def job(wildcards):
     """The settings of one job: its run's, with its {dataset} and {seed} (the run's first seed
-    for the per-run LR finder and saliency jobs): cifarlab.config.job_settings."""
+    for the per-run LR finder and saliency jobs): job_settings."""
     seed = int(wildcards.seed) if "seed" in wildcards.keys() else None
     return job_settings(RUNS[wildcards.run], wildcards.dataset, seed)
 
@@ -241,7 +241,7 @@ def backbone_params(wildcards):
             wildcards.weights.removeprefix("imagenet").removeprefix("random") or 0
         ),
         "image_size": int(wildcards.size),
-        # Only the images these runs use (cifarlab.features.needed_indices): with subsets, a
+        # Only the images these runs use (cifarlab.training.features.needed_indices): with subsets, a
         # CPU embeds a few thousand images instead of all 60,000.
         "subsets": features_subsets(users),
     }
@@ -249,7 +249,7 @@ def backbone_params(wildcards):
 
 def features_subsets(users):
     """{"train": [[size, seed, validation], ...] or None (all), "test": [size, ...] or None} of
-    these jobs: the images they train on and hold out (cifarlab.features.needed_indices).
+    these jobs: the images they train on and hold out (cifarlab.training.features.needed_indices).
     """
     if not users or any(r["train_subset"] is None for r in users):
         train = None

@@ -3,7 +3,7 @@
 # Snakemake logs its table of planned jobs (a RUN_INFO event) once the DAG is built, in a dry run
 # (-n) as in a real one, before the first job starts; a handler on its logger prints the
 # estimate right after it, so that both show the same figure. The arithmetic is
-# cifarlab.estimate's (no torch); the seconds per job are JOB_SECONDS of resources.smk.
+# cifarlab.study.estimate's (no torch); the seconds per job are JOB_SECONDS of resources.smk.
 import logging
 import platform
 
@@ -12,7 +12,7 @@ from snakemake_interface_logger_plugins.common import LogEvent
 
 
 def planned_job(job):
-    """A Snakemake job as a cifarlab.estimate.Job: cheap rules (download, plots, report) cost
+    """A Snakemake job as a cifarlab.study.estimate.Job: cheap rules (download, plots, report) cost
     their start-up only, and the figures count as one kind, plot_*."""
     seconds = JOB_SECONDS.get(job.rule.name)
     return estimate.Job(
@@ -39,7 +39,7 @@ FACTORS_FILE = ".snakemake/cifarlab/calibration.json"
 
 
 def planned_estimate(dag):
-    """cifarlab.estimate.format_estimate of the DAG's jobs, calibrated by the done ones (or, for
+    """cifarlab.study.estimate.format_estimate of the DAG's jobs, calibrated by the done ones (or, for
     step kinds with none done, by what earlier studies measured on this machine)."""
     planned = [planned_job(job) for job in dag.needrun_jobs()]
     done = [planned_job(job) for job in dag.jobs if not dag.needrun(job)]

@@ -1,11 +1,11 @@
 # Every figure is its own target, drawn from results by a cheap local job, so that a change of
-# plotting style reruns plotting only. One rule per entry of cifarlab.figures.FIGURES (its
+# plotting style reruns plotting only. One rule per entry of cifarlab.plots.figures.FIGURES (its
 # target, inputs, log, report() category, labels and caption), each figure one file per dataset
 # (and per run, or seed); the entry's options are the rule's `params`, so changing one reruns
-# that figure (and the page) only. Styles live in cifarlab/plotting.py. Adding a figure:
+# that figure (and the page) only. Styles live in cifarlab/plots/style.py. Adding a figure:
 # docs/extending.md.
 
-from cifarlab.figures import (
+from cifarlab.plots.figures import (
     FIGURES,
     figure_inputs,
     figure_params,
@@ -13,7 +13,7 @@ from cifarlab.figures import (
     report_labels,
 )
 
-# The runs each kind of figure may show (cifarlab.figures.RUN_SETS).
+# The runs each kind of figure may show (cifarlab.plots.figures.RUN_SETS).
 RUN_SETS = {"all": list(RUNS), "lr_finder": LR_FINDER_RUNS, "saliency": SALIENCY_RUNS}
 # figure name -> dataset -> the runs its figure of that dataset shows (a sweep figure: the runs
 # of that sweep)

@@ -4,9 +4,9 @@
 import os
 from pathlib import Path
 
-from cifarlab.config import settings_hash
-from cifarlab.datasets import describe
-from cifarlab.figures import FIGURES, figure_files
+from cifarlab.config.validate import settings_hash
+from cifarlab.data.catalog import describe
+from cifarlab.plots.figures import FIGURES, figure_files
 
 REPORT = config["report"]
 DATASET_NAMES = list(DATASETS)
@@ -23,7 +23,7 @@ BENCHMARKS = list(
         )
     )
 )
-# The page's figures (cifarlab.figures.FIGURES): each that has runs on some dataset of this
+# The page's figures (cifarlab.plots.figures.FIGURES): each that has runs on some dataset of this
 # study (a sweep figure only where the study has that sweep), and the captions the page shows.
 PAGE_FIGURES = [figure for figure in FIGURES if any(FIGURE_RUNS[figure.name].values())]
 REPORT_INPUTS = {

@@ -9,8 +9,8 @@
 import functools
 import math
 
-from cifarlab import estimate
-from cifarlab.datasets import dataset_sizes
+from cifarlab.study import estimate
+from cifarlab.data.catalog import dataset_sizes
 from cifarlab.models import model_spec
 
 # Only `device: cuda` asks for a GPU (`--gpus=1` under SLURM). With `auto` a cluster job gets
@@ -26,7 +26,7 @@ START_MINUTES = 5  # start-up, loading the data, writing outputs
 
 @functools.cache
 def sizes(dataset):
-    """{"train", "test", "classes"} of a dataset, from its source (cifarlab.datasets.dataset_sizes)."""
+    """{"train", "test", "classes"} of a dataset, from its source (cifarlab.data.catalog.dataset_sizes)."""
     return dataset_sizes(
         DATASETS[dataset], cache=paths.fill(paths.SIZES_CACHE, dataset=dataset)
     )
@@ -139,7 +139,7 @@ def prepare_seconds(wildcards):
     return images / 1000 * estimate.PREPARE_SECONDS_PER_1000_IMAGES
 
 
-# Seconds of work of a job, by rule, from cifarlab.estimate's cost model (each model spec's seconds_per_1000_images):
+# Seconds of work of a job, by rule, from cifarlab.study.estimate's cost model (each model spec's seconds_per_1000_images):
 # the rules' `runtime` below (minutes, with headroom; prepare asks for a fixed 30) and the
 # estimate printed before the work (workflow/rules/estimate.smk) both derive from them.
 JOB_SECONDS = {

@@ -1,5 +1,5 @@
 # features (frozen backbones) -> train -> evaluate, one train and evaluate job per dataset, run
-# and seed (cifarlab.paths.RUN).
+# and seed (cifarlab.core.paths.RUN).
 
 
 rule features:

@@ -1,0 +1,190 @@
+"""The `evaluate` step (metrics.json of one run) and the figures drawn from it.
+
+metrics.json follows docs/architecture.md. A run with test-time augmentation (its `tta`
+setting) gets both accuracies, plain (`test_accuracy`) and augmented (`tta_test_accuracy`), side by
+side: one is never reported as the other. A diverged run gets its metrics too, with
+test_accuracy and test_loss null and status "diverged", so the report shows it as such instead of
+a meaningless accuracy.
+
+The model evaluated is the one train chose (`best_epoch`: the best validation epoch, or the last
+epoch without a validation split, docs/training.md); this step copies that choice and never
+makes one, so no figure is picked on the test set.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+from cifarlab.core.code_version import code_version
+from cifarlab.core.device import pick_device, resolve_precision
+from cifarlab.core.files import load_torch, write_json
+from cifarlab.models import head_of, load_trained
+from cifarlab.study.results import read_history
+from cifarlab.training.loop import (
+    TEST_SUBSET_SEED,
+    epoch_batches,
+    loss_and_accuracy,
+    stratified_subset,
+    subset,
+)
+
+log = logging.getLogger(__name__)
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts, int64 C x C: rows are the true class, columns the predicted one."""
+    flat = labels.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+# What train records in model.pt about the data and the chosen epoch, copied into metrics.json.
+TRAINING_KEYS = ("train_images", "validation_images", "best_epoch", "best_validation_accuracy")
+
+
+def training_record(saved: dict, model_path: str | Path, dataset: str, seed: int) -> dict:
+    """TRAINING_KEYS of model.pt's metadata, checked to belong to this (dataset, seed)."""
+    missing = [k for k in TRAINING_KEYS if k not in saved]
+    if missing:
+        raise ValueError(
+            f"{model_path} lacks {missing}: it was written by an older train step; delete it and rerun"
+        )
+    run = saved["run"]
+    trained_on = run.get("dataset", dataset)  # the settings name their dataset in a study of several
+    if run["seed"] != seed or trained_on != dataset:
+        raise ValueError(
+            f"{model_path} was trained with seed {run['seed']} on {trained_on!r}, "
+            f"but is evaluated as seed {seed} of {dataset!r}; delete it and rerun"
+        )
+    return {k: saved[k] for k in TRAINING_KEYS}
+
+
+def compute_metrics(
+    model_path: str | Path,
+    history_path: str | Path,
+    test_path: str | Path,
+    *,
+    dataset: str,
+    seed: int,
+    device: torch.device,
+    cached_test: str | Path | None = None,
+    precision: str = "fp32",
+    tta: str = "none",
+) -> dict:
+    """The metrics.json dict (see docs/architecture.md) of one trained model: seed `seed` of a
+    run on the dataset named `dataset`, at the job's resolved `precision`, with `tta` test-time
+    augmentation beside the plain accuracy (an evaluation setting: the workflow does not pass it
+    to training, so changing it retrains nothing).
+
+    cached_test: the cached test features of a frozen backbone; then only the head runs, which
+    gives the same predictions as the whole model on the images (tests/test_features.py).
+    """
+    model, saved = load_trained(model_path, device)
+    run, classes = saved["run"], saved["classes"]
+    history = read_history(history_path)
+    metrics = {
+        "dataset": dataset,
+        "run": run["name"],
+        "seed": seed,
+        "model": run["model"],
+        "status": saved["status"],
+        "diverged": saved["diverged"],
+        "test_accuracy": None,
+        "test_loss": None,
+        "tta": tta,
+        "tta_test_accuracy": None,
+        "tta_test_loss": None,
+        "per_class_accuracy": None,
+        "confusion_matrix": None,
+        "classes": classes,
+        **training_record(saved, model_path, dataset, seed),
+        "final_train_accuracy": _finite(history[-1]["train_accuracy"]) if history else None,
+        "params_total": saved["params_total"],
+        "params_trainable": saved["params_trainable"],
+        "epochs": run["epochs"],
+        "batch_size": run["batch_size"],
+        "optimizer": run["optimizer"],
+        "lr": saved["lr"],
+        "lr_source": saved["lr_source"],
+        "dropout": run["dropout"],
+        "pretrained": run["pretrained"],
+        "freeze": run["freeze"],
+        "image_size": run["image_size"],
+        "train_seconds": saved["train_seconds"],
+        "images_per_second": saved["images_per_second"],
+        "device": saved["device"],
+        "precision": saved.get("precision", "fp32"),  # training's, as resolved on its machine
+        "eval_precision": precision,  # this step's (auto may resolve otherwise on another node)
+        "settings": run,
+        # Which code wrote this file. Training's code is the same as far as it matters: a change
+        # to the code train runs changes its code digest, so train and then this step rerun.
+        "code_version": code_version(),
+    }
+    if saved["status"] != "ok":
+        log.warning("%s: status %s, no test metrics (%s)", run["name"], saved["status"], saved["diverged"])
+        return metrics
+    if cached_test is not None and metrics["tta"] != "none":
+        raise ValueError(
+            f"{run['name']}: tta {metrics['tta']!r} needs the test images, not cached features; "
+            "the workflow gives such runs the images (common.smk uses_cached_features)"
+        )
+    if cached_test is not None:
+        data = load_torch(cached_test)
+        model = head_of(model)
+    else:
+        data = load_torch(test_path)
+    data = subset(data, stratified_subset(data["labels"], run["test_subset"], TEST_SUBSET_SEED))
+
+    def test_pass(tta: str) -> tuple[float, float, torch.Tensor]:
+        test_batches = epoch_batches(data, run, epoch=None, device=device, precision=precision)
+        return loss_and_accuracy(model, test_batches, device, precision, tta=tta)
+
+    loss, accuracy, predictions = test_pass("none")
+    if metrics["tta"] != "none":
+        tta_loss, tta_accuracy, _ = test_pass(metrics["tta"])
+        metrics.update(tta_test_accuracy=tta_accuracy, tta_test_loss=tta_loss)
+        log.info("%s: test accuracy with %s TTA %.2f %%", run["name"], metrics["tta"], tta_accuracy)
+    confusion = confusion_matrix(data["labels"], predictions, len(classes))
+    per_class = 100.0 * confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
+    metrics.update(
+        test_accuracy=accuracy,
+        test_loss=loss,
+        per_class_accuracy={c: float(a) for c, a in zip(classes, per_class, strict=True)},
+        confusion_matrix=confusion.tolist(),
+    )
+    log.info("%s: test accuracy %.2f %%, test loss %.4f", run["name"], accuracy, loss)
+    return metrics
+
+
+def main(
+    *,
+    model_path: str | Path,
+    history_path: str | Path,
+    test_path: str | Path,
+    metrics_path: str | Path,
+    dataset: str,
+    seed: int,
+    device: str = "auto",
+    cached_test: str | Path | None = None,
+    threads: int | None = None,
+    precision: str = "auto",
+    tta: str = "none",
+) -> dict:
+    """The `evaluate` step: write metrics.json."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch_device = pick_device(device)
+    metrics = compute_metrics(
+        model_path, history_path, test_path, dataset=dataset, seed=seed, device=torch_device,
+        cached_test=cached_test,
+        precision=resolve_precision(torch_device, precision), tta=tta,
+    )  # fmt: skip
+    write_json(metrics, metrics_path, strict=True)
+    return metrics
