@@ -37,17 +37,12 @@ from cifarlab.core.device import autocast, cpu_has_native_bf16, pick_device, syn
 from cifarlab.core.files import load_torch
 from cifarlab.models import build_model
 from cifarlab.study.status import load_config
+from cifarlab.training.augment import epoch_batches
 from cifarlab.training.evaluate import compute_metrics
-from cifarlab.training.loop import (
-    build_optimizer,
-    epoch_batches,
-    init_from_data,
-    save_model,
-    stratified_subset,
-    subset,
-    train_run,
-    write_history,
-)
+from cifarlab.training.hooks import init_from_data
+from cifarlab.training.loop import save_model, train_run, write_history
+from cifarlab.training.optim import build_optimizer
+from cifarlab.training.sampling import stratified_subset, subset
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = torch.device("cpu")  # set by --device (benchmarks/gpu.sh: cuda); the CPU by default

@@ -43,18 +43,12 @@ from torch import nn
 from cifarlab.config.validate import validate_config
 from cifarlab.core.device import pick_device, synchronize
 from cifarlab.models import SimpleCNN, build_model
+from cifarlab.training.augment import epoch_batches
+from cifarlab.training.batching import to_device
 from cifarlab.training.features import compute_features
-from cifarlab.training.loop import (
-    build_optimizer,
-    build_scheduler,
-    epoch_batches,
-    new_running,
-    stratified_subset,
-    subset,
-    to_device,
-    train_one_epoch,
-    train_run,
-)
+from cifarlab.training.loop import new_running, train_one_epoch, train_run
+from cifarlab.training.optim import build_optimizer, build_scheduler
+from cifarlab.training.sampling import stratified_subset, subset
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = torch.device("cpu")  # set by --device; the CPU by default, the machine these tables are from

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from cifarlab.config.validate import load_schema  # noqa: E402
+from cifarlab.config.schema import load_schema  # noqa: E402
 from cifarlab.data import synthetic  # noqa: E402
 from cifarlab.models import model_spec  # noqa: E402
 

@@ -19,13 +19,9 @@ import yaml
 from conftest import ROOT, planned_jobs
 
 from cifarlab.analysis import lr_finder, saliency
-from cifarlab.config.validate import (
-    ConfigError,
-    apply_budget,
-    in_study_order,
-    schema_defaults,
-    validate_config,
-)
+from cifarlab.config.budgets import apply_budget
+from cifarlab.config.schema import ConfigError, schema_defaults
+from cifarlab.config.validate import in_study_order, validate_config
 from cifarlab.study.status import load_config
 
 NO_BUDGET = schema_defaults("budget")

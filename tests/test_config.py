@@ -10,11 +10,8 @@ import pytest
 import yaml
 from conftest import ROOT, lab_run, planned_counts
 
-from cifarlab.config.validate import (
-    ConfigError,
-    lr_finder_runs,
-    validate_config,
-)
+from cifarlab.config.schema import ConfigError
+from cifarlab.config.validate import lr_finder_runs, validate_config
 
 
 @pytest.fixture()

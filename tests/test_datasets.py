@@ -12,14 +12,9 @@ import pytest
 import yaml
 from conftest import ROOT, planned_counts, planned_jobs
 
-from cifarlab.config.validate import (
-    ConfigError,
-    apply_budget,
-    checked_datasets,
-    job_settings,
-    study_jobs,
-    validate_config,
-)
+from cifarlab.config.budgets import apply_budget
+from cifarlab.config.schema import ConfigError
+from cifarlab.config.validate import checked_datasets, job_settings, study_jobs, validate_config
 from cifarlab.core import paths
 from cifarlab.data.catalog import BUILTIN, dataset_sizes, reference_datasets, source_name
 from cifarlab.data.synthetic import CLASSES

@@ -18,8 +18,10 @@ from cifarlab.analysis import lr_finder
 from cifarlab.core import device as device_module
 from cifarlab.core.device import pick_device
 from cifarlab.models import build_model
+from cifarlab.training.augment import batches
 from cifarlab.training.features import compute_features
-from cifarlab.training.loop import batches, subset, train_run
+from cifarlab.training.loop import train_run
+from cifarlab.training.sampling import subset
 
 CPU = torch.device("cpu")
 SMALL_VIT = {

@@ -16,6 +16,7 @@ import cifarlab
 from cifarlab.models import build_model, load_trained
 from cifarlab.plots import run_figures
 from cifarlab.study.results import read_history, status_text
+from cifarlab.training import batching
 from cifarlab.training import evaluate as evaluation
 from cifarlab.training import loop as training
 
@@ -123,7 +124,7 @@ def test_metrics_follow_the_contract_and_agree_with_training(finished):
 def test_load_trained_gives_back_the_trained_model(finished, synthetic_data):
     model, saved = load_trained(finished["model.pt"], "cpu")
     assert not model.training
-    x = training.to_float(synthetic_data["test"]["images"][:8], saved["mean"], saved["std"], 32)
+    x = batching.to_float(synthetic_data["test"]["images"][:8], saved["mean"], saved["std"], 32)
     with torch.no_grad():
         out = model(x)
     fresh = build_model(saved["run"], 10).eval()

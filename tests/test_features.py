@@ -7,8 +7,11 @@ import torch
 from conftest import lab_run
 
 from cifarlab.models import build_model, head_of
+from cifarlab.training.augment import epoch_batches
 from cifarlab.training.features import compute_features, main
-from cifarlab.training.loop import epoch_batches, loss_and_accuracy, stratified_subset, subset, train_run
+from cifarlab.training.loop import train_run
+from cifarlab.training.sampling import stratified_subset, subset
+from cifarlab.training.scoring import loss_and_accuracy
 
 CPU = torch.device("cpu")
 

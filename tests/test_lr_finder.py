@@ -306,7 +306,8 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
     synthetic_data, synthetic_files, tmp_path
 ):
     from cifarlab.models import build_model, set_train_mode
-    from cifarlab.training.loop import epoch_batches, stratified_subset, subset
+    from cifarlab.training.augment import epoch_batches
+    from cifarlab.training.sampling import stratified_subset, subset
 
     # A train_subset of 8 batches: the 20-step sweep runs through several epochs of it.
     run = lab_run("simple_cnn-sgd", train_subset=500, batch_size=64)
@@ -342,15 +343,15 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
 
 def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic_data):
     from cifarlab.models import build_model, set_train_mode
-    from cifarlab.training.loop import (
+    from cifarlab.training.augment import epoch_batches
+    from cifarlab.training.optim import build_optimizer
+    from cifarlab.training.sampling import (
         VALIDATION_SPLIT_SEED,
-        build_optimizer,
-        epoch_batches,
-        evaluation_pass,
         stratified_subset,
         subset,
         train_validation_split,
     )
+    from cifarlab.training.scoring import evaluation_pass
 
     run = lab_run("simple_cnn-sgd", train_subset=500, batch_size=64, validation=300)
     finder = {"start_lr": 1e-4, "end_lr": 1.0, "num_iter": 20, "repeats": 1, "suggestion": "steepest"}
@@ -384,7 +385,7 @@ def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic
 
 def test_a_frozen_head_sweeps_on_cached_features(synthetic_data):
     from cifarlab.models import build_model, head_of
-    from cifarlab.training.loop import epoch_batches
+    from cifarlab.training.augment import epoch_batches
 
     train = synthetic_data["train"]
     run = lab_run("resnet18", pretrained=False, image_size=32)  # freeze: head, augment: none

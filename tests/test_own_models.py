@@ -21,11 +21,13 @@ import torchvision
 import yaml
 from conftest import lab_run, planned_counts
 
-from cifarlab.config.validate import ConfigError, validate_config
+from cifarlab.config.schema import ConfigError
+from cifarlab.config.validate import validate_config
 from cifarlab.models import build_model, count_parameters, head_of, set_train_mode, weights_file
 from cifarlab.models.user import constructor_arguments
 from cifarlab.training.features import main as features_main
-from cifarlab.training.loop import subset, train_run
+from cifarlab.training.loop import train_run
+from cifarlab.training.sampling import subset
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")

@@ -19,19 +19,12 @@ from torch import nn
 
 from cifarlab.analysis import lr_finder
 from cifarlab.models import airbench, build_model
-from cifarlab.training import loop as training
-from cifarlab.training.loop import (
-    Lookahead,
-    alternating_flip,
-    batches,
-    build_optimizer,
-    build_scheduler,
-    flip_phases,
-    train_run,
-    translate,
-    tta_logits,
-    tta_views,
-)
+from cifarlab.training import batching, hooks, optim
+from cifarlab.training.augment import alternating_flip, batches, flip_phases, translate
+from cifarlab.training.lookahead import Lookahead
+from cifarlab.training.loop import train_run
+from cifarlab.training.optim import build_optimizer, build_scheduler
+from cifarlab.training.scoring import tta_logits, tta_views
 
 CPU = torch.device("cpu")
 # The airbench recipe of config/config.yaml, at a batch size for 2,000 synthetic images.
@@ -45,7 +38,7 @@ RECIPE = {
 
 
 def normalised(data: dict, n: int) -> torch.Tensor:
-    return training.to_float(data["images"][:n], data["mean"], data["std"], 32)
+    return batching.to_float(data["images"][:n], data["mean"], data["std"], 32)
 
 
 # --- The network ------------------------------------------------------------------------
@@ -86,7 +79,7 @@ def test_the_whitening_bias_trains_for_the_first_epochs_only():
     model = build_model(make_run(model="airbench", airbench={"whiten_bias_epochs": 3}), 10)
     trains = []
     for epoch in range(5):
-        training.start_epoch(model, epoch)
+        hooks.start_epoch(model, epoch)
         trains.append(model.whiten.bias.requires_grad)
     assert trains == [True, True, True, False, False]
 
@@ -289,7 +282,7 @@ def test_the_lr_finder_sweeps_every_group_in_the_runs_lr_units(synthetic_data, m
     run = make_run(**{**RECIPE, "train_subset": 256})
     finder = {"start_lr": 1e-2, "end_lr": 100.0, "num_iter": 12, "repeats": 1, "suggestion": "valley"}
     result = lr_finder.run_lr_finder(run, synthetic_data["train"], finder, device=CPU)
-    factor = training.lr_factor(run)
+    factor = optim.lr_factor(run)
     for lr, groups in zip(result["repeats"][0]["lrs"], seen, strict=False):
         assert groups["other"] == pytest.approx(lr * factor) and groups["norm"] == pytest.approx(
             64 * lr * factor
@@ -311,7 +304,7 @@ def test_the_lr_finder_keeps_decoupled_weight_decay_per_step_at_every_lr(synthet
     assert run["decoupled"] and run["weight_decay"] > 0
     finder = {"start_lr": 1e-3, "end_lr": 10.0, "num_iter": 12, "repeats": 1, "suggestion": "valley"}
     lr_finder.run_lr_finder(run, synthetic_data["train"], finder, device=CPU)
-    per_step = run["weight_decay"] * training.lr_factor(run)
+    per_step = run["weight_decay"] * optim.lr_factor(run)
     assert len(seen) > 2
     for groups in seen:
         assert groups["other"] == pytest.approx(per_step) and groups["norm"] == pytest.approx(per_step)

@@ -24,7 +24,8 @@ import yaml
 from PIL import Image
 
 from cifarlab.analysis.lr_finder import median_curve
-from cifarlab.config.validate import check_schema, expand_runs, validate_config
+from cifarlab.config.schema import check_schema
+from cifarlab.config.validate import expand_runs, validate_config
 from cifarlab.core import paths
 from cifarlab.data import synthetic
 from cifarlab.plots import comparison_figures

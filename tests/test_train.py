@@ -15,19 +15,12 @@ import torch
 from conftest import lab_run
 
 from cifarlab.training import loop as training
-from cifarlab.training.loop import (
-    TrainingInterrupted,
-    batches,
-    build_optimizer,
-    build_scheduler,
-    crop_flip,
-    crop_flip_draws,
-    resolve_lr,
-    stratified_subset,
-    subset,
-    train_run,
-    train_validation_split,
-)
+from cifarlab.training import scoring
+from cifarlab.training.augment import batches, crop_flip, crop_flip_draws
+from cifarlab.training.checkpoints import TrainingInterrupted
+from cifarlab.training.loop import resolve_lr, train_run
+from cifarlab.training.optim import build_optimizer, build_scheduler
+from cifarlab.training.sampling import stratified_subset, subset, train_validation_split
 
 CPU = torch.device("cpu")
 
@@ -127,7 +120,7 @@ def test_optimizers_and_their_defaults():
     assert build_optimizer(params, make_run(optimizer="adam"), 0.01).defaults["eps"] == 1e-8
     sgd = build_optimizer(params, make_run(optimizer="sgd", nesterov=True, weight_decay=5e-4), 0.1)
     assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
-    assert [g["weight_decay"] for g in sgd.param_groups] == [5e-4]  # set per group (train.param_groups)
+    assert [g["weight_decay"] for g in sgd.param_groups] == [5e-4]  # set per group (optim.param_groups)
     adamw = build_optimizer(params, make_run(optimizer="adamw", weight_decay=0.05), 1e-3)
     assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["weight_decay"] == 0.05
     with pytest.raises(ValueError, match="unknown optimizer"):
@@ -200,7 +193,7 @@ def test_a_crashed_run_resumes_from_its_last_epoch(synthetic_data, tmp_path, mon
     reference = train_run(*data, device=CPU, lr=run["lr"])
 
     checkpoint = tmp_path / "ckpt.pt"
-    real_pass, calls = training.loss_and_accuracy, []
+    real_pass, calls = scoring.loss_and_accuracy, []
 
     def crash_in_epoch_two(*args, **kwargs):
         calls.append(1)
@@ -208,11 +201,11 @@ def test_a_crashed_run_resumes_from_its_last_epoch(synthetic_data, tmp_path, mon
             raise RuntimeError("simulated crash (node lost)")
         return real_pass(*args, **kwargs)
 
-    monkeypatch.setattr(training, "loss_and_accuracy", crash_in_epoch_two)
+    monkeypatch.setattr(scoring, "loss_and_accuracy", crash_in_epoch_two)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(training, "loss_and_accuracy", real_pass)
+    monkeypatch.setattr(scoring, "loss_and_accuracy", real_pass)
 
     resumed = train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
     assert comparable(resumed["history"]) == comparable(reference["history"])
@@ -331,7 +324,7 @@ def wrecked_last_epoch(**overrides) -> dict:
 
 
 def accuracy_on(model: torch.nn.Module, data: dict, run: dict) -> tuple[float, float]:
-    return training.evaluation_pass(model, data, run, CPU, "fp32")
+    return scoring.evaluation_pass(model, data, run, CPU, "fp32")
 
 
 def test_the_best_validation_epoch_is_chosen_and_its_weights_returned(synthetic_data):
@@ -477,10 +470,10 @@ time.sleep(600)
 ORPHAN_CHILD = r"""
 import sys, torch
 from cifarlab.data import synthetic
-from cifarlab.training import loop as train
+from cifarlab.training import checkpoints
 from cifarlab.training.loop import train_run
 torch.set_num_threads(1)
-train.PARENT_CHECK_S = 0.2
+checkpoints.PARENT_CHECK_S = 0.2
 splits = synthetic.make_dataset(train_per_class=100, test_per_class=10, size=32, seed=0)
 def prepared(images, labels):
     pixels = images.float() / 255

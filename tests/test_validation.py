@@ -11,7 +11,8 @@ import torch
 from conftest import lab_run
 
 from cifarlab.training.features import main, needed_indices
-from cifarlab.training.loop import stratified_subset, subset, train_run, train_validation_split
+from cifarlab.training.loop import train_run
+from cifarlab.training.sampling import stratified_subset, subset, train_validation_split
 
 CPU = torch.device("cpu")
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cifarlab.config.validate import schema_defaults
+from cifarlab.config.schema import schema_defaults
 from cifarlab.core import progress
 from cifarlab.core.files import load_torch, write_json
 from cifarlab.core.paths import job_label
@@ -361,17 +361,17 @@ def run_lr_finder(
     """
     from cifarlab.core.device import autocast, describe, use_channels_last
     from cifarlab.models import build_model, head_of, set_train_mode
-    from cifarlab.training.loop import (
+    from cifarlab.training.augment import epoch_batches
+    from cifarlab.training.batching import to_device
+    from cifarlab.training.hooks import init_from_data
+    from cifarlab.training.optim import build_optimizer
+    from cifarlab.training.sampling import (
         VALIDATION_SPLIT_SEED,
-        build_optimizer,
-        epoch_batches,
-        evaluation_pass,
-        init_from_data,
         stratified_subset,
         subset,
-        to_device,
         train_validation_split,
     )
+    from cifarlab.training.scoring import evaluation_pass
 
     started = time.perf_counter()
     finder = finder_settings(finder)

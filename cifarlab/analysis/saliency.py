@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.config.validate import schema_defaults
+from cifarlab.config.schema import schema_defaults
 from cifarlab.core import progress
 from cifarlab.core.files import load_torch, save_torch, write_json
 from cifarlab.core.paths import job_label

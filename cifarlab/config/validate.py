@@ -13,154 +13,25 @@ with that `seed` and `dataset` (`job_settings`); `study_jobs` lists them.
 from __future__ import annotations
 
 import copy
-import functools
-import hashlib
 import itertools
-import json
-import math
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
+from cifarlab.config.budgets import apply_budget, apply_study_budget
+from cifarlab.config.schema import (
+    YAML_LOADER,
+    ConfigError,
+    FillingValidator,
+    check_schema,
+    key_path,
+    load_schema,
+    raise_first_error,
+)
 from cifarlab.data.catalog import DatasetError, check_names, study_datasets
 from cifarlab.models.specs import BUILTIN as BUILTIN_MODELS
 from cifarlab.models.specs import UnknownModel, check_model, model_spec
-
-# package data (pyproject.toml): an installed copy validates a config as a checkout does
-SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key, the value and what is allowed."""
-
-
-# libyaml's parser where PyYAML has it (the schema is read on every Snakemake call: 10x faster)
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@functools.lru_cache(maxsize=1)
-def _parsed_schema() -> dict:
-    with open(SCHEMA_PATH) as f:
-        return yaml.load(f, Loader=YAML_LOADER)
-
-
-def load_schema() -> dict:
-    """The config schema (cifarlab/config/config.schema.yaml), parsed once per process; a copy."""
-    return copy.deepcopy(_parsed_schema())
-
-
-def _key_path(path: Any) -> str:
-    parts = []
-    for p in path:
-        parts.append(f"[{p}]" if isinstance(p, int) else (("." if parts else "") + str(p)))
-    return "".join(parts) or "(top level)"
-
-
-def _explain(error: jsonschema.ValidationError, where: str) -> str:
-    """Turn a jsonschema error into one sentence that names the key and what is allowed."""
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(schema.get("properties", {}))
-        unknown = sorted(set(error.instance) - set(allowed))
-        return (
-            f"config error at {where}: unknown key(s) {unknown}. "
-            f"Allowed keys here: {allowed}. Check the spelling."
-        )
-    if error.validator == "oneOf":
-        # e.g. lr: a positive number or "auto"; report the alternatives together.
-        options = []
-        for sub in schema.get("oneOf", []):
-            if "enum" in sub:
-                options.append(" or ".join(repr(v) for v in sub["enum"]))
-            elif "exclusiveMinimum" in sub:
-                options.append(f"a number > {sub['exclusiveMinimum']}")
-            elif "minimum" in sub:
-                options.append(
-                    f"{'an integer' if sub.get('type') == 'integer' else 'a number'} >= {sub['minimum']}"
-                )
-            elif "items" in sub:
-                options.append(sub.get("description") or "a list")
-        return (
-            f"config error at {where}: got {error.instance!r}; allowed: {', or '.join(options)}."
-            + _number_as_string_hint(error.instance)
-        )
-    if error.validator == "enum":
-        return f"config error at {where}: got {error.instance!r}; allowed values: {error.validator_value}."
-    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        lo = schema.get("minimum", schema.get("exclusiveMinimum"))
-        hi = schema.get("maximum", schema.get("exclusiveMaximum"))
-        lo_b = "[" if "minimum" in schema else "("
-        hi_b = "]" if "maximum" in schema else ")"
-        rng = f"{lo_b}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{hi_b}"
-        return f"config error at {where}: got {error.instance!r}; allowed range: {rng}."
-    if error.validator == "required":
-        return f"config error at {where}: {error.message}."
-    return f"config error at {where}: {error.message}."
-
-
-def _number_as_string_hint(value: Any) -> str:
-    """YAML 1.1 (PyYAML, Snakemake) reads `1e-3` without a dot as a string: say how to write it."""
-    if not isinstance(value, str):
-        return ""
-    try:
-        number = float(value)
-    except ValueError:
-        return ""
-    if not math.isfinite(number):
-        return ""  # nan, inf: text in YAML with or without quotes
-    mantissa, _, exponent = value.lower().partition("e")
-    if not exponent:
-        return f" {value!r} is text, not a number: write {value} without quotes."
-    # PyYAML's float needs a dot and a signed exponent: 1.0e-3, 1.0e+5
-    sign = "" if exponent[0] in "+-" else "+"
-    written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign}{exponent}"
-    return f" YAML reads {value} as text, not a number: write {written} (with a dot)."
-
-
-def _filling_defaults(validator_class: type) -> type:
-    """A validator that also writes each schema `default` into the config where a key is missing.
-
-    jsonschema's documented extension pattern: the `properties` keyword sets the defaults of the
-    object it checks before checking it, so a section's default ({}) is filled first and then its
-    own keys' defaults. Defaults are deep-copied: no two configs share a list or a dict.
-    """
-    check_properties = validator_class.VALIDATORS["properties"]
-
-    def fill_then_check(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for key, sub in properties.items():
-                if isinstance(sub, dict) and "default" in sub and key not in instance:
-                    instance[key] = copy.deepcopy(sub["default"])
-        yield from check_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": fill_then_check})
-
-
-_FillingValidator = _filling_defaults(jsonschema.Draft202012Validator)
-
-
-def _raise_first_error(instance: Any, schema: dict, prefix: list, fill_defaults: bool = False) -> None:
-    """Raise ConfigError for the most relevant schema error; fill_defaults: write the schema's
-    defaults into `instance` (in place) while checking it."""
-    validator = (_FillingValidator if fill_defaults else jsonschema.Draft202012Validator)(schema)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.path), list(map(str, e.path))))
-    if errors:
-        error = jsonschema.exceptions.best_match(errors)
-        # best_match descends into one branch of a oneOf (lr: number or "auto"); name all branches.
-        while error.parent is not None and error.parent.validator == "oneOf":
-            error = error.parent
-        raise ConfigError(_explain(error, _key_path(prefix + list(error.absolute_path))))
-
-
-def schema_defaults(section: str) -> dict:
-    """A top-level section (`lr_finder`, `saliency`, `budget`, ...) as validation fills it when the
-    config leaves it out: the schema's default of every key, nested sections included."""
-    schema = load_schema()
-    filled: dict = {}
-    _FillingValidator({**schema["properties"][section], "$defs": schema["$defs"]}).validate(filled)
-    return filled
 
 
 def sweep_run_name(entry: str, assignment: list[tuple[str, Any]]) -> str:
@@ -176,94 +47,16 @@ def sweep_run_name(entry: str, assignment: list[tuple[str, Any]]) -> str:
     return "-".join(parts)
 
 
-# Budget caps on run settings: budget key -> the run setting it caps (from above).
-RUN_CAPS = {
-    "max_epochs": "epochs",
-    "max_train_images": "train_subset",
-    "max_test_images": "test_subset",
-    "max_image_size": "image_size",
-    "max_batch_size": "batch_size",
-}
-# Budget caps on a ViT's size: budget.vit key -> the `vit:` setting it caps from above.
-VIT_CAPS = {"max_dim": "dim", "max_depth": "depth", "max_heads": "heads", "max_mlp_dim": "mlp_dim"}
-
-
-def _capped(value: int | None, cap: int | None) -> int | None:
-    """`value` lowered to `cap`; a null value (a subset: all images) becomes the cap itself."""
-    if cap is None:
-        return value
-    return cap if value is None else min(value, cap)
-
-
-def apply_budget(settings: dict, budget: dict, entry_settings: dict | None = None) -> dict:
-    """One run's settings shrunk by the study's `budget` (the schema's `budget` key), in place.
-
-    In order: the caps (`max_*`: epochs, subsets, image size in px, batch size, and `vit:` size
-    caps and `min_patch_size` for ViT runs), then `entry_settings` (the entry's `budget.runs`
-    settings, for what the caps cannot express), then warmup: when the budget cut the epochs to
-    `warmup_epochs` or fewer (the schedule would never leave its warmup), `warmup_epochs` keeps
-    its fraction of training (unless `entry_settings` sets it). Every changed setting's value
-    before the budget goes to `settings["budget"]`, so a run says it is smaller than the lab's;
-    nothing changed, no `budget` key (the run's settings, hence its params, are the lab's).
-    """
-    settings["seeds"] = seed_list(settings)
-    before = copy.deepcopy(settings)
-    if budget["max_seeds"] is not None:
-        # not recorded under `budget`: how many times a run trains is no setting of one model
-        settings["seeds"] = settings["seeds"][: budget["max_seeds"]]
-        before["seeds"] = settings["seeds"]
-    for key, setting in RUN_CAPS.items():
-        settings[setting] = _capped(settings[setting], budget[key])
-    if settings["model"] == "vit" and settings.get("vit"):
-        vit = settings["vit"]
-        for key, setting in VIT_CAPS.items():
-            if setting in vit:
-                vit[setting] = _capped(vit[setting], budget["vit"][key])
-        smallest = budget["vit"]["min_patch_size"]
-        if smallest is not None and "patch_size" in vit and vit["patch_size"] < smallest:
-            vit["patch_size"] = smallest
-    entry_settings = copy.deepcopy(entry_settings or {})
-    settings.update(entry_settings)
-    warmup = settings["warmup_epochs"]
-    if (
-        settings["epochs"] < before["epochs"]
-        and warmup >= settings["epochs"]
-        and "warmup_epochs" not in entry_settings
-    ):
-        settings["warmup_epochs"] = warmup * settings["epochs"] / before["epochs"]
-    changed = {key: before[key] for key in settings if settings[key] != before.get(key)}
-    if changed:
-        settings["budget"] = changed
-    return settings
-
-
-def seed_list(settings: dict) -> list[int]:
-    """A run's seeds: `seeds: N` is seed, seed+1, ..., seed+N-1; a list is itself."""
-    seeds = settings["seeds"]
-    return list(seeds) if isinstance(seeds, list) else list(range(settings["seed"], settings["seed"] + seeds))
-
-
-def apply_study_budget(config: dict) -> None:
-    """Cap the LR finder's steps and repeats and the saliency images per class by the budget,
-    in place (caps, so applying them twice changes nothing)."""
-    budget, finder, saliency = config["budget"], config["lr_finder"], config["saliency"]
-    finder["num_iter"] = _capped(finder["num_iter"], budget["lr_finder"]["max_num_iter"])
-    finder["repeats"] = _capped(finder["repeats"], budget["lr_finder"]["max_repeats"])
-    saliency["images_per_class"] = _capped(
-        saliency["images_per_class"], budget["saliency"]["max_images_per_class"]
-    )
-
-
 def _checked_model(settings: dict, where: list, root: str | Path):
     """The spec of a run's model (cifarlab.models.specs), once its name is known to exist."""
-    key = _key_path(where + ["model"])
+    key = key_path(where + ["model"])
     try:
         spec = check_model(settings["model"], root)
     except UnknownModel as error:
         raise ConfigError(f"config error at {key}: {error}.") from None
     if settings.get("model_args") and settings["model"] in BUILTIN_MODELS:
         raise ConfigError(
-            f"config error at {_key_path(where + ['model_args'])}: the built-in model {settings['model']!r} "
+            f"config error at {key_path(where + ['model_args'])}: the built-in model {settings['model']!r} "
             "takes no model_args (its settings are run keys: dropout, vit, airbench); model_args are for "
             "torchvision.<name> and your own models."
         )
@@ -299,7 +92,7 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
                 f"how big each is; set them under runs.{entry} (or cap seeds with budget.max_seeds)."
             )
     vit_defaults: dict = {}
-    _FillingValidator({**schema["$defs"]["vit"], "$defs": schema["$defs"]}).validate(vit_defaults)
+    FillingValidator({**schema["$defs"]["vit"], "$defs": schema["$defs"]}).validate(vit_defaults)
     runs: dict[str, dict] = {}
     for entry, spec in config["runs"].items():
         spec = copy.deepcopy(spec)
@@ -310,7 +103,7 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
             settings = {**copy.deepcopy(defaults), **spec, **dict(assignment)}
             name = sweep_run_name(entry, assignment)
             where = ["runs", entry] + (["sweep"] if assignment else [])
-            _raise_first_error({k: v for k, v in settings.items()}, run_schema, where)
+            raise_first_error({k: v for k, v in settings.items()}, run_schema, where)
             if name in runs:
                 raise ConfigError(f"config error at runs.{entry}: run name {name!r} is produced twice.")
             # keys a sweep cannot vary: named at the entry
@@ -321,7 +114,7 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
                 settings["vit"] = {**vit_defaults, **(settings.get("vit") or {})}
             apply_budget(settings, budget, budget["runs"].get(entry))
             budgeted = {k: v for k, v in settings.items() if k != "budget"}
-            _raise_first_error(budgeted, run_schema, ["budget", "runs", entry])
+            raise_first_error(budgeted, run_schema, ["budget", "runs", entry])
             settings["name"] = name
             settings["entry"] = entry
             settings["sweep"] = dict(assignment)
@@ -341,7 +134,7 @@ def _run_datasets(settings: dict, datasets: dict[str, dict], where: list) -> lis
     unknown = [name for name in chosen if name not in datasets]
     if unknown:
         raise ConfigError(
-            f"config error at {_key_path(where + ['datasets'])}: unknown dataset(s) {unknown}; "
+            f"config error at {key_path(where + ['datasets'])}: unknown dataset(s) {unknown}; "
             f"the study's datasets: {list(datasets)}."
         )
     return [name for name in datasets if name in chosen]
@@ -352,7 +145,7 @@ def _dataset_image_size(settings: dict, datasets: dict[str, dict], where: list) 
     sizes = {name: datasets[name]["image_size"] for name in settings["datasets"]}
     if len(set(sizes.values())) > 1:
         raise ConfigError(
-            f"config error at {_key_path(where + ['image_size'])}: null means the datasets' image_size, "
+            f"config error at {key_path(where + ['image_size'])}: null means the datasets' image_size, "
             f"and this run's datasets differ ({sizes}); give the run an image_size."
         )
     return next(iter(sizes.values()))
@@ -442,11 +235,6 @@ def checked_datasets(config: dict) -> dict[str, dict]:
         raise ConfigError(str(error)) from None
 
 
-def check_schema(config: dict) -> None:
-    """Check `config` against the schema and write the schema's defaults into it (in place)."""
-    _raise_first_error(config, load_schema(), [], fill_defaults=True)
-
-
 def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
     """Check the whole config and return its expanded runs; raise ConfigError naming the key.
 
@@ -487,11 +275,6 @@ def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
                 f"({pretrainable}), not {run['model']!r}; use freeze: none."
             )
     return runs
-
-
-def settings_hash(settings: Any) -> str:
-    """A short stable hash of JSON-able settings (for the report's provenance)."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def uses_cached_features(run: dict) -> bool:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from cifarlab.config.validate import ConfigError, checked_datasets, job_settings, study_jobs, validate_config
+from cifarlab.config.schema import ConfigError
+from cifarlab.config.validate import checked_datasets, job_settings, study_jobs, validate_config
 from cifarlab.core import paths
 from cifarlab.core.progress import duration, parse_epoch_line
 from cifarlab.data.catalog import dataset_sizes

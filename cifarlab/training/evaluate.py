@@ -24,13 +24,9 @@ from cifarlab.core.device import pick_device, resolve_precision
 from cifarlab.core.files import load_torch, write_json
 from cifarlab.models import head_of, load_trained
 from cifarlab.study.results import read_history
-from cifarlab.training.loop import (
-    TEST_SUBSET_SEED,
-    epoch_batches,
-    loss_and_accuracy,
-    stratified_subset,
-    subset,
-)
+from cifarlab.training.batching import test_batches
+from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset
+from cifarlab.training.scoring import loss_and_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +139,8 @@ def compute_metrics(
     data = subset(data, stratified_subset(data["labels"], run["test_subset"], TEST_SUBSET_SEED))
 
     def test_pass(tta: str) -> tuple[float, float, torch.Tensor]:
-        test_batches = epoch_batches(data, run, epoch=None, device=device, precision=precision)
-        return loss_and_accuracy(model, test_batches, device, precision, tta=tta)
+        batches = test_batches(data, run, device=device, precision=precision)
+        return loss_and_accuracy(model, batches, device, precision, tta=tta)
 
     loss, accuracy, predictions = test_pass("none")
     if metrics["tta"] != "none":

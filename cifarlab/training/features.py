@@ -26,13 +26,8 @@ from cifarlab.core.device import (
 )
 from cifarlab.core.files import load_torch, save_torch
 from cifarlab.models import build_model, head_of
-from cifarlab.training.loop import (
-    TEST_SUBSET_SEED,
-    batches,
-    stratified_subset,
-    subset,
-    train_validation_split,
-)
+from cifarlab.training.batching import image_batches
+from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset, train_validation_split
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +62,8 @@ def compute_features(
         memory_format=torch.channels_last if use_channels_last(device, precision) else torch.preserve_format,
     )
     try:
-        for x, _ in batches(
-            data, batch_size, shuffle=False, generator=None, device=device, augment="none",
+        for x, _ in image_batches(
+            data, batch_size, shuffle=False, generator=None, device=device,
             image_size=image_size, channels_last=use_channels_last(device, precision),
         ):  # fmt: skip
             with autocast(device, precision):

@@ -4,7 +4,7 @@
 import os
 from pathlib import Path
 
-from cifarlab.config.validate import settings_hash
+from cifarlab.core.hashing import settings_hash
 from cifarlab.data.catalog import describe
 from cifarlab.plots.figures import FIGURES, figure_files
 

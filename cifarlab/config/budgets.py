@@ -1,0 +1,87 @@
+"""A study's `budget`: caps on each run's epochs, images and model size, applied while the config
+is validated; each value it changes is kept, as it was before, under the run's `budget`
+(docs/budgets.md).
+"""
+
+from __future__ import annotations
+
+import copy
+
+# Budget caps on run settings: budget key -> the run setting it caps (from above).
+RUN_CAPS = {
+    "max_epochs": "epochs",
+    "max_train_images": "train_subset",
+    "max_test_images": "test_subset",
+    "max_image_size": "image_size",
+    "max_batch_size": "batch_size",
+}
+
+
+# Budget caps on a ViT's size: budget.vit key -> the `vit:` setting it caps from above.
+VIT_CAPS = {"max_dim": "dim", "max_depth": "depth", "max_heads": "heads", "max_mlp_dim": "mlp_dim"}
+
+
+def _capped(value: int | None, cap: int | None) -> int | None:
+    """`value` lowered to `cap`; a null value (a subset: all images) becomes the cap itself."""
+    if cap is None:
+        return value
+    return cap if value is None else min(value, cap)
+
+
+def seed_list(settings: dict) -> list[int]:
+    """A run's seeds: `seeds: N` is seed, seed+1, ..., seed+N-1; a list is itself."""
+    seeds = settings["seeds"]
+    return list(seeds) if isinstance(seeds, list) else list(range(settings["seed"], settings["seed"] + seeds))
+
+
+def apply_budget(settings: dict, budget: dict, entry_settings: dict | None = None) -> dict:
+    """One run's settings shrunk by the study's `budget` (the schema's `budget` key), in place.
+
+    In order: the caps (`max_*`: epochs, subsets, image size in px, batch size, and `vit:` size
+    caps and `min_patch_size` for ViT runs), then `entry_settings` (the entry's `budget.runs`
+    settings, for what the caps cannot express), then warmup: when the budget cut the epochs to
+    `warmup_epochs` or fewer (the schedule would never leave its warmup), `warmup_epochs` keeps
+    its fraction of training (unless `entry_settings` sets it). Every changed setting's value
+    before the budget goes to `settings["budget"]`, so a run says it is smaller than the lab's;
+    nothing changed, no `budget` key (the run's settings, hence its params, are the lab's).
+    """
+    settings["seeds"] = seed_list(settings)
+    before = copy.deepcopy(settings)
+    if budget["max_seeds"] is not None:
+        # not recorded under `budget`: how many times a run trains is no setting of one model
+        settings["seeds"] = settings["seeds"][: budget["max_seeds"]]
+        before["seeds"] = settings["seeds"]
+    for key, setting in RUN_CAPS.items():
+        settings[setting] = _capped(settings[setting], budget[key])
+    if settings["model"] == "vit" and settings.get("vit"):
+        vit = settings["vit"]
+        for key, setting in VIT_CAPS.items():
+            if setting in vit:
+                vit[setting] = _capped(vit[setting], budget["vit"][key])
+        smallest = budget["vit"]["min_patch_size"]
+        if smallest is not None and "patch_size" in vit and vit["patch_size"] < smallest:
+            vit["patch_size"] = smallest
+    entry_settings = copy.deepcopy(entry_settings or {})
+    settings.update(entry_settings)
+    warmup = settings["warmup_epochs"]
+    if (
+        settings["epochs"] < before["epochs"]
+        and warmup >= settings["epochs"]
+        and "warmup_epochs" not in entry_settings
+    ):
+        settings["warmup_epochs"] = warmup * settings["epochs"] / before["epochs"]
+    changed = {key: before[key] for key in settings if settings[key] != before.get(key)}
+    if changed:
+        settings["budget"] = changed
+    return settings
+
+
+def apply_study_budget(config: dict) -> None:
+    """Cap the LR finder's steps and repeats and the saliency images per class by the budget,
+    in place (caps, so applying them twice changes nothing)."""
+    budget, finder, saliency = config["budget"], config["lr_finder"], config["saliency"]
+    finder["num_iter"] = _capped(finder["num_iter"], budget["lr_finder"]["max_num_iter"])
+    finder["repeats"] = _capped(finder["repeats"], budget["lr_finder"]["max_repeats"])
+    saliency["images_per_class"] = _capped(
+        saliency["images_per_class"], budget["saliency"]["max_images_per_class"]
+    )

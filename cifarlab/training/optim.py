@@ -1,0 +1,128 @@
+"""Optimizers and learning-rate schedules of a run: per-parameter-group lr and weight decay,
+hyperparameters decoupled from batch size (airbench94), the schedules.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from cifarlab.models import NORM_LAYERS
+
+# Decoupled hyperparameters are stated per this many examples (airbench94's convention).
+DECOUPLED_EXAMPLES = 1024
+
+
+def lr_factor(run: dict) -> float:
+    """torch's lr per unit of the run's `lr`: 1, or for `decoupled: true` (SGD) airbench94's
+    conversion from a step size per 1,024 examples, momentum-normalised, to a mean-loss lr.
+
+    Decoupled, lr means the same average step whatever the batch size and momentum: with
+    gradients constant in time Nesterov momentum m multiplies a step by (1 + 1 / (1 - m))
+    (airbench94's kilostep_scale), and a mean loss over B examples is 1/B of their summed loss.
+    """
+    if not run["decoupled"]:
+        return 1.0
+    if run["optimizer"] != "sgd":
+        raise ValueError(f"decoupled hyperparameters are defined for sgd, not {run['optimizer']!r}")
+    return run["batch_size"] / (DECOUPLED_EXAMPLES * (1 + 1 / (1 - run["momentum"])))
+
+
+def param_groups(module: nn.Module, run: dict, lr: float) -> list[dict]:
+    """The trainable parameters of `module` as optimizer groups, each with its lr and weight decay.
+
+    Two groups: `norm` (the parameters of normalisation layers: BatchNorm, LayerNorm, GroupNorm)
+    and `other`; run["param_groups"] maps a group to {lr_scale, weight_decay_scale} (both 1 when
+    absent). Each group keeps `lr_scale`, torch's lr per unit of the run's lr, which the LR
+    finder uses to sweep all groups together. Decoupled, weight_decay is the fraction decayed
+    per 1,024 examples, independent of the lr and its scale: torch's coefficient is that over
+    the group's lr (the decay per step is lr x coefficient).
+    """
+    members: dict[str, list[nn.Parameter]] = {"norm": [], "other": []}
+    for layer in module.modules():
+        group = "norm" if isinstance(layer, NORM_LAYERS) else "other"
+        members[group].extend(p for p in layer.parameters(recurse=False) if p.requires_grad)
+    factor, weight_decay = lr_factor(run), run["weight_decay"]
+    groups = []
+    for name, params in members.items():
+        if not params:
+            continue
+        scales = run["param_groups"].get(name, {})
+        lr_scale = factor * scales.get("lr_scale", 1.0)
+        wd = weight_decay * scales.get("weight_decay_scale", 1.0)
+        group = {"params": params, "name": name, "lr": lr * lr_scale, "lr_scale": lr_scale}
+        group["weight_decay"] = wd
+        if run["decoupled"]:
+            # The decay per step, lr x wd, is wd x factor at the run's lr; the LR finder keeps it
+            # there while it sweeps the lr (`decay_per_step`), the schedule scales it with the lr.
+            group.update(weight_decay=wd * factor / (lr * lr_scale), decay_per_step=wd * factor)
+        groups.append(group)
+    return groups
+
+
+def build_optimizer(module: nn.Module, run: dict, lr: float) -> torch.optim.Optimizer:
+    """The run's optimizer over the trainable parameters of `module` (grouped by `param_groups`):
+    sgd (momentum, nesterov), adam, adamw or yogi (torch-optimizer).
+
+    run["eps"] null keeps each optimizer's own default (yogi's is 1e-3, not adam's 1e-8).
+    """
+    name, groups = run["optimizer"], param_groups(module, run, lr)
+    eps = {} if run["eps"] is None else {"eps": run["eps"]}
+    if name == "sgd":
+        momentum = run["momentum"]
+        # torch rejects nesterov without momentum
+        nesterov = run["nesterov"] and momentum > 0
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, **eps)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, **eps)
+    if name == "yogi":
+        import torch_optimizer
+
+        return torch_optimizer.Yogi(groups, lr=lr, **eps)
+    raise ValueError(f"unknown optimizer {name!r}; use sgd, adam, adamw or yogi")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, run: dict, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step LR schedule (call .step() after every optimizer step).
+
+    constant: the lr throughout. onecycle: torch's OneCycleLR peaking at the lr (momentum is not
+    cycled, so the configured momentum holds). cosine: linear warmup over `warmup_epochs`, then
+    cosine decay to zero. linear (airbench94's): from `lr_start_factor` x lr up to the lr over
+    `warmup_epochs` (fractions allowed), then linearly down to `lr_end_factor` x lr at the end.
+    """
+    total = run["epochs"] * steps_per_epoch
+    schedule = run["schedule"]
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if schedule == "onecycle":
+        max_lr = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=max_lr, total_steps=total, cycle_momentum=False
+        )
+    if schedule == "cosine":
+        warmup = min(round(run["warmup_epochs"] * steps_per_epoch), total - 1)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if schedule == "linear":
+        warmup = min(round(run["warmup_epochs"] * steps_per_epoch), total - 1)
+        start, end = run["lr_start_factor"], run["lr_end_factor"]
+
+        def piecewise(step: int) -> float:
+            if step < warmup:
+                return start + (1 - start) * step / warmup
+            return 1 + (end - 1) * min((step - warmup) / max(1, total - warmup), 1.0)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, piecewise)
+    raise ValueError(f"unknown schedule {schedule!r}; use constant, onecycle, cosine or linear")
