@@ -19,7 +19,6 @@ from cifarlab.models.specs import (
     ModelSpec,
     UnknownModel,
     check_model,
-    model_colour,
     model_source,
     model_spec,
 )
@@ -49,7 +48,6 @@ __all__ = [
     "ModelSpec",
     "UnknownModel",
     "check_model",
-    "model_colour",
     "model_source",
     "model_spec",
     *_LAZY,

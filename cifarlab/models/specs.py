@@ -4,8 +4,9 @@ A run's `model:` is one of three kinds of name:
 
 - a built-in model (`BUILTIN`: the lab's CNNs, VGG16, ResNet18, the ViT, airbench), whose spec
   below says everything the workflow needs: how to build it, whether it is pretrainable and its
-  default `freeze`, its smallest image size, the width of its cached features, its cost per image
-  for the time estimate and the cluster's requests, and its colour in the figures;
+  default `freeze`, its smallest image size and the width of its cached features (its cost per
+  image is in cifarlab.models.cost, its colour in cifarlab.models.style: neither is in the code
+  of any training step, so editing them reruns no model);
 - `torchvision.<name>`: any torchvision classification model (`torchvision.models.get_model`),
   pretrainable from its DEFAULT ImageNet weights like vgg16 and resnet18;
 - a user's own nn.Module: `path/to/file.py:Class` (relative to the project root) or
@@ -14,9 +15,7 @@ A run's `model:` is one of three kinds of name:
 The nn.Module side of each family lives in its own module (cifarlab.models.lab, .backbones, .vit,
 .user, cifarlab.models.airbench): `constructor` names its `(run, num_classes) -> nn.Module` function.
 The workflow layer (the .smk files, config validation, estimate, status) reads this module, so
-it must not import torch: facts that only an import could tell (the cost of an arbitrary
-torchvision or user model) are the documented conservative defaults of `ModelSpec`, and the
-estimate's calibration corrects the cost from measured jobs.
+it must not import torch.
 """
 
 from __future__ import annotations
@@ -24,16 +23,11 @@ from __future__ import annotations
 import ast
 import importlib.util
 import sys
-import zlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 TORCHVISION_PREFIX = "torchvision."
-
-# Colours of models without one of their own (torchvision.* and user models), chosen by name so
-# that a model keeps its colour from figure to figure (rest of the Okabe-Ito palette).
-EXTRA_COLOURS = ("#56B4E9", "#F0E442", "#000000", "#999999", "#882255", "#117733")
 
 
 @dataclass(frozen=True)
@@ -45,12 +39,8 @@ class ModelSpec:
     pretrainable: its weights can come from ImageNet (the study's `pretrained` switch applies).
     default_freeze: the run's `freeze` when it says none ("head": only the new last layer trains).
     feature_width: width of its head's input (the cached features of a frozen backbone), floats.
-    seconds_per_1000_images: (GPU, CPU) seconds per 1,000 images, forward and backward, at 32 px
-        (slow-machine figures on purpose: a cluster kills a job that outruns its time limit).
-    activation_mb: activation memory (MB) per training image at 32 px, held in host memory on a CPU.
-    colour: its colour in every figure.
-    The defaults are the conservative figures used for torchvision.* and user models (those of
-    VGG16, the slowest and widest built-in).
+    The feature width's default is that of VGG16 (the widest built-in), used for torchvision.*
+    and user models.
     """
 
     name: str
@@ -59,9 +49,6 @@ class ModelSpec:
     pretrainable: bool = False
     default_freeze: str = "none"
     feature_width: int = 4096
-    seconds_per_1000_images: tuple[float, float] = (0.4, 30.0)
-    activation_mb: float = 2.0
-    colour: str = "#555555"
 
     @property
     def module(self) -> str:
@@ -78,31 +65,27 @@ BUILTIN: dict[str, ModelSpec] = {
         # two valid 5x5 convolutions, each followed by a 2x2 pool
         ModelSpec(
             "simple_cnn", "cifarlab.models.lab:SimpleCNN.from_run", min_image_size=16,
-            seconds_per_1000_images=(0.2, 1.0), activation_mb=0.1, colour="#0072B2",
         ),
         # two 2x2 pools; the convolutions keep the size
         ModelSpec(
             "dropout_cnn", "cifarlab.models.lab:DropoutCNN.from_run", min_image_size=4,
-            seconds_per_1000_images=(0.5, 5.0), activation_mb=0.5, colour="#E69F00",
         ),
         # five 2x2 pools
         ModelSpec(
             "vgg16", BACKBONE, min_image_size=32, pretrainable=True, default_freeze="head",
-            feature_width=4096, seconds_per_1000_images=(0.4, 30.0), activation_mb=2.0, colour="#009E73",
+            feature_width=4096,
         ),
         ModelSpec(
             "resnet18", BACKBONE, pretrainable=True, default_freeze="head",
-            feature_width=512, seconds_per_1000_images=(0.2, 10.0), activation_mb=1.0, colour="#D55E00",
+            feature_width=512,
         ),
         # image_size must be a multiple of the patch size (checked when it is built)
         ModelSpec(
             "vit", "cifarlab.models.vit:from_run",
-            seconds_per_1000_images=(2.0, 30.0), activation_mb=8.0, colour="#CC79A7",
         ),
         # the 2x2 whitening convolution and three pools
         ModelSpec(
             "airbench", "cifarlab.models.airbench:Airbench.from_run", min_image_size=9,
-            seconds_per_1000_images=(0.05, 4.0), activation_mb=2.0,
         ),
     )
 }  # fmt: skip
@@ -139,28 +122,17 @@ def model_spec(name: str) -> ModelSpec:
     """
     if name in BUILTIN:
         return BUILTIN[name]
-    colour = EXTRA_COLOURS[zlib.crc32(name.encode()) % len(EXTRA_COLOURS)]
     if is_torchvision(name):
         # Five stride-2 stages in most torchvision classifiers: 32 px is the smallest that most
         # take (some need more, e.g. inception_v3 75 px: torch's error in their first job).
-        return ModelSpec(
-            name, BACKBONE, min_image_size=32, pretrainable=True, default_freeze="head", colour=colour
-        )
+        return ModelSpec(name, BACKBONE, min_image_size=32, pretrainable=True, default_freeze="head")
     if is_user_model(name):
-        return ModelSpec(name, "cifarlab.models.user:from_run", colour=colour)
+        return ModelSpec(name, "cifarlab.models.user:from_run")
     raise UnknownModel(
         f"unknown model {name!r}; built-in models: {sorted(BUILTIN)}, or torchvision.<name> "
         "(any torchvision classification model), or path/to/file.py:Class or package.module:Class "
         "(your own nn.Module)"
     )
-
-
-def model_colour(name: str) -> str:
-    """The colour of a model in every figure (grey for a name that is no model)."""
-    try:
-        return model_spec(name).colour
-    except UnknownModel:
-        return ModelSpec.colour
 
 
 @cache

@@ -1,6 +1,6 @@
 """The one style of every figure: fonts, sizes and colours, so a change is one edit.
 
-A model's colour lives in its spec (cifarlab.models.specs); `model_colour` reads it.
+A model's colour lives in cifarlab.models.style; `model_colour` reads it.
 
 Figure functions live next to what they show (evaluate, lr_finder, saliency, report) and
 start from `figure()`; `save()` writes atomically so a failed plot never leaves a half file.
@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cifarlab.core.files import atomic_path  # noqa: E402
-from cifarlab.models import specs  # noqa: E402
+from cifarlab.models import style as model_style  # noqa: E402
 
 STYLE = {
     "font.size": 9,
@@ -45,8 +45,8 @@ def figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = PANEL, **
 
 
 def model_colour(model: str) -> str:
-    """A model's colour in every figure: its spec's (cifarlab.models.specs; colour-blind-safe Okabe-Ito)."""
-    return specs.model_colour(model)
+    """A model's colour in every figure (cifarlab.models.style; colour-blind-safe Okabe-Ito)."""
+    return model_style.model_colour(model)
 
 
 def save(fig, path: str | Path) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from cifarlab.config.validate import uses_cached_features
 from cifarlab.core.files import write_json
 from cifarlab.core.progress import duration
-from cifarlab.models.specs import model_spec
+from cifarlab.models.cost import model_cost
 from cifarlab.study import results
 
 # A forward pass alone (inference) costs about a third of forward and backward.
@@ -63,10 +63,10 @@ def image_seconds(
     """Seconds to push `images` through `model` at `image_size` px (passes=FORWARD_ONLY for inference).
 
     The model's (GPU, CPU) seconds per 1,000 images at 32 px are its spec's
-    `seconds_per_1000_images` (cifarlab.models.specs; slow-machine figures on purpose), or
+    `seconds_per_1000_images` (cifarlab.models.cost; slow-machine figures on purpose), or
     `costs[model]` when given; cost grows with the pixel count.
     """
-    per_1000 = (costs[model] if costs is not None else model_spec(model).seconds_per_1000_images)[
+    per_1000 = (costs[model] if costs is not None else model_cost(model).seconds_per_1000_images)[
         0 if on_gpu else 1
     ]
     return images / 1000 * per_1000 * size_factor(image_size) * passes

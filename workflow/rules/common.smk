@@ -8,7 +8,17 @@ from snakemake.exceptions import WorkflowError
 
 from cifarlab.core import paths
 from cifarlab.config.schema import ConfigError
-from cifarlab.config.validate import checked_datasets, dataset_runs, in_study_order, job_settings, lr_finder_runs, saliency_runs, study_jobs, uses_cached_features, validate_config
+from cifarlab.config.validate import (
+    checked_datasets,
+    dataset_runs,
+    in_study_order,
+    job_settings,
+    lr_finder_runs,
+    saliency_runs,
+    study_jobs,
+    uses_cached_features,
+    validate_config,
+)
 from cifarlab.core.hashing import settings_hash
 from cifarlab.core.code_version import code_digest, code_digest_of_modules
 from cifarlab.models import model_source, model_spec

@@ -12,6 +12,7 @@ import math
 from cifarlab.study import estimate
 from cifarlab.data.catalog import dataset_sizes
 from cifarlab.models import model_spec
+from cifarlab.models.cost import model_cost
 
 # Only `device: cuda` asks for a GPU (`--gpus=1` under SLURM). With `auto` a cluster job gets
 # no GPU and trains on the CPU, so its time is estimated at CPU speed.
@@ -19,7 +20,7 @@ GPU_JOBS = 1 if DEVICE == "cuda" else 0
 ON_GPU = estimate.on_gpu(DEVICE)
 
 # Each model's activation memory per training image and the width of its cached features are
-# its spec's (cifarlab.models.specs: activation_mb, feature_width).
+# its cost's and spec's (cifarlab.models.cost: activation_mb; cifarlab.models.specs: feature_width).
 BASE_MB = 3000  # Python, torch and the two Snakemake processes of a cluster job
 START_MINUTES = 5  # start-up, loading the data, writing outputs
 
@@ -66,7 +67,7 @@ def train_mem_mb(wildcards, attempt):
         0
         if ON_GPU
         else run["batch_size"]
-        * model_spec(model).activation_mb
+        * model_cost(model).activation_mb
         * estimate.size_factor(run["image_size"])
     )
     features = 0
@@ -117,7 +118,9 @@ def features_mem_mb(wildcards, attempt):
     batch = (
         0
         if ON_GPU
-        else 128 * spec.activation_mb * estimate.size_factor(int(wildcards.size))
+        else 128
+        * model_cost(spec.name).activation_mb
+        * estimate.size_factor(int(wildcards.size))
     )
     return round_mb(BASE_MB + 2 * data_mb(wildcards) + output + batch, attempt)
 
@@ -139,7 +142,7 @@ def prepare_seconds(wildcards):
     return images / 1000 * estimate.PREPARE_SECONDS_PER_1000_IMAGES
 
 
-# Seconds of work of a job, by rule, from cifarlab.study.estimate's cost model (each model spec's seconds_per_1000_images):
+# Seconds of work of a job, by rule, from cifarlab.study.estimate's cost model (each model's seconds_per_1000_images, cifarlab.models.cost):
 # the rules' `runtime` below (minutes, with headroom; prepare asks for a fixed 30) and the
 # estimate printed before the work (workflow/rules/estimate.smk) both derive from them.
 JOB_SECONDS = {
