@@ -18,8 +18,15 @@ from pathlib import Path
 from cifarlab.analysis.lr_finder import median_curve
 from cifarlab.analysis.stats import summarise
 from cifarlab.plots import style as plotting
-from cifarlab.report.tables import group_seeds, seeds_status, train_test_gap
-from cifarlab.study.results import load_metrics, read_history, read_json, status_text
+from cifarlab.study.results import (
+    group_seeds,
+    load_metrics,
+    read_history,
+    read_json,
+    seeds_status,
+    status_text,
+    train_test_gap,
+)
 
 FAILED_COLOUR = "#C00000"
 SEED_STYLE = {"s": 10, "alpha": 0.45, "linewidths": 0, "zorder": 2}

@@ -22,7 +22,14 @@ from cifarlab.analysis.stats import ALPHA, summarise, welch_p
 from cifarlab.core.progress import duration
 from cifarlab.models.specs import UnknownModel, model_spec
 from cifarlab.plots.figures import sweep_groups
-from cifarlab.study.results import finite_number, load_metrics, status_text
+from cifarlab.study.results import (
+    finite_number,
+    group_seeds,
+    has_accuracy,
+    load_metrics,
+    seeds_status,
+    train_test_gap,
+)
 
 # Columns of a reference file such as config/lab-reference.csv. `pretrained` marks numbers that came
 # from ImageNet weights (transfer learning); epochs, train_images and image_size are the lab's
@@ -172,29 +179,6 @@ def _pretrainable(model: str | None) -> bool:
         return False
 
 
-def group_seeds(metrics: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
-    """The metrics of each (dataset, run), its seeds in ascending order; groups in first-seen order."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for m in metrics:
-        missing = [k for k in ("dataset", "seed") if k not in m]
-        if missing:
-            raise ValueError(
-                f"metrics of run {m.get('run')!r} lack {missing}: written by an older evaluate step; "
-                "delete its metrics.json and rerun the workflow"
-            )
-        groups.setdefault((m["dataset"], m["run"]), []).append(m)
-    for (dataset, run), seeds in groups.items():
-        numbers = [m["seed"] for m in seeds]
-        if len(set(numbers)) != len(numbers):
-            raise ValueError(f"{dataset}/{run} has the seed(s) {numbers} more than once")
-        seeds.sort(key=lambda m: m["seed"])
-    return groups
-
-
-def _ok(metrics: dict) -> bool:
-    return metrics["status"] == "ok" and metrics["test_accuracy"] is not None
-
-
 def _one_value(values: Iterable[Any]) -> Any:
     """The one value all seeds share, or the distinct ones joined with '/' (e.g. best epochs 4/3)."""
     distinct = list(dict.fromkeys(values))
@@ -204,23 +188,6 @@ def _one_value(values: Iterable[Any]) -> Any:
 def _mean(values: Sequence[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return sum(known) / len(known) if known else None
-
-
-def seeds_status(seeds: Sequence[dict]) -> tuple[str, str]:
-    """(status, status in words) of a run over its seeds.
-
-    'ok' while at least one seed has an accuracy (the others are counted in the words, not
-    averaged in); otherwise the first seed's status ('diverged', 'failed').
-    """
-    bad = [m for m in seeds if not _ok(m)]
-    if not bad:
-        return "ok", "ok"
-    if len(seeds) == 1:
-        return bad[0]["status"], status_text(bad[0])
-    details = "; ".join(f"seed {m['seed']} {status_text(m)}" for m in bad)
-    if len(bad) == len(seeds):
-        return bad[0]["status"], f"all {len(seeds)} seeds without an accuracy: {details}"
-    return "ok", f"{len(bad)} of {len(seeds)} seeds without an accuracy: {details}"
 
 
 def comparison_row(seeds: Sequence[dict], reference: dict[str, dict], lab: bool = True) -> dict:
@@ -233,7 +200,7 @@ def comparison_row(seeds: Sequence[dict], reference: dict[str, dict], lab: bool 
     differs from the lab's has `lab_note` saying so, and neither.
     """
     first = seeds[0]
-    ok = [m for m in seeds if _ok(m)]
+    ok = [m for m in seeds if has_accuracy(m)]
     accuracy = summarise([m["test_accuracy"] for m in ok])
     tta = summarise([m["tta_test_accuracy"] for m in ok if m.get("tta_test_accuracy") is not None])
     status, words = seeds_status(seeds)
@@ -445,7 +412,7 @@ def variant_tests(metrics: Sequence[dict]) -> list[dict]:
 
 
 def _pair_test(label: str, setting: str, a: str, b: str, seeds_of: dict[str, list[dict]]) -> dict:
-    values = {r: [m["test_accuracy"] for m in seeds_of[r] if _ok(m)] for r in (a, b)}
+    values = {r: [m["test_accuracy"] for m in seeds_of[r] if has_accuracy(m)] for r in (a, b)}
     mean_a, mean_b = (summarise(values[r]).mean for r in (a, b))
     p = welch_p(values[a], values[b])
     if min(len(values[a]), len(values[b])) < 2:
@@ -645,15 +612,6 @@ METRIC_COLUMNS = (
 )
 
 
-def train_test_gap(metrics: dict) -> float | None:
-    """Final train accuracy minus test accuracy (points): how much the run overfits."""
-    if metrics["status"] != "ok" or metrics.get("final_train_accuracy") is None:
-        return None
-    if metrics["test_accuracy"] is None:
-        return None
-    return metrics["final_train_accuracy"] - metrics["test_accuracy"]
-
-
 def _param_columns(settings: dict) -> dict[str, Any]:
     return {
         f"param.{name}": json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
@@ -671,7 +629,7 @@ def flat_metrics(metrics: dict, reference: dict[str, dict]) -> dict[str, Any]:
     lab_accuracy, lab_difference, _ = lab_comparison(metrics, reference)
     row = {k: metrics.get(k) for k in METRIC_COLUMNS}
     row.update(
-        n=1 if _ok(metrics) else 0,
+        n=1 if has_accuracy(metrics) else 0,
         train_test_gap=train_test_gap(metrics),
         diverged_epoch=diverged.get("epoch"),
         diverged_lr=diverged.get("lr"),
@@ -690,7 +648,7 @@ def aggregate_metrics(row: dict, seeds: Sequence[dict]) -> dict[str, Any]:
     mean, sd, interval and n, the means of the other per-seed numbers, and the settings the
     seeds share (`param.seed` is left out)."""
     flat = [flat_metrics(m, {}) for m in seeds]
-    ok = [f for f, m in zip(flat, seeds, strict=True) if _ok(m)]
+    ok = [f for f, m in zip(flat, seeds, strict=True) if has_accuracy(m)]
     aggregate: dict[str, Any] = {k: None for k in METRIC_COLUMNS}
     for key in (
         "test_loss",

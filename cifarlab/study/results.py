@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,56 @@ def status_text(metrics: dict) -> str:
         lr = info.get("lr")
         return f"diverged at epoch {info.get('epoch')}" + (f" (lr {lr:.3g})" if lr is not None else "")
     return str(status)
+
+
+# --- Over seeds: shared by the tables and the comparison figures ----------------------------
+
+
+def group_seeds(metrics: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The metrics of each (dataset, run), its seeds in ascending order; groups in first-seen order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for m in metrics:
+        missing = [k for k in ("dataset", "seed") if k not in m]
+        if missing:
+            raise ValueError(
+                f"metrics of run {m.get('run')!r} lack {missing}: written by an older evaluate step; "
+                "delete its metrics.json and rerun the workflow"
+            )
+        groups.setdefault((m["dataset"], m["run"]), []).append(m)
+    for (dataset, run), seeds in groups.items():
+        numbers = [m["seed"] for m in seeds]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError(f"{dataset}/{run} has the seed(s) {numbers} more than once")
+        seeds.sort(key=lambda m: m["seed"])
+    return groups
+
+
+def has_accuracy(metrics: dict) -> bool:
+    """A run (one seed) that finished with a test accuracy."""
+    return metrics["status"] == "ok" and metrics["test_accuracy"] is not None
+
+
+def seeds_status(seeds: Sequence[dict]) -> tuple[str, str]:
+    """(status, status in words) of a run over its seeds.
+
+    'ok' while at least one seed has an accuracy (the others are counted in the words, not
+    averaged in); otherwise the first seed's status ('diverged', 'failed').
+    """
+    bad = [m for m in seeds if not has_accuracy(m)]
+    if not bad:
+        return "ok", "ok"
+    if len(seeds) == 1:
+        return bad[0]["status"], status_text(bad[0])
+    details = "; ".join(f"seed {m['seed']} {status_text(m)}" for m in bad)
+    if len(bad) == len(seeds):
+        return bad[0]["status"], f"all {len(seeds)} seeds without an accuracy: {details}"
+    return "ok", f"{len(bad)} of {len(seeds)} seeds without an accuracy: {details}"
+
+
+def train_test_gap(metrics: dict) -> float | None:
+    """Final train accuracy minus test accuracy (points): how much the run overfits."""
+    if metrics["status"] != "ok" or metrics.get("final_train_accuracy") is None:
+        return None
+    if metrics["test_accuracy"] is None:
+        return None
+    return metrics["final_train_accuracy"] - metrics["test_accuracy"]
