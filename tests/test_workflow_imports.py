@@ -67,7 +67,7 @@ def test_the_import_lines_are_found():
         == "cifarlab.data.sources"
     )
     assert any(
-        s.startswith("from cifarlab.config.validate import ConfigError, checked_datasets,")
+        s.startswith("from cifarlab.config.validate import checked_datasets, dataset_runs,")
         for s in statements
     )
 
