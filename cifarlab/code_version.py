@@ -179,28 +179,36 @@ class _File(NamedTuple):
     canonical_sha256: str  # sha256 hex of canonical_source
 
 
+class _Imports(ast.NodeVisitor):
+    """The module names that a file's import statements name, wherever they are."""
+
+    def __init__(self, here: str | None, package_file: bool) -> None:
+        self.here, self.package_file, self.names = here, package_file, set[str]()
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.names.update(alias.name for alias in node.names)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level:  # relative: from the package this file is in
+            if self.here is None:
+                return
+            package = self.here if self.package_file else self.here.rpartition(".")[0]
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+            module = f"{base}.{node.module}" if node.module else base
+        else:
+            module = node.module or ""
+        self.names.add(module)
+        self.names.update(f"{module}.{alias.name}" for alias in node.names)
+
+
 @functools.cache
 def _read(path: Path) -> _File:
     """A file parsed once: the module names its import statements name, and its canonical digest."""
     tree = ast.parse(path.read_bytes(), filename=str(path))
-    names: set[str] = set()
-    inside = path.is_relative_to(PACKAGE_DIR)
-    here = _module_name(path) if inside else None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: from the package this file is in
-                if here is None:
-                    continue
-                package = here if path.name == "__init__.py" else here.rpartition(".")[0]
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
-                module = f"{base}.{node.module}" if node.module else base
-            else:
-                module = node.module or ""
-            names.add(module)
-            names.update(f"{module}.{alias.name}" for alias in node.names)
-    return _File(frozenset(names), hashlib.sha256(_canonical(tree).encode()).hexdigest())
+    here = _module_name(path) if path.is_relative_to(PACKAGE_DIR) else None
+    imports = _Imports(here, path.name == "__init__.py")
+    imports.visit(tree)
+    return _File(frozenset(imports.names), hashlib.sha256(_canonical(tree).encode()).hexdigest())
 
 
 @functools.cache
@@ -268,6 +276,20 @@ def code_digest_of_modules(modules: Iterable[str]) -> str:
             raise ValueError(f"code_digest_of_modules: {name!r} is not a module of {PACKAGE} ({PACKAGE_DIR})")
         files.append(path)
     return _digest(_closure(files))
+
+
+def closure_modules(script: str | Path | None = None, modules: Iterable[str] = ()) -> list[str]:
+    """The cifarlab modules (dotted names, sorted) whose code a rule's digest covers: those of
+    `code_digest(script)`, of `code_digest_of_modules(modules)`, or of both (a plot rule's `code`
+    is both). The script itself is not named. tests/code_closures.yaml pins them per rule.
+    """
+    files = [Path(script).resolve()] if script is not None else []
+    for name in modules:
+        path = module_file(name)
+        if path is None:
+            raise ValueError(f"closure_modules: {name!r} is not a module of {PACKAGE} ({PACKAGE_DIR})")
+        files.append(path)
+    return sorted(_module_name(path) for path in _closure(files) if path.is_relative_to(PACKAGE_DIR))
 
 
 def _git(root: Path, *args: str) -> str | None:

@@ -107,7 +107,8 @@ def test_the_digest_changes_with_the_code_a_script_runs_and_only_that(tree):
     assert after["saliency_sample.py"] == before["saliency_sample.py"]
     train.write_bytes(original)  # as a `git checkout` of the old version would
     assert digests(tree, scripts) == before
-    (tree / "scripts" / "prepare.py").write_text((tree / "scripts" / "prepare.py").read_text() + "\nA_CHANGE = 1\n")
+    prepare = tree / "scripts" / "prepare.py"
+    prepare.write_text(prepare.read_text() + "\nA_CHANGE = 1\n")
     assert digests(tree, scripts)["prepare.py"] != before["prepare.py"]  # the script is code too
 
 
@@ -132,7 +133,7 @@ class Runner:
 '''
 # (what the edit does, old text, new text): none can change what the code computes
 NO_CHANGE = [
-    ("a comment", "KEY = \"lr\"", "KEY = \"lr\"  # the key"),
+    ("a comment", 'KEY = "lr"', 'KEY = "lr"  # the key'),
     ("the module's docstring", '"""A module."""', '"""A module, said otherwise."""'),
     ("a class's docstring", '"""Runs."""', '"""Runs, and more."""'),
     ("a function's docstring", '"""One step."""', '"""One step: x -> x + 1."""'),
