@@ -55,7 +55,8 @@ SOURCE_CONTENT = {
 
 def source_url(dataset):
     """A dataset's source where it is not known by its content (a URL, `synthetic`), else None:
-    a local archive or folder is its SOURCE_CONTENT, wherever it lies (the `download` params)."""
+    a local archive or folder is its SOURCE_CONTENT, wherever it lies (the `download` params).
+    """
     source = DATASETS[dataset]["source"]
     return source if source == "synthetic" or local_path(source) is None else None
 

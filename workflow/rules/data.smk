@@ -21,7 +21,8 @@ rule download:
         # source's path is no param (the same bytes elsewhere rerun nothing; the script reads
         # it from the config), its `content` is; a URL (content unknown before fetching) is.
         dataset=lambda wildcards: {
-            k: DATASETS[wildcards.dataset][k] for k in ("md5", "synthetic", "image_size")
+            k: DATASETS[wildcards.dataset][k]
+            for k in ("md5", "synthetic", "image_size")
         },
         url=lambda wildcards: source_url(wildcards.dataset),
         content=lambda wildcards: SOURCE_CONTENT[wildcards.dataset],

@@ -13,10 +13,15 @@ REPORT = config["report"]
 
 def config_without_paths(config):
     """The config less the paths of local data (`data_source`, a dataset's `source`): the page's
-    `datasets` param knows that data by its content, so the same bytes elsewhere rerun nothing."""
+    `datasets` param knows that data by its content, so the same bytes elsewhere rerun nothing.
+    """
 
     def local(source):
-        return isinstance(source, str) and source != "synthetic" and local_path(source) is not None
+        return (
+            isinstance(source, str)
+            and source != "synthetic"
+            and local_path(source) is not None
+        )
 
     def entry(item):
         if isinstance(item, dict) and local(item.get("source")):
