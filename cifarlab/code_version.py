@@ -137,7 +137,30 @@ def _blank_texts(args: list[ast.expr]) -> list[ast.expr]:
 
 
 class _LessTextsForPeople(ast.NodeTransformer):
-    """Takes docstrings, bare strings and message texts out of a tree (see the module's docstring)."""
+    """Takes docstrings, bare strings and message texts out of a tree (see the module's docstring),
+    and notes the module names its import statements name, wherever they are (`names`; relative
+    imports resolved from `here`, the file's module): one pass over the tree does both.
+    """
+
+    def __init__(self, here: str | None = None, package_file: bool = False) -> None:
+        self.here, self.package_file, self.names = here, package_file, set[str]()
+
+    def visit_Import(self, node: ast.Import) -> ast.AST:
+        self.names.update(alias.name for alias in node.names)
+        return node
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST:
+        if node.level:  # relative: from the package this file is in
+            if self.here is None:
+                return node
+            package = self.here if self.package_file else self.here.rpartition(".")[0]
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+            module = f"{base}.{node.module}" if node.module else base
+        else:
+            module = node.module or ""
+        self.names.add(module)
+        self.names.update(f"{module}.{alias.name}" for alias in node.names)
+        return node
 
     def visit_Expr(self, node: ast.Expr) -> ast.AST | None:
         if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
@@ -169,9 +192,10 @@ def canonical_source(source: str | bytes, filename: str = "<code>") -> str:
     return _canonical(ast.parse(source, filename=filename))
 
 
-def _canonical(tree: ast.Module) -> str:
-    """canonical_source of a parsed file (the tree is changed in place)."""
-    return ast.dump(_LessTextsForPeople().visit(tree), annotate_fields=True, include_attributes=False)
+def _canonical(tree: ast.Module, reader: _LessTextsForPeople | None = None) -> str:
+    """canonical_source of a parsed file (the tree is changed in place; `reader` notes its imports)."""
+    reader = reader or _LessTextsForPeople()
+    return ast.dump(reader.visit(tree), annotate_fields=True, include_attributes=False)
 
 
 class _File(NamedTuple):
@@ -179,36 +203,14 @@ class _File(NamedTuple):
     canonical_sha256: str  # sha256 hex of canonical_source
 
 
-class _Imports(ast.NodeVisitor):
-    """The module names that a file's import statements name, wherever they are."""
-
-    def __init__(self, here: str | None, package_file: bool) -> None:
-        self.here, self.package_file, self.names = here, package_file, set[str]()
-
-    def visit_Import(self, node: ast.Import) -> None:
-        self.names.update(alias.name for alias in node.names)
-
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        if node.level:  # relative: from the package this file is in
-            if self.here is None:
-                return
-            package = self.here if self.package_file else self.here.rpartition(".")[0]
-            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
-            module = f"{base}.{node.module}" if node.module else base
-        else:
-            module = node.module or ""
-        self.names.add(module)
-        self.names.update(f"{module}.{alias.name}" for alias in node.names)
-
-
 @functools.cache
 def _read(path: Path) -> _File:
     """A file parsed once: the module names its import statements name, and its canonical digest."""
     tree = ast.parse(path.read_bytes(), filename=str(path))
     here = _module_name(path) if path.is_relative_to(PACKAGE_DIR) else None
-    imports = _Imports(here, path.name == "__init__.py")
-    imports.visit(tree)
-    return _File(frozenset(imports.names), hashlib.sha256(_canonical(tree).encode()).hexdigest())
+    reader = _LessTextsForPeople(here, path.name == "__init__.py")
+    canonical = _canonical(tree, reader)
+    return _File(frozenset(reader.names), hashlib.sha256(canonical.encode()).hexdigest())
 
 
 @functools.cache
