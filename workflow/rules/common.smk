@@ -61,8 +61,33 @@ def source_url(dataset):
     return source if source == "synthetic" or local_path(source) is None else None
 
 
+def config_without_paths(config):
+    """The config less the paths of local data (`data_source`, a dataset's `source`): the page's
+    `datasets` param knows that data by its content, so the same bytes elsewhere rerun nothing.
+    """
+
+    def local(source):
+        return (
+            isinstance(source, str)
+            and source != "synthetic"
+            and local_path(source) is not None
+        )
+
+    def entry(item):
+        if isinstance(item, dict) and local(item.get("source")):
+            return {k: v for k, v in item.items() if k != "source"}
+        return item
+
+    less = {k: v for k, v in config.items() if not (k == "data_source" and local(v))}
+    if isinstance(less.get("datasets"), list):
+        less["datasets"] = [entry(item) for item in less["datasets"]]
+    if "dataset" in less:
+        less["dataset"] = entry(less["dataset"])
+    return less
+
+
 def file_content(path):
-    """sha256 of a file that no rule makes (a user's model, a caption, a compared table): a
+    """sha256 of a file that no job writes (a user's model, a caption, a compared table), a
     param beside the input, since the profile's rerun triggers leave out mtime (a touch or a
     copy reruns nothing; an edit reruns what reads it)."""
     if path not in _CONTENT:

@@ -11,31 +11,6 @@ from cifarlab.figures import FIGURES, figure_files
 REPORT = config["report"]
 
 
-def config_without_paths(config):
-    """The config less the paths of local data (`data_source`, a dataset's `source`): the page's
-    `datasets` param knows that data by its content, so the same bytes elsewhere rerun nothing.
-    """
-
-    def local(source):
-        return (
-            isinstance(source, str)
-            and source != "synthetic"
-            and local_path(source) is not None
-        )
-
-    def entry(item):
-        if isinstance(item, dict) and local(item.get("source")):
-            return {k: v for k, v in item.items() if k != "source"}
-        return item
-
-    less = {k: v for k, v in config.items() if not (k == "data_source" and local(v))}
-    if isinstance(less.get("datasets"), list):
-        less["datasets"] = [entry(item) for item in less["datasets"]]
-    if "dataset" in less:
-        less["dataset"] = entry(less["dataset"])
-    return less
-
-
 DATASET_NAMES = list(DATASETS)
 # Snakemake's benchmark TSVs of every heavy job of the study: the page's total compute time.
 BENCHMARKS = list(
