@@ -60,7 +60,8 @@ def test_the_import_lines_are_found():
     assert {"import re", "from cifarlab import estimate", "from snakemake.utils import min_version"} <= set(
         statements
     )
-    assert statements["from cifarlab.sources import archive_name, source_fingerprint"] == "cifarlab.sources"
+    sources = "from cifarlab.sources import archive_name, file_digests, local_path, source_fingerprint"
+    assert statements[sources] == "cifarlab.sources"
     assert any(s.startswith("from cifarlab.config import ConfigError, checked_datasets,") for s in statements)
 
 
