@@ -3,6 +3,7 @@
 from cifarlab.core import paths
 from cifarlab.core.code_version import code_version, describe
 from cifarlab.core.logs import log_to
+from cifarlab.data.catalog import study_datasets
 from cifarlab.plots.figures import FIGURES
 from cifarlab.report.write import write_report
 
@@ -24,6 +25,7 @@ def per_dataset_run(pattern: str, files) -> dict[str, dict[str, str]]:
 with log_to(snakemake.log[0]) as log:
     inputs, params = snakemake.input, snakemake.params
     names = [d["name"] for d in params.datasets]
+    sources = study_datasets(snakemake.config)
     # The study's figures and their captions come as inputs `figure_<name>` (lists: a per-study
     # figure's one file per dataset, a per-run one's per dataset x run, or x seed) and
     # `caption_<name>` (workflow/rules/report.smk); Figure.fields_of says whose file each is.
@@ -54,7 +56,8 @@ with log_to(snakemake.log[0]) as log:
     rows = write_report(
         listed(inputs.metrics),
         dict(snakemake.output.items()),
-        datasets=list(params.datasets),
+        # a local source is a param by its content; the page names its path (the config's)
+        datasets=[{**d, "source": sources[d["name"]]["source"]} for d in params.datasets],
         figures=figures,
         run_figures=run_figures,
         captions=captions,

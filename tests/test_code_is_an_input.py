@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,15 +105,107 @@ def test_the_digest_changes_with_the_code_a_script_runs_and_only_that(tree):
     assert digests(tree, scripts) == before
     train = tree / "cifarlab" / "training" / "optim.py"  # shared by train and lr_find
     original = train.read_bytes()
-    train.write_bytes(original + b"\n# a change\n")
+    train.write_bytes(original + b"\nA_CHANGE = 1\n")
     after = digests(tree, scripts)
     assert after["train.py"] != before["train.py"] and after["lr_find.py"] != before["lr_find.py"]
     assert after["prepare.py"] == before["prepare.py"]
     assert after["saliency_sample.py"] == before["saliency_sample.py"]
     train.write_bytes(original)  # as a `git checkout` of the old version would
     assert digests(tree, scripts) == before
-    (tree / "scripts" / "prepare.py").write_text((tree / "scripts" / "prepare.py").read_text() + "\n")
+    prepare = tree / "scripts" / "prepare.py"
+    prepare.write_text(prepare.read_text() + "\nA_CHANGE = 1\n")
     assert digests(tree, scripts)["prepare.py"] != before["prepare.py"]  # the script is code too
+
+
+MODULE = '''"""A module."""
+
+import logging
+
+log = logging.getLogger(__name__)
+KEY = "lr"
+
+
+class Runner:
+    """Runs."""
+
+    def step(self, x: int) -> int:
+        """One step."""
+        if x < 0:
+            raise ValueError(f"negative x: {x}")
+        assert x < 100, "x too large"
+        log.info("step %d", x)
+        return x + 1
+'''
+# (what the edit does, old text, new text): none can change what the code computes
+NO_CHANGE = [
+    ("a comment", 'KEY = "lr"', 'KEY = "lr"  # the key'),
+    ("the module's docstring", '"""A module."""', '"""A module, said otherwise."""'),
+    ("a class's docstring", '"""Runs."""', '"""Runs, and more."""'),
+    ("a function's docstring", '"""One step."""', '"""One step: x -> x + 1."""'),
+    ("a docstring added", "        if x < 0:", '        """New."""\n        if x < 0:'),
+    ("formatting", "return x + 1", "return (\n            x+1\n        )"),
+    ("an error message", 'f"negative x: {x}"', 'f"x must be >= 0, got {x}; give a positive x"'),
+    ("an assert's message", '"x too large"', 'f"x is {x}, over 100"'),
+    ("a log line", '"step %d"', '"one step of %d done"'),
+    ("a log line's format", '"step %d"', 'f"step {1}" + " of %d"'),
+]
+# ... and each of these can
+CHANGES = [
+    ("a constant", "return x + 1", "return x + 2"),
+    ("a key", 'KEY = "lr"', 'KEY = "lr_max"'),
+    ("an operator", "if x < 0:", "if x <= 0:"),
+    ("a new statement", "return x + 1", "x = abs(x)\n        return x + 1"),
+    ("the exception class", "raise ValueError(", "raise TypeError("),
+    ("a value a log line reads", 'log.info("step %d", x)', 'log.info("step %d", x + 1)'),
+]
+
+
+@pytest.mark.parametrize(("what", "old", "new"), NO_CHANGE, ids=[e[0] for e in NO_CHANGE])
+def test_texts_for_people_and_formatting_leave_the_canonical_source_as_it_was(what, old, new):
+    assert old in MODULE
+    assert code_version.canonical_source(MODULE.replace(old, new)) == code_version.canonical_source(MODULE)
+
+
+@pytest.mark.parametrize(("what", "old", "new"), CHANGES, ids=[e[0] for e in CHANGES])
+def test_code_that_can_change_a_result_changes_the_canonical_source(what, old, new):
+    assert old in MODULE
+    assert code_version.canonical_source(MODULE.replace(old, new)) != code_version.canonical_source(MODULE)
+
+
+def test_strings_that_are_data_count():
+    """A dict key, a path pattern, a parsed format (an epoch line is returned, then logged), a
+    print's `file=`: only the string arguments of message calls are texts for people."""
+    data = [
+        ("x = {'lr': 1}", "x = {'lr_max': 1}"),
+        ("PATH = 'results/{run}/model.pt'", "PATH = 'results/{run}/weights.pt'"),
+        ("def line(e):\n    return f'train epoch {e}'", "def line(e):\n    return f'train ep {e}'"),
+        ("log.info(line(3))", "log.info(line(4))"),
+        ("print('a', file=out)", "print('a', file=err)"),
+        ("catalog.info('a')", "catalog.info('b')"),  # not a logger
+        ("raise Stop from ValueError('a')", "raise Stop from ValueError('b')"),  # a cause is an object
+    ]
+    for old, new in data:
+        assert code_version.canonical_source(old) != code_version.canonical_source(new), old
+
+
+def test_the_package_digest_ignores_formatting_and_messages_and_sees_code(tree):
+    """Through the files of a copy of the package: ruff-format-like reflowing, a comment, a
+    docstring and an error message in train.py leave train's digest; a constant changes it."""
+    scripts = ["train.py", "prepare.py"]
+    before = digests(tree, scripts)
+    train = tree / "cifarlab" / "training" / "loop.py"
+    original = train.read_text()
+    docstring = original.index('"""') + 3
+    edited = original[:docstring] + "Said otherwise. " + original[docstring:] + "\n# a comment\n"
+    edited = edited.replace("raise ", "raise  ", 1)  # formatting
+    message = re.search(r'raise \w+\(\s*f?"([^"]+)"', original)
+    assert message is not None
+    edited = edited.replace(message.group(1), "a message said otherwise", 1)
+    train.write_text(edited)
+    assert digests(tree, scripts) == before
+    train.write_text(original.replace("import ", "import  ", 1) + "\nNEW_CONSTANT = 1\n")
+    after = digests(tree, scripts)
+    assert after["train.py"] != before["train.py"] and after["prepare.py"] == before["prepare.py"]
 
 
 def test_the_digest_does_not_depend_on_where_the_project_is(tree, tmp_path):
@@ -194,9 +287,9 @@ def planned_outputs(tree: Path, project: Path) -> set[str]:
 
 @contextlib.contextmanager
 def edited(path: Path) -> Iterator[None]:
-    """`path` with a comment appended; afterwards the old bytes are back (a new mtime, same content)."""
+    """`path` with a statement appended; afterwards the old bytes are back (a new mtime, same content)."""
     original = path.read_bytes()
-    path.write_bytes(original + b"\n# edited\n")
+    path.write_bytes(original + b"\n_EDITED = True\n")
     try:
         yield
     finally:

@@ -115,6 +115,37 @@ def test_replaced_archive_is_read_again(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_same_bytes_under_another_path_rerun_nothing(tmp_path):
+    """Data is known by its content: another folder, a symbolic link, a file:// URL or a touch
+    of the same bytes plans nothing (the dataset's name, from the file name, stays `mine`); new
+    bytes under the same path rerun download and prepare."""
+    (tmp_path / "a").mkdir()
+    first = zip_folder(make_image_folder(tmp_path / "images"), tmp_path / "a" / "mine.zip")
+    workdir, target = tmp_path / "work", "results/data/mine/train.pt"
+    assert snakemake(workdir, str(first), target).returncode == 0
+    assert planned(snakemake(workdir, str(first), target, "-n")) == set()
+    moved = tmp_path / "b" / "mine.zip"
+    moved.parent.mkdir()
+    shutil.copy(first, moved)
+    linked = tmp_path / "c" / "mine.zip"
+    linked.parent.mkdir()
+    linked.symlink_to(first)
+    for source in (moved, linked, moved.as_uri()):
+        assert planned(snakemake(workdir, str(source), target, "-n")) == set(), source
+    first.touch()
+    assert planned(snakemake(workdir, str(first), target, "-n")) == set()
+    shutil.copy(folder_zip(tmp_path), moved)  # other images under the new path
+    assert planned(snakemake(workdir, str(moved), target, "-n")) == {"download", "prepare"}
+
+
+def folder_zip(tmp_path: Path) -> Path:
+    """A zip of an image folder with one more image than make_image_folder's."""
+    folder = make_image_folder(tmp_path / "more")
+    shutil.copy(folder / "train" / "cat" / "000.png", folder / "train" / "cat" / "extra.png")
+    return zip_folder(folder, tmp_path / "more.zip")
+
+
+@pytest.mark.slow
 def test_download_failures_are_not_multiplied_by_snakemake(tmp_path):
     """404 and a closed port fail at once, even under --retries: no traceback, the way forward."""
     target = "resources/cifar-10-python/cifar-10-python.tar.gz"

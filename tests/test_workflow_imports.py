@@ -62,10 +62,8 @@ def test_the_import_lines_are_found():
         "from cifarlab.study import estimate",
         "from snakemake.utils import min_version",
     } <= set(statements)
-    assert (
-        statements["from cifarlab.data.sources import archive_name, source_fingerprint"]
-        == "cifarlab.data.sources"
-    )
+    sources = "from cifarlab.data.sources import archive_name, file_digests, local_path, source_fingerprint"
+    assert statements[sources] == "cifarlab.data.sources"
     assert any(
         s.startswith("from cifarlab.config.validate import checked_datasets, dataset_runs,")
         for s in statements

@@ -1,12 +1,30 @@
 """Which code made a result: the digest of the package code a step runs, and the version of the tree.
 
-Code is an input of a step. `code_digest(script)` is the sha256 over the contents of a
-Snakemake script and of every cifarlab module it imports, transitively; a rule passes it as a
-param, so Snakemake's params trigger reruns the step when that code changes, and only then:
-the digest is of the files' bytes, so a `git checkout` or `touch` that leaves them as they were
-reruns nothing. The imports are read statically (`ast`), at module level and inside
-functions, so a module imported only where it is used counts too (and those under
-`if TYPE_CHECKING:`, which is how `cifarlab.models` names the modules it loads on first use).
+Code is an input of a step. `code_digest(script)` is the sha256 over a Snakemake script and every
+cifarlab module it imports, transitively; a rule passes it as a param, so Snakemake's params
+trigger reruns the step when that code changes, and only then.
+
+A file counts by its syntax tree, not its bytes (`canonical_source`): Python's `ast` of the file,
+without attributes (line and column numbers), so formatting (`ruff format`), comments and blank
+lines change nothing; and with the texts that only people read taken out:
+- docstrings (module, class, function) and every other bare string statement;
+- the message of an `assert` and the string arguments of `raise X(...)`;
+- the string arguments of the calls that print for people: logging (`log.info(...)`,
+  `logger.warning(...)`, `logging.getLogger(...).error(...)`: debug, info, warning, warn, error,
+  exception, critical on a receiver named like a logger), `print(...)`, `warnings.warn(...)`,
+  `sys.exit(...)`, and the project's progress lines (`progress.Steps(name, total, unit)`).
+A "string argument" is a literal, an f-string, or a literal formatted with `%`, `+` or
+`.format(...)`: it is replaced by an empty string, while the other arguments (the values a line
+shows, the exception class, `file=`) still count. A string anywhere else is data and counts: a
+key, a path pattern, a format that is parsed back (`progress.epoch_line` returns the epoch line
+that `status` parses: a return value, not a logging call's argument), a message built by a helper
+function (its body counts). So the data files of the project are written through
+`cifarlab.core.files`, never with `print(..., file=...)`. The tree is Python's, so a new Python whose
+`ast` has new fields changes every digest once (a new interpreter is a new environment anyway).
+
+The imports are read from the same tree, at module level and inside functions, so a module
+imported only where it is used counts too (and those under `if TYPE_CHECKING:`, which is how
+`cifarlab.models` names the modules it loads on first use).
 
 Code that a step finds by name at run time is not followed: a model's constructor
 (`ModelSpec.constructor`, "module:function") and a figure's drawing function (`Figure.draw`).
@@ -30,6 +48,7 @@ import hashlib
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import cifarlab
 
@@ -58,9 +77,140 @@ def _module_name(path: Path) -> str:
     return ".".join((PACKAGE, *(parts[:-1] if parts[-1] == "__init__" else parts)))
 
 
+# --- What counts of a file: its syntax tree, less the texts for people -----------------------
+
+# Methods that write a log line, on a receiver named like a logger (`log`, `logger`, `logging`,
+# `progress.log`, `logging.getLogger(...)`): their string arguments are texts for people.
+LOG_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical"})
+# Calls by name whose string arguments are texts for people: the terminal (print), a warning, an
+# exit message and the project's progress lines (cifarlab.core.progress.Steps: name, unit).
+MESSAGE_CALLS = frozenset({"print", "warn", "exit", "Steps"})
+# The receivers of MESSAGE_CALLS called as methods (`warnings.warn`, `sys.exit`, `progress.Steps`).
+MESSAGE_MODULES = frozenset({"warnings", "sys", "progress"})
+
+
+def _name(node: ast.expr) -> str | None:
+    """The last name of `a.b.c` or `c` (None for any other expression)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _is_logger(node: ast.expr) -> bool:
+    """Whether `node` names a logger: `log`, `logger`, `logging`, `progress.log`, `getLogger(...)`."""
+    if isinstance(node, ast.Call):
+        return _name(node.func) == "getLogger"
+    name = (_name(node) or "").lower()
+    return name in ("log", "logger", "logging") or name.endswith(("_log", "_logger"))
+
+
+def _prints_for_people(call: ast.Call) -> bool:
+    """Whether `call` writes a message only: a logging call, print, warnings.warn, sys.exit, Steps."""
+    func = call.func
+    if isinstance(func, ast.Name):
+        return func.id in MESSAGE_CALLS
+    if isinstance(func, ast.Attribute):
+        if func.attr in LOG_METHODS and _is_logger(func.value):
+            return True
+        return func.attr in MESSAGE_CALLS and _name(func.value) in MESSAGE_MODULES
+    return False
+
+
+def _is_text(node: ast.expr | None) -> bool:
+    """A literal string, an f-string, or one formatted with `%`, `+` or `.format(...)`."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    if isinstance(node, ast.JoinedStr):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mod, ast.Add)):
+        return _is_text(node.left)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format":
+        return _is_text(node.func.value)
+    return False
+
+
+def _blank_texts(args: list[ast.expr]) -> list[ast.expr]:
+    """`args` with each text (_is_text) replaced by an empty string literal."""
+    return [ast.Constant(value="") if _is_text(arg) else arg for arg in args]
+
+
+class _LessTextsForPeople(ast.NodeTransformer):
+    """Takes docstrings, bare strings and message texts out of a tree (see the module's docstring),
+    and notes the module names its import statements name, wherever they are (`names`; relative
+    imports resolved from `here`, the file's module): one pass over the tree does both.
+    """
+
+    def __init__(self, here: str | None = None, package_file: bool = False) -> None:
+        self.here, self.package_file, self.names = here, package_file, set[str]()
+
+    def visit_Import(self, node: ast.Import) -> ast.AST:
+        self.names.update(alias.name for alias in node.names)
+        return node
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST:
+        if node.level:  # relative: from the package this file is in
+            if self.here is None:
+                return node
+            package = self.here if self.package_file else self.here.rpartition(".")[0]
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+            module = f"{base}.{node.module}" if node.module else base
+        else:
+            module = node.module or ""
+        self.names.add(module)
+        self.names.update(f"{module}.{alias.name}" for alias in node.names)
+        return node
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST | None:
+        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            return None  # a docstring, or a string statement used as a comment
+        return self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        if _prints_for_people(node):
+            node.args = _blank_texts(node.args)
+        return node
+
+    def visit_Raise(self, node: ast.Raise) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.exc, ast.Call):
+            node.exc.args = _blank_texts(node.exc.args)
+        return node
+
+    def visit_Assert(self, node: ast.Assert) -> ast.AST:
+        self.generic_visit(node)
+        if _is_text(node.msg):
+            node.msg = None
+        return node
+
+
+def canonical_source(source: str | bytes, filename: str = "<code>") -> str:
+    """What of a Python file counts for the code digest: `ast.dump` (no line numbers) of its tree
+    without docstrings and message texts (the rule: this module's docstring)."""
+    return _canonical(ast.parse(source, filename=filename))
+
+
+def _canonical(tree: ast.Module, reader: _LessTextsForPeople | None = None) -> str:
+    """canonical_source of a parsed file (the tree is changed in place; `reader` notes its imports)."""
+    reader = reader or _LessTextsForPeople()
+    return ast.dump(reader.visit(tree), annotate_fields=True, include_attributes=False)
+
+
+class _File(NamedTuple):
+    imports: frozenset[str]  # the names an import statement of the file names (not yet resolved)
+    canonical_sha256: str  # sha256 hex of canonical_source
+
+
 @functools.cache
-def _source(path: Path) -> bytes:
-    return path.read_bytes()
+def _read(path: Path) -> _File:
+    """A file parsed once: the module names its import statements name, and its canonical digest."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    here = _module_name(path) if path.is_relative_to(PACKAGE_DIR) else None
+    reader = _LessTextsForPeople(here, path.name == "__init__.py")
+    canonical = _canonical(tree, reader)
+    return _File(frozenset(reader.names), hashlib.sha256(canonical.encode()).hexdigest())
 
 
 @functools.cache
@@ -71,25 +221,8 @@ def imported_modules(path: Path) -> frozenset[str]:
     `from cifarlab import x`, and relative imports inside the package; importing `cifarlab.x.y`
     runs the packages above it too, so they count.
     """
-    inside = path.is_relative_to(PACKAGE_DIR)
-    here = _module_name(path) if inside else None
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(_source(path), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: from the package this file is in
-                if here is None:
-                    continue
-                package = here if path.name == "__init__.py" else here.rpartition(".")[0]
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
-                module = f"{base}.{node.module}" if node.module else base
-            else:
-                module = node.module or ""
-            names.add(module)
-            names.update(f"{module}.{alias.name}" for alias in node.names)
     found = set()
-    for name in names:
+    for name in _read(path).imports:
         parts = name.split(".")
         for depth in range(1, len(parts) + 1):
             prefix = ".".join(parts[:depth])
@@ -112,12 +245,12 @@ def _closure(files: Iterable[Path]) -> list[Path]:
 
 
 def _digest(files: list[Path], script: Path | None = None) -> str:
-    """sha256 hex over (name, sha256 of content) of each file; names do not depend on where the
-    project lives (a module by its dotted name, the script as `script`), so two clones agree."""
+    """sha256 hex over (name, sha256 of canonical_source) of each file; names do not depend on where
+    the project lives (a module by its dotted name, the script as `script`), so two clones agree."""
     total = hashlib.sha256()
     for path in files:
         name = "script" if path == script else _module_name(path)
-        total.update(f"{name}\0{hashlib.sha256(_source(path)).hexdigest()}\n".encode())
+        total.update(f"{name}\0{_read(path).canonical_sha256}\n".encode())
     return total.hexdigest()
 
 
@@ -125,8 +258,9 @@ def _digest(files: list[Path], script: Path | None = None) -> str:
 def code_digest(script: str | Path) -> str:
     """sha256 hex of a script and the cifarlab modules it imports, transitively (cached per process).
 
-    The value of a rule's `code` param (workflow/rules/*.smk): it changes when the bytes of any
-    of those files change, and only then.
+    The value of a rule's `code` param (workflow/rules/*.smk): it changes when the canonical
+    source (syntax tree less docstrings and message texts) of any of those files changes, and
+    only then.
     """
     path = Path(script).resolve()
     if not path.is_file():
@@ -144,6 +278,20 @@ def code_digest_of_modules(modules: Iterable[str]) -> str:
             raise ValueError(f"code_digest_of_modules: {name!r} is not a module of {PACKAGE} ({PACKAGE_DIR})")
         files.append(path)
     return _digest(_closure(files))
+
+
+def closure_modules(script: str | Path | None = None, modules: Iterable[str] = ()) -> list[str]:
+    """The cifarlab modules (dotted names, sorted) whose code a rule's digest covers: those of
+    `code_digest(script)`, of `code_digest_of_modules(modules)`, or of both (a plot rule's `code`
+    is both). The script itself is not named. tests/code_closures.yaml pins them per rule.
+    """
+    files = [Path(script).resolve()] if script is not None else []
+    for name in modules:
+        path = module_file(name)
+        if path is None:
+            raise ValueError(f"closure_modules: {name!r} is not a module of {PACKAGE} ({PACKAGE_DIR})")
+        files.append(path)
+    return sorted(_module_name(path) for path in _closure(files) if path.is_relative_to(PACKAGE_DIR))
 
 
 def _git(root: Path, *args: str) -> str | None:

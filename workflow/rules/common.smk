@@ -22,7 +22,7 @@ from cifarlab.config.validate import (
 from cifarlab.core.hashing import settings_hash
 from cifarlab.core.code_version import code_digest, code_digest_of_modules
 from cifarlab.models import model_source, model_spec
-from cifarlab.data.sources import archive_name, source_fingerprint
+from cifarlab.data.sources import archive_name, file_digests, local_path, source_fingerprint
 
 # Validate before any job runs: a bad key stops here with a message that names it. Validation
 # also writes the schema's defaults into `config` and caps it by the budget: read it plainly.
@@ -51,6 +51,51 @@ SOURCE_CONTENT = {
     )
     for name, d in DATASETS.items()
 }
+
+
+def source_url(dataset):
+    """A dataset's source where it is not known by its content (a URL, `synthetic`), else None:
+    a local archive or folder is its SOURCE_CONTENT, wherever it lies (the `download` params).
+    """
+    source = DATASETS[dataset]["source"]
+    return source if source == "synthetic" or local_path(source) is None else None
+
+
+def config_without_paths(config):
+    """The config less the paths of local data (`data_source`, a dataset's `source`): the page's
+    `datasets` param knows that data by its content, so the same bytes elsewhere rerun nothing.
+    """
+
+    def local(source):
+        return (
+            isinstance(source, str)
+            and source != "synthetic"
+            and local_path(source) is not None
+        )
+
+    def entry(item):
+        if isinstance(item, dict) and local(item.get("source")):
+            return {k: v for k, v in item.items() if k != "source"}
+        return item
+
+    less = {k: v for k, v in config.items() if not (k == "data_source" and local(v))}
+    if isinstance(less.get("datasets"), list):
+        less["datasets"] = [entry(item) for item in less["datasets"]]
+    if "dataset" in less:
+        less["dataset"] = entry(less["dataset"])
+    return less
+
+
+def file_content(path):
+    """sha256 of a file that no job writes (a user's model, a caption, a compared table), a
+    param beside the input, since the profile's rerun triggers leave out mtime (a touch or a
+    copy reruns nothing; an edit reruns what reads it)."""
+    if path not in _CONTENT:
+        _CONTENT[path] = file_digests(path)["sha256"] if Path(path).is_file() else None
+    return _CONTENT[path]
+
+
+_CONTENT = {}
 LR_FINDER_RUNS = lr_finder_runs(config, RUNS)
 SALIENCY_RUNS = saliency_runs(config, RUNS)
 LR_FINDER_SETTINGS = {k: v for k, v in config["lr_finder"].items() if k != "runs"}
@@ -112,7 +157,9 @@ def model_code(wildcards):
     """
     run = RUNS[wildcards.run] if "run" in wildcards.keys() else None
     model = run["model"] if run else backbone_params(wildcards)["model"]
-    return code_digest_of_modules([model_spec(model).module])
+    source = model_source(model)  # a user's own model file: its content too
+    code = code_digest_of_modules([model_spec(model).module])
+    return code if source is None else [code, file_content(str(source))]
 
 
 def run_settings(wildcards):

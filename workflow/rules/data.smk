@@ -17,11 +17,14 @@ rule download:
         "../../environment.yaml"
     params:
         code=code_digest(SCRIPTS / "download.py"),
-        # what fetching reads of the dataset's settings
+        # What fetching reads of the dataset's settings. Data is known by its content: a local
+        # source's path is no param (the same bytes elsewhere rerun nothing; the script reads
+        # it from the config), its `content` is; a URL (content unknown before fetching) is.
         dataset=lambda wildcards: {
             k: DATASETS[wildcards.dataset][k]
-            for k in ("source", "md5", "synthetic", "image_size")
+            for k in ("md5", "synthetic", "image_size")
         },
+        url=lambda wildcards: source_url(wildcards.dataset),
         content=lambda wildcards: SOURCE_CONTENT[wildcards.dataset],
     script:
         "../../scripts/download.py"
@@ -51,7 +54,7 @@ rule prepare:
         runtime=30,
     params:
         code=code_digest(SCRIPTS / "prepare.py"),
-        # what preparing reads of the dataset's settings (its source is the archive's record)
+        # what preparing reads of the dataset's settings (the data is its input archive)
         dataset=lambda wildcards: {
             k: DATASETS[wildcards.dataset][k] for k in ("labels", "image_size")
         },

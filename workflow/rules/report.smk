@@ -9,6 +9,8 @@ from cifarlab.data.catalog import describe
 from cifarlab.plots.figures import FIGURES, figure_files
 
 REPORT = config["report"]
+
+
 DATASET_NAMES = list(DATASETS)
 # Snakemake's benchmark TSVs of every heavy job of the study: the page's total compute time.
 BENCHMARKS = list(
@@ -81,12 +83,22 @@ rule report:
         "../../environment.yaml"
     params:
         code=code_digest(SCRIPTS / "report.py"),
-        # the study's datasets in order (name, source, labels, image_size, reference)
-        datasets=[describe(DATASETS[d]) for d in DATASET_NAMES],
+        # the study's datasets in order (name, labels, image_size, reference); a local source by
+        # its content (the script reads its path from the config: a new path reruns nothing)
+        datasets=[
+            {**describe(DATASETS[d]), "source": source_url(d) or SOURCE_CONTENT[d]}
+            for d in DATASET_NAMES
+        ],
         # the config files that made the study, as given (summary.md's results section names them)
         configfiles=[os.path.relpath(path) for path in workflow.configfiles],
         compare_to=REPORT["compare_to"],
         # The study's identity on the page; the whole config, so any change shows.
-        config_hash=settings_hash(config),
+        config_hash=settings_hash(config_without_paths(config)),
+        # the files no rule makes (captions, the lab's reference, a compared table), by content
+        files={
+            key: file_content(value)
+            for key, value in REPORT_INPUTS.items()
+            if key.startswith("caption_") or key in ("compare_to", "reference")
+        },
     script:
         "../../scripts/report.py"
