@@ -150,7 +150,26 @@ def _raise_first_error(instance: Any, schema: dict, prefix: list, fill_defaults:
         # best_match descends into one branch of a oneOf (lr: number or "auto"); name all branches.
         while error.parent is not None and error.parent.validator == "oneOf":
             error = error.parent
-        raise ConfigError(_explain(error, _key_path(prefix + list(error.absolute_path))))
+        path = prefix + list(error.absolute_path)
+        raise ConfigError(_explain(error, _key_path(path)) + _text_on_the_command_line_hint(error, path))
+
+
+def _text_on_the_command_line_hint(error: jsonschema.ValidationError, path: list) -> str:
+    """How to give text that looks like a number, a boolean or null with --config (see
+    `typed_overrides`): quoted twice, once for the shell and once for YAML."""
+    expected = error.validator_value if error.validator == "type" else None
+    wants_text = expected == "string" or (isinstance(expected, list) and "string" in expected)
+    by_name = bool(path) and all(isinstance(p, str) for p in path)  # no list index to write
+    if not wants_text or isinstance(error.instance, str) or not by_name:
+        return ""
+    text = yaml.safe_dump(error.instance).removesuffix("...\n").strip()
+    inner = f"\\\"'{text}'\\\""  # \"'2024'\" in the shell's double quotes
+    for key in reversed(path[1:]):
+        inner = f"{{{key}: {inner}}}"
+    return (
+        f" On the command line --config reads {text} as YAML does (not text); to mean the text, "
+        f'quote it inside the quotes: --config "{path[0]}={inner}", or set it in a --configfile.'
+    )
 
 
 def schema_defaults(section: str) -> dict:
@@ -406,6 +425,63 @@ def saliency_runs(config: dict, runs: dict[str, dict]) -> list[str]:
                 f"config error at saliency.runs: unknown run {name!r}; known runs: {sorted(runs)}."
             )
     return list(chosen)
+
+
+def typed_overrides(overrides: Any) -> Any:
+    """`--config` values as YAML types them: Snakemake reads a value that is a mapping or a list
+    (`runs={simple_cnn: {epochs: 1}}`) with YAML's BaseLoader, which leaves every scalar inside it
+    text ('1', 'true', 'null'); each such text becomes what yaml.safe_load makes of it (1, True,
+    None), as in a config file. Text that YAML reads as text (`1e-3`, paths, names) stays text;
+    quoted text loses its quotes (`"'1'"` is the text 1: how to write text that looks like a number).
+    """
+    if isinstance(overrides, dict):
+        return {key: typed_overrides(value) for key, value in overrides.items()}
+    if isinstance(overrides, list):
+        return [typed_overrides(value) for value in overrides]
+    if isinstance(overrides, str):
+        try:
+            value = yaml.load(overrides, Loader=YAML_LOADER)
+        except yaml.YAMLError:
+            return overrides
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        quoted = len(overrides) >= 2 and overrides[0] == overrides[-1] and overrides[0] in "'\""
+        return value if quoted and isinstance(value, str) else overrides
+    return overrides
+
+
+def command_line_value(text: str) -> Any:
+    """One `--config KEY=VALUE`'s value as the Snakefile sees it: Snakemake's reading (an int, a
+    float, True/False, else YAML's BaseLoader: mappings, lists and text), then `typed_overrides`.
+    For `python -m cifarlab status`, which takes the same --config without importing Snakemake."""
+    if text == "":
+        return None
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        value = yaml.load(text, Loader=yaml.BaseLoader)
+    except yaml.YAMLError:
+        value = text
+    return typed_overrides(value)
+
+
+def apply_command_line_overrides(config: dict, overrides: Any) -> None:
+    """Write `typed_overrides(overrides)` over `config` (in place): Snakemake has merged them in
+    already, as text; the typed values replace them, key by key, so other keys stay."""
+
+    def overwrite(target: dict, typed: dict) -> None:
+        for key, value in typed.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                overwrite(target[key], value)
+            else:
+                target[key] = value
+
+    overwrite(config, typed_overrides(dict(overrides or {})))
 
 
 def normalise_overrides(config: dict) -> None:

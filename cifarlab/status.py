@@ -22,7 +22,14 @@ from pathlib import Path
 import yaml
 
 from cifarlab import estimate, paths
-from cifarlab.config import ConfigError, checked_datasets, job_settings, study_jobs, validate_config
+from cifarlab.config import (
+    ConfigError,
+    checked_datasets,
+    command_line_value,
+    job_settings,
+    study_jobs,
+    validate_config,
+)
 from cifarlab.datasets import dataset_sizes
 from cifarlab.progress import duration, parse_epoch_line
 from cifarlab.results import status_text
@@ -58,7 +65,7 @@ def load_config(configfiles: list[str], overrides: list[str], root: Path) -> dic
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--config {item!r}: write KEY=VALUE, as for snakemake --config")
-        config = merge(config, {key: yaml.safe_load(value)})
+        config = merge(config, {key: command_line_value(value)})
     return config
 
 

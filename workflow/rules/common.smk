@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from cifarlab import paths
 from cifarlab.config import (
     ConfigError,
+    apply_command_line_overrides,
     checked_datasets,
     dataset_runs,
     in_study_order,
@@ -27,6 +28,8 @@ from cifarlab.sources import archive_name, source_fingerprint
 # Validate before any job runs: a bad key stops here with a message that names it. Validation
 # also writes the schema's defaults into `config` and caps it by the budget: read it plainly.
 try:
+    # --config values typed as YAML types them (Snakemake leaves those inside {...} text)
+    apply_command_line_overrides(config, workflow.config_settings.config)
     # the Snakefile's configfile (beside it: --directory may be another folder)
     in_study_order(config, Path(workflow.basedir) / "config" / "config.yaml")
     RUNS = validate_config(config)
