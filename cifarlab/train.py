@@ -33,7 +33,7 @@ from torch import nn
 from cifarlab import progress
 from cifarlab.config import settings_hash
 from cifarlab.device import autocast, describe, pick_device, resolve_precision, synchronize, use_channels_last
-from cifarlab.files import atomic_path, load_torch, save_torch
+from cifarlab.files import DamagedFileError, atomic_path, load_torch, save_torch
 from cifarlab.models import NORM_LAYERS, build_model, count_parameters, head_of, set_train_mode
 from cifarlab.paths import job_label
 from cifarlab.results import HISTORY_COLUMNS  # history.csv's columns; cifarlab.results reads it
@@ -673,8 +673,8 @@ def load_checkpoint(path: str | Path | None, fingerprint: str) -> dict | None:
     if path is None or not Path(path).exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated file from a crash of torch.save itself: start again
+        state = load_torch(path)
+    except DamagedFileError as error:  # a truncated file from a crash of torch.save itself: start again
         log.warning("ignoring unreadable checkpoint %s (%s); training from the start", path, error)
         return None
     if state.get("fingerprint") != fingerprint:
