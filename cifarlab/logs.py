@@ -52,10 +52,11 @@ def log_to(path: str | Path, expected: tuple[type[BaseException], ...] = ()) -> 
             traceback.print_exc(file=stream)
             # Also tell the terminal why, in one line, so the user need not open the log first.
             print(f"{type(error).__name__}: {error}  (full log: {path})", file=old_err)
-            # The traceback is in the log: a step process that ends on this error prints nothing
-            # more (Python's own traceback would repeat the message in the terminal). Callers in
-            # the same process still get the exception.
-            sys.excepthook = _quiet_excepthook
+            # The traceback is in the log: a Snakemake `script:` process (its __main__ holds the
+            # `snakemake` object) that ends on this error prints nothing more, where Python's own
+            # traceback would repeat the message in the terminal. Callers still get the exception.
+            if getattr(sys.modules.get("__main__"), "snakemake", None) is not None:
+                sys.excepthook = _quiet_excepthook
             raise
         finally:
             sys.stdout, sys.stderr = old_out, old_err
