@@ -202,3 +202,67 @@ def test_image_size_minimums_agree_with_the_models():
         assert torch_model.eval()(torch.zeros(1, 3, size, size)).shape == (1, 10)
         with pytest.raises((ValueError, RuntimeError)):
             build_model({**run, "image_size": size - 1}, 10).eval()(torch.zeros(1, 3, size - 1, size - 1))
+
+
+# --- Overrides from the command line ----------------------------------------------------------
+# Each form README.md and docs/ show, read as Snakemake reads `--config` (its own parse_config),
+# then typed as the Snakefile types it (common.smk: apply_command_line_overrides).
+
+COMMAND_LINE_FORMS = [
+    # (the --config argument, what the config holds after it)
+    ("runs={simple_cnn: {epochs: 1}}", {"runs": {"simple_cnn": {"epochs": 1}}}),
+    ("runs={vit: {epochs: 5}}", {"runs": {"vit": {"epochs": 5}}}),  # docs/progress.md, status
+    (
+        "report={compare_to: ../other/results/report/metrics.csv}",
+        {"report": {"compare_to": "../other/results/report/metrics.csv"}},
+    ),
+    ("pretrained=false", {"pretrained": False}),
+    ("data_source=../data/cifar10.zip", {"data_source": "../data/cifar10.zip"}),
+    ("device=cuda", {"device": "cuda"}),
+    # numbers, booleans and null inside a mapping; 1e-3 stays text (YAML 1.1), as in a file
+    (
+        "runs={x: {lr: 0.5, dropout: 0, pretrained: true, test_subset: null, wd: 1e-3}}",
+        {"runs": {"x": {"lr": 0.5, "dropout": 0, "pretrained": True, "test_subset": None, "wd": "1e-3"}}},
+    ),
+    ("runs={x: {name: \"'1'\"}}", {"runs": {"x": {"name": "1"}}}),  # text that looks like a number
+]
+
+
+@pytest.mark.parametrize(("argument", "expected"), COMMAND_LINE_FORMS)
+def test_command_line_overrides_are_typed_as_yaml_types_them(argument, expected):
+    from snakemake.cli import parse_config
+
+    from cifarlab.config.validate import apply_command_line_overrides, command_line_value
+
+    given = parse_config([argument])  # what the Snakefile's `workflow.config_settings.config` holds
+    config = copy.deepcopy(given)
+    apply_command_line_overrides(config, given)
+    assert config == expected
+    key, _, value = argument.partition("=")
+    assert {key: command_line_value(value)} == expected  # `python -m cifarlab status --config`
+
+
+def test_a_nested_override_reaches_the_runs_typed():
+    """The issue's form: refused before with "'1' is not of type 'integer'"."""
+    result = _snakemake(
+        "-n", "--cores", "1", "report", "--quiet", "rules", "--config", "runs={simple_cnn: {epochs: 1}}"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "not of type" not in result.stdout + result.stderr
+
+
+def test_text_that_reads_as_a_number_says_how_to_quote_it(config):
+    config["report"] = {"compare_to": 2024}  # `--config 'report={compare_to: 2024}'`
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    message = str(error.value)
+    assert "config error at report.compare_to" in message
+    assert """--config "report={compare_to: \\"'2024'\\"}\"""" in message
+    # and that way of writing it gives the text
+    from snakemake.cli import parse_config
+
+    from cifarlab.config.validate import apply_command_line_overrides
+
+    given = parse_config(["report={compare_to: \"'2024'\"}"])
+    apply_command_line_overrides(given, given)
+    assert given == {"report": {"compare_to": "2024"}}

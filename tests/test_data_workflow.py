@@ -164,3 +164,25 @@ def test_download_failures_are_not_multiplied_by_snakemake(tmp_path):
         (tmp_path / "b" / "logs/download/cifar-10-python/cifar-10-python.tar.gz.log").read_text().splitlines()
     )
     assert len(log) == 1 and url in log[0] and "offline" in log[0]  # one attempt, one line
+
+
+@pytest.mark.slow
+def test_a_damaged_prepared_tensor_is_reported_once_in_our_words(tmp_path):
+    """A prepared tensor cut short: the train job's failure names the file, what it is and the fix,
+    once in the terminal and without torch's text; the job's log keeps torch's detail."""
+    archive = zip_folder(make_image_folder(tmp_path / "images"), tmp_path / "mine.zip")
+    workdir, data = tmp_path / "work", "results/data/mine"
+    assert snakemake(workdir, str(archive), f"{data}/train.pt", f"{data}/test.pt").returncode == 0
+    prepared = workdir / data / "train.pt"
+    prepared.write_bytes(prepared.read_bytes()[: prepared.stat().st_size // 2])  # a copy cut short
+
+    failed = snakemake(workdir, str(archive), "results/mine/runs/simple_cnn-sgd/seed0/model.pt")
+    terminal = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    message = f"{data}/train.pt (prepared data) is incomplete or damaged"
+    assert terminal.count(message) == 1, terminal[-4000:]
+    assert "delete it and rerun" in terminal and "logs/train/mine/simple_cnn-sgd/seed0.log" in terminal
+    for torch_text in ("high likelihood", "checkpoint file", "PytorchStreamReader", "Traceback"):
+        assert torch_text not in terminal
+    log = (workdir / "logs/train/mine/simple_cnn-sgd/seed0.log").read_text()
+    assert message in log and f"torch could not read {data}/train.pt" in log

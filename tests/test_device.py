@@ -74,6 +74,7 @@ def test_fp32_keeps_fp32_and_the_default_layout():
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch, caplog):
+    monkeypatch.delenv(device_module.PRECISION_ENV, raising=False)  # CI's forced bf16 run sets it
     caplog.set_level("INFO", logger="cifarlab.core.device")
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
     assert device_module.resolve_precision(CPU, "auto") == "fp32"
@@ -86,6 +87,21 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch, capl
     assert device_module.resolve_precision(CPU, "fp32") == "fp32"  # a setting overrides the hardware
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         device_module.resolve_precision(CPU, "fp16")
+
+
+def test_the_environment_forces_what_auto_means_and_nothing_else(monkeypatch, caplog):
+    """CIFARLAB_PRECISION=bf16 is how CI runs the precision-sensitive tests in bf16 on any CPU."""
+    caplog.set_level("INFO", logger="cifarlab.core.device")
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setenv(device_module.PRECISION_ENV, "bf16")
+    assert device_module.resolve_precision(CPU, "auto") == "bf16"
+    assert "forced by CIFARLAB_PRECISION" in caplog.text
+    assert device_module.resolve_precision(CPU, "fp32") == "fp32"  # a test that pins fp32 keeps it
+    monkeypatch.setenv(device_module.PRECISION_ENV, "fp32")
+    assert device_module.resolve_precision(torch.device("cuda"), "auto") == "fp32"
+    monkeypatch.setenv(device_module.PRECISION_ENV, "fp16")
+    with pytest.raises(ValueError, match="CIFARLAB_PRECISION=.fp16. is not a precision"):
+        device_module.resolve_precision(CPU, "auto")
 
 
 @pytest.mark.parametrize("augment", ["none", "crop_flip"])

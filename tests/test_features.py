@@ -36,7 +36,12 @@ def small_data(synthetic_data) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def cached(small_data, tmp_path_factory) -> dict[str, dict]:
-    """The `features` step's files for the run's backbone, read back."""
+    """The `features` step's files for the run's backbone, read back, computed in fp32.
+
+    fp32 outright, not the config's `auto` (bf16 on a CPU with native bf16): the tests below check
+    that the features ARE the head's inputs, against fp32 forward passes of the whole model, to
+    1e-4 or exactly. bf16 features match fp32 only to bf16's ~3 digits (test_device.py checks that).
+    """
     folder = tmp_path_factory.mktemp("features")
     for split, data in small_data.items():
         torch.save(data, folder / f"{split}.pt")
@@ -44,11 +49,12 @@ def cached(small_data, tmp_path_factory) -> dict[str, dict]:
     backbone = {k: run[k] for k in ("model", "pretrained", "seed", "image_size")}
     main(
         train_path=folder / "train.pt", test_path=folder / "test.pt", out_train=folder / "f_train.pt",
-        out_test=folder / "f_test.pt", backbone=backbone, device="cpu",
+        out_test=folder / "f_test.pt", backbone=backbone, device="cpu", precision="fp32",
     )  # fmt: skip
     return {split: torch.load(folder / f"f_{split}.pt", weights_only=True) for split in ("train", "test")}
 
 
+@pytest.mark.precision
 def test_features_file_holds_the_head_inputs(cached, small_data):
     assert cached["train"]["features"].shape == (300, 512)  # resnet18's pooled width
     assert cached["train"]["features"].dtype == torch.float32
@@ -63,6 +69,7 @@ def test_features_file_holds_the_head_inputs(cached, small_data):
     assert not torch.allclose(different, cached["test"]["features"])
 
 
+@pytest.mark.precision
 def test_head_on_cached_features_predicts_like_the_whole_model(cached, small_data):
     model = build_model(frozen_run(), 10).eval()
     run = frozen_run()
@@ -80,6 +87,7 @@ def test_head_on_cached_features_predicts_like_the_whole_model(cached, small_dat
         )
 
 
+@pytest.mark.precision
 def test_training_the_head_on_features_equals_running_the_backbone_every_step(cached, small_data):
     """Same head initialisation, batch order and optimizer: the same trained model, 10x cheaper."""
     run = frozen_run()

@@ -5,8 +5,9 @@ import os
 import stat
 
 import pytest
+import torch
 
-from cifarlab.core.files import atomic_path, write_json, write_text
+from cifarlab.core.files import DamagedFileError, atomic_path, load_torch, save_torch, write_json, write_text
 
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
@@ -35,3 +36,26 @@ def test_outputs_get_the_umask_permissions_not_mkstemps_private_ones(tmp_path, u
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == mode
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("results/data/cifar10/train.pt", "prepared data"),
+        ("results/features/cifar10/resnet18-imagenet-32/train.pt", "cached features"),
+        ("results/checkpoints/cifar10/vit/seed0.pt", "a training checkpoint"),
+        ("results/cifar10/runs/vit/seed0/model.pt", "a trained model"),
+    ],
+)
+def test_a_damaged_torch_file_is_named_with_what_it_is_and_the_fix(tmp_path, path, kind, caplog):
+    damaged = tmp_path / path
+    save_torch({"x": torch.arange(1000)}, damaged)
+    damaged.write_bytes(damaged.read_bytes()[:300])  # a copy cut short
+    with caplog.at_level("INFO", logger="cifarlab.core.files"), pytest.raises(DamagedFileError) as error:
+        load_torch(damaged)
+    message = str(error.value)
+    assert message.startswith(f"{damaged} ({kind}) is incomplete or damaged")
+    assert "delete it and rerun" in message
+    # torch's own text (about "your checkpoint file", whatever the file is) stays out of it
+    assert "checkpoint file" not in message and "Pytorch" not in message and "Errno" not in message
+    assert str(damaged) in caplog.text  # the log keeps torch's detail

@@ -8,12 +8,14 @@ requeue`, as on preemption: SLURM starts it again). Both must resume from their 
 end with the weights and metrics of an uninterrupted run.
 
 Needs sbatch and a running cluster (CI starts one with .ci/slurm/start.sh). Without sbatch the
-tests skip, unless CIFARLAB_REQUIRE_SLURM=1 (CI), where that is a failure.
+tests skip, unless CIFARLAB_REQUIRE_SLURM=1 (CI), where that is a failure; so does a missing executor
+plugin (the project's `[slurm]` extra).
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -76,6 +78,11 @@ def slurm_or_skip() -> None:
         if required:
             pytest.fail("CIFARLAB_REQUIRE_SLURM=1 but sbatch is not on PATH: run .ci/slurm/start.sh first")
         pytest.skip("SLURM not available (no sbatch on PATH); CI runs these tests against a real SLURM")
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        message = "the SLURM executor plugin is not installed: pip install -e '.[slurm]'"
+        if required:
+            pytest.fail(message)
+        pytest.skip(message)
     info = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
     if info.returncode != 0 or not info.stdout.strip():
         message = f"sbatch is installed but no SLURM controller answers: {info.stderr.strip()}"

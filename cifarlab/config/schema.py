@@ -137,7 +137,26 @@ def raise_first_error(instance: Any, schema: dict, prefix: list, fill_defaults: 
         # best_match descends into one branch of a oneOf (lr: number or "auto"); name all branches.
         while error.parent is not None and error.parent.validator == "oneOf":
             error = error.parent
-        raise ConfigError(_explain(error, key_path(prefix + list(error.absolute_path))))
+        path = prefix + list(error.absolute_path)
+        raise ConfigError(_explain(error, key_path(path)) + _text_on_the_command_line_hint(error, path))
+
+
+def _text_on_the_command_line_hint(error: jsonschema.ValidationError, path: list) -> str:
+    """How to give text that looks like a number, a boolean or null with --config (see
+    `typed_overrides`): quoted twice, once for the shell and once for YAML."""
+    expected = error.validator_value if error.validator == "type" else None
+    wants_text = expected == "string" or (isinstance(expected, list) and "string" in expected)
+    by_name = bool(path) and all(isinstance(p, str) for p in path)  # no list index to write
+    if not wants_text or isinstance(error.instance, str) or not by_name:
+        return ""
+    text = yaml.safe_dump(error.instance).removesuffix("...\n").strip()
+    inner = f"\\\"'{text}'\\\""  # \"'2024'\" in the shell's double quotes
+    for key in reversed(path[1:]):
+        inner = f"{{{key}: {inner}}}"
+    return (
+        f" On the command line --config reads {text} as YAML does (not text); to mean the text, "
+        f'quote it inside the quotes: --config "{path[0]}={inner}", or set it in a --configfile.'
+    )
 
 
 def schema_defaults(section: str) -> dict:

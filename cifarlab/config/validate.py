@@ -202,6 +202,63 @@ def saliency_runs(config: dict, runs: dict[str, dict]) -> list[str]:
     return list(chosen)
 
 
+def typed_overrides(overrides: Any) -> Any:
+    """`--config` values as YAML types them: Snakemake reads a value that is a mapping or a list
+    (`runs={simple_cnn: {epochs: 1}}`) with YAML's BaseLoader, which leaves every scalar inside it
+    text ('1', 'true', 'null'); each such text becomes what yaml.safe_load makes of it (1, True,
+    None), as in a config file. Text that YAML reads as text (`1e-3`, paths, names) stays text;
+    quoted text loses its quotes (`"'1'"` is the text 1: how to write text that looks like a number).
+    """
+    if isinstance(overrides, dict):
+        return {key: typed_overrides(value) for key, value in overrides.items()}
+    if isinstance(overrides, list):
+        return [typed_overrides(value) for value in overrides]
+    if isinstance(overrides, str):
+        try:
+            value = yaml.load(overrides, Loader=YAML_LOADER)
+        except yaml.YAMLError:
+            return overrides
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        quoted = len(overrides) >= 2 and overrides[0] == overrides[-1] and overrides[0] in "'\""
+        return value if quoted and isinstance(value, str) else overrides
+    return overrides
+
+
+def command_line_value(text: str) -> Any:
+    """One `--config KEY=VALUE`'s value as the Snakefile sees it: Snakemake's reading (an int, a
+    float, True/False, else YAML's BaseLoader: mappings, lists and text), then `typed_overrides`.
+    For `python -m cifarlab status`, which takes the same --config without importing Snakemake."""
+    if text == "":
+        return None
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        value = yaml.load(text, Loader=yaml.BaseLoader)
+    except yaml.YAMLError:
+        value = text
+    return typed_overrides(value)
+
+
+def apply_command_line_overrides(config: dict, overrides: Any) -> None:
+    """Write `typed_overrides(overrides)` over `config` (in place): Snakemake has merged them in
+    already, as text; the typed values replace them, key by key, so other keys stay."""
+
+    def overwrite(target: dict, typed: dict) -> None:
+        for key, value in typed.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                overwrite(target[key], value)
+            else:
+                target[key] = value
+
+    overwrite(config, typed_overrides(dict(overrides or {})))
+
+
 def normalise_overrides(config: dict) -> None:
     """Turn `--config pretrained=false` (which Snakemake passes as the string 'false') into a bool."""
     value = config.get("pretrained")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 import torch
 
@@ -17,6 +18,10 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "fp32", "bf16")
+# What `auto` resolves to when this environment variable says so (fp32 | bf16): CI sets it to bf16
+# to run the precision-sensitive tests in bf16 on any CPU (emulated where the CPU lacks it), so a
+# test that only holds in fp32 fails there too and not only on a CPU with native bf16.
+PRECISION_ENV = "CIFARLAB_PRECISION"
 
 
 def _mps_available() -> bool:
@@ -63,14 +68,22 @@ def resolve_precision(device: torch.device, setting: str) -> str:
     """The precision a job runs in on `device` for the config's `precision` setting: bf16 or fp32.
 
     auto = bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere (MPS: bf16 autocast is not
-    verified there). The choice and its reason go to the log.
+    verified there), unless the environment variable CIFARLAB_PRECISION (fp32 | bf16) forces it.
+    A setting other than auto always wins. The choice and its reason go to the log.
     """
     if setting not in PRECISIONS:
         raise ValueError(f"unknown precision {setting!r}; use one of {list(PRECISIONS)}")
     if setting != "auto":
         log.info("precision %s (set in the config)", setting)
         return setting
-    if device.type == "cuda":
+    forced = os.environ.get(PRECISION_ENV, "")
+    if forced:
+        if forced not in ("fp32", "bf16"):
+            raise ValueError(
+                f"{PRECISION_ENV}={forced!r} is not a precision: set it to fp32 or bf16, or unset it"
+            )
+        chosen, why = forced, f"forced by {PRECISION_ENV} in the environment"
+    elif device.type == "cuda":
         chosen, why = "bf16", "CUDA: tensor cores, no loss scaling needed"
     elif device.type == "cpu" and cpu_has_native_bf16():
         chosen, why = "bf16", "the CPU has native bf16 (AVX-512 BF16 or AMX)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -85,14 +86,31 @@ def save_torch(obj: Any, path: str | Path) -> None:
 
 
 class DamagedFileError(OSError):
-    """A file a step reads is incomplete or corrupt; the message names it and says to delete it."""
+    """A file a step reads is incomplete or corrupt; the message names it, what it is and the fix."""
+
+
+# What a torch file of this study is, by a folder or name in its path (cifarlab.core.paths).
+_KINDS = (
+    ("checkpoints", "a training checkpoint"),
+    ("features", "cached features"),
+    ("saliency", "saliency maps"),
+    ("model.pt", "a trained model"),
+    ("data", "prepared data"),
+)
+
+
+def torch_file_kind(path: str | Path) -> str:
+    """What the torch file at `path` holds, in words: 'prepared data', 'a trained model', ..."""
+    parts = Path(path).parts
+    return next((kind for key, kind in _KINDS if key in parts), "a file this study wrote")
 
 
 def load_torch(path: str | Path, **kwargs: Any) -> Any:
     """torch.load of a file this study wrote (tensors and plain types only), on the CPU.
 
-    A truncated or corrupt file raises DamagedFileError naming it and the fix, instead of
-    torch's "PytorchStreamReader failed reading zip archive".
+    The one reader of the study's torch files. A truncated or corrupt file raises
+    DamagedFileError naming it, what it is and the fix, without torch's own text (which speaks of
+    "your checkpoint file" whatever the file holds); that text goes to the step's log.
     """
     import torch
 
@@ -102,8 +120,9 @@ def load_torch(path: str | Path, **kwargs: Any) -> Any:
     except FileNotFoundError:
         raise
     except (RuntimeError, EOFError, OSError) as error:
+        logging.getLogger(__name__).info("torch could not read %s: %s: %s", path, type(error).__name__, error)
         raise DamagedFileError(
-            f"{path} is incomplete or damaged ({type(error).__name__}: {str(error).splitlines()[0]}); "
-            "a step was killed while writing it, or the disk filled: delete it and rerun "
+            f"{path} ({torch_file_kind(path)}) is incomplete or damaged: it cannot be read as a torch "
+            "file. A step was killed while writing it, or the disk filled: delete it and rerun "
             "(Snakemake makes it again)"
         ) from None

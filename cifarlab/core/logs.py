@@ -10,7 +10,12 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+from cifarlab.core.files import DamagedFileError
 from cifarlab.core.progress import log as progress_log
+
+
+def _quiet_excepthook(kind: type[BaseException], error: BaseException, tb: object) -> None:
+    """sys.excepthook for an error `log_to` has already logged and printed (exit status stays 1)."""
 
 
 @contextlib.contextmanager
@@ -23,6 +28,7 @@ def log_to(path: str | Path, expected: tuple[type[BaseException], ...] = ()) -> 
     `expected`: error classes whose message says all (bad data, no network): for them the log and
     the terminal get that one line, no traceback, and the step exits with status 1.
     """
+    expected = (*expected, DamagedFileError)  # its message names the file and the fix: says all
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", buffering=1) as stream:
@@ -46,6 +52,11 @@ def log_to(path: str | Path, expected: tuple[type[BaseException], ...] = ()) -> 
             traceback.print_exc(file=stream)
             # Also tell the terminal why, in one line, so the user need not open the log first.
             print(f"{type(error).__name__}: {error}  (full log: {path})", file=old_err)
+            # The traceback is in the log: a Snakemake `script:` process (its __main__ holds the
+            # `snakemake` object) that ends on this error prints nothing more, where Python's own
+            # traceback would repeat the message in the terminal. Callers still get the exception.
+            if getattr(sys.modules.get("__main__"), "snakemake", None) is not None:
+                sys.excepthook = _quiet_excepthook
             raise
         finally:
             sys.stdout, sys.stderr = old_out, old_err

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.core.code_version import describe
+from cifarlab.core.files import load_torch
 from cifarlab.study import results
 
 PACKAGES = (
@@ -53,7 +54,7 @@ def class_counts(prepared: str | Path) -> dict[str, int]:
     """Images per class of a prepared split (only its labels are read from disk)."""
     import torch  # here only: the prepared tensors are torch's; nothing else of the report needs it
 
-    data = torch.load(prepared, map_location="cpu", weights_only=True, mmap=True)
+    data = load_torch(prepared, mmap=True)
     counts = torch.bincount(data["labels"], minlength=len(data["classes"])).tolist()
     return dict(zip(data["classes"], counts, strict=True))
 

@@ -22,7 +22,13 @@ from pathlib import Path
 import yaml
 
 from cifarlab.config.schema import ConfigError
-from cifarlab.config.validate import checked_datasets, job_settings, study_jobs, validate_config
+from cifarlab.config.validate import (
+    checked_datasets,
+    command_line_value,
+    job_settings,
+    study_jobs,
+    validate_config,
+)
 from cifarlab.core import paths
 from cifarlab.core.progress import duration, parse_epoch_line
 from cifarlab.data.catalog import dataset_sizes
@@ -60,7 +66,7 @@ def load_config(configfiles: list[str], overrides: list[str], root: Path) -> dic
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--config {item!r}: write KEY=VALUE, as for snakemake --config")
-        config = merge(config, {key: yaml.safe_load(value)})
+        config = merge(config, {key: command_line_value(value)})
     return config
 
 

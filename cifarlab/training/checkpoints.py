@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from cifarlab.core.files import DamagedFileError, load_torch
 from cifarlab.core.hashing import settings_hash
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,8 @@ def load_checkpoint(path: str | Path | None, fingerprint: str) -> dict | None:
     if path is None or not Path(path).exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated file from a crash of torch.save itself: start again
+        state = load_torch(path)
+    except DamagedFileError as error:  # a truncated file from a crash of torch.save itself: start again
         log.warning("ignoring unreadable checkpoint %s (%s); training from the start", path, error)
         return None
     if state.get("fingerprint") != fingerprint:

@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from cifarlab.core import paths
 from cifarlab.config.schema import ConfigError
 from cifarlab.config.validate import (
+    apply_command_line_overrides,
     checked_datasets,
     dataset_runs,
     in_study_order,
@@ -22,11 +23,18 @@ from cifarlab.config.validate import (
 from cifarlab.core.hashing import settings_hash
 from cifarlab.core.code_version import code_digest, code_digest_of_modules
 from cifarlab.models import model_source, model_spec
-from cifarlab.data.sources import archive_name, file_digests, local_path, source_fingerprint
+from cifarlab.data.sources import (
+    archive_name,
+    file_digests,
+    local_path,
+    source_fingerprint,
+)
 
 # Validate before any job runs: a bad key stops here with a message that names it. Validation
 # also writes the schema's defaults into `config` and caps it by the budget: read it plainly.
 try:
+    # --config values typed as YAML types them (Snakemake leaves those inside {...} text)
+    apply_command_line_overrides(config, workflow.config_settings.config)
     # the Snakefile's configfile (beside it: --directory may be another folder)
     in_study_order(config, Path(workflow.basedir) / "config" / "config.yaml")
     RUNS = validate_config(config)
