@@ -1,7 +1,10 @@
 """Snakemake entry point of the 'report' step: the comparison page, summary.md and metrics.csv."""
 
+import platform
+
 from cifarlab import paths
 from cifarlab.code_version import code_version, describe
+from cifarlab.estimate import CALIBRATION_FILE, remembered_factors
 from cifarlab.figures import FIGURES
 from cifarlab.logs import log_to
 from cifarlab.report import write_report
@@ -67,5 +70,8 @@ with log_to(snakemake.log[0]) as log:
         config_hash=params.config_hash,
         configfiles=list(params.configfiles),
         facts={"code of this report": describe(code_version())},
+        # the time more seeds would take: this machine's calibration (a local run's, else a cluster's)
+        calibration=remembered_factors(CALIBRATION_FILE, platform.node())
+        or remembered_factors(CALIBRATION_FILE, "cluster"),
     )
     log.info("report of %d rows (dataset x run) written to %s", len(rows), snakemake.output.html)
