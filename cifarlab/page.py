@@ -391,4 +391,26 @@ def _provenance_html(provenance: dict[str, Any]) -> str:
         *provenance["facts"].items(),
         ("host", provenance["host"]),
     ]
-    return _definition_table(pairs)
+    env = provenance.get("environment") or {}
+    if not env:
+        return _definition_table(pairs)
+    build, cpu = env["torch"], env["cpu"]
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items())
+    pairs += [
+        (
+            "torch build",
+            f"torch {build['torch']}, CUDA {build['cuda'] or '-'}, cuDNN {build['cudnn'] or '-'}",
+        ),
+        ("GPUs", ", ".join(build["gpus"]) or "none"),
+        ("CPU", f"{cpu['model']} ({flags}; native bf16: {'yes' if cpu['native_bf16'] else 'no'})"),
+        (
+            "uncommitted diff",
+            "uncommitted.diff (sha256 " + env["diff_sha256"] + ")" if env["diff_sha256"] else "none",
+        ),
+    ]
+    listing = _definition_table(env["distributions"].items())
+    count = len(env["distributions"])
+    return (
+        _definition_table(pairs)
+        + f"<details><summary>{count} installed distributions</summary>{listing}</details>"
+    )

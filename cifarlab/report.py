@@ -58,6 +58,7 @@ def write_report(
     configfiles: Sequence[str] = (),
     facts: Mapping[str, Any] | None = None,
     calibration: Mapping[str, float] | None = None,
+    environment: Mapping[str, Any] | None = None,
 ) -> list[dict]:
     """Build index.html, summary.md and metrics.csv (`outputs` keys: html, summary, metrics).
 
@@ -72,7 +73,8 @@ def write_report(
     lr_finder, saliency: dataset -> run -> result JSON.
     configfiles: the config files the study was run with (summary.md names them); facts: more facts
     for "How it was made" (name -> value); calibration: the estimate's factors on this machine
-    (cifarlab.estimate.remembered_factors), for the time more seeds would take.
+    (cifarlab.estimate.remembered_factors), for the time more seeds would take; environment: the
+    report's cifarlab.environment.environment() (its diff saved beside the page by the caller).
     Returns the table rows (one per dataset and run). Everything is read and checked before
     anything is written.
     """
@@ -119,7 +121,7 @@ def write_report(
     shown = {n for s in sections for n in s["figures"]}
     page = build_page(
         sections,
-        provenance=provenance(metrics, config_hash, benchmarks, facts),
+        provenance=provenance(metrics, config_hash, benchmarks, facts, environment),
         captions={n: caption_text(captions[n]) for n in shown if n in captions},
         diff_label=str(compare_to or ""),
     )

@@ -1,11 +1,15 @@
 """Snakemake entry point of the 'report' step: the comparison page, summary.md and metrics.csv."""
 
 import platform
+from pathlib import Path
 
 from cifarlab import paths
 from cifarlab.code_version import code_version, describe
+from cifarlab.environment import environment as environment_record
+from cifarlab.environment import uncommitted_diff
 from cifarlab.estimate import CALIBRATION_FILE, remembered_factors
 from cifarlab.figures import FIGURES
+from cifarlab.files import write_text
 from cifarlab.logs import log_to
 from cifarlab.report import write_report
 
@@ -25,6 +29,11 @@ def per_dataset_run(pattern: str, files) -> dict[str, dict[str, str]]:
 
 
 with log_to(snakemake.log[0]) as log:
+    # the report's environment; a dirty tree's diff beside the page (not an output: absent when clean)
+    report_folder = str(Path(snakemake.output.html).parent)
+    environment = environment_record(diffs=None)
+    if environment["diff_sha256"]:
+        write_text(uncommitted_diff(), Path(report_folder) / "uncommitted.diff")
     inputs, params = snakemake.input, snakemake.params
     names = [d["name"] for d in params.datasets]
     # The study's figures and their captions come as inputs `figure_<name>` (lists: a per-study
@@ -73,5 +82,6 @@ with log_to(snakemake.log[0]) as log:
         # the time more seeds would take: this machine's calibration (a local run's, else a cluster's)
         calibration=remembered_factors(CALIBRATION_FILE, platform.node())
         or remembered_factors(CALIBRATION_FILE, "cluster"),
+        environment=environment,
     )
     log.info("report of %d rows (dataset x run) written to %s", len(rows), snakemake.output.html)
