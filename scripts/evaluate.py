@@ -3,6 +3,7 @@
 from cifarlab.core.logs import log_to
 
 with log_to(snakemake.log[0]):
+    from cifarlab.core.environment import DIFFS
     from cifarlab.training.evaluate import main
 
     inputs = snakemake.input
@@ -18,4 +19,6 @@ with log_to(snakemake.log[0]):
         threads=snakemake.threads,
         precision=snakemake.params.precision,
         tta=snakemake.params.evaluation["tta"],
+        exported_path=snakemake.output.exported,
+        diffs_folder=DIFFS,
     )

@@ -1,11 +1,18 @@
 """Snakemake entry point of the 'report' step: the comparison page, summary.md and metrics.csv."""
 
+import platform
+from pathlib import Path
+
 from cifarlab.core import paths
 from cifarlab.core.code_version import code_version, describe
+from cifarlab.core.environment import environment as environment_record
+from cifarlab.core.environment import uncommitted_diff
+from cifarlab.core.files import write_text
 from cifarlab.core.logs import log_to
 from cifarlab.data.catalog import study_datasets
 from cifarlab.plots.figures import FIGURES
 from cifarlab.report.write import write_report
+from cifarlab.study.estimate import CALIBRATION_FILE, remembered_factors
 
 
 def listed(files) -> list[str]:
@@ -23,6 +30,11 @@ def per_dataset_run(pattern: str, files) -> dict[str, dict[str, str]]:
 
 
 with log_to(snakemake.log[0]) as log:
+    # the report's environment; a dirty tree's diff beside the page (not an output: absent when clean)
+    report_folder = str(Path(snakemake.output.html).parent)
+    environment = environment_record(diffs=None)
+    if environment["diff_sha256"]:
+        write_text(uncommitted_diff(), Path(report_folder) / "uncommitted.diff")
     inputs, params = snakemake.input, snakemake.params
     names = [d["name"] for d in params.datasets]
     sources = study_datasets(snakemake.config)
@@ -70,5 +82,9 @@ with log_to(snakemake.log[0]) as log:
         config_hash=params.config_hash,
         configfiles=list(params.configfiles),
         facts={"code of this report": describe(code_version())},
+        # the time more seeds would take: this machine's calibration (a local run's, else a cluster's)
+        calibration=remembered_factors(CALIBRATION_FILE, platform.node())
+        or remembered_factors(CALIBRATION_FILE, "cluster"),
+        environment=environment,
     )
     log.info("report of %d rows (dataset x run) written to %s", len(rows), snakemake.output.html)

@@ -23,7 +23,7 @@ from cifarlab.training import loop as training
 ROOT = Path(__file__).resolve().parent.parent
 # docs/architecture.md: the keys of metrics.json and of model.pt
 METRICS_KEYS = {
-    "dataset", "run", "seed", "model", "status", "diverged", "test_accuracy", "test_loss",
+    "environment", "dataset", "run", "seed", "model", "status", "diverged", "test_accuracy", "test_loss",
     "per_class_accuracy", "confusion_matrix", "classes", "best_epoch", "best_validation_accuracy",
     "final_train_accuracy", "params_total", "params_trainable", "epochs", "batch_size", "optimizer", "lr",
     "lr_source", "dropout", "pretrained", "freeze", "image_size", "train_images", "validation_images",

@@ -22,7 +22,9 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from scipy import stats as scipy_stats
 
+from cifarlab.analysis import stats
 from cifarlab.analysis.lr_finder import median_curve
 from cifarlab.config.schema import check_schema
 from cifarlab.config.validate import expand_runs, validate_config
@@ -40,7 +42,7 @@ from cifarlab.plots.figures import (
 )
 from cifarlab.report import page, provenance, readme_results, tables
 from cifarlab.report import write as report
-from cifarlab.study import results
+from cifarlab.study import estimate, results
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = list(tables.CIFAR10_CLASSES)  # the main dataset of these tests claims CIFAR-10 data
@@ -1152,7 +1154,7 @@ def test_welch_tests_between_the_variants_of_each_sweep(study):
     assert by_pair["dropout", 0.0, 0.1]["verdict"] == "not enough seeds"
     assert by_pair["dropout", 0.1, 0.9]["verdict"] == "not enough seeds"
     sentence = next(x for x in tables.variant_sentences(tests) if x.startswith("simple_cnn, optimizer"))
-    assert "the seeds support a difference for sgd vs adam (+" in sentence
+    assert "the seeds support a difference, after the adjustment, for sgd vs adam (+" in sentence
     assert "they do not for sgd vs yogi" in sentence
     dropout = next(x for x in tables.variant_sentences(tests) if x.startswith("dropout_cnn, dropout"))
     assert "not enough seeds (n < 2) for 0.0 vs 0.1" in dropout
@@ -1160,6 +1162,111 @@ def test_welch_tests_between_the_variants_of_each_sweep(study):
     assert sentence in summary
     page = (root / "results/report/index.html").read_text()
     assert f'id="variants-{MAIN}"' in page and f"p {tables.fmt(adam['p'], 'p')}".replace("<", "&lt;") in page
+
+
+def _with_accuracies(metrics: list[dict], accuracies: dict[str, list[float]]) -> list[dict]:
+    """The study's metrics of MAIN with some runs' seeds given other test accuracies."""
+    changed = []
+    for m in metrics:
+        if m["run"] in accuracies:
+            m = {**m, "test_accuracy": accuracies[m["run"]][m["seed"]]}
+        changed.append(m)
+    return changed
+
+
+def test_p_is_adjusted_for_the_pairs_of_a_sweep_and_the_sentence_says_what_survives(study):
+    root, _, _ = study
+    metrics = [json.loads(p.read_text()) for p in study_metrics(root, MAIN)]
+    # sgd vs adam: raw p 0.026 < 0.05, but one of three pairs: Benjamini-Hochberg lifts it above
+    tests = tables.variant_tests(_with_accuracies(metrics, {"simple_cnn-adam": [65.4, 65.8, 66.3]}))
+    optimizer = [t for t in tests if t["setting"] == "optimizer"]
+    raw = [t["p"] for t in optimizer]
+    assert [t["p_adjusted"] for t in optimizer] == pytest.approx(
+        list(scipy_stats.false_discovery_control(raw))
+    )
+    adam = next(t for t in optimizer if (t["a_value"], t["b_value"]) == ("sgd", "adam"))
+    assert adam["p"] < 0.05 <= adam["p_adjusted"]
+    assert adam["verdict"] == "not after adjustment"
+    sentence = next(x for x in tables.variant_sentences(tests) if x.startswith("simple_cnn, optimizer"))
+    assert "Benjamini-Hochberg over its 3 tested pairs" in sentence
+    assert "p < 0.05 before the adjustment only (not supported) for sgd vs adam" in sentence
+    assert "support a difference, after the adjustment" not in sentence
+    # the table gives both p side by side
+    cells = dict(zip([h for h, _, _ in tables.VARIANT_TABLE], tables.variant_cells(adam), strict=True))
+    assert (
+        cells["p (Welch)"] == f"{adam['p']:.3f}" and cells["p adjusted (BH)"] == f"{adam['p_adjusted']:.3f}"
+    )
+
+
+def test_each_comparison_says_what_its_seeds_could_detect_and_what_more_seeds_would_cost(study):
+    root, _, _ = study
+    metrics = [json.loads(p.read_text()) for p in study_metrics(root, MAIN)]
+    tests = tables.variant_tests(metrics, {"train": 2.0, "evaluate": 1.0})
+    yogi = next(t for t in tests if (t["a_value"], t["b_value"]) == ("sgd", "yogi"))
+    # three seeds a side with the observed sds: the detectable difference has 80 % power
+    assert yogi["detectable"] == pytest.approx(stats.detectable_difference(yogi["a_sd"], 3, yogi["b_sd"], 3))
+    assert stats.welch_power(yogi["detectable"], yogi["a_sd"], 3, yogi["b_sd"], 3) == pytest.approx(0.8)
+    # not supported: how many seeds would resolve the observed difference, and their time
+    n = yogi["seeds_needed"]
+    assert n == stats.seeds_needed(yogi["difference"], yogi["a_sd"], yogi["b_sd"]) and n > 3
+    by_run = {m["run"]: m for m in metrics}
+    per_seed = {
+        r: estimate.seed_seconds(by_run[r], {"train": 2.0, "evaluate": 1.0}) for r in (yogi["a"], yogi["b"])
+    }
+    assert yogi["more_seconds"] == pytest.approx((n - 3) * (per_seed[yogi["a"]] + per_seed[yogi["b"]]))
+    # the calibration doubles the training part of that time
+    uncalibrated = estimate.seed_seconds(by_run[yogi["a"]], {})
+    assert per_seed[yogi["a"]] > uncalibrated
+    adam = next(t for t in tests if (t["a_value"], t["b_value"]) == ("sgd", "adam"))
+    assert adam["verdict"] == "supported" and adam["seeds_needed"] is None
+    assert tables.seeds_text(yogi).startswith(f"about {n} per variant ({2 * (n - 3)} more seeds, ")
+    summary = (root / "results/report/summary.md").read_text()
+    assert "| p adjusted (BH) |" in summary and "detectable (80 % power)" in summary
+    assert "with these seeds a difference is found (80 % power) from about" in summary
+    page = (root / "results/report/index.html").read_text()
+    assert "p adjusted (BH)" in page and "seeds to resolve b - a" in page
+
+
+def test_a_run_at_chance_is_labelled_in_every_table_and_never_ranked(study, tmp_path):
+    root, runs, _ = study
+    copy_root = tmp_path / "study"
+    shutil.copytree(root, copy_root)
+    # the quick study's vgg16 from random weights: 9.60 % on 10 classes, one seed
+    path = copy_root / paths.fill(paths.METRICS, dataset=MAIN, run="vgg16", seed=0)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "test_accuracy": 9.60}))
+    # and the best run of MAIN at chance too: 10.5 ± 0.4 over three seeds
+    for seed, value in enumerate([10.1, 10.5, 10.9]):
+        path = copy_root / paths.fill(paths.METRICS, dataset=MAIN, run="simple_cnn-adam", seed=seed)
+        path.write_text(json.dumps({**json.loads(path.read_text()), "test_accuracy": value}))
+    rows = main_rows(build_report(copy_root, runs))
+    assert rows["vgg16"]["at_chance"] and rows["simple_cnn-adam"]["at_chance"]
+    assert not rows["simple_cnn-sgd"]["at_chance"]  # 64.48: far from 10 %
+    assert tables.at_chance(stats.summarise([11.1]), list("abcdefghij")) is False  # 1.1 points off
+    res = copy_root / "results/report"
+    page_text, summary = (res / "index.html").read_text(), (res / "summary.md").read_text()
+    for text in (page_text, summary):
+        assert "9.60 (at chance level)" in text and "10.50 ± 0.40 (at chance level)" in text
+        assert "at chance level (10.00 % for 10 classes)" in text
+    # never ranked: the best is the best run above chance (the sgd / yogi / dropout runs), not adam
+    lead = re.search(r"<p>[^<]*Best mean test accuracy: ([^,]+),", page_text).group(1)
+    assert (
+        lead not in ("simple_cnn-adam", "vgg16")
+        and lead
+        == max(
+            (r for r in rows.values() if r["test_accuracy"] is not None and not r["at_chance"]),
+            key=lambda r: r["test_accuracy"],
+        )["run"]
+    )
+    assert "at chance level, not ranked: simple_cnn-adam, vgg16" in page_text
+    with open(res / "metrics.csv") as f:
+        csv_rows = {(r["dataset"], r["run"], r["seed"]): r for r in csv.DictReader(f)}
+    assert csv_rows[MAIN, "vgg16", "0"]["at_chance"] == "True"
+    assert csv_rows[MAIN, "vgg16", "all"]["at_chance"] == "True"
+    assert csv_rows[MAIN, "simple_cnn-adam", "all"]["at_chance"] == "True"
+    assert csv_rows[MAIN, "simple_cnn-sgd", "all"]["at_chance"] == "False"
+    assert float(csv_rows[MAIN, "vgg16", "all"]["chance_accuracy"]) == 10.0
+    block = readme_results.results_block(summary)
+    assert "| 9.60 (at chance level) |" in block
 
 
 def test_each_runs_accuracy_on_each_dataset_side_by_side(study):
@@ -1237,7 +1344,8 @@ def test_the_readme_results_come_from_the_studys_summary(study, tmp_path):
     block = new[new.index(tables.RESULTS_BEGIN) : new.index(tables.RESULTS_END)]
     assert "config hash: `abc123`" in block and "seeds per run: 1, 2, 3" in block
     assert f"| {MAIN} | `simple_cnn-sgd` | 20 | 64.48 ± 0.50 | 63.23 – 65.72 | 3 | 66.71 | above |" in block
-    assert f"| {OTHER} | `vit` | 20 | 26.25 ± 1.77 |" in block
+    # two seeds (25.0, 27.5): the 95 % interval, 10.4 to 42.1, reaches chance (10 %): labelled so
+    assert f"| {OTHER} | `vit` | 20 | 26.25 ± 1.77 (at chance level) |" in block
     assert f"| {MAIN} | `vgg16` | 20 | 55.00 | - | 1 | - | not comparable |" in block
     # with why: the README says what a bare "not comparable" or a missing seed means
     assert f"- {MAIN} `vgg16`: not comparable with the lab's 86.06: 32 px images" in block

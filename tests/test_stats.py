@@ -51,3 +51,40 @@ def test_welch_by_hand():
 def test_welch_needs_two_seeds_each_and_some_spread():
     assert stats.welch_p([1.0], [2.0, 3.0]) is None
     assert stats.welch_p([1.0, 1.0], [2.0, 2.0]) is None
+
+
+# --- many comparisons and power (issue 24) ---------------------------------------------------------
+
+
+def test_benjamini_hochberg_adjustment_by_hand():
+    # sorted p 0.01, 0.04, 0.3 of m = 3: 0.01 * 3 / 1 = 0.03, 0.04 * 3 / 2 = 0.06, 0.3 * 3 / 3 = 0.3
+    assert stats.adjust_p([0.04, 0.3, 0.01]) == pytest.approx([0.06, 0.3, 0.03])
+    assert stats.adjust_p([]) == []
+
+
+def test_detectable_difference_of_three_seeds_against_a_simulation():
+    # the issue's figure: three seeds a side, sd about 1.2 points: about 3.6-3.7 points
+    detectable = stats.detectable_difference(1.2, 3, 1.2, 3)
+    assert detectable == pytest.approx(3.685, abs=0.01)
+    # the noncentral t's power against simulated seeds (independent of nct): exact for Student's
+    # t-test; Welch's, which estimates its dof from 3 seeds, has less (the docstring says so)
+    import numpy as np
+    from scipy import stats as scipy_stats
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 1.2, size=(20000, 3))
+    b = rng.normal(detectable, 1.2, size=(20000, 3))
+    student = np.mean(scipy_stats.ttest_ind(a, b, axis=1).pvalue < 0.05)
+    welch = np.mean(scipy_stats.ttest_ind(a, b, axis=1, equal_var=False).pvalue < 0.05)
+    assert student == pytest.approx(0.8, abs=0.015)
+    assert welch == pytest.approx(0.69, abs=0.02)
+    assert stats.detectable_difference(1.2, 1, 1.2, 3) is None
+    assert stats.detectable_difference(0.0, 3, 0.0, 3) is None
+
+
+def test_seeds_needed_is_the_smallest_n_with_80_percent_power():
+    n = stats.seeds_needed(1.0, 1.2, 1.2)
+    assert n == 24
+    assert stats.welch_power(1.0, 1.2, n, 1.2, n) >= 0.8 > stats.welch_power(1.0, 1.2, n - 1, 1.2, n - 1)
+    assert stats.seeds_needed(0.001, 1.2, 1.2) == stats.MAX_SEEDS + 1
+    assert stats.seeds_needed(None, 1.2, 1.2) is None

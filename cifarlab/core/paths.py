@@ -30,6 +30,8 @@ RUN = "results/{dataset}/runs/{run}/seed{seed}"
 MODEL = RUN + "/model.pt"
 HISTORY = RUN + "/history.csv"
 METRICS = RUN + "/metrics.json"
+# the trained model as a torch.export program that takes raw images (cifarlab.training.export)
+EXPORTED = RUN + "/model.pt2"
 # Outside the declared outputs, so that a killed training job resumes from it.
 CHECKPOINT = "results/checkpoints/{dataset}/{run}/seed{seed}.pt"
 

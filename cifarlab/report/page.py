@@ -249,10 +249,14 @@ def _lead(section: Mapping[str, Any], several: bool) -> str:
     ok = [r for r in rows if r["status"] == "ok" and r["test_accuracy"] is not None]
     bad = [r for r in rows if r not in ok]
     seeds = sum(len(r["seeds"]) for r in rows)
-    best = max(ok, key=lambda r: r["test_accuracy"]) if ok else None
+    # a run at chance level is never ranked, so never the best
+    ranked = [r for r in ok if not r["at_chance"]]
+    best = max(ranked, key=lambda r: r["test_accuracy"]) if ranked else None
     lead = f"{section['name']}: " if several else f"Dataset {section['name']}: "
     lead += f"{len(rows)} runs ({seeds} trained seeds): {len(ok)} with an accuracy, {len(bad)} without"
     lead += f" ({', '.join(r['run'] + ' ' + r['status'] for r in bad)})" if bad else ""
+    chance = [r["run"] for r in ok if r["at_chance"]]
+    lead += f"; at chance level, not ranked: {', '.join(chance)}" if chance else ""
     if best:
         lead += (
             f". Best mean test accuracy: {best['run']}, {fmt(best['accuracy'], 'mean_sd')} % (n {best['n']})."
@@ -282,8 +286,12 @@ def _dataset_html(
     if section["tests"]:
         parts += [
             f"<{h} id='variants{ident}'>Between variants</{h}>",
-            "<p>Welch's t-test between the seeds of each pair of variants of a sweep (two-sided; "
-            "grey: the seeds do not support a difference at p &lt; 0.05, or there are too few).</p>",
+            "<p>Welch's t-test between the seeds of each pair of variants of a sweep (two-sided), its p "
+            "raw and adjusted for the sweep's pairs (Benjamini-Hochberg); grey: the seeds do not support "
+            "a difference at adjusted p &lt; 0.05, or there are too few. 'detectable' is the smallest "
+            "difference (points) these seeds find with 80 % power at their observed spread; where a "
+            "difference is not supported, about how many seeds per variant would resolve one of the "
+            "observed size, and how long the extra seeds take by the calibrated estimate.</p>",
             variants_html(section["tests"], section["sentences"], f"variants-{slug}"),
         ]
     if section.get("diff") is not None:
@@ -383,4 +391,26 @@ def _provenance_html(provenance: dict[str, Any]) -> str:
         *provenance["facts"].items(),
         ("host", provenance["host"]),
     ]
-    return _definition_table(pairs)
+    env = provenance.get("environment") or {}
+    if not env:
+        return _definition_table(pairs)
+    build, cpu = env["torch"], env["cpu"]
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items())
+    pairs += [
+        (
+            "torch build",
+            f"torch {build['torch']}, CUDA {build['cuda'] or '-'}, cuDNN {build['cudnn'] or '-'}",
+        ),
+        ("GPUs", ", ".join(build["gpus"]) or "none"),
+        ("CPU", f"{cpu['model']} ({flags}; native bf16: {'yes' if cpu['native_bf16'] else 'no'})"),
+        (
+            "uncommitted diff",
+            "uncommitted.diff (sha256 " + env["diff_sha256"] + ")" if env["diff_sha256"] else "none",
+        ),
+    ]
+    listing = _definition_table(env["distributions"].items())
+    count = len(env["distributions"])
+    return (
+        _definition_table(pairs)
+        + f"<details><summary>{count} installed distributions</summary>{listing}</details>"
+    )

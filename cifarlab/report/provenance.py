@@ -64,6 +64,7 @@ def provenance(
     config_hash: str,
     benchmarks: Iterable[str | Path],
     facts: Mapping[str, Any] | None = None,
+    environment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The facts of "How it was made": date (UTC), config hash, the devices of the runs, compute
     seconds per rule, package versions and the host. `facts` (name -> value) adds facts that the
@@ -83,4 +84,6 @@ def provenance(
             **(facts or {}),
         },
         "host": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        # cifarlab.core.environment.environment() of the report step: build, CPU, GPUs, distributions
+        "environment": dict(environment or {}),
     }

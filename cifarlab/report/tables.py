@@ -18,10 +18,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cifarlab.analysis.stats import ALPHA, summarise, welch_p
+from cifarlab.analysis.stats import (
+    ADJUSTMENT,
+    ALPHA,
+    MAX_SEEDS,
+    Summary,
+    adjust_p,
+    detectable_difference,
+    seeds_needed,
+    summarise,
+    welch_p,
+)
 from cifarlab.core.progress import duration
 from cifarlab.models.specs import UnknownModel, model_spec
 from cifarlab.plots.figures import sweep_groups
+from cifarlab.study.estimate import seed_seconds
 from cifarlab.study.results import (
     finite_number,
     group_seeds,
@@ -190,6 +201,27 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
+# A run whose accuracy (its 95 % interval, or its one value) comes within this many points of
+# 100 / classes % is at chance level: labelled so in every table and never ranked.
+CHANCE_MARGIN = 1.0
+AT_CHANCE = "at chance level"
+
+
+def chance_accuracy(classes: Sequence[str]) -> float:
+    """The accuracy (%) of guessing among `classes` uniformly: 100 / their number."""
+    return 100.0 / len(classes)
+
+
+def at_chance(accuracy: Summary, classes: Sequence[str]) -> bool:
+    """Whether an accuracy (% over seeds) cannot be told from chance: its 95 % interval, or its one
+    value, comes within CHANCE_MARGIN points of 100 / classes. False without an accuracy."""
+    if accuracy.mean is None or not classes:
+        return False
+    chance = chance_accuracy(classes)
+    low, high = (accuracy.low, accuracy.high) if accuracy.low is not None else (accuracy.mean, accuracy.mean)
+    return low - CHANCE_MARGIN <= chance <= high + CHANCE_MARGIN
+
+
 def comparison_row(seeds: Sequence[dict], reference: dict[str, dict], lab: bool = True) -> dict:
     """One row of a dataset's table: one run over its seeds (values, not formatted text).
 
@@ -204,6 +236,10 @@ def comparison_row(seeds: Sequence[dict], reference: dict[str, dict], lab: bool 
     accuracy = summarise([m["test_accuracy"] for m in ok])
     tta = summarise([m["tta_test_accuracy"] for m in ok if m.get("tta_test_accuracy") is not None])
     status, words = seeds_status(seeds)
+    chance = at_chance(accuracy, first.get("classes") or [])
+    if chance:  # said in the status of every table (page, summary.md, README block, metrics.csv)
+        level = f"{AT_CHANCE} ({chance_accuracy(first['classes']):.2f} % for {len(first['classes'])} classes)"
+        words = level if words == "ok" else f"{level}; {words}"
     model = first["model"]
     if _pretrainable(first["settings"].get("model")) and not first["pretrained"]:
         model = f"{model} (not pretrained)"
@@ -253,6 +289,8 @@ def comparison_row(seeds: Sequence[dict], reference: dict[str, dict], lab: bool 
         "device": _one_value(m["device"] for m in seeds),
         "status": status,
         "status_text": words,
+        # at chance level: labelled, never ranked (the page's best run, any ranking order)
+        "at_chance": chance,
         "lab_accuracy": lab_accuracy,
         "lab_difference": lab_difference,
         "lab_position": lab_position,
@@ -301,7 +339,7 @@ def fmt(value: Any, kind: str = "") -> str:
 # name column in view when the table scrolls).
 TABLE = (
     ("run", "run", ""),
-    ("test acc. %", "accuracy", "mean_sd"),
+    ("test acc. %", "accuracy", "accuracy"),
     ("95 % interval", "accuracy", "interval"),
     ("n", "n", ""),
     ("with TTA %", "tta_accuracy", "mean_sd"),
@@ -337,7 +375,10 @@ def table_columns(lab: bool = True) -> tuple[tuple[str, str, str], ...]:
 
 
 def table_cells(row: dict, lab: bool = True) -> list[str]:
-    return [fmt(row[key], kind) for _, key, kind in table_columns(lab)]
+    return [
+        accuracy_words(row) if kind == "accuracy" else fmt(row[key], kind)
+        for _, key, kind in table_columns(lab)
+    ]
 
 
 def _markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -369,13 +410,20 @@ def cross_dataset_rows(rows: Sequence[dict], datasets: Sequence[str]) -> list[di
     return [{"run": run, "datasets": cells} for run, cells in by_run.items()]
 
 
+def accuracy_words(row: dict) -> str:
+    """A row's accuracy as mean ± sd, '(at chance level)' after it where it is; its status without one."""
+    if row["accuracy"].mean is None:
+        return row["status"]
+    return fmt(row["accuracy"], "mean_sd") + (f" ({AT_CHANCE})" if row.get("at_chance") else "")
+
+
 def cross_dataset_cell(row: dict | None) -> str:
     """'64.48 ± 0.50 (n 3)', the status of a run without an accuracy, or '-' (not trained on it)."""
     if row is None:
         return "-"
     if row["accuracy"].mean is None:
         return row["status"]
-    return f"{fmt(row['accuracy'], 'mean_sd')} (n {row['n']})"
+    return f"{accuracy_words(row)} (n {row['n']})"
 
 
 def cross_dataset_markdown(rows: Sequence[dict], datasets: Sequence[str]) -> str:
@@ -390,13 +438,18 @@ def cross_dataset_markdown(rows: Sequence[dict], datasets: Sequence[str]) -> str
 # --- between the variants of one sweep ------------------------------------------------------------
 
 
-def variant_tests(metrics: Sequence[dict]) -> list[dict]:
-    """Welch's t-test between the variants of each sweep of one dataset, for each pair of them.
+def variant_tests(metrics: Sequence[dict], factors: dict[str, float] | None = None) -> list[dict]:
+    """Welch's t-test between the variants of each sweep of one dataset, for each pair of them,
+    with p adjusted for the pairs of its sweep (ADJUSTMENT, cifarlab.analysis.stats.adjust_p).
 
     Sweeps come from the runs' settings (cifarlab.plots.figures.sweep_groups: the runs whose entry
     sweeps a setting, one group per value of any other swept setting). Per pair: the group, the
-    setting, both variants' values, means and n (seeds with an accuracy), the difference b - a
-    (points), p (None: fewer than 2 seeds on a side or no spread at all) and the verdict.
+    setting, both variants' values, means, sds and n (seeds with an accuracy), the difference b - a
+    (points), p and `p_adjusted` (None: fewer than 2 seeds on a side or no spread at all), the
+    verdict on the adjusted p, `detectable` (the smallest true difference, points, its seeds find
+    with 80 % power), and for a difference not supported `seeds_needed` (per variant, to resolve
+    one of the observed size) and `more_seconds` (the extra seeds' train and evaluate jobs by the
+    calibrated estimate: cifarlab.study.estimate.seed_seconds with `factors`, {} or None: uncalibrated).
     """
     groups = group_seeds(metrics)
     runs = {run: seeds[0]["settings"] for (_, run), seeds in groups.items()}
@@ -405,22 +458,47 @@ def variant_tests(metrics: Sequence[dict]) -> list[dict]:
     tests = []
     for setting in settings:
         for label, names in sweep_groups(runs, setting).items():
-            for i, a in enumerate(names):
-                for b in names[i + 1 :]:
-                    tests.append(_pair_test(label, setting, a, b, seeds_of))
+            family = [
+                _pair_test(label, setting, a, b, seeds_of, factors or {})
+                for i, a in enumerate(names)
+                for b in names[i + 1 :]
+            ]
+            tested = [t for t in family if t["p"] is not None]
+            for test, adjusted in zip(tested, adjust_p([t["p"] for t in tested]), strict=True):
+                test["p_adjusted"] = adjusted
+                test["verdict"] = (
+                    "supported"
+                    if adjusted < ALPHA
+                    else "not after adjustment"
+                    if test["p"] < ALPHA
+                    else "not supported"
+                )
+            for test in family:
+                if test["verdict"] != "supported" and test["seeds_needed"] is not None:
+                    extra = {r: max(0, test["seeds_needed"] - test[f"{side}_n"]) for r, side in
+                             ((test["a"], "a"), (test["b"], "b"))}  # fmt: skip
+                    test["more_seconds"] = sum(
+                        n * seed_seconds(seeds_of[r][0], factors or {}) for r, n in extra.items() if n
+                    )
+                else:
+                    test["seeds_needed"] = None
+            tests += family
     return tests
 
 
-def _pair_test(label: str, setting: str, a: str, b: str, seeds_of: dict[str, list[dict]]) -> dict:
+def _pair_test(
+    label: str, setting: str, a: str, b: str, seeds_of: dict[str, list[dict]], factors: dict[str, float]
+) -> dict:
     values = {r: [m["test_accuracy"] for m in seeds_of[r] if has_accuracy(m)] for r in (a, b)}
-    mean_a, mean_b = (summarise(values[r]).mean for r in (a, b))
+    sa, sb = (summarise(values[r]) for r in (a, b))
     p = welch_p(values[a], values[b])
     if min(len(values[a]), len(values[b])) < 2:
         verdict = "not enough seeds"
     elif p is None:
         verdict = "no spread to test"
     else:
-        verdict = "supported" if p < ALPHA else "not supported"
+        verdict = "not supported"  # until adjusted with the other pairs of its sweep (variant_tests)
+    difference = None if sa.mean is None or sb.mean is None else sb.mean - sa.mean
     return {
         "group": label,
         "setting": setting,
@@ -428,13 +506,19 @@ def _pair_test(label: str, setting: str, a: str, b: str, seeds_of: dict[str, lis
         "b": b,
         "a_value": seeds_of[a][0]["settings"]["sweep"][setting],
         "b_value": seeds_of[b][0]["settings"]["sweep"][setting],
-        "a_mean": mean_a,
-        "b_mean": mean_b,
+        "a_mean": sa.mean,
+        "b_mean": sb.mean,
+        "a_sd": sa.sd,
+        "b_sd": sb.sd,
         "a_n": len(values[a]),
         "b_n": len(values[b]),
-        "difference": None if mean_a is None or mean_b is None else mean_b - mean_a,
+        "difference": difference,
         "p": p,
+        "p_adjusted": None,
         "verdict": verdict,
+        "detectable": detectable_difference(sa.sd, sa.n, sb.sd, sb.n),
+        "seeds_needed": seeds_needed(difference, sa.sd, sb.sd) if p is not None else None,
+        "more_seconds": None,
     }
 
 
@@ -442,19 +526,35 @@ def _pair_words(test: dict) -> str:
     text = f"{test['a_value']} vs {test['b_value']}"
     if test["difference"] is not None:
         text += f" ({test['difference']:+.2f} points"
-        text += f", p {fmt(test['p'], 'p')})" if test["p"] is not None else ")"
+        if test["p"] is not None:
+            text += f", p {fmt(test['p'], 'p')}, adjusted {fmt(test['p_adjusted'], 'p')}"
+        text += ")"
     return text
 
 
+def seeds_text(test: dict) -> str:
+    """About how many seeds per variant would resolve the observed difference, and how long the
+    extra ones take: 'about 24 per variant (42 more jobs, 12 min)'; '-' where not asked."""
+    n = test["seeds_needed"]
+    if n is None:
+        return "-"
+    if n > MAX_SEEDS:
+        return f"more than {MAX_SEEDS} per variant"
+    more = max(0, n - test["a_n"]) + max(0, n - test["b_n"])
+    return f"about {n} per variant ({more} more seeds, {duration(test['more_seconds'] or 0.0)})"
+
+
 def variant_sentences(tests: Sequence[dict]) -> list[str]:
-    """One sentence per sweep group: which differences the seeds support (Welch, p < 0.05), which
-    not, and which pairs have too few seeds to say."""
+    """One sentence per sweep group: which differences survive the adjustment for its pairs
+    (Welch, Benjamini-Hochberg adjusted p < 0.05), which were below 0.05 only before it, which
+    not, which pairs have too few seeds to say, and what its seeds could detect."""
     sentences = []
     for key in dict.fromkeys((t["group"], t["setting"]) for t in tests):
         group = [t for t in tests if (t["group"], t["setting"]) == key]
         parts = []
         for verdict, words in (
-            ("supported", "the seeds support a difference for"),
+            ("supported", "the seeds support a difference, after the adjustment, for"),
+            ("not after adjustment", "p < 0.05 before the adjustment only (not supported) for"),
             ("not supported", "they do not for"),
             ("no spread to test", "no spread to test for"),
             ("not enough seeds", "not enough seeds (n < 2) for"),
@@ -462,7 +562,16 @@ def variant_sentences(tests: Sequence[dict]) -> list[str]:
             pairs = [_pair_words(t) for t in group if t["verdict"] == verdict]
             if pairs:
                 parts.append(f"{words} {'; '.join(pairs)}")
-        sentences.append(f"{key[0]}, {key[1]} (Welch's t-test, p < {ALPHA}): " + "; ".join(parts) + ".")
+        detectable = sorted(round(t["detectable"], 1) for t in group if t["detectable"] is not None)
+        if detectable:
+            low, high = detectable[0], detectable[-1]
+            span = f"{low:.1f}" + (f" to {high:.1f}" if high != low else "")
+            parts.append(f"with these seeds a difference is found (80 % power) from about {span} points")
+        tested = sum(t["p"] is not None for t in group)
+        sentences.append(
+            f"{key[0]}, {key[1]} (Welch's t-test, p < {ALPHA} after {ADJUSTMENT} over its {tested} "
+            f"tested pair{'s' * (tested != 1)}): " + "; ".join(parts) + "."
+        )
     return sentences
 
 
@@ -478,12 +587,23 @@ VARIANT_TABLE = (
     ("n a", "a_n", ""),
     ("n b", "b_n", ""),
     ("p (Welch)", "p", "p"),
+    ("p adjusted (BH)", "p_adjusted", "p"),
     ("difference", "verdict", ""),
+    ("detectable (80 % power)", "detectable", "pct"),
+    ("seeds to resolve b - a", "seeds_needed", "seeds"),
 )
 
 
 def variant_cells(test: dict) -> list[str]:
-    return [fmt(test[key], kind) for _, key, kind in VARIANT_TABLE]
+    return [seeds_text(test) if kind == "seeds" else fmt(test[key], kind) for _, key, kind in VARIANT_TABLE]
+
+
+def variants_markdown(tests: Sequence[dict]) -> str:
+    """The variants table of one dataset in Markdown (summary.md), its sentences below it."""
+    if not tests:
+        return ""
+    lines = _markdown_table([h for h, _, _ in VARIANT_TABLE], (variant_cells(t) for t in tests))
+    return "\n".join([*lines, "", *(f"{s}\n" for s in variant_sentences(tests))])
 
 
 # --- summary.md: every dataset, the study's identity ----------------------------------------------
@@ -518,7 +638,7 @@ def results_section(datasets: Sequence[str], rows: Sequence[dict], config_hash: 
                     r["dataset"],
                     f"`{r['run']}`",
                     fmt(r["epochs"]),
-                    fmt(r["accuracy"], "mean_sd") if r["accuracy"].mean is not None else r["status"],
+                    accuracy_words(r),
                     fmt(r["accuracy"], "interval"),
                     str(r["n"]),
                     fmt(r["lab_accuracy"], "pct"),
@@ -573,6 +693,8 @@ METRIC_COLUMNS = (
     "seed",
     "model",
     "status",
+    "at_chance",
+    "chance_accuracy",
     "test_accuracy",
     "test_accuracy_sd",
     "ci_low",
@@ -628,8 +750,12 @@ def flat_metrics(metrics: dict, reference: dict[str, dict]) -> dict[str, Any]:
     diverged = metrics.get("diverged") or {}
     lab_accuracy, lab_difference, _ = lab_comparison(metrics, reference)
     row = {k: metrics.get(k) for k in METRIC_COLUMNS}
+    one = summarise([metrics["test_accuracy"]] if has_accuracy(metrics) else [])
+    classes = metrics.get("classes") or []
     row.update(
         n=1 if has_accuracy(metrics) else 0,
+        at_chance=at_chance(one, classes),
+        chance_accuracy=chance_accuracy(classes) if classes else None,
         train_test_gap=train_test_gap(metrics),
         diverged_epoch=diverged.get("epoch"),
         diverged_lr=diverged.get("lr"),
@@ -663,6 +789,8 @@ def aggregate_metrics(row: dict, seeds: Sequence[dict]) -> dict[str, Any]:
         seed=AGGREGATE_SEED,
         model=seeds[0]["model"],
         status=row["status"],
+        at_chance=row["at_chance"],
+        chance_accuracy=flat[0]["chance_accuracy"],
         tta=row["tta"],
         validation_images=seeds[0].get("validation_images"),
         freeze=seeds[0].get("freeze"),

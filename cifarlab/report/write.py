@@ -34,6 +34,7 @@ from cifarlab.report.tables import (
     summary_markdown,
     variant_sentences,
     variant_tests,
+    variants_markdown,
 )
 from cifarlab.study.results import load_metrics, read_json
 
@@ -57,6 +58,8 @@ def write_report(
     config_hash: str = "",
     configfiles: Sequence[str] = (),
     facts: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, float] | None = None,
+    environment: Mapping[str, Any] | None = None,
 ) -> list[dict]:
     """Build index.html, summary.md and metrics.csv (`outputs` keys: html, summary, metrics).
 
@@ -70,7 +73,9 @@ def write_report(
     data: dataset -> {"record": <archive>.json, "splits": {"train": .pt, "test": .pt}, "samples": png};
     lr_finder, saliency: dataset -> run -> result JSON.
     configfiles: the config files the study was run with (summary.md names them); facts: more facts
-    for "How it was made" (name -> value).
+    for "How it was made" (name -> value); calibration: the estimate's factors on this machine
+    (cifarlab.study.estimate.remembered_factors), for the time more seeds would take; environment: the
+    report's cifarlab.core.environment.environment() (its diff saved beside the page by the caller).
     Returns the table rows (one per dataset and run). Everything is read and checked before
     anything is written.
     """
@@ -87,7 +92,7 @@ def write_report(
         name = settings["name"]
         ours = [m for m in metrics if m["dataset"] == name]
         dataset_rows = [r for r in rows if r["dataset"] == name]
-        tests = variant_tests(ours)
+        tests = variant_tests(ours, dict(calibration or {}))
         diff = None
         if compare_to:
             aggregates = [
@@ -117,7 +122,7 @@ def write_report(
     shown = {n for s in sections for n in s["figures"]}
     page = build_page(
         sections,
-        provenance=provenance(metrics, config_hash, benchmarks, facts),
+        provenance=provenance(metrics, config_hash, benchmarks, facts, environment),
         captions={n: caption_text(captions[n]) for n in shown if n in captions},
         diff_label=str(compare_to or ""),
     )
@@ -126,7 +131,7 @@ def write_report(
             (
                 f"Dataset {s['name']}" if len(sections) > 1 else "Runs",
                 summary_markdown(s["rows"], lab=s["lab"])
-                + "".join(f"\n{sentence}\n" for sentence in s["sentences"]),
+                + (f"\n### Between variants\n\n{variants_markdown(s['tests'])}" if s["tests"] else ""),
             )
             for s in sections
         ],

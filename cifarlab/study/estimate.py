@@ -43,6 +43,8 @@ MIN_CALIBRATING_SECONDS = 1.0
 # From this much wall time on, the estimate says so and names the smaller study.
 LONG_SECONDS = 3600.0
 SMALLER_STUDY = "config/quick.yaml"
+# Calibration factors measured by earlier studies, per machine (a cache, like the rest of .snakemake/).
+CALIBRATION_FILE = ".snakemake/cifarlab/calibration.json"
 
 
 def on_gpu(device: str) -> bool:
@@ -221,3 +223,21 @@ def format_estimate(result: Estimate) -> str:
             "(see README.md); `python -m cifarlab status` shows progress at any time."
         )
     return "\n".join(lines)
+
+
+def seed_seconds(metrics: Mapping, factors: Mapping[str, float]) -> float:
+    """Seconds one more seed of a finished run should take here (its `train` and `evaluate` jobs):
+    the cost model of the run's recorded settings and images (its metrics.json), corrected by the
+    calibration `factors` (remembered_factors of this machine; {}: the uncalibrated model)."""
+    run = metrics["settings"]
+    matrix = metrics.get("confusion_matrix") or []
+    tested = sum(sum(row) for row in matrix) or (run.get("test_subset") or 0)
+    sizes = {"train": (metrics.get("train_images") or 0) + run["validation"], "test": tested}
+    gpu = on_gpu(str(metrics.get("device", "cpu")).split(":")[0])
+    seconds = 0.0
+    for kind, work in (
+        ("train", train_seconds(sizes, run, on_gpu=gpu)),
+        ("evaluate", run_image_seconds(run, tested, on_gpu=gpu, passes=FORWARD_ONLY)),
+    ):
+        seconds += JOB_START_SECONDS + factors.get(kind, factors.get("*", 1.0)) * work
+    return seconds

@@ -21,6 +21,7 @@ import torch
 
 from cifarlab.core.code_version import code_version
 from cifarlab.core.device import pick_device, resolve_precision
+from cifarlab.core.environment import environment
 from cifarlab.core.files import load_torch, write_json
 from cifarlab.models import head_of, load_trained
 from cifarlab.study.results import read_history
@@ -122,6 +123,8 @@ def compute_metrics(
         # Which code wrote this file. Training's code is the same as far as it matters: a change
         # to the code train runs changes its code digest, so train and then this step rerun.
         "code_version": code_version(),
+        # the whole environment, to replay it (cifarlab.core.environment); filled in by main
+        "environment": None,
     }
     if saved["status"] != "ok":
         log.warning("%s: status %s, no test metrics (%s)", run["name"], saved["status"], saved["diverged"])
@@ -172,8 +175,10 @@ def main(
     threads: int | None = None,
     precision: str = "auto",
     tta: str = "none",
+    exported_path: str | Path | None = None,
+    diffs_folder: str | Path | None = None,
 ) -> dict:
-    """The `evaluate` step: write metrics.json."""
+    """The `evaluate` step: write metrics.json, and `exported_path` (model.pt2: cifarlab.training.export)."""
     if threads:
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
@@ -182,5 +187,12 @@ def main(
         cached_test=cached_test,
         precision=resolve_precision(torch_device, precision), tta=tta,
     )  # fmt: skip
+    # every distribution, torch's build, CPU flags, GPUs; a dirty tree's diff saved in diffs_folder
+    metrics["environment"] = environment(diffs_folder)
+    if exported_path is not None:
+        from cifarlab.training.export import export_model  # here: the study's other steps never need it
+
+        model, saved = load_trained(model_path, "cpu")  # the whole model, backbone and head
+        export_model(model, saved, tuple(load_torch(test_path)["images"].shape[-2:]), exported_path)
     write_json(metrics, metrics_path, strict=True)
     return metrics

@@ -34,8 +34,7 @@ def side_by_side():
     return max(1, (cores or 1) // config["threads"])
 
 
-# Calibration factors measured by earlier studies, per machine (a cache, like the rest of .snakemake/).
-FACTORS_FILE = ".snakemake/cifarlab/calibration.json"
+FACTORS_FILE = estimate.CALIBRATION_FILE
 
 
 def planned_estimate(dag):

@@ -76,6 +76,9 @@ rule evaluate:
         unpack(evaluate_inputs),
     output:
         metrics=paths.METRICS,
+        # the model to take away (cifarlab.training.export): written here, from the whole model, so that a
+        # head trained on cached features is exported with its backbone and takes images
+        exported=paths.EXPORTED,
     log:
         paths.EVALUATE_LOG,
     conda:
