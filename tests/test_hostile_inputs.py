@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cifarlab.config.schema import ConfigError
+from cifarlab.config.validate import validate_config
+from cifarlab.core.yamlfiles import YamlTooLarge, load_yaml
 from cifarlab.data import prepare as data
 from cifarlab.data.prepare import DataError
 
@@ -74,21 +77,33 @@ def image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_spli
     return root
 
 
-def prepare_under_memory_limit(folder: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    """`prepare` of `folder` in a subprocess that may allocate MEMORY_HEADROOM beyond its imports."""
-    code = textwrap.dedent(
+def run_under_memory_limit(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Python `code` in a subprocess that may allocate MEMORY_HEADROOM beyond what it holds after
+    importing torch and cifarlab (a regression then fails with MemoryError, not a full machine)."""
+    limited = textwrap.dedent(
         f"""
         import resource
-        from cifarlab.data.prepare import prepare
+        import torch, cifarlab.data.prepare, cifarlab.config.validate, cifarlab.study.status
         held = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (held + {MEMORY_HEADROOM}, held + {MEMORY_HEADROOM}))
-        prepare({str(folder)!r}, {str(tmp_path / "train.pt")!r}, {str(tmp_path / "test.pt")!r}, None)
         """
     )
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+        [sys.executable, "-c", limited + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=cwd,
     )
+
+
+def prepare_under_memory_limit(folder: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`prepare` of `folder` under the memory limit."""
+    train, test = str(tmp_path / "train.pt"), str(tmp_path / "test.pt")
+    code = f"from cifarlab.data.prepare import prepare\nprepare({str(folder)!r}, {train!r}, {test!r}, None)"
+    return run_under_memory_limit(code, tmp_path)
 
 
 @pytest.mark.parametrize("kind", sorted(BOMBS))
@@ -136,3 +151,78 @@ def test_bad_images_of_both_splits_are_listed(tmp_path):
     with pytest.raises(DataError) as error:
         data.prepare(folder, tmp_path / "train.pt", tmp_path / "test.pt", None)
     assert f"{folder}/train/cat/a.png" in str(error.value) and f"{folder}/test/dog/b.png" in str(error.value)
+
+
+# --- Config: YAML that expands, values that are too long to print ---------------------------
+
+# A 10-line overlay of nested aliases under saliency: runs: (issue 26: it grew to 19.6 GB):
+# 10 ** 9 run names once expanded.
+ALIAS_BOMB = (
+    "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+    + "".join(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 9))
+    + "saliency:\n  runs: *a8\n"
+)
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    assert len(ALIAS_BOMB.splitlines()) == 11 and len(ALIAS_BOMB) < 1000
+    with pytest.raises(YamlTooLarge, match="more than 2,000,000 values"):
+        load_yaml("bomb.yaml", text=ALIAS_BOMB)
+    # the status command reads overlays with the same loader (its own merge would expand them)
+    (tmp_path / "bomb.yaml").write_text(ALIAS_BOMB)
+    done = run_under_memory_limit(
+        f"""
+        from pathlib import Path
+        from cifarlab.study.status import load_config
+        load_config([{str(tmp_path / "bomb.yaml")!r}], [], Path({str(ROOT)!r}))
+        """,
+        tmp_path,
+    )
+    assert "ConfigError" in done.stderr and "more than 2,000,000 values" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_config_snakemake_loaded_with_shared_aliases_is_refused_before_it_is_walked(tmp_path):
+    """Snakemake builds aliases as shared objects; validation counts them before walking the config."""
+    done = run_under_memory_limit(
+        f"""
+        import yaml
+        from cifarlab.config.validate import validate_config
+        config = yaml.safe_load(open({str(ROOT / "config" / "demo.yaml")!r}))
+        config.update(yaml.safe_load({ALIAS_BOMB!r}))
+        validate_config(config)
+        """,
+        tmp_path,
+    )
+    assert "ConfigError" in done.stderr and "more than 2,000,000 values" in done.stderr, done.stderr[-2000:]
+
+
+def test_recursive_and_deep_yaml_is_refused():
+    with pytest.raises(YamlTooLarge, match="contains itself"):
+        load_yaml("loop.yaml", text="runs: &r [1, *r]\n")
+    with pytest.raises(YamlTooLarge, match="more than 50 levels"):
+        load_yaml("deep.yaml", text="a: " + "[" * 60 + "]" * 60 + "\n")
+    assert load_yaml("plain.yaml", text="a: &x {b: 1}\nc: *x\n") == {"a": {"b": 1}, "c": {"b": 1}}
+
+
+@pytest.fixture
+def demo_config() -> dict:
+    return load_yaml(ROOT / "config" / "config.yaml")
+
+
+def config_error(config: dict) -> str:
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    return str(error.value)
+
+
+def test_a_long_value_is_cut_in_the_message_saying_how_long_it_was(demo_config):
+    demo_config["defaults"]["optimizer"] = "adam" * 250_000
+    message = config_error(demo_config)
+    assert len(message) < 2000 and "a text of 1,000,000 characters" in message, message[:3000]
+
+
+def test_a_long_list_of_runs_is_cut_in_the_message(demo_config):
+    demo_config["runs"] = {"simple_cnn": {"model": "simple_cnn", "sweep": {"epochs": list(range(1, 8001))}}}
+    demo_config["saliency"] = {"runs": ["no_such_run"]}
+    message = config_error(demo_config)
+    assert len(message) < 2000 and "(8,000 in all)" in message, message[:3000]

@@ -24,6 +24,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from cifarlab.core.messages import shown
 from cifarlab.core.paths import RESERVED_NAMES
 
 
@@ -74,13 +75,13 @@ def check_names(config: dict) -> None:
     for i, item in enumerate(items):
         if not isinstance(item, str | dict):
             raise DatasetError(
-                f"config error at datasets[{i}]: got {item!r}; a dataset is a built-in name "
+                f"config error at datasets[{i}]: got {shown(item)}; a dataset is a built-in name "
                 f"({sorted(BUILTIN)}) or a mapping {{name: mine, source: path/or/url}}."
             )
         if isinstance(item, str):
             if item not in BUILTIN:
                 raise DatasetError(
-                    f"config error at datasets[{i}]: unknown dataset {item!r}; built-in datasets: "
+                    f"config error at datasets[{i}]: unknown dataset {shown(item)}; built-in datasets: "
                     f"{sorted(BUILTIN)}. For other data give a mapping: {{name: mine, source: path/or/url}}."
                 )
             items[i] = {"name": item}
@@ -93,13 +94,13 @@ def _resolved(entry: dict, where: str) -> dict:
     builtin = BUILTIN.get(source if source is not None else name)
     if source is None and builtin is None:
         raise DatasetError(
-            f"config error at {where}.source: dataset {name!r} is not built in ({sorted(BUILTIN)}), "
+            f"config error at {where}.source: dataset {shown(name)} is not built in ({sorted(BUILTIN)}), "
             "so it needs a source: a URL, a path (archive or image folder), a file:// URL or 'synthetic'."
         )
     labels = entry["labels"]
     if builtin is not None and labels not in builtin.classes:
         raise DatasetError(
-            f"config error at {where}.labels: got {labels!r}; "
+            f"config error at {where}.labels: got {shown(labels)}; "
             f"this dataset has the labels {sorted(builtin.classes)}."
         )
     resolved_source = builtin.source if builtin is not None else source
@@ -136,11 +137,12 @@ def study_datasets(config: dict) -> dict[str, dict]:
         name = settings["name"]
         if name in RESERVED_NAMES:
             raise DatasetError(
-                f"config error at {here}.name: {name!r} is a folder of results/ ({list(RESERVED_NAMES)}); "
+                f"config error at {here}.name: {shown(name)} is a folder of results/ "
+                f"({list(RESERVED_NAMES)}); "
                 "choose another name."
             )
         if name in datasets:
-            raise DatasetError(f"config error at {here}.name: the dataset {name!r} is listed twice.")
+            raise DatasetError(f"config error at {here}.name: the dataset {shown(name)} is listed twice.")
         datasets[name] = settings
     if config.get("data_source"):
         if len(datasets) != 1:
