@@ -7,6 +7,7 @@ a memory limit (RLIMIT_AS), so that a regression fails the test instead of filli
 from __future__ import annotations
 
 import io
+import re
 import struct
 import subprocess
 import sys
@@ -15,10 +16,12 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from cifarlab.config.schema import ConfigError
 from cifarlab.config.validate import validate_config
+from cifarlab.core.files import save_torch
 from cifarlab.core.yamlfiles import YamlTooLarge, load_yaml
 from cifarlab.data import prepare as data
 from cifarlab.data.prepare import DataError
@@ -226,3 +229,60 @@ def test_a_long_list_of_runs_is_cut_in_the_message(demo_config):
     demo_config["saliency"] = {"runs": ["no_such_run"]}
     message = config_error(demo_config)
     assert len(message) < 2000 and "(8,000 in all)" in message, message[:3000]
+
+
+# --- Degenerate data: refused or labelled, never scored as if it were normal ------------------
+
+
+def test_one_class_is_refused_at_prepare(tmp_path):
+    folder = image_folder(tmp_path / "mine", classes=("cat",))
+    with pytest.raises(DataError, match="has 1 class .*at least two classes"):
+        data.prepare(folder, tmp_path / "train.pt", tmp_path / "test.pt", None)
+    assert not (tmp_path / "train.pt").exists()
+
+
+def test_a_class_without_test_images_is_prepared_and_named(tmp_path, caplog):
+    folder = image_folder(tmp_path / "mine", classes=("cat", "dog", "emu"))
+    for path in (folder / "test" / "emu").iterdir():
+        path.unlink()
+    (folder / "test" / "emu").rmdir()
+    result = data.prepare(folder, tmp_path / "train.pt", tmp_path / "test.pt", None)
+    assert result["test"]["classes"] == ["cat", "dog", "emu"]
+    assert any("['emu'] have no test images" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_per_class_accuracy_leaves_out_a_class_without_test_images():
+    from cifarlab.training.evaluate import per_class_accuracy
+
+    confusion = torch.tensor([[3, 1, 0], [0, 0, 0], [0, 2, 2]])  # rows: true cat, dog, emu
+    accuracy, untested = per_class_accuracy(confusion, ["cat", "dog", "emu"])
+    assert accuracy == {"cat": 75.0, "emu": 50.0} and untested == ["dog"]
+
+
+def test_saliency_skips_a_class_without_test_images(tmp_path, caplog):
+    from cifarlab.analysis.saliency import write_sample
+
+    labels = torch.tensor([0, 0, 2, 2, 2])  # class 1 has none
+    save_torch({"images": torch.zeros(5, 3, 8, 8, dtype=torch.uint8), "labels": labels,
+                "classes": ["cat", "dog", "emu"]}, tmp_path / "test.pt")  # fmt: skip
+    sample = write_sample(tmp_path / "test.pt", tmp_path / "sample.json", images_per_class=1)
+    assert sample["labels"] == [0, 2] and sample["classes_without_test_images"] == ["dog"]
+    assert "['dog'] have no test images" in caplog.text
+
+
+def test_the_report_says_no_test_images():
+    from cifarlab.report.page import _data_html
+
+    counts = {"train": {"cat": 5, "dog": 4}, "test": {"cat": 2, "dog": 0}}
+    page = _data_html({"record": {}, "counts": counts})
+    assert "0 (no test images)" in page and page.count("no test images") == 1
+
+
+@pytest.mark.parametrize("name", ["...", "..a"])
+def test_dot_only_class_names_are_refused_not_dropped(tmp_path, name):
+    folder = image_folder(tmp_path / "mine", classes=("cat", name))
+    (folder / "train" / ".ipynb_checkpoints").mkdir()  # hidden junk stays ignored
+    with pytest.raises(DataError, match=rf"\['{re.escape(name)}'\] start with '\.\.'"):
+        data.prepare(folder, tmp_path / "train.pt", tmp_path / "test.pt", None)
+    with pytest.raises(DataError, match="start with '..'"):  # in an archive as well
+        data.download(str(folder), tmp_path / "mine.tar", tmp_path / "mine.json")

@@ -760,6 +760,30 @@ def plot_samples(
         canvas.save(tmp, format="PNG")
 
 
+def check_classes(classes: list[str], test_labels: torch.Tensor, where: str) -> None:
+    """Refuse data of fewer than two classes; warn of each class without test images.
+
+    One class would score 100 % with loss 0 for every model, a result that measures nothing. A
+    class without test images is allowed (a small folder may lack them): it is named here, in
+    the report ("no test images"), left out of per-class accuracy and skipped by saliency.
+    """
+    if len(classes) < 2:
+        raise DataError(
+            f"{where} has {len(classes)} class ({classes}): a classifier needs at least two classes, "
+            "or every model scores 100 % and learns nothing. Add a second class folder under train/ "
+            "and test/"
+        )
+    counts = torch.bincount(test_labels, minlength=len(classes)).tolist()
+    untested = [cls for cls, n in zip(classes, counts, strict=True) if n == 0]
+    if untested:
+        log.warning(
+            "%s: class(es) %s have no test images: they are trained on, left out of per-class "
+            "accuracy and skipped by saliency; add test/<class>/ images to measure them",
+            where,
+            untested,
+        )
+
+
 def prepare(
     archive: str | Path,
     train_out: str | Path,
@@ -785,6 +809,7 @@ def prepare(
     for split, (images, _) in splits.items():
         if len(images) == 0:
             raise DataError(f"{shown[0] or archive}: the {split} split has no images")
+    check_classes(classes, splits["test"][1], shown[0] or str(archive))
     mean, std = channel_stats(splits["train"][0])
     result = {}
     for split, out in (("train", train_out), ("test", test_out)):
