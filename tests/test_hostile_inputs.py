@@ -6,7 +6,9 @@ a memory limit (RLIMIT_AS), so that a regression fails the test instead of filli
 
 from __future__ import annotations
 
+import copy
 import io
+import json
 import re
 import struct
 import subprocess
@@ -208,8 +210,17 @@ def test_recursive_and_deep_yaml_is_refused():
 
 
 @pytest.fixture
-def demo_config() -> dict:
+def lab_config() -> dict:
     return load_yaml(ROOT / "config" / "config.yaml")
+
+
+def with_runs(config: dict, runs: dict) -> dict:
+    """A copy of `config` with only `runs`, and no LR finder or saliency runs named."""
+    config = copy.deepcopy(config)
+    config["runs"] = runs
+    config["lr_finder"] = {"runs": []}
+    config["saliency"] = {"runs": []}
+    return config
 
 
 def config_error(config: dict) -> str:
@@ -218,16 +229,17 @@ def config_error(config: dict) -> str:
     return str(error.value)
 
 
-def test_a_long_value_is_cut_in_the_message_saying_how_long_it_was(demo_config):
-    demo_config["defaults"]["optimizer"] = "adam" * 250_000
-    message = config_error(demo_config)
+def test_a_long_value_is_cut_in_the_message_saying_how_long_it_was(lab_config):
+    lab_config["defaults"]["optimizer"] = "adam" * 250_000
+    message = config_error(lab_config)
     assert len(message) < 2000 and "a text of 1,000,000 characters" in message, message[:3000]
 
 
-def test_a_long_list_of_runs_is_cut_in_the_message(demo_config):
-    demo_config["runs"] = {"simple_cnn": {"model": "simple_cnn", "sweep": {"epochs": list(range(1, 8001))}}}
-    demo_config["saliency"] = {"runs": ["no_such_run"]}
-    message = config_error(demo_config)
+def test_a_long_list_of_runs_is_cut_in_the_message(lab_config):
+    runs = {"simple_cnn": {"model": "simple_cnn", "sweep": {"epochs": list(range(1, 8001))}}}
+    config = with_runs(lab_config, runs)
+    config["saliency"] = {"runs": ["no_such_run"]}
+    message = config_error(config)
     assert len(message) < 2000 and "(8,000 in all)" in message, message[:3000]
 
 
@@ -286,3 +298,48 @@ def test_dot_only_class_names_are_refused_not_dropped(tmp_path, name):
         data.prepare(folder, tmp_path / "train.pt", tmp_path / "test.pt", None)
     with pytest.raises(DataError, match="start with '..'"):  # in an archive as well
         data.download(str(folder), tmp_path / "mine.tar", tmp_path / "mine.json")
+
+
+# --- Names that work everywhere --------------------------------------------------------------
+
+
+def test_class_names_are_plotted_as_text_in_a_font_that_has_them(tmp_path, caplog):
+    from cifarlab.plots import style
+    from cifarlab.plots.run_figures import plot_confusion
+
+    classes = ["coin_$1_or_$2", "猫猫", "dog"]  # mathtext crashed on the first; the second drew as boxes
+    metrics = {"run": "simple_cnn", "status": "ok", "classes": classes, "test_accuracy": 50.0,
+               "confusion_matrix": [[1, 1, 0], [0, 1, 0], [0, 0, 0]]}  # fmt: skip
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    plot_confusion(tmp_path / "metrics.json", tmp_path / "confusion.png")
+    assert Image.open(tmp_path / "confusion.png").size[0] > 100
+    # a font that has 猫 was chosen, or the missing characters were named in a note
+    families = style.fonts_for(["猫猫"])
+    noted = "no font found here has the characters '猫'" in caplog.text
+    assert families or noted, (families, caplog.text)
+    assert not (families and noted)
+
+
+@pytest.mark.parametrize("source", ["/home/me/猫猫/", "/home/me/猫猫.zip", "/data/---/"])
+def test_a_source_without_ascii_letters_gets_a_usable_name(source):
+    from cifarlab.core.paths import RESERVED_NAMES
+    from cifarlab.data.catalog import source_name
+
+    name = source_name(source)
+    assert name and name not in RESERVED_NAMES and any(c.isalnum() for c in name), name
+    assert name.isascii() and source_name(source) == name  # the same each time
+    assert source_name("/home/me/猫猫/") != source_name("/home/me/犬犬/")
+
+
+def test_names_longer_than_the_file_system_allows_are_config_errors(lab_config):
+    from cifarlab.data.catalog import MAX_NAME_BYTES
+
+    message = config_error(with_runs(lab_config, {"r" * 260: {"model": "simple_cnn"}}))
+    assert "is 260 bytes long" in message and f"at most {MAX_NAME_BYTES} bytes" in message, message
+    long = copy.deepcopy(lab_config)
+    long["datasets"] = [{"name": "d" * 150, "source": "synthetic"}]
+    assert "is 150 bytes long" in config_error(long)
+    # a sweep's names are the entry's name and its values
+    sweep = {"model": "simple_cnn", "sweep": {"optimizer": ["sgd", "adam"]}}
+    validate_config(with_runs(lab_config, {"n" * 95: sweep}))  # `-adam`: 100 bytes, fine
+    assert "is 101 bytes long" in config_error(with_runs(lab_config, {"n" * 96: sweep}))

@@ -30,7 +30,7 @@ from cifarlab.config.schema import (
 )
 from cifarlab.core.messages import cut, shown, shown_names
 from cifarlab.core.yamlfiles import YamlTooLarge, check_expanded_size, load_yaml
-from cifarlab.data.catalog import DatasetError, check_names, study_datasets
+from cifarlab.data.catalog import DatasetError, check_names, name_too_long, study_datasets
 from cifarlab.models.specs import BUILTIN as BUILTIN_MODELS
 from cifarlab.models.specs import UnknownModel, check_model, model_spec
 
@@ -108,6 +108,9 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
             raise_first_error({k: v for k, v in settings.items()}, run_schema, where)
             if name in runs:
                 raise ConfigError(f"config error at runs.{entry}: run name {shown(name)} is produced twice.")
+            too_long = name_too_long(name, "run", key_path(where))
+            if too_long:
+                raise ConfigError(too_long)
             # keys a sweep cannot vary: named at the entry
             settings["datasets"] = _run_datasets(settings, datasets, ["runs", entry])
             if settings["image_size"] is None:

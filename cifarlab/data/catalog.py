@@ -20,6 +20,7 @@ No torch here: the .smk files import this module.
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,26 @@ BUILTIN: dict[str, BuiltinDataset] = {
 
 class DatasetError(ValueError):
     """A dataset entry of the config cannot be used; the message names the key and what exists."""
+
+
+# The longest run or dataset name, in bytes of UTF-8. The longest file name built from one is
+# `.<dataset>-content.json.<8 random>.part` (cifarlab.core.paths.CONTENT_CACHE, written through
+# core.files.atomic_path: the name + 28); file systems allow 255 bytes per name, eCryptfs 143.
+MAX_NAME_BYTES = 100
+
+
+def name_too_long(name: str, what: str, where: str) -> str | None:
+    """The config error for a `what` ("run", "dataset") name longer than MAX_NAME_BYTES (UTF-8), set
+    at config key `where`, or None: its files' names would pass the file system's limit, and the
+    study would die mid-way with "File name too long"."""
+    size = len(name.encode())
+    if size <= MAX_NAME_BYTES:
+        return None
+    return (
+        f"config error at {where}: the {what} name {shown(name)} is {size} bytes long; names are at "
+        f"most {MAX_NAME_BYTES} bytes (cifarlab.data.catalog.MAX_NAME_BYTES: the file names built "
+        "from them must fit the file system's limit of 255). Choose a shorter name."
+    )
 
 
 def check_names(config: dict) -> None:
@@ -143,6 +164,9 @@ def study_datasets(config: dict) -> dict[str, dict]:
             )
         if name in datasets:
             raise DatasetError(f"config error at {here}.name: the dataset {shown(name)} is listed twice.")
+        too_long = name_too_long(name, "dataset", f"{here}.name")
+        if too_long:
+            raise DatasetError(too_long)
         datasets[name] = settings
     if config.get("data_source"):
         if len(datasets) != 1:
@@ -172,9 +196,13 @@ def source_name(source: str) -> str:
             break
     ascii_base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
     cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in ascii_base)
+    if not any(c.isalnum() for c in cleaned):
+        # no ASCII letter or digit (`猫猫/`): a name from the original's bytes, the same each time,
+        # distinct per source name, never empty nor the reserved `data`
+        return f"dataset-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
     if cleaned in RESERVED_NAMES:
         cleaned += "-data"
-    return cleaned or "data"
+    return cleaned[:MAX_NAME_BYTES]
 
 
 # What the cost model assumes of a source whose sizes cannot be known before it is fetched (an
