@@ -10,6 +10,7 @@ import copy
 import io
 import json
 import re
+import resource
 import struct
 import subprocess
 import sys
@@ -199,6 +200,22 @@ def test_a_config_snakemake_loaded_with_shared_aliases_is_refused_before_it_is_w
         tmp_path,
     )
     assert "ConfigError" in done.stderr and "more than 2,000,000 values" in done.stderr, done.stderr[-2000:]
+
+
+def test_snakemake_stops_at_an_overlay_alias_bomb_before_walking_it(tmp_path):
+    """Snakemake loads --configfile itself; its aliases stay shared, and validation counts them first
+    (README: what Snakemake's own loading can and cannot be protected from)."""
+    (tmp_path / "bomb.yaml").write_text(ALIAS_BOMB)
+    limit = 6 << 30  # address space: Snakemake and its imports (no torch) fit well within
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "report", "--configfile",
+         "config/demo.yaml", str(tmp_path / "bomb.yaml")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+    )  # fmt: skip
+    assert done.returncode != 0
+    output = done.stdout + done.stderr  # Snakemake prints its error on stdout when not on a terminal
+    assert "more than 2,000,000 values once its aliases expand" in output, output[-2000:]
 
 
 def test_recursive_and_deep_yaml_is_refused():
