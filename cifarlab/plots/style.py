@@ -39,7 +39,6 @@ STYLE = {
     # Text is drawn as written: a class named `coin_$1_or_$2` is not mathtext (it crashed the
     # confusion plot). No figure of ours writes mathtext.
     "text.parse_math": False,
-    "font.family": ["sans-serif"],
 }
 
 log = logging.getLogger(__name__)
@@ -65,6 +64,7 @@ def figure(
     characters (fonts_for).
     """
     plt.rcParams.update(STYLE)
+    # matplotlib falls back along this list glyph by glyph (set per figure: names differ)
     plt.rcParams["font.family"] = ["sans-serif", *fonts_for(texts)]
     return plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, **kwargs)
 
