@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -126,6 +127,32 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, kind):
         done.stderr[-3000:]
     )
     assert "MemoryError" not in done.stderr and not (tmp_path / "train.pt").exists()
+
+
+def zip_declaring(folder: Path, target: Path, member: str, size: int) -> Path:
+    """A zip of `folder` whose `member` declares `size` bytes (its headers rewritten): an archive bomb."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder).as_posix())
+    raw = bytearray(target.read_bytes())
+    name = member.encode()
+    # the local header (size at byte 22, name at 30) and the central directory's (24, 46)
+    for signature, size_at, name_at in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+        at = raw.find(signature)
+        while raw[at + name_at : at + name_at + len(name)] != name:
+            at = raw.find(signature, at + 4)
+        raw[at + size_at : at + size_at + 4] = struct.pack("<I", size)
+    target.write_bytes(bytes(raw))
+    return target
+
+
+def test_an_archive_member_declaring_gigabytes_is_refused_before_reading(tmp_path):
+    folder = image_folder(tmp_path / "mine")
+    path = zip_declaring(folder, tmp_path / "mine.zip", "train/dog/1.png", 4_000_000_000)
+    assert zipfile.ZipFile(path).getinfo("train/dog/1.png").file_size == 4_000_000_000
+    with pytest.raises(DataError, match=r"mine\.zip:train/dog/1\.png declares 4,000,000,000 bytes"):
+        data.prepare(path, tmp_path / "train.pt", tmp_path / "test.pt", None)
 
 
 def test_the_bomb_check_spares_ordinary_images():

@@ -77,6 +77,10 @@ DOWNLOAD_BACKOFF_S = 2.0
 DOWNLOAD_TIMEOUT_S = 30.0
 # Where the download's error message suggests putting an archive fetched by hand.
 MANUAL_DIR = "resources/manual"
+# The largest file an archive may declare: each member is read whole into memory, and a zip or
+# .tar.gz of a few kilobytes can declare gigabytes. The largest official member (CIFAR-100's
+# `train` batch) is 155 MB.
+MAX_MEMBER_BYTES = 1 << 30
 
 
 class UnsafeArchiveError(DataError):
@@ -339,8 +343,18 @@ class Archive:
         """How messages name entry `name`: `folder/name` or `archive.zip:name`."""
         return f"{self.where.rstrip('/')}/{name}" if self._folder else f"{self.where}:{name}"
 
+    def _check_size(self, name: str, size: int) -> None:
+        """Refuse a member that declares more than MAX_MEMBER_BYTES (it would be read whole)."""
+        if size > MAX_MEMBER_BYTES:
+            raise DataError(
+                f"{self.entry(name)} declares {size:,} bytes, more than the limit of {MAX_MEMBER_BYTES:,} "
+                "(cifarlab.data.prepare.MAX_MEMBER_BYTES) for one file of a dataset: refusing the archive "
+                "before reading it (an archive bomb, or not a dataset of small images)"
+            )
+
     def _check_zip(self, info: zipfile.ZipInfo) -> None:
         check_entry_name(info.filename, self.where)
+        self._check_size(info.filename, info.file_size)
         mode = info.external_attr >> 16  # Unix mode bits, when the zip was made on Unix
         if stat.S_ISLNK(mode):
             raise UnsafeArchiveError(
@@ -350,6 +364,7 @@ class Archive:
 
     def _check_tar(self, member: tarfile.TarInfo) -> None:
         check_entry_name(member.name, self.where)
+        self._check_size(member.name, member.size)
         if member.issym() or member.islnk():
             kind = "symbolic" if member.issym() else "hard"
             raise UnsafeArchiveError(
