@@ -370,9 +370,18 @@ def _data_html(data: dict[str, Any]) -> str:
     pairs = [(k, record.get(k)) for k in ("source", "archive", "bytes", "md5", "sha256", "md5_expected")]
     counts = data["counts"]
     classes = list(next(iter(counts.values())))
+
+    def cell(split: str, cls: str) -> str:
+        # a class the test split lacks has no accuracy (left out of per_class_accuracy): say so
+        return (
+            "0 (no test images)"
+            if split == "test" and counts[split].get(cls) == 0
+            else fmt(counts[split].get(cls), "int")
+        )
+
     table = _table_html(
         ["class", *counts],
-        [[c, *(fmt(counts[s].get(c), "int") for s in counts)] for c in classes]
+        [[c, *(cell(s, c) for s in counts)] for c in classes]
         + [["total", *(fmt(sum(counts[s].values()), "int") for s in counts)]],
     )
     sample = _figure_html(data["samples"], "Sample images per class") if data.get("samples") else ""
