@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import lab_run
+from conftest import ROOT, lab_run
 
 from cifarlab.core import paths
 from cifarlab.training import loop as training
@@ -85,3 +85,31 @@ def test_without_tensorboard_it_still_trains(synthetic_files, tmp_path, caplog, 
     assert sum(r.name == "cifarlab.training.live_curves" for r in caplog.records) == 1
     assert len(result["history"]) == RUN["epochs"]
     assert not (tmp_path / "tensorboard").exists()
+
+
+@pytest.mark.slow
+def test_switching_them_off_or_on_retrains_nothing(tmp_path):
+    """The switch is read by scripts/train.py from the config, not a param of the train rule:
+    on a finished demo study, a dry run with `tensorboard=false` (or true) plans no job."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dry_run import finished_study, snakemake
+
+    project = tmp_path / "project"
+    project.mkdir()
+    finished_study(ROOT, project, ["config/demo.yaml"], [])
+    for value in ("false", "true"):
+        args = [
+            "-n",
+            "--cores",
+            "1",
+            "report",
+            "--configfile",
+            "config/demo.yaml",
+            "--config",
+            f"tensorboard={value}",
+        ]
+        done = snakemake(ROOT, project, args)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Nothing to be done" in done.stdout + done.stderr, value

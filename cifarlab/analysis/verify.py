@@ -106,13 +106,14 @@ def read_record(label: str, root: Path) -> Record:
         wildcards = match.groupdict() if match else paths.wildcards_of(paths.RUN, label.strip("/"))
     except ValueError:
         raise VerifyError(f"{label!r}: name a trained model as <dataset>/<run>/seed<k>") from None
-    folder = root / paths.fill(paths.RUN, **wildcards)
-    model, history = folder / "model.pt", folder / "history.csv"
+    model, history, metrics_path = (
+        root / paths.fill(p, **wildcards) for p in (paths.MODEL, paths.HISTORY, paths.METRICS)
+    )
     for needed in (model, history):
         if not needed.exists():
             raise VerifyError(f"{needed} does not exist: train the run first (snakemake {model})")
-    metrics_path = folder / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.exists() else None
+    folder = root / paths.fill(paths.RUN, **wildcards)
     name = f"{wildcards['dataset']}/{wildcards['run']}/seed{wildcards['seed']}"
     return Record(name, folder, load_torch(model), read_history(history), metrics)
 
