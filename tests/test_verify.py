@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import ROOT, lab_run
 
 from cifarlab.analysis import verify
 from cifarlab.core import paths
 from cifarlab.core.code_version import code_digest, code_digest_of_modules
+from cifarlab.core.environment import environment
 from cifarlab.models import model_spec
 from cifarlab.training import evaluate as evaluation
 from cifarlab.training import loop as training
@@ -92,13 +94,30 @@ def test_a_changed_setting_is_not_reproduced(project, tmp_path, capsys):
     assert "- settings: batch_size: 32 in model.pt, 64 in metrics.json" in out
 
 
-def test_changed_code_is_named(project, tmp_path):
-    record = verify.read_record(LABEL, project)
-    assert verify.code_differences(record) == []
+def test_changed_code_is_named(project):
+    record, now = verify.read_record(LABEL, project), environment(diffs=None)
+    assert verify.code_differences(record, now) == []
     record.saved["code_digest"] = "0" * 64
     record.saved["model_code"] = "1" * 64
-    found = verify.code_differences(record)
-    assert any("training code" in line for line in found) and any("model's code" in line for line in found)
+    record.metrics["environment"]["diff_sha256"] = "2" * 64
+    found = verify.code_differences(record, now)
+    assert len(found) == 3, found
+    assert (
+        "training code" in found[0]
+        and "model's code" in found[1]
+        and f"diff results/diffs/{'2' * 64}.diff, now" in found[2]
+    )
+
+
+def test_settings_are_set_against_the_config_when_given(project):
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    del config["datasets"]
+    config["dataset"] = {"name": DATASET, "source": "synthetic"}
+    keys = ("model", "epochs", "optimizer", "lr", "train_subset", "test_subset")
+    config["runs"]["tiny"] = {**{k: RUN[k] for k in keys}, "batch_size": 32}  # trained at 64
+    found = verify.config_differences(verify.read_record(LABEL, project), config, project)
+    assert "batch_size: 64 in model.pt, 32 in the config now" in found
+    assert not any(line.startswith(("lr:", "epochs:", "optimizer:")) for line in found), found
 
 
 def test_verdicts():

@@ -33,14 +33,16 @@ from pathlib import Path
 
 import torch
 
-from cifarlab.config.validate import uses_cached_features
+from cifarlab.config.schema import ConfigError
+from cifarlab.config.validate import job_settings, uses_cached_features, validate_config
 from cifarlab.core import paths
-from cifarlab.core.code_version import PACKAGE_DIR, code_digest, code_digest_of_modules, code_version
+from cifarlab.core.code_version import PACKAGE_DIR, code_digest, code_digest_of_modules
 from cifarlab.core.device import describe, pick_device
 from cifarlab.core.environment import environment
 from cifarlab.core.files import load_torch
 from cifarlab.models import model_spec
 from cifarlab.study.results import HISTORY_COLUMNS, read_history, read_json
+from cifarlab.study.status import load_config
 from cifarlab.training.loop import train_run, write_history
 
 # history.csv's columns a retraining must reproduce (not `epoch`, the key, nor `seconds`, wall time).
@@ -251,8 +253,24 @@ def setting_differences(record: Record) -> list[str]:
     ]
 
 
-def code_differences(record: Record) -> list[str]:
-    """The recorded code digests (model.pt) and git state (metrics.json) against the current code's."""
+def config_differences(record: Record, config: dict, root: Path) -> list[str]:
+    """The recorded settings against those `config` (as Snakemake merges it: cifarlab.study.status
+    .load_config) gives this job now: has the study's config changed since the run was trained?"""
+    runs = validate_config(config, root)
+    dataset, name, seed = LABEL.fullmatch(record.label).groups()
+    if name not in runs:
+        return [f"the config has no run {name!r} (its runs: {', '.join(runs)})"]
+    now, trained = job_settings(runs[name], dataset, int(seed)), record.saved["run"]
+    return [  # the recorded keys only: evaluation's settings (tta) are not training's
+        f"{key}: {trained[key]!r} in model.pt, {now.get(key)!r} in the config now"
+        for key in sorted(trained)
+        if trained[key] != now.get(key)
+    ]
+
+
+def code_differences(record: Record, now: dict) -> list[str]:
+    """The recorded code digests (model.pt) and git state (metrics.json) against the current code's
+    (`now`: cifarlab.core.environment.environment() of this process)."""
     saved, found = record.saved, []
     if "code_digest" not in saved:
         found.append("model.pt records no code digest (trained before verify existed): code not compared")
@@ -264,14 +282,17 @@ def code_differences(record: Record) -> list[str]:
     module = model_spec(saved["run"]["model"]).module
     if model_code is not None and model_code != code_digest_of_modules([module]):
         found.append(f"the model's code ({module}) has changed")
-    recorded = ((record.metrics or {}).get("environment") or {}).get("code_version")
-    now = code_version()
-    if recorded and (recorded.get("commit"), recorded.get("dirty")) != (now.get("commit"), now.get("dirty")):
-        found.append(
-            f"git: made at commit {recorded.get('commit')} (dirty: {recorded.get('dirty')}), "
-            f"now {now.get('commit')} (dirty: {now.get('dirty')})"
-        )
+    recorded = (record.metrics or {}).get("environment") or {}
+    then_git = (recorded.get("code_version") or {}).get("commit"), recorded.get("diff_sha256")
+    now_git = now["code_version"].get("commit"), now["diff_sha256"]
+    if recorded and then_git != now_git:
+        found.append(f"git: made at {_tree(*then_git)}, now {_tree(*now_git)}")
     return found
+
+
+def _tree(commit: str | None, diff: str | None) -> str:
+    """A git tree in words: its commit, and its uncommitted diff (evaluate saves it by its sha256)."""
+    return f"commit {commit}" + (f" + the uncommitted diff results/diffs/{diff}.diff" if diff else " (clean)")
 
 
 def _distribution_changes(recorded: dict[str, str], now: dict[str, str]) -> str | None:
@@ -286,22 +307,20 @@ def _distribution_changes(recorded: dict[str, str], now: dict[str, str]) -> str 
     return f"{len(changed)} installed distribution(s) differ: {shown}"
 
 
-def environment_differences(record: Record, device: torch.device) -> list[str]:
-    """Python, platform, torch's build, CPU, GPUs, device and distributions: recorded against now."""
+def environment_differences(record: Record, device: torch.device, now: dict) -> list[str]:
+    """Python, platform, torch's build, CPU, GPUs, device and distributions: recorded against `now`."""
     found = []
     if describe(device) != record.saved.get("device"):
         found.append(f"device: trained on {record.saved.get('device')}, retrained on {describe(device)}")
     recorded = (record.metrics or {}).get("environment")
     if not recorded:
         return [*found, "metrics.json holds no environment record (evaluate has not run): not compared"]
-    now = environment(diffs=None)
     facts = {
         "python": lambda e: e["python"],
         "platform": lambda e: e["platform"],
         "torch": lambda e: e["torch"],
         "cpu": lambda e: e["cpu"]["model"],
         "cpu bf16": lambda e: e["cpu"]["native_bf16"],
-        "uncommitted diff": lambda e: e["diff_sha256"],
     }
     for name, fact in facts.items():
         before, after = fact(recorded), fact(now)
@@ -315,9 +334,10 @@ def environment_differences(record: Record, device: torch.device) -> list[str]:
 
 
 def verify(label: str, *, root: Path, epochs: int | None, device: str, tolerance: float,
-           scratch: Path) -> tuple[bool, list[str]]:  # fmt: skip
+           scratch: Path, config: dict | None = None) -> tuple[bool, list[str]]:  # fmt: skip
     """Retrain `label` (its history.csv written in `scratch`) and compare: (reproduced, the report's
-    lines). root: the project's folder, which the record's paths are relative to."""
+    lines). root: the project's folder, which the record's paths are relative to; config: the
+    study's config to set the recorded settings against (None: not compared)."""
     record = read_record(label, root)
     torch_device = pick_device(device)
     retrained = retrain(record, root, epochs=epochs, device=torch_device)
@@ -329,10 +349,12 @@ def verify(label: str, *, root: Path, epochs: int | None, device: str, tolerance
         f"in {retrained.seconds:.1f} s on {describe(torch_device)}",
         line,
     ]
+    now = environment(diffs=None)  # this process's: the code version, the tree's diff, the packages
     differences = {
-        "settings": setting_differences(record),
-        "code": code_differences(record),
-        "environment": environment_differences(record, torch_device),
+        "settings": setting_differences(record)
+        + ([] if config is None else config_differences(record, config, root)),
+        "code": code_differences(record, now),
+        "environment": environment_differences(record, torch_device, now),
     }
     if any(differences.values()):
         lines.append("what differs from the record's making:")
@@ -352,15 +374,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="the largest accuracy gap (points) still 'reproduced within'")  # fmt: skip
     parser.add_argument("--scratch", type=Path, help="keep the retraining here (default: a temporary folder)")
     parser.add_argument("--directory", "-d", type=Path, default=Path("."), help="the project (default: here)")
+    parser.add_argument("--configfile", nargs="+", default=[],
+                        help="config overlays as given to snakemake (settings compared)")  # fmt: skip
+    parser.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE", help="as given to snakemake")
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         parser.error("--epochs must be 1 or more")
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="cifarlab-verify-"))
     scratch.mkdir(parents=True, exist_ok=True)
     try:
+        config = None
+        if args.configfile or args.config:
+            config = load_config(args.configfile, args.config, args.directory)
         reproduced, lines = verify(args.model, root=args.directory, epochs=args.epochs, device=args.device,
-                                   tolerance=args.tolerance, scratch=scratch)  # fmt: skip
-    except VerifyError as error:
+                                   tolerance=args.tolerance, scratch=scratch, config=config)  # fmt: skip
+    except (VerifyError, ConfigError) as error:
         parser.exit(2, f"verify: {error}\n")
     finally:
         if args.scratch is None:
