@@ -201,8 +201,10 @@ def main(
     tta: str = "none",
     exported_path: str | Path | None = None,
     diffs_folder: str | Path | None = None,
+    onnx_path: str | Path | None = None,
 ) -> dict:
-    """The `evaluate` step: write metrics.json, and `exported_path` (model.pt2: cifarlab.training.export)."""
+    """The `evaluate` step: write metrics.json, and `exported_path` (model.pt2: cifarlab.training.export)
+    and `onnx_path` (model.onnx, where onnx is installed)."""
     if threads:
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
@@ -217,6 +219,7 @@ def main(
         from cifarlab.training.export import export_model  # here: the study's other steps never need it
 
         model, saved = load_trained(model_path, "cpu")  # the whole model, backbone and head
-        export_model(model, saved, tuple(load_torch(test_path)["images"].shape[-2:]), exported_path)
+        image_shape = tuple(load_torch(test_path)["images"].shape[-2:])
+        export_model(model, saved, image_shape, exported_path, onnx_path=onnx_path)
     write_json(metrics, metrics_path, strict=True)
     return metrics
