@@ -155,6 +155,18 @@ def test_an_archive_member_declaring_gigabytes_is_refused_before_reading(tmp_pat
         data.prepare(path, tmp_path / "train.pt", tmp_path / "test.pt", None)
 
 
+def test_a_folder_file_over_the_member_limit_is_refused_saying_how_to_fix_it(tmp_path, monkeypatch):
+    """A folder source is checked as an archive is: from walk_folder's stat, before any read."""
+    folder = image_folder(tmp_path / "mine")
+    monkeypatch.setattr(data, "MAX_MEMBER_BYTES", 10)
+    fix = r"Remove that file from the archive, or raise cifarlab\.data\.prepare\.MAX_MEMBER_BYTES"
+    with pytest.raises(DataError, match=rf"mine/test/cat/0\.png declares \d+ bytes.*{fix}"):
+        data.Archive(folder)
+    with pytest.raises(DataError, match=rf"mine/test/cat/0\.png declares \d+ bytes.*{fix}"):
+        data.pack_directory(folder, tmp_path / "packed.tar")
+    assert not (tmp_path / "packed.tar").exists()
+
+
 def test_the_bomb_check_spares_ordinary_images():
     buffer = io.BytesIO()
     Image.new("RGB", (640, 480), (1, 2, 3)).save(buffer, format="JPEG")

@@ -83,6 +83,18 @@ MANUAL_DIR = "resources/manual"
 MAX_MEMBER_BYTES = 1 << 30
 
 
+def check_member_size(entry: str, size: int) -> None:
+    """Refuse a file of a source (`entry`, as messages name it) that declares more than
+    MAX_MEMBER_BYTES: it would be read whole into memory."""
+    if size > MAX_MEMBER_BYTES:
+        raise DataError(
+            f"{entry} declares {size:,} bytes, more than the limit of {MAX_MEMBER_BYTES:,} "
+            "(cifarlab.data.prepare.MAX_MEMBER_BYTES) for one file of a dataset: refusing the source "
+            "before reading it (an archive bomb, or not a dataset of small images). Remove that file "
+            "from the archive, or raise cifarlab.data.prepare.MAX_MEMBER_BYTES"
+        )
+
+
 class UnsafeArchiveError(DataError):
     """An archive entry would land outside the target folder (`..`, absolute path, link, device)."""
 
@@ -196,6 +208,8 @@ def pack_directory(folder: Path, target: Path) -> None:
     to files are stored as the files they point to.
     """
     listed, dirs = walk_folder(folder)
+    for name, info in listed:  # before copying anything: a file is read whole once packed
+        check_member_size(f"{str(folder).rstrip('/')}/{name}", info.st_size)
     files = [name for name, _ in listed]
     if find_cifar_python(files, str(folder)) is None:  # a wrong layout fails here, before packing
         find_image_folder(files, str(folder), dirs)
@@ -316,6 +330,8 @@ class Archive:
     def _open(self) -> None:
         if self.path.is_dir():
             listed, self.dirs = walk_folder(self.path)
+            for name, info in listed:  # a folder is checked as an archive is (walk_folder's stat)
+                self._check_size(name, info.st_size)
             self.names = [name for name, _ in listed]
         elif zipfile.is_zipfile(self.path):
             self._zip = zipfile.ZipFile(self.path)
@@ -345,12 +361,7 @@ class Archive:
 
     def _check_size(self, name: str, size: int) -> None:
         """Refuse a member that declares more than MAX_MEMBER_BYTES (it would be read whole)."""
-        if size > MAX_MEMBER_BYTES:
-            raise DataError(
-                f"{self.entry(name)} declares {size:,} bytes, more than the limit of {MAX_MEMBER_BYTES:,} "
-                "(cifarlab.data.prepare.MAX_MEMBER_BYTES) for one file of a dataset: refusing the archive "
-                "before reading it (an archive bomb, or not a dataset of small images)"
-            )
+        check_member_size(self.entry(name), size)
 
     def _check_zip(self, info: zipfile.ZipInfo) -> None:
         check_entry_name(info.filename, self.where)
