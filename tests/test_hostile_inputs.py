@@ -167,6 +167,39 @@ def test_a_folder_file_over_the_member_limit_is_refused_saying_how_to_fix_it(tmp
     assert not (tmp_path / "packed.tar").exists()
 
 
+def test_the_pixel_limit_is_read_when_checking_not_when_defining(monkeypatch):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG")
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(DataError, match="more than the limit of 1,000 pixels"):
+        data.check_declared_size(buffer.getvalue(), "small.png")
+    data.check_declared_size(buffer.getvalue(), "small.png", limit=64 * 64)
+
+
+def test_threads_reading_headers_leave_pillows_limit_as_it_was(monkeypatch):
+    """Two threads in declared_size at once: without the lock the second saves the first's None
+    as the value to restore, and Pillow's bomb check stays off for the rest of the process."""
+    import threading
+    import time
+
+    opened = Image.open
+
+    def slow_open(*args, **kwargs):  # widen the window between the save and the restore
+        time.sleep(0.01)
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", slow_open)
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    before = Image.MAX_IMAGE_PIXELS
+    threads = [threading.Thread(target=data.declared_size, args=(buffer.getvalue(),)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Image.MAX_IMAGE_PIXELS == before
+
+
 def test_the_bomb_check_spares_ordinary_images():
     buffer = io.BytesIO()
     Image.new("RGB", (640, 480), (1, 2, 3)).save(buffer, format="JPEG")

@@ -23,6 +23,7 @@ import socket
 import ssl
 import stat
 import tarfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -488,6 +489,8 @@ def _to_8_bit(values: np.ndarray, mode: str) -> np.ndarray:
 MAX_IMAGE_PIXELS = 89_478_485
 # prepare lists at most this many unreadable images (and says how many there are in all).
 MAX_LISTED_BAD_IMAGES = 20
+# Held while declared_size switches Pillow's global check off and back (see there).
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
 
 def declared_size(data: bytes) -> tuple[int, int]:
@@ -495,21 +498,28 @@ def declared_size(data: bytes) -> tuple[int, int]:
 
     Pillow's `Image.open` is lazy: it reads the header only. Its own bomb check (a warning above
     MAX_IMAGE_PIXELS, an error above twice that, without the sizes) is off for this call, as
-    `check_declared_size` compares and names the size itself; `prepare` decodes in one thread
-    per process, so the global is restored before anything else reads it.
+    `check_declared_size` compares and names the size itself.
+
+    The switch is of a global, so it is made under a module-level lock: two threads calling this
+    function never save each other's None as the value to restore. The lock does not protect other
+    threads' `Image.open` (elsewhere, not through this function): one of those running meanwhile
+    would open without Pillow's check. That is why `prepare` decodes in processes, one thread each.
     """
-    pillow_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    finally:
-        Image.MAX_IMAGE_PIXELS = pillow_limit
+    with _PILLOW_LIMIT_LOCK:
+        pillow_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return image.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
-def check_declared_size(data: bytes, name: str, limit: int = MAX_IMAGE_PIXELS) -> None:
-    """Refuse an image whose header declares more than `limit` pixels (DataError naming the file
-    and its size), before a decoder allocates them: a few hundred bytes can declare gigabytes."""
+def check_declared_size(data: bytes, name: str, limit: int | None = None) -> None:
+    """Refuse an image whose header declares more than `limit` pixels (default: MAX_IMAGE_PIXELS,
+    read at the call, so that raising the module's constant takes effect) with a DataError naming
+    the file and its size, before a decoder allocates them: a few hundred bytes can declare gigabytes."""
+    limit = MAX_IMAGE_PIXELS if limit is None else limit
     width, height = declared_size(data)
     if width * height > limit:
         raise DataError(
