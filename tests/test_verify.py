@@ -109,6 +109,12 @@ def test_changed_code_is_named(project):
     )
 
 
+def test_without_the_train_script_the_training_code_is_said_not_compared(project, monkeypatch, tmp_path):
+    record, now = verify.read_record(LABEL, project), environment(diffs=None)
+    monkeypatch.setattr(verify, "TRAIN_SCRIPT", tmp_path / "scripts" / "train.py")  # an installed package
+    assert verify.code_differences(record, now) == ["scripts/train.py not found: training code not compared"]
+
+
 def test_a_diverged_history_reproduced_exactly_is_bit_for_bit(tmp_path):
     """history.csv holds `inf` of a diverged epoch, which read_history reads as NaN; the retraining's
     rows hold inf: the same numbers, so the same verdict as any exact reproduction."""

@@ -280,7 +280,9 @@ def code_differences(record: Record, now: dict) -> list[str]:
     saved, found = record.saved, []
     if "code_digest" not in saved:
         found.append("model.pt records no code digest (trained before verify existed): code not compared")
-    elif TRAIN_SCRIPT.exists() and saved["code_digest"] != code_digest(TRAIN_SCRIPT):
+    elif not TRAIN_SCRIPT.exists():  # an installed (not editable) package has no scripts/ beside it
+        found.append("scripts/train.py not found: training code not compared")
+    elif saved["code_digest"] != code_digest(TRAIN_SCRIPT):
         found.append("the training code (scripts/train.py and the cifarlab modules it imports) has changed")
     model_code = saved.get("model_code")
     if isinstance(model_code, list):  # a user's model: [the family's digest, the file's content]
