@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from cifarlab.config.schema import ConfigError
-from cifarlab.config.validate import validate_config
+from cifarlab.config.validate import command_line_value, typed_overrides, validate_config
 from cifarlab.core.files import save_torch
-from cifarlab.core.yamlfiles import YamlTooLarge, load_yaml
+from cifarlab.core.yamlfiles import YAML_LOADER, YamlTooLarge, load_yaml
 from cifarlab.data import prepare as data
 from cifarlab.data.prepare import DataError
 
@@ -296,6 +297,32 @@ def test_recursive_and_deep_yaml_is_refused():
     with pytest.raises(YamlTooLarge, match="more than 50 levels"):
         load_yaml("deep.yaml", text="a: " + "[" * 60 + "]" * 60 + "\n")
     assert load_yaml("plain.yaml", text="a: &x {b: 1}\nc: *x\n") == {"a": {"b": 1}, "c": {"b": 1}}
+
+
+@pytest.mark.parametrize("loader", [yaml.SafeLoader, yaml.BaseLoader, YAML_LOADER])
+def test_brackets_nested_past_the_recursion_limit_are_refused_not_a_traceback(loader):
+    """PyYAML's Python reader recurses once per level: 2,000 levels passed Python's recursion
+    limit (libyaml's reader stops at 1,000 with a YAML error, which says where)."""
+    text = "a: " + "[" * 2000 + "]" * 2000 + "\n"
+    with pytest.raises((YamlTooLarge, yaml.YAMLError)) as error:
+        load_yaml("deep.yaml", text=text, loader=loader)
+    if isinstance(error.value, YamlTooLarge):
+        assert "deep.yaml holds values nested deeper than the YAML reader can follow" in str(error.value)
+        assert "remove the extra brackets or indentation" in str(error.value)
+
+
+def test_an_integer_too_long_to_read_is_refused_naming_the_file_and_the_fix():
+    with pytest.raises(YamlTooLarge, match=r"big\.yaml holds an integer of more than 4,300 digits.*quote it"):
+        load_yaml("big.yaml", text="epochs: " + "9" * 5000 + "\n")
+    assert load_yaml("quoted.yaml", text=f"epochs: '{'9' * 5000}'\n") == {"epochs": "9" * 5000}
+
+
+def test_command_line_values_too_deep_or_too_long_are_config_errors_or_stay_text():
+    deep, long = "[" * 2000 + "]" * 2000, "9" * 5000
+    overrides = {"runs": {"x": {"epochs": long}}, "other": deep}
+    assert typed_overrides(overrides) == overrides  # text: the schema check says what is wrong with it
+    with pytest.raises(ConfigError, match="--config holds values nested deeper"):
+        command_line_value(deep)
 
 
 @pytest.fixture
