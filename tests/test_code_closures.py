@@ -13,12 +13,15 @@ shows in review as a change of that file; after reviewing it, write the file aga
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-from cifarlab.core.code_version import closure_modules
+from cifarlab.core.code_version import NOT_A_RESULT_MODULES, closure_modules
 from cifarlab.models.specs import BUILTIN
 from cifarlab.plots.figures import FIGURES
 
@@ -72,6 +75,39 @@ def test_each_rules_code_closure_is_the_pinned_one():
 def test_the_pinned_file_is_what_the_command_writes():
     """So that a regenerated file is the only diff an import makes (sorted, one module a line)."""
     assert PINNED.read_text() == as_yaml(yaml.safe_load(PINNED.read_text()))
+
+
+def digests_of_a_copy(tree: Path, scripts: list[str]) -> dict[str, str]:
+    """{script: code_digest} computed by the cifarlab of `tree` (a copy), in a fresh interpreter."""
+    code = (
+        "from cifarlab.core.code_version import code_digest\n"
+        f"for s in {scripts!r}: print(s, code_digest({str(tree)!r} + '/scripts/' + s))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tree, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(line.split() for line in done.stdout.splitlines())
+
+
+def test_modules_that_cannot_change_a_result_are_in_no_steps_code(tmp_path):
+    """Editing the code (not a message) of live_curves (TensorBoard) or messages (cut values in
+    error messages) reruns nothing; editing training code next to them still reruns training."""
+    assert NOT_A_RESULT_MODULES == {"cifarlab.core.messages", "cifarlab.training.live_curves"}
+    for part in ("cifarlab", "scripts"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    scripts = ["train.py", "prepare.py", "download.py"]
+    before = digests_of_a_copy(tmp_path, scripts)
+    for module in ("training/live_curves.py", "core/messages.py"):
+        path = tmp_path / "cifarlab" / module
+        path.write_text(path.read_text() + "\nA_CHANGE = 1\n\n\ndef another(x):\n    return x + 1\n")
+    assert digests_of_a_copy(tmp_path, scripts) == before
+    augment = tmp_path / "cifarlab" / "training" / "augment.py"
+    augment.write_text(augment.read_text() + "\nA_CHANGE = 1\n")
+    after = digests_of_a_copy(tmp_path, scripts)
+    assert after["train.py"] != before["train.py"]
+    assert after["prepare.py"] == before["prepare.py"]
 
 
 if __name__ == "__main__":

@@ -68,14 +68,16 @@ def check_same_predictions(folder: Path, run: dict, test: dict, metrics: dict) -
 
 
 def test_a_trained_cnn_as_a_program_that_loads_with_torch_alone(tmp_path, synthetic_files, synthetic_data):
-    # fp32 pinned: the program runs in fp32, and an evaluation in bf16 (precision auto on a CPU with
+    # fp32 pinned for training and evaluation (precision is an argument of each step, not a run's
+    # setting): the program runs in fp32, and an evaluation in bf16 (precision auto on a CPU with
     # native bf16) may flip a borderline image; the same predictions are promised in one precision
     run = lab_run(name="simple_cnn", epochs=3, batch_size=64, lr=3e-3, optimizer="adam",
-                  train_subset=1000, test_subset=300, precision="fp32")  # fmt: skip
+                  train_subset=1000, test_subset=300)  # fmt: skip
     folder = tmp_path
     training.main(
         train_path=synthetic_files["train"], test_path=synthetic_files["test"], model_path=folder / "m.pt",
         history_path=folder / "history.csv", run=run, device="cpu", checkpoint=folder / "ckpt.pt",
+        precision="fp32",
     )  # fmt: skip
     metrics = evaluation.main(
         model_path=folder / "m.pt", history_path=folder / "history.csv", test_path=synthetic_files["test"],
@@ -100,8 +102,7 @@ def test_a_head_on_cached_features_is_exported_with_its_backbone_and_resizes(tmp
         train_subset=200,
         test_subset=60,
         image_size=40,
-        precision="fp32",
-    )  # fmt: skip (fp32 pinned, as above)
+    )  # fmt: skip
     folder = tmp_path
     small = {"train": sampling.subset(synthetic_data["train"], torch.arange(300)),
              "test": sampling.subset(synthetic_data["test"], torch.arange(100))}  # fmt: skip
@@ -112,10 +113,11 @@ def test_a_head_on_cached_features_is_exported_with_its_backbone_and_resizes(tmp
         train_path=folder / "train.pt", test_path=folder / "test.pt", out_train=folder / "f_train.pt",
         out_test=folder / "f_test.pt", backbone=backbone, device="cpu",
     )  # fmt: skip
+    # fp32 pinned for training and evaluation, as above
     training.main(
         train_path=folder / "train.pt", test_path=folder / "test.pt", model_path=folder / "model.pt",
         history_path=folder / "history.csv", run=run, device="cpu", checkpoint=folder / "ckpt.pt",
-        cached_train=folder / "f_train.pt", cached_test=folder / "f_test.pt",
+        cached_train=folder / "f_train.pt", cached_test=folder / "f_test.pt", precision="fp32",
     )  # fmt: skip
     metrics = evaluation.main(
         model_path=folder / "model.pt", history_path=folder / "history.csv", test_path=folder / "test.pt",

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from cifarlab.config.schema import ConfigError
-from cifarlab.config.validate import validate_config
+from cifarlab.config.validate import command_line_value, typed_overrides, validate_config
 from cifarlab.core.files import save_torch
-from cifarlab.core.yamlfiles import YamlTooLarge, load_yaml
+from cifarlab.core.yamlfiles import YAML_LOADER, YamlTooLarge, load_yaml
 from cifarlab.data import prepare as data
 from cifarlab.data.prepare import DataError
 
@@ -155,6 +156,51 @@ def test_an_archive_member_declaring_gigabytes_is_refused_before_reading(tmp_pat
         data.prepare(path, tmp_path / "train.pt", tmp_path / "test.pt", None)
 
 
+def test_a_folder_file_over_the_member_limit_is_refused_saying_how_to_fix_it(tmp_path, monkeypatch):
+    """A folder source is checked as an archive is: from walk_folder's stat, before any read."""
+    folder = image_folder(tmp_path / "mine")
+    monkeypatch.setattr(data, "MAX_MEMBER_BYTES", 10)
+    fix = r"Remove that file from the archive, or raise cifarlab\.data\.prepare\.MAX_MEMBER_BYTES"
+    with pytest.raises(DataError, match=rf"mine/test/cat/0\.png declares \d+ bytes.*{fix}"):
+        data.Archive(folder)
+    with pytest.raises(DataError, match=rf"mine/test/cat/0\.png declares \d+ bytes.*{fix}"):
+        data.pack_directory(folder, tmp_path / "packed.tar")
+    assert not (tmp_path / "packed.tar").exists()
+
+
+def test_the_pixel_limit_is_read_when_checking_not_when_defining(monkeypatch):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG")
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(DataError, match="more than the limit of 1,000 pixels"):
+        data.check_declared_size(buffer.getvalue(), "small.png")
+    data.check_declared_size(buffer.getvalue(), "small.png", limit=64 * 64)
+
+
+def test_threads_reading_headers_leave_pillows_limit_as_it_was(monkeypatch):
+    """Two threads in declared_size at once: without the lock the second saves the first's None
+    as the value to restore, and Pillow's bomb check stays off for the rest of the process."""
+    import threading
+    import time
+
+    opened = Image.open
+
+    def slow_open(*args, **kwargs):  # widen the window between the save and the restore
+        time.sleep(0.01)
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", slow_open)
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    before = Image.MAX_IMAGE_PIXELS
+    threads = [threading.Thread(target=data.declared_size, args=(buffer.getvalue(),)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Image.MAX_IMAGE_PIXELS == before
+
+
 def test_the_bomb_check_spares_ordinary_images():
     buffer = io.BytesIO()
     Image.new("RGB", (640, 480), (1, 2, 3)).save(buffer, format="JPEG")
@@ -251,6 +297,32 @@ def test_recursive_and_deep_yaml_is_refused():
     with pytest.raises(YamlTooLarge, match="more than 50 levels"):
         load_yaml("deep.yaml", text="a: " + "[" * 60 + "]" * 60 + "\n")
     assert load_yaml("plain.yaml", text="a: &x {b: 1}\nc: *x\n") == {"a": {"b": 1}, "c": {"b": 1}}
+
+
+@pytest.mark.parametrize("loader", [yaml.SafeLoader, yaml.BaseLoader, YAML_LOADER])
+def test_brackets_nested_past_the_recursion_limit_are_refused_not_a_traceback(loader):
+    """PyYAML's Python reader recurses once per level: 2,000 levels passed Python's recursion
+    limit (libyaml's reader stops at 1,000 with a YAML error, which says where)."""
+    text = "a: " + "[" * 2000 + "]" * 2000 + "\n"
+    with pytest.raises((YamlTooLarge, yaml.YAMLError)) as error:
+        load_yaml("deep.yaml", text=text, loader=loader)
+    if isinstance(error.value, YamlTooLarge):
+        assert "deep.yaml holds values nested deeper than the YAML reader can follow" in str(error.value)
+        assert "remove the extra brackets or indentation" in str(error.value)
+
+
+def test_an_integer_too_long_to_read_is_refused_naming_the_file_and_the_fix():
+    with pytest.raises(YamlTooLarge, match=r"big\.yaml holds an integer of more than 4,300 digits.*quote it"):
+        load_yaml("big.yaml", text="epochs: " + "9" * 5000 + "\n")
+    assert load_yaml("quoted.yaml", text=f"epochs: '{'9' * 5000}'\n") == {"epochs": "9" * 5000}
+
+
+def test_command_line_values_too_deep_or_too_long_are_config_errors_or_stay_text():
+    deep, long = "[" * 2000 + "]" * 2000, "9" * 5000
+    overrides = {"runs": {"x": {"epochs": long}}, "other": deep}
+    assert typed_overrides(overrides) == overrides  # text: the schema check says what is wrong with it
+    with pytest.raises(ConfigError, match="--config holds values nested deeper"):
+        command_line_value(deep)
 
 
 @pytest.fixture

@@ -87,6 +87,28 @@ def test_without_tensorboard_it_still_trains(synthetic_files, tmp_path, caplog, 
     assert not (tmp_path / "tensorboard").exists()
 
 
+@pytest.mark.parametrize("error", [TypeError("Descriptors cannot be created directly"), AttributeError("x")])
+def test_a_broken_tensorboard_install_still_trains(synthetic_files, tmp_path, caplog, monkeypatch, error):
+    """A tensorboard that fails on import with something other than ImportError (protobuf's
+    TypeError, say) is one warning too, never a stopped training."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def broken_import(name, *args, **kwargs):
+        if name == "torch.utils.tensorboard":
+            raise error
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken_import)
+    with caplog.at_level(logging.WARNING, logger="cifarlab.training.live_curves"):
+        result = train(synthetic_files, tmp_path, tmp_path / "tensorboard")
+    warnings = [r for r in caplog.records if r.name == "cifarlab.training.live_curves"]
+    assert len(warnings) == 1 and type(error).__name__ in warnings[0].getMessage()
+    assert len(result["history"]) == RUN["epochs"]
+    assert not (tmp_path / "tensorboard").exists()
+
+
 @pytest.mark.slow
 def test_switching_them_off_or_on_retrains_nothing(tmp_path):
     """The switch is read by scripts/train.py from the config, not a param of the train rule:

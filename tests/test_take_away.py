@@ -44,10 +44,12 @@ def test_the_three_lines_load_a_model_in_a_fresh_python(tmp_path, synthetic_file
         seed=run["seed"], device="cpu", exported_path=exported, precision="fp32",
     )  # fmt: skip
     # isolated (-I: no PYTHONPATH or current folder on the path) and without site (-S: not the
-    # project's editable install); torch's site-packages added by hand
+    # project's editable install); torch's site-packages added by hand: purelib, and platlib where
+    # it differs (lib64 on some Linux distributions, where compiled packages such as torch may be)
+    installed = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
     script = "\n".join(
         [
-            f"import sys; sys.path.append({sysconfig.get_paths()['purelib']!r})",
+            f"import sys; sys.path.extend({list(installed)!r})",
             *page.LOAD_MODEL_LINES,
             "images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)",
             "shape = list(model(images).shape)",

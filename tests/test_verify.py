@@ -109,6 +109,31 @@ def test_changed_code_is_named(project):
     )
 
 
+def test_without_the_train_script_the_training_code_is_said_not_compared(project, monkeypatch, tmp_path):
+    record, now = verify.read_record(LABEL, project), environment(diffs=None)
+    monkeypatch.setattr(verify, "TRAIN_SCRIPT", tmp_path / "scripts" / "train.py")  # an installed package
+    assert verify.code_differences(record, now) == ["scripts/train.py not found: training code not compared"]
+
+
+def test_a_diverged_history_reproduced_exactly_is_bit_for_bit(tmp_path):
+    """history.csv holds `inf` of a diverged epoch, which read_history reads as NaN; the retraining's
+    rows hold inf: the same numbers, so the same verdict as any exact reproduction."""
+    rows = [
+        {"epoch": 1, "train_loss": 2.3, "train_accuracy": 10.0, "val_loss": 2.2, "val_accuracy": 11.0,
+         "test_loss": 2.2, "test_accuracy": 12.0, "lr": 0.5, "seconds": 1.0},
+        {"epoch": 2, "train_loss": math.inf, "train_accuracy": 10.0, "val_loss": math.inf,
+         "val_accuracy": 10.0, "test_loss": math.nan, "test_accuracy": 10.0, "lr": 0.5, "seconds": 1.0},
+    ]  # fmt: skip
+    training.write_history(rows, tmp_path / "history.csv")
+    recorded = verify.read_history(tmp_path / "history.csv")
+    assert math.isnan(recorded[1]["train_loss"])  # as read_history reads `inf`
+    record = verify.Record(LABEL, tmp_path, {"status": "diverged", "model_state": {}}, recorded, None)
+    comparison = verify.compare(record, verify.Retrained(rows, None, None, 0.0), 2)
+    assert verify.verdict(comparison, 0.5) == (True, "reproduced bit for bit: the history of 2 epoch(s)")
+    finite = [dict(rows[0]), {**rows[1], "train_loss": 2.3}]  # a number where the record diverged
+    assert verify.compare(record, verify.Retrained(finite, None, None, 0.0), 2).gaps["train_loss"] == math.inf
+
+
 def test_settings_are_set_against_the_config_when_given(project):
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     del config["datasets"]

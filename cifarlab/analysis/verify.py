@@ -184,7 +184,13 @@ def retrain(record: Record, root: Path, *, epochs: int | None, device: torch.dev
 
 
 def _gap(a: float, b: float) -> float:
-    """|a - b|; 0 when both are NaN (not measured on either side), inf when one only is."""
+    """|a - b|; 0 when both are not finite, inf when one only is.
+
+    Both sides are normalised alike, a value that is not finite (NaN, inf) becoming NaN, and NaN
+    equals NaN: history.csv's rows (read_history) hold NaN where the retraining's rows hold the inf
+    of a diverged epoch, and an exact reproduction of that epoch must count as one.
+    """
+    a, b = (x if math.isfinite(x) else math.nan for x in (a, b))
     if math.isnan(a) or math.isnan(b):
         return 0.0 if math.isnan(a) and math.isnan(b) else math.inf
     return abs(a - b)
@@ -274,7 +280,9 @@ def code_differences(record: Record, now: dict) -> list[str]:
     saved, found = record.saved, []
     if "code_digest" not in saved:
         found.append("model.pt records no code digest (trained before verify existed): code not compared")
-    elif TRAIN_SCRIPT.exists() and saved["code_digest"] != code_digest(TRAIN_SCRIPT):
+    elif not TRAIN_SCRIPT.exists():  # an installed (not editable) package has no scripts/ beside it
+        found.append("scripts/train.py not found: training code not compared")
+    elif saved["code_digest"] != code_digest(TRAIN_SCRIPT):
         found.append("the training code (scripts/train.py and the cifarlab modules it imports) has changed")
     model_code = saved.get("model_code")
     if isinstance(model_code, list):  # a user's model: [the family's digest, the file's content]

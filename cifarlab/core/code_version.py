@@ -26,6 +26,10 @@ The imports are read from the same tree, at module level and inside functions, s
 imported only where it is used counts too (and those under `if TYPE_CHECKING:`, which is how
 `cifarlab.models` names the modules it loads on first use).
 
+A few modules are not followed either (NOT_A_RESULT_MODULES): those that only write side outputs
+or message text, so that an edit to them reruns nothing. They are skipped where an import names
+them, never where a rule names them itself.
+
 Code that a step finds by name at run time is not followed: a model's constructor
 (`ModelSpec.constructor`, "module:function") and a figure's drawing function (`Figure.draw`).
 It is the code of one run or one figure, not of every job whose script imports the table that
@@ -231,8 +235,26 @@ def imported_modules(path: Path) -> frozenset[str]:
     return frozenset(found)
 
 
+# Modules whose code cannot change a result, so importing them does not make them part of a step's
+# code: the closure walk does not follow an import of one (nor what it imports in turn). The rule for
+# adding one: it only writes side outputs (files no rule declares and no result is read from) or
+# the text of messages, and returns nothing that a result depends on. Never a module that computes,
+# reads or writes a value that a step's outputs hold; when in doubt, leave it out (an unneeded
+# rerun costs time, a missed one gives a wrong result).
+NOT_A_RESULT_MODULES = frozenset(
+    {
+        # Cuts long values short in error messages (a config error's text); nothing else uses it.
+        "cifarlab.core.messages",
+        # Writes the live TensorBoard curves of a training, a side output no rule reads; a failure
+        # there is a warning, never a stopped training (the module's promise).
+        "cifarlab.training.live_curves",
+    }
+)
+
+
 def _closure(files: Iterable[Path]) -> list[Path]:
-    """The files and every cifarlab module they import, transitively, sorted."""
+    """The files and every cifarlab module they import, transitively, sorted; an import of one of
+    NOT_A_RESULT_MODULES is not followed (the files given are always kept)."""
     seen: set[Path] = set()
     todo = [Path(f).resolve() for f in files]
     while todo:
@@ -240,7 +262,7 @@ def _closure(files: Iterable[Path]) -> list[Path]:
         if path in seen:
             continue
         seen.add(path)
-        todo.extend(module_file(name) for name in imported_modules(path))
+        todo.extend(module_file(name) for name in imported_modules(path) if name not in NOT_A_RESULT_MODULES)
     return sorted(seen)
 
 

@@ -13,6 +13,7 @@ says what that can and cannot protect). Imports nothing of cifarlab: the workflo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,11 @@ def load_yaml(source: str | Path, text: str | None = None, loader: type = YAML_L
     PyYAML's safe loader, refused with YamlTooLarge before it is built when it would expand past
     MAX_YAML_VALUES values or MAX_YAML_DEPTH levels. None for an empty document.
 
+    Two more limits of the reader itself are YamlTooLarge too, not tracebacks: brackets nested so
+    deep that PyYAML's Python reader passes Python's recursion limit while composing (libyaml's
+    stops at 1,000 levels with a YAMLError), and an integer longer than Python converts from text
+    (sys.get_int_max_str_digits(), 4,300 digits by default).
+
     loader: another PyYAML loader class (yaml.BaseLoader: every scalar stays text).
     """
     if text is None:
@@ -111,6 +117,19 @@ def load_yaml(source: str | Path, text: str | None = None, loader: type = YAML_L
             return None
         _measure(node, _node_children, str(source))
         return reader.construct_document(node)
+    except RecursionError:
+        raise YamlTooLarge(
+            f"{source} holds values nested deeper than the YAML reader can follow (Python's recursion "
+            f"limit; a config may have at most {MAX_YAML_DEPTH} levels, cifarlab.core.yamlfiles): refusing "
+            "it. A config needs a few levels of nesting: remove the extra brackets or indentation"
+        ) from None
+    except ValueError as error:
+        if isinstance(error, YamlTooLarge) or "integer string conversion" not in str(error):
+            raise
+        raise YamlTooLarge(
+            f"{source} holds an integer of more than {sys.get_int_max_str_digits():,} digits, more than "
+            "Python reads as a number; no setting needs one: shorten it, or quote it to keep it as text"
+        ) from None
     finally:
         reader.dispose()
 

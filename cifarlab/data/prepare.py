@@ -23,6 +23,7 @@ import socket
 import ssl
 import stat
 import tarfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -81,6 +82,18 @@ MANUAL_DIR = "resources/manual"
 # .tar.gz of a few kilobytes can declare gigabytes. The largest official member (CIFAR-100's
 # `train` batch) is 155 MB.
 MAX_MEMBER_BYTES = 1 << 30
+
+
+def check_member_size(entry: str, size: int) -> None:
+    """Refuse a file of a source (`entry`, as messages name it) that declares more than
+    MAX_MEMBER_BYTES: it would be read whole into memory."""
+    if size > MAX_MEMBER_BYTES:
+        raise DataError(
+            f"{entry} declares {size:,} bytes, more than the limit of {MAX_MEMBER_BYTES:,} "
+            "(cifarlab.data.prepare.MAX_MEMBER_BYTES) for one file of a dataset: refusing the source "
+            "before reading it (an archive bomb, or not a dataset of small images). Remove that file "
+            "from the archive, or raise cifarlab.data.prepare.MAX_MEMBER_BYTES"
+        )
 
 
 class UnsafeArchiveError(DataError):
@@ -196,6 +209,8 @@ def pack_directory(folder: Path, target: Path) -> None:
     to files are stored as the files they point to.
     """
     listed, dirs = walk_folder(folder)
+    for name, info in listed:  # before copying anything: a file is read whole once packed
+        check_member_size(f"{str(folder).rstrip('/')}/{name}", info.st_size)
     files = [name for name, _ in listed]
     if find_cifar_python(files, str(folder)) is None:  # a wrong layout fails here, before packing
         find_image_folder(files, str(folder), dirs)
@@ -316,6 +331,8 @@ class Archive:
     def _open(self) -> None:
         if self.path.is_dir():
             listed, self.dirs = walk_folder(self.path)
+            for name, info in listed:  # a folder is checked as an archive is (walk_folder's stat)
+                self._check_size(name, info.st_size)
             self.names = [name for name, _ in listed]
         elif zipfile.is_zipfile(self.path):
             self._zip = zipfile.ZipFile(self.path)
@@ -345,12 +362,7 @@ class Archive:
 
     def _check_size(self, name: str, size: int) -> None:
         """Refuse a member that declares more than MAX_MEMBER_BYTES (it would be read whole)."""
-        if size > MAX_MEMBER_BYTES:
-            raise DataError(
-                f"{self.entry(name)} declares {size:,} bytes, more than the limit of {MAX_MEMBER_BYTES:,} "
-                "(cifarlab.data.prepare.MAX_MEMBER_BYTES) for one file of a dataset: refusing the archive "
-                "before reading it (an archive bomb, or not a dataset of small images)"
-            )
+        check_member_size(self.entry(name), size)
 
     def _check_zip(self, info: zipfile.ZipInfo) -> None:
         check_entry_name(info.filename, self.where)
@@ -477,6 +489,8 @@ def _to_8_bit(values: np.ndarray, mode: str) -> np.ndarray:
 MAX_IMAGE_PIXELS = 89_478_485
 # prepare lists at most this many unreadable images (and says how many there are in all).
 MAX_LISTED_BAD_IMAGES = 20
+# Held while declared_size switches Pillow's global check off and back (see there).
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
 
 def declared_size(data: bytes) -> tuple[int, int]:
@@ -484,21 +498,28 @@ def declared_size(data: bytes) -> tuple[int, int]:
 
     Pillow's `Image.open` is lazy: it reads the header only. Its own bomb check (a warning above
     MAX_IMAGE_PIXELS, an error above twice that, without the sizes) is off for this call, as
-    `check_declared_size` compares and names the size itself; `prepare` decodes in one thread
-    per process, so the global is restored before anything else reads it.
+    `check_declared_size` compares and names the size itself.
+
+    The switch is of a global, so it is made under a module-level lock: two threads calling this
+    function never save each other's None as the value to restore. The lock does not protect other
+    threads' `Image.open` (elsewhere, not through this function): one of those running meanwhile
+    would open without Pillow's check. That is why `prepare` decodes in processes, one thread each.
     """
-    pillow_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    finally:
-        Image.MAX_IMAGE_PIXELS = pillow_limit
+    with _PILLOW_LIMIT_LOCK:
+        pillow_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return image.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
-def check_declared_size(data: bytes, name: str, limit: int = MAX_IMAGE_PIXELS) -> None:
-    """Refuse an image whose header declares more than `limit` pixels (DataError naming the file
-    and its size), before a decoder allocates them: a few hundred bytes can declare gigabytes."""
+def check_declared_size(data: bytes, name: str, limit: int | None = None) -> None:
+    """Refuse an image whose header declares more than `limit` pixels (default: MAX_IMAGE_PIXELS,
+    read at the call, so that raising the module's constant takes effect) with a DataError naming
+    the file and its size, before a decoder allocates them: a few hundred bytes can declare gigabytes."""
+    limit = MAX_IMAGE_PIXELS if limit is None else limit
     width, height = declared_size(data)
     if width * height > limit:
         raise DataError(

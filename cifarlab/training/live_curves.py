@@ -11,7 +11,8 @@ epoch and tag, at step = the epoch (1-based):
 
 A value not measured (no validation split, a diverged epoch's test pass) is left out, not written
 as NaN. The curves can never stop a training: where they cannot be written (tensorboard not
-installed, a folder that cannot be written) the job logs one warning and trains on without them.
+installed or failing on import, a folder that cannot be written) the job logs one warning and
+trains on without them.
 They change no result, so the config switch that turns them off (`tensorboard: false`) retrains
 nothing (scripts/train.py reads it from the config, not as a rule param).
 """
@@ -107,18 +108,20 @@ class LiveCurves:
 @contextmanager
 def live_curves(folder: str | Path | None) -> Iterator[EpochHook | None]:
     """The epoch hook writing `folder`'s event files, closed on exit; None when folder is None (off)
-    or tensorboard is not installed (one warning)."""
+    or tensorboard is not installed or fails on import (one warning)."""
     if folder is None:
         yield None
         return
     try:
         import torch.utils.tensorboard  # noqa: F401 - it imports tensorboard, which may be missing
-    except ImportError as error:
+    # Not only ImportError: a broken install fails on import with anything (protobuf's TypeError or
+    # AttributeError against another tensorboard's generated code), and the curves never stop a training.
+    except Exception as error:  # noqa: BLE001 - any failure to import means no curves, one warning
         log.warning(
-            "no live curves for this run: %s; training goes on without them "
-            "(pip install tensorboard, or set tensorboard: false in the config to silence this)",
-            error,
-        )
+            "no live curves for this run: %s: %s; training goes on without them (pip install "
+            "tensorboard, or set tensorboard: false in the config to silence this)",
+            type(error).__name__, error,
+        )  # fmt: skip
         yield None
         return
     curves = LiveCurves(folder)
