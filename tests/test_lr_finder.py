@@ -20,7 +20,7 @@ from snakemake.utils import update_config
 
 from cifarlab.analysis import lr_finder
 from cifarlab.config.validate import validate_config
-from cifarlab.plots import run_figures
+from cifarlab.plots import lr_finder as lr_finder_figure
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -343,7 +343,7 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
     assert result["repeats"][1]["losses"][0] != pytest.approx(first, rel=1e-5)  # another batch order
 
     figure = tmp_path / "lr_finder.png"
-    run_figures.plot_lr_finder(out, figure)
+    lr_finder_figure.plot_lr_finder(out, figure)
     assert figure.stat().st_size > 10_000
 
 

@@ -234,7 +234,10 @@ def test_the_recipe_learns_and_reports_plain_and_tta_accuracy_side_by_side(recip
     m = recipe_metrics
     assert m["status"] == "ok" and m["model"] == "airbench" and m["tta"] == "flip_translate"
     assert m["test_accuracy"] > 40 and m["tta_test_accuracy"] > 40  # chance is 10 %
-    assert m["tta_test_accuracy"] != m["test_accuracy"]  # two passes, not one value twice
+    # Two passes, not one value twice. Not the accuracies: on a small test set the flipped and
+    # translated views can well get the same number of images right; the mean loss over other
+    # views (a float of many logits) is never the plain pass's to the last bit.
+    assert m["tta_test_loss"] != m["test_loss"]
     assert math.isfinite(m["tta_test_loss"]) and m["precision"] in ("fp32", "bf16")
 
 
