@@ -358,6 +358,7 @@ def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic
         train_validation_split,
     )
     from cifarlab.training.scoring import evaluation_pass
+    from cifarlab.training.settings import RunSettings
 
     run = lab_run("simple_cnn-sgd", train_subset=500, batch_size=64, validation=300)
     finder = {"start_lr": 1e-4, "end_lr": 1.0, "num_iter": 20, "repeats": 1, "suggestion": "steepest"}
@@ -376,7 +377,7 @@ def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic
     x, y = next(epoch_batches(subset(train, train_index), run, epoch=0, device=CPU))
     model = build_model(run, len(train["classes"]))
     set_train_mode(model)
-    optimizer = build_optimizer(model, run, finder["start_lr"])
+    optimizer = build_optimizer(model, RunSettings.from_dict(run), finder["start_lr"])
     batch_loss = F.cross_entropy(model(x), y)
     batch_loss.backward()
     optimizer.step()

@@ -385,7 +385,7 @@ def run_lr_finder(
     trainable, data, held_out_loss, held_out_images = _sweep_setup(
         run, train, cached_train, device, precision
     )
-    optimizer = build_optimizer(trainable, run, finder["start_lr"])
+    optimizer = build_optimizer(trainable, settings, finder["start_lr"])
     log.info(
         "LR range test of %s (%s, %s, batch %d) on %s: %d training images, the loss of %s",
         settings.name, settings.model, settings.optimizer, settings.batch_size, describe(device),

@@ -349,8 +349,8 @@ def start_state(
 ) -> TrainState:
     """The optimizer, schedule and lookahead of a fresh run, seeded, or as `checkpoint` left them
     (when its fingerprint matches: the same settings, lr and data)."""
-    optimizer = build_optimizer(trainable, run, lr)
-    scheduler = build_scheduler(optimizer, run, steps_per_epoch)
+    optimizer = build_optimizer(trainable, settings, lr)
+    scheduler = build_scheduler(optimizer, settings, steps_per_epoch)
     lookahead = None
     if settings.lookahead:
         lookahead = Lookahead(trainable, settings.lookahead, settings.epochs * steps_per_epoch)
