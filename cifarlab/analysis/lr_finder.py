@@ -10,7 +10,7 @@ median with its spread across repeats in decades of lr (log10 of max / min).
 
 The generic core (`lr_range_test`, `suggest`, `summarize`) knows nothing about the lab: it takes
 a model, an optimizer, a `next_batch()` callable and a loss function. `run_lr_finder` is the glue
-for one run of the config, and `cifarlab.plots.run_figures.plot_lr_finder` draws the figure from the
+for one run of the config, and `cifarlab.plots.lr_finder.plot_lr_finder` draws the figure from the
 results JSON.
 """
 

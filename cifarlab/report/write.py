@@ -6,8 +6,8 @@ and prepared tensors; Snakemake's benchmark TSVs), the figures its plot rules dr
 captions, and writes the three files.
 The parts: `cifarlab.study.results` reads the step outputs, `cifarlab.report.tables` makes the
 tables (one row per dataset and run over its seeds, with `cifarlab.analysis.stats`),
-`cifarlab.plots.figures` lists the figures (drawn by their own rules,
-`cifarlab.plots.comparison_figures` and the steps' modules),
+`cifarlab.plots.figures` lists the figures (drawn by their own rules, one module of
+`cifarlab.plots` per figure),
 `cifarlab.report.provenance` says how the study was made, and `cifarlab.report.page` writes the HTML.
 """
 
