@@ -25,7 +25,6 @@ from PIL import Image
 from scipy import stats as scipy_stats
 
 from cifarlab.analysis import stats
-from cifarlab.analysis.lr_finder import median_curve
 from cifarlab.config.schema import check_schema
 from cifarlab.config.validate import expand_runs, validate_config
 from cifarlab.core import paths
@@ -44,6 +43,7 @@ from cifarlab.plots.figures import (
     figure_runs,
     sweep_groups,
 )
+from cifarlab.plots.lr_curves import median_curve
 from cifarlab.report import page, provenance, readme_results, tables
 from cifarlab.report import write as report
 from cifarlab.study import estimate, results

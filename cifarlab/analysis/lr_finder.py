@@ -505,18 +505,3 @@ def main(
     write_json(result, result_path, indent=1)
     log.info("%s: lr %.3g (%s) written to %s", run["name"], result["lr"], result["chosen"], result_path)
     return result
-
-
-def median_curve(result: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(lrs, median, min, max) of the smoothed loss over repeats, step by step.
-
-    Repeats that stopped early (divergence) are shorter; the curve goes on as long as at least
-    half of the repeats are still running, so that its median is one of the many, not the last.
-    """
-    curves = [r["smoothed"] for r in result["repeats"]]
-    length = sorted((len(c) for c in curves), reverse=True)[(len(curves) - 1) // 2]
-    table = np.full((len(curves), length), np.nan)
-    for i, curve in enumerate(curves):
-        table[i, : min(len(curve), length)] = curve[:length]
-    lrs = np.asarray(result["lrs"][:length])
-    return lrs, np.nanmedian(table, axis=0), np.nanmin(table, axis=0), np.nanmax(table, axis=0)

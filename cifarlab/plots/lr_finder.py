@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarlab.analysis.lr_finder import median_curve
 from cifarlab.plots import style as plotting
+from cifarlab.plots.lr_curves import median_curve
 from cifarlab.study.results import read_json
 
 

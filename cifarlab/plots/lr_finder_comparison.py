@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifarlab.analysis.lr_finder import median_curve
 from cifarlab.plots import style as plotting
+from cifarlab.plots.lr_curves import median_curve
 from cifarlab.study.results import read_json
 
 
