@@ -416,26 +416,24 @@ def run_lr_finder(
 
 
 def _sweep_setup(
-    run: dict, train: dict, cached_train: dict | None, device: torch.device, precision: str
+    run: dict,
+    settings: RunSettings,
+    train: dict,
+    cached_train: dict | None,
+    device: torch.device,
+    precision: str,
 ) -> tuple[torch.nn.Module, dict, Callable[[torch.nn.Module], float] | None, int]:
     """(the module that sweeps, on the device; its training data there; the held-out loss after a
     step, None without a validation split; how many held-out images that loss is over), as
     training sets them up (cifarlab.training.setup)."""
     from cifarlab.models import build_model
     from cifarlab.training.batching import to_device
-    from cifarlab.training.sampling import (
-        VALIDATION_SPLIT_SEED,
-        stratified_subset,
-        subset,
-        train_validation_split,
-    )
+    from cifarlab.training.sampling import VALIDATION_SPLIT_SEED, stratified_subset, subset
     from cifarlab.training.scoring import evaluation_pass
-    from cifarlab.training.setup import check_cached, place, trainable_and_data
+    from cifarlab.training.setup import check_cached, place, trainable_and_data, training_split
 
     model = build_model(run, len(train["classes"]))
-    index, validation_index = train_validation_split(
-        train["labels"], validation=run["validation"], train_subset=run["train_subset"], seed=run["seed"]
-    )
+    index, validation_index = training_split(settings, train["labels"])
     # A fixed stratified part of the held-out images: the same at every step, repeat and seed.
     held_out_index = validation_index[
         stratified_subset(train["labels"][validation_index], HELD_OUT_IMAGES, VALIDATION_SPLIT_SEED)

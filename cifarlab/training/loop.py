@@ -25,13 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.core import progress
-from cifarlab.core.device import (
-    autocast,
-    describe,
-    pick_device,
-    resolve_precision,
-    synchronize,
-)
+from cifarlab.core.device import autocast, describe, pick_device, resolve_precision, synchronize
 from cifarlab.core.files import atomic_path, load_torch, save_torch
 from cifarlab.core.paths import job_label
 from cifarlab.models import build_model, count_parameters, set_train_mode
@@ -50,15 +44,10 @@ from cifarlab.training.checkpoints import (
 from cifarlab.training.hooks import start_epoch
 from cifarlab.training.lookahead import Lookahead
 from cifarlab.training.optim import build_optimizer, build_scheduler
-from cifarlab.training.sampling import (
-    TEST_SUBSET_SEED,
-    stratified_subset,
-    subset,
-    train_validation_split,
-)
+from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset
 from cifarlab.training.scoring import evaluation_pass
 from cifarlab.training.settings import RunSettings
-from cifarlab.training.setup import check_cached, place, trainable_and_data
+from cifarlab.training.setup import check_cached, place, trainable_and_data, training_split
 
 log = logging.getLogger(__name__)
 
@@ -228,12 +217,7 @@ def choose_images(
     """(the module that trains, on the device; the run's images): the validation split, the
     training and test subsets (capped at what there is, with a warning) and, with cached
     features, the head alone on them."""
-    train_index, validation_index = train_validation_split(
-        train["labels"],
-        validation=settings.validation,
-        train_subset=settings.train_subset,
-        seed=settings.seed,
-    )
+    train_index, validation_index = training_split(settings, train["labels"])
     test_index = stratified_subset(test["labels"], settings.test_subset, TEST_SUBSET_SEED)
     available = {
         "train_subset": len(train["labels"]) - len(validation_index),

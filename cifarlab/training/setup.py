@@ -14,7 +14,16 @@ from torch import nn
 from cifarlab.core.device import use_channels_last
 from cifarlab.models import head_of
 from cifarlab.training.hooks import init_from_data
-from cifarlab.training.sampling import subset
+from cifarlab.training.sampling import subset, train_validation_split
+from cifarlab.training.settings import RunSettings
+
+
+def training_split(settings: RunSettings, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training, held-out) indices into the training split: the run's validation split and
+    train_subset, drawn with its seed (sampling.train_validation_split)."""
+    return train_validation_split(
+        labels, validation=settings.validation, train_subset=settings.train_subset, seed=settings.seed
+    )
 
 
 def check_cached(cached: dict, data: dict, split: str) -> None:
