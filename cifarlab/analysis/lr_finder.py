@@ -383,7 +383,7 @@ def run_lr_finder(
     settings = RunSettings.from_dict(run)
     finder = finder_settings(finder)
     trainable, data, held_out_loss, held_out_images = _sweep_setup(
-        run, train, cached_train, device, precision
+        run, settings, train, cached_train, device, precision
     )
     optimizer = build_optimizer(trainable, settings, finder["start_lr"])
     log.info(
