@@ -16,6 +16,11 @@ def test_a_complete_run_becomes_its_settings():
         settings.epochs = 4  # built once: nothing changes a run's settings on the way
 
 
+def test_the_run_the_train_rule_gives_without_evaluations_keys_is_complete():
+    run = {k: v for k, v in lab_run().items() if k != "tta"}  # common.smk: EVALUATION_KEYS
+    assert RunSettings.from_dict(run).tta is None
+
+
 def test_unknown_and_missing_keys_are_named():
     run = lab_run(epochz=3)
     del run["batch_size"]

@@ -43,7 +43,6 @@ class RunSettings:
     # --- data
     augment: str
     translate: int  # pixels
-    tta: Any
     train_subset: int | None  # images; None: all
     validation: int | float | None  # held-out images (or fraction); None/0: no validation split
     test_subset: int | None
@@ -53,6 +52,9 @@ class RunSettings:
     freeze: Any
     pretrained: bool
     # --- optional: a run that leaves them out has these defaults
+    # test-time augmentation: evaluation's alone; train and lr_find get the run without it
+    # (workflow/rules/common.smk, EVALUATION_KEYS), so that changing it retrains nothing
+    tta: Any = None
     model_args: dict | None = None
     vit: dict | None = None
     airbench: dict | None = None
