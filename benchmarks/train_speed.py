@@ -37,11 +37,11 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from cifarlab.config.validate import validate_config
 from cifarlab.core.device import pick_device, synchronize
+from cifarlab.core.yamlfiles import load_yaml
 from cifarlab.models import SimpleCNN, build_model
 from cifarlab.training.augment import epoch_batches
 from cifarlab.training.batching import to_device
@@ -49,6 +49,7 @@ from cifarlab.training.features import compute_features
 from cifarlab.training.loop import new_running, train_one_epoch, train_run
 from cifarlab.training.optim import build_optimizer, build_scheduler
 from cifarlab.training.sampling import stratified_subset, subset
+from cifarlab.training.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = torch.device("cpu")  # set by --device; the CPU by default, the machine these tables are from
@@ -56,8 +57,7 @@ DEVICE = torch.device("cpu")  # set by --device; the CPU by default, the machine
 
 def lab_runs() -> dict[str, dict]:
     """The expanded runs of config/config.yaml, without ImageNet weights (speed does not depend on them)."""
-    with open(ROOT / "config" / "config.yaml") as f:
-        config = yaml.safe_load(f)
+    config = load_yaml(ROOT / "config" / "config.yaml")
     config["pretrained"] = False
     return validate_config(config)
 
@@ -88,8 +88,8 @@ def ours_epoch(train: dict, run: dict, num_batches: int) -> tuple[float, float]:
     """(wall, CPU) seconds for `num_batches` training steps of the simple CNN through
     cifarlab.training.loop."""
     model = build_model(run, len(train["classes"])).to(DEVICE)
-    optimizer = build_optimizer(model, run, run["lr"])
-    scheduler = build_scheduler(optimizer, run, num_batches)
+    optimizer = build_optimizer(model, RunSettings.from_dict(run), run["lr"])
+    scheduler = build_scheduler(optimizer, RunSettings.from_dict(run), num_batches)
     started, cpu = time.perf_counter(), cpu_seconds()
     stream = itertools.islice(epoch_batches(train, run, epoch=0, device=DEVICE), num_batches)
     train_one_epoch(model, stream, optimizer, scheduler, device=DEVICE, running=new_running(DEVICE))
@@ -273,7 +273,7 @@ def cmd_recipe(args) -> dict:
         base["augment"] = args.augment
     for setting in args.set:  # e.g. train_subset=10000, batch_size=256
         key, _, value = setting.partition("=")
-        base[key] = yaml.safe_load(value)
+        base[key] = load_yaml("--set", text=value)
     notebook_seconds = 10 * args.notebook_epoch
     rows = []
     for epochs in args.epochs:

@@ -37,7 +37,9 @@ def plot_saliency(maps_pt: str | Path, result_json: str | Path, out_png: str | P
     shown = [m for m in METHODS if m in data["maps"] or m in result["unsupported"]]
     columns = ["image"] + shown[:2] + ["overlay"] + shown[2:]
     n = len(data["labels"])
-    fig, axes = plotting.figure(ncols=len(columns), nrows=n, size=(1.7, 1.7), layout="constrained")
+    fig, axes = plotting.figure(
+        ncols=len(columns), nrows=n, size=(1.7, 1.7), layout="constrained", texts=classes
+    )
     for row in range(n):
         image = image_array(data["images"][row].float() / 255)
         for col, what in enumerate(columns):

@@ -41,7 +41,9 @@ def plot_saliency_comparison(
             )
     targets = sorted({r["target"] for r in results})
     n = len(first["labels"])
-    fig, axes = plotting.figure(ncols=len(runs) + 1, nrows=n, size=(1.6, 1.6), layout="constrained")
+    fig, axes = plotting.figure(
+        ncols=len(runs) + 1, nrows=n, size=(1.6, 1.6), layout="constrained", texts=first["classes"]
+    )
     for row in range(n):
         ax = axes[row, 0]
         clean_axes(ax)

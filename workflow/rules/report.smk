@@ -9,6 +9,9 @@ from cifarlab.data.catalog import describe
 from cifarlab.plots.figures import FIGURES, figure_files
 
 REPORT = config["report"]
+# Config keys that cannot change a result (the live curves' switch, read by scripts/train.py):
+# left out of the config hash, so that switching them reruns nothing, not even the report.
+NOT_A_RESULT = ("tensorboard",)
 
 
 DATASET_NAMES = list(DATASETS)
@@ -92,8 +95,14 @@ rule report:
         # the config files that made the study, as given (summary.md's results section names them)
         configfiles=[os.path.relpath(path) for path in workflow.configfiles],
         compare_to=REPORT["compare_to"],
-        # The study's identity on the page; the whole config, so any change shows.
-        config_hash=settings_hash(config_without_paths(config)),
+        # The study's identity on the page; the whole config (less NOT_A_RESULT), so any change shows.
+        config_hash=settings_hash(
+            {
+                k: v
+                for k, v in config_without_paths(config).items()
+                if k not in NOT_A_RESULT
+            }
+        ),
         # the files no rule makes (captions, the lab's reference, a compared table), by content
         files={
             key: file_content(value)
