@@ -43,6 +43,7 @@ from cifarlab.training.hooks import init_from_data
 from cifarlab.training.loop import save_model, train_run, write_history
 from cifarlab.training.optim import build_optimizer
 from cifarlab.training.sampling import stratified_subset, subset
+from cifarlab.training.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = torch.device("cpu")  # set by --device (benchmarks/gpu.sh: cuda); the CPU by default
@@ -160,7 +161,8 @@ def cmd_precision(args) -> dict:
         state = {}
         for precision in PRECISIONS:
             model = fresh_model(run, train, precision)
-            optimizer = build_optimizer(model, run, 1e-3 if run["optimizer"] != "sgd" else 0.01)
+            lr = 1e-3 if run["optimizer"] != "sgd" else 0.01
+            optimizer = build_optimizer(model, RunSettings.from_dict(run), lr)
             x, y = next(
                 epoch_batches(
                     subset(train, torch.arange(run["batch_size"])),
@@ -244,7 +246,7 @@ def cmd_flops(args) -> dict:
     for precision in args.precisions:
         for compiled in (False, True) if args.compile else (False,):
             model = fresh_model(run, train, precision)
-            optimizer = build_optimizer(model, run, run["lr"])
+            optimizer = build_optimizer(model, RunSettings.from_dict(run), run["lr"])
             x, y = next(epoch_batches(subset(train, index), run, epoch=0, device=DEVICE, precision=precision))
             if flops is None:  # counted on the eager model: the FLOPs of the step, whatever runs them
                 with FlopCounterMode(display=False) as counter:

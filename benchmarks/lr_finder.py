@@ -26,7 +26,7 @@ from cifarlab.config.validate import validate_config
 from cifarlab.core.files import write_json
 from cifarlab.core.yamlfiles import load_yaml
 from cifarlab.data.prepare import prepare
-from cifarlab.plots.run_figures import plot_lr_finder
+from cifarlab.plots.lr_finder import plot_lr_finder
 from cifarlab.training.loop import train_run
 
 ROOT = Path(__file__).resolve().parent.parent

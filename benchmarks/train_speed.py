@@ -49,6 +49,7 @@ from cifarlab.training.features import compute_features
 from cifarlab.training.loop import new_running, train_one_epoch, train_run
 from cifarlab.training.optim import build_optimizer, build_scheduler
 from cifarlab.training.sampling import stratified_subset, subset
+from cifarlab.training.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = torch.device("cpu")  # set by --device; the CPU by default, the machine these tables are from
@@ -87,8 +88,8 @@ def ours_epoch(train: dict, run: dict, num_batches: int) -> tuple[float, float]:
     """(wall, CPU) seconds for `num_batches` training steps of the simple CNN through
     cifarlab.training.loop."""
     model = build_model(run, len(train["classes"])).to(DEVICE)
-    optimizer = build_optimizer(model, run, run["lr"])
-    scheduler = build_scheduler(optimizer, run, num_batches)
+    optimizer = build_optimizer(model, RunSettings.from_dict(run), run["lr"])
+    scheduler = build_scheduler(optimizer, RunSettings.from_dict(run), num_batches)
     started, cpu = time.perf_counter(), cpu_seconds()
     stream = itertools.islice(epoch_batches(train, run, epoch=0, device=DEVICE), num_batches)
     train_one_epoch(model, stream, optimizer, scheduler, device=DEVICE, running=new_running(DEVICE))

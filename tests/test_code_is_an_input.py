@@ -72,10 +72,10 @@ def test_a_steps_code_is_what_its_script_imports_and_a_runs_model_or_a_figure_is
         code = _step_code(step)
         assert not code & {
             "cifarlab/plots/style.py",
-            "cifarlab/plots/run_figures.py",
+            "cifarlab/plots/confusion.py",
             "cifarlab/report/write.py",
         }, step
-    assert "cifarlab/plots/run_figures.py" not in _step_code("plot.py")
+    assert "cifarlab/plots/confusion.py" not in _step_code("plot.py")
     vit, cnn = (
         code_version.code_digest_of_modules([m]) for m in ("cifarlab.models.vit", "cifarlab.models.lab")
     )

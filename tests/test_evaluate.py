@@ -14,7 +14,8 @@ from conftest import lab_run
 
 import cifarlab
 from cifarlab.models import build_model, load_trained
-from cifarlab.plots import run_figures
+from cifarlab.plots import confusion as confusion_figure
+from cifarlab.plots import curves as curves_figure
 from cifarlab.study.results import read_history, status_text
 from cifarlab.training import batching
 from cifarlab.training import evaluate as evaluation
@@ -177,8 +178,8 @@ def test_evaluate_refuses_a_model_of_another_seed(validated, synthetic_files, tm
 def test_figures_are_drawn_for_every_run(which, request, tmp_path):
     paths = request.getfixturevalue(which)
     curves, confusion = tmp_path / "curves.png", tmp_path / "confusion.png"
-    run_figures.plot_curves(paths["history.csv"], paths["metrics.json"], curves)
-    run_figures.plot_confusion(paths["metrics.json"], confusion)
+    curves_figure.plot_curves(paths["history.csv"], paths["metrics.json"], curves)
+    confusion_figure.plot_confusion(paths["metrics.json"], confusion)
     for png in (curves, confusion):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 

@@ -421,7 +421,7 @@ def test_dot_only_class_names_are_refused_not_dropped(tmp_path, name):
 
 def test_class_names_are_plotted_as_text_in_a_font_that_has_them(tmp_path, caplog):
     from cifarlab.plots import style
-    from cifarlab.plots.run_figures import plot_confusion
+    from cifarlab.plots.confusion import plot_confusion
 
     classes = ["coin_$1_or_$2", "猫猫", "dog"]  # mathtext crashed on the first; the second drew as boxes
     metrics = {"run": "simple_cnn", "status": "ok", "classes": classes, "test_accuracy": 50.0,

@@ -20,7 +20,7 @@ from snakemake.utils import update_config
 
 from cifarlab.analysis import lr_finder
 from cifarlab.config.validate import validate_config
-from cifarlab.plots import run_figures
+from cifarlab.plots import lr_finder as lr_finder_figure
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -343,7 +343,7 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
     assert result["repeats"][1]["losses"][0] != pytest.approx(first, rel=1e-5)  # another batch order
 
     figure = tmp_path / "lr_finder.png"
-    run_figures.plot_lr_finder(out, figure)
+    lr_finder_figure.plot_lr_finder(out, figure)
     assert figure.stat().st_size > 10_000
 
 
@@ -358,6 +358,7 @@ def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic
         train_validation_split,
     )
     from cifarlab.training.scoring import evaluation_pass
+    from cifarlab.training.settings import RunSettings
 
     run = lab_run("simple_cnn-sgd", train_subset=500, batch_size=64, validation=300)
     finder = {"start_lr": 1e-4, "end_lr": 1.0, "num_iter": 20, "repeats": 1, "suggestion": "steepest"}
@@ -376,7 +377,7 @@ def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic
     x, y = next(epoch_batches(subset(train, train_index), run, epoch=0, device=CPU))
     model = build_model(run, len(train["classes"]))
     set_train_mode(model)
-    optimizer = build_optimizer(model, run, finder["start_lr"])
+    optimizer = build_optimizer(model, RunSettings.from_dict(run), finder["start_lr"])
     batch_loss = F.cross_entropy(model(x), y)
     batch_loss.backward()
     optimizer.step()

@@ -25,12 +25,15 @@ from PIL import Image
 from scipy import stats as scipy_stats
 
 from cifarlab.analysis import stats
-from cifarlab.analysis.lr_finder import median_curve
 from cifarlab.config.schema import check_schema
 from cifarlab.config.validate import expand_runs, validate_config
 from cifarlab.core import paths
 from cifarlab.data import synthetic
-from cifarlab.plots import comparison_figures
+from cifarlab.plots import accuracy_scatter as accuracy_scatter_figure
+from cifarlab.plots import dropout_sweep as dropout_sweep_figure
+from cifarlab.plots import learning_curves as learning_curves_figure
+from cifarlab.plots import lr_finder_comparison as lr_finder_comparison_figure
+from cifarlab.plots import optimizers as optimizers_figure
 from cifarlab.plots.figures import (
     FIGURES,
     Figure,
@@ -40,6 +43,7 @@ from cifarlab.plots.figures import (
     figure_runs,
     sweep_groups,
 )
+from cifarlab.plots.lr_curves import median_curve
 from cifarlab.report import page, provenance, readme_results, tables
 from cifarlab.report import write as report
 from cifarlab.study import estimate, results
@@ -283,7 +287,7 @@ def write_study(root: Path) -> dict:
             _write(root / paths.fill(paths.METRICS, **at), json.dumps(metrics))
             _write(root / paths.fill(paths.TRAIN_BENCHMARK, **at), "s\th:m:s\tmax_rss\n12.5\t0:00:12\t100\n")
             for kind in PER_SEED:  # real PNGs of these runs (other modules draw them in the workflow)
-                comparison_figures.plot_learning_curves(
+                learning_curves_figure.plot_learning_curves(
                     [root / paths.fill(paths.METRICS, **at)],
                     [root / paths.fill(paths.HISTORY, **at)],
                     root / figure_file(figure_named(kind), dataset, name, seed),
@@ -293,24 +297,24 @@ def write_study(root: Path) -> dict:
         _write(root / paths.fill(paths.SALIENCY_RESULT, **at), json.dumps(fake_saliency(run["model"])))
         _write(root / paths.fill(paths.SALIENCY_BENCHMARK, **at), "s\th:m:s\n12.5\t0:00:12\n")
         first = [root / paths.fill(paths.METRICS, **at, seed=seeds[0])]
-        comparison_figures.plot_accuracy_scatter(
+        accuracy_scatter_figure.plot_accuracy_scatter(
             first, "params_total", root / figure_file(figure_named("saliency"), dataset, name)
         )
     for name in config["lr_finder"]["runs"]:
         at = {"dataset": MAIN, "run": name}
         _write(root / paths.fill(paths.LR_FINDER, **at), json.dumps(fake_lr_finder(name)))
         _write(root / paths.fill(paths.LR_FIND_BENCHMARK, **at), "s\th:m:s\n3.0\t0:00:03\n")
-        comparison_figures.plot_lr_finder_comparison(
+        lr_finder_comparison_figure.plot_lr_finder_comparison(
             [root / paths.fill(paths.LR_FINDER, **at)],
             root / figure_file(figure_named("lr_finder"), MAIN, name),
         )
     _write(res / "benchmarks/features/synthetic/vgg16-random0-32.tsv", "s\th:m:s\n2.0\t0:00:02\n")
     for dataset in (MAIN, OTHER):
         metrics = study_metrics(root, dataset)
-        comparison_figures.plot_accuracy_scatter(
+        accuracy_scatter_figure.plot_accuracy_scatter(
             metrics, "params_total", root / figure_file(figure_named("saliency_comparison"), dataset)
         )
-        comparison_figures.plot_accuracy_scatter(
+        accuracy_scatter_figure.plot_accuracy_scatter(
             metrics, "train_seconds", root / paths.fill(paths.SAMPLES, dataset=dataset)
         )
     return runs
@@ -335,27 +339,27 @@ def draw_comparison_figures(root: Path, runs: dict, dataset: str) -> dict[str, P
     histories = [p.with_name("history.csv") for p in metrics]
     names = {n for d, n in SEEDS_OF if d == dataset}
     figures = {f.name: root / figure_file(f, dataset) for f in FIGURES if not f.per_run}
-    comparison_figures.plot_accuracy_scatter(metrics, "params_total", figures["accuracy_vs_params"])
-    comparison_figures.plot_accuracy_scatter(metrics, "train_seconds", figures["accuracy_vs_time"])
-    comparison_figures.plot_learning_curves(metrics, histories, figures["learning_curves"])
+    accuracy_scatter_figure.plot_accuracy_scatter(metrics, "params_total", figures["accuracy_vs_params"])
+    accuracy_scatter_figure.plot_accuracy_scatter(metrics, "train_seconds", figures["accuracy_vs_time"])
+    learning_curves_figure.plot_learning_curves(metrics, histories, figures["learning_curves"])
     dropout = {k: v for k, v in sweep_groups(runs, "dropout").items() if set(v) <= names}
     optimizers = {k: v for k, v in sweep_groups(runs, "optimizer").items() if set(v) <= names}
     if dropout:
-        comparison_figures.plot_dropout_sweep(
+        dropout_sweep_figure.plot_dropout_sweep(
             [p for p in metrics if p.parts[-3] in dropout["dropout_cnn"]], dropout, figures["dropout_sweep"]
         )
     else:
         del figures["dropout_sweep"]
     if optimizers:
         chosen = [p for p in metrics if p.parts[-3] in optimizers["simple_cnn"]]
-        comparison_figures.plot_optimizers(
+        optimizers_figure.plot_optimizers(
             chosen, [p.with_name("history.csv") for p in chosen], optimizers, figures["optimizers"]
         )
     else:
         del figures["optimizers"]
     finder = sorted((root / paths.fill(paths.LR_FINDER, dataset=dataset, run="x")).parent.glob("*.json"))
     if finder:
-        comparison_figures.plot_lr_finder_comparison(finder, figures["lr_finder_comparison"])
+        lr_finder_comparison_figure.plot_lr_finder_comparison(finder, figures["lr_finder_comparison"])
     else:
         del figures["lr_finder_comparison"]
     return figures
@@ -816,9 +820,9 @@ def test_comparison_figure_is_a_real_png(study, name):
 
 def test_sweep_figure_without_a_sweep_says_how_to_get_one(tmp_path):
     with pytest.raises(ValueError, match="no dropout sweep"):
-        comparison_figures.plot_dropout_sweep([], {}, tmp_path / "x.png")
+        dropout_sweep_figure.plot_dropout_sweep([], {}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="no optimizer sweep"):
-        comparison_figures.plot_optimizers([], [], {}, tmp_path / "x.png")
+        optimizers_figure.plot_optimizers([], [], {}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
 
 
@@ -1067,7 +1071,7 @@ def _walk_through_blocks() -> tuple[str, str, str]:
     section = text[text.index("## A new figure") :]
     blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
     python = [code for lang, code in blocks if lang == "python"]
-    function = next(code for code in python if code.startswith("def "))
+    function = next(code for code in python if "\ndef plot_" in code)  # the figure's module
     entry = next(code for code in python if code.lstrip().startswith("Figure("))
     caption = next(code for lang, code in blocks if lang == "rst")
     return function, entry, caption
@@ -1083,8 +1087,8 @@ def test_a_new_figure_from_this_walk_through(tmp_path):
     for item in ("Snakefile", "workflow", "scripts", "environment.yaml"):
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
     function, entry, caption = _walk_through_blocks()
-    with open(tmp_path / "cifarlab/plots/comparison_figures.py", "a") as f:
-        f.write("\n\n" + function)
+    module = re.search(r'draw="([\w.]+):', entry).group(1)  # the entry names the figure's own module
+    (tmp_path / (module.replace(".", "/") + ".py")).write_text(function)
     figures_py = tmp_path / "cifarlab/plots/figures.py"
     source = figures_py.read_text()
     after = source.index('name="lr_finder_comparison"')
@@ -1433,9 +1437,9 @@ def test_the_report_script_organises_the_workflows_inputs(study, tmp_path, monke
 def test_the_accuracy_figure_draws_each_seed_and_the_mean_with_its_sd(study, monkeypatch, tmp_path):
     root, _, _ = study
     drawn = []
-    monkeypatch.setattr(comparison_figures.plotting, "save", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(accuracy_scatter_figure.plotting, "save", lambda fig, path: drawn.append(fig))
     sgd = [p for p in study_metrics(root, MAIN) if p.parts[-3] == "simple_cnn-sgd"]
-    comparison_figures.plot_accuracy_scatter(sgd, "params_total", tmp_path / "x.png")
+    accuracy_scatter_figure.plot_accuracy_scatter(sgd, "params_total", tmp_path / "x.png")
     ax = drawn[0].axes[0]
     seeds = [c for c in ax.collections if len(c.get_offsets()) == 3]
     assert sorted(seeds[0].get_offsets()[:, 1]) == pytest.approx(ACCURACY[MAIN, "simple_cnn-sgd"])

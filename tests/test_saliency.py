@@ -11,7 +11,8 @@ from conftest import lab_run
 from torch import nn
 
 from cifarlab.analysis import saliency
-from cifarlab.plots import run_figures
+from cifarlab.plots import saliency as saliency_figure
+from cifarlab.plots import saliency_comparison as saliency_comparison_figure
 
 SIZE = 8  # pixels: small images keep the exact-answer tests instant
 
@@ -297,8 +298,8 @@ def test_files_and_figures(tmp_path, synthetic_files, monkeypatch):
     maps = torch.load(tmp_path / "m.pt", weights_only=False)
     assert maps["maps"]["vanilla"].shape == (10, 32, 32)
 
-    run_figures.plot_saliency(tmp_path / "m.pt", tmp_path / "r.json", tmp_path / "fig.png")
-    run_figures.plot_saliency_comparison(
+    saliency_figure.plot_saliency(tmp_path / "m.pt", tmp_path / "r.json", tmp_path / "fig.png")
+    saliency_comparison_figure.plot_saliency_comparison(
         [tmp_path / "m.pt", tmp_path / "m.pt"],
         [tmp_path / "r.json", tmp_path / "r.json"],
         tmp_path / "cmp.png",
@@ -326,5 +327,5 @@ def test_saliency_files_are_loaded_without_running_code(tmp_path):
     with pytest.raises(Exception, match="(?i)weights.only"):
         saliency.write_sample(evil, tmp_path / "sample.json")
     with pytest.raises(Exception, match="(?i)weights.only"):
-        run_figures.plot_saliency(evil, tmp_path / "r.json", tmp_path / "fig.png")
+        saliency_figure.plot_saliency(evil, tmp_path / "r.json", tmp_path / "fig.png")
     assert not marker.exists()

@@ -21,6 +21,7 @@ from cifarlab.training.checkpoints import TrainingInterrupted
 from cifarlab.training.loop import resolve_lr, train_run
 from cifarlab.training.optim import build_optimizer, build_scheduler
 from cifarlab.training.sampling import stratified_subset, subset, train_validation_split
+from cifarlab.training.settings import RunSettings
 
 CPU = torch.device("cpu")
 
@@ -28,6 +29,11 @@ CPU = torch.device("cpu")
 def make_run(**overrides) -> dict:
     """A complete simple-CNN run (tests/conftest.py's `lab_run`): 3 epochs of Adam at 3e-3, batch 64."""
     return lab_run(**{"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 3e-3, **overrides})
+
+
+def make_settings(**overrides) -> RunSettings:
+    """make_run's run as the optimizers and schedules take it (training.settings.RunSettings)."""
+    return RunSettings.from_dict(make_run(**overrides))
 
 
 def comparable(history: list[dict]) -> list[dict]:
@@ -114,23 +120,23 @@ def test_stratified_subset_keeps_class_shares(synthetic_data):
 
 def test_optimizers_and_their_defaults():
     params = torch.nn.Linear(3, 1)
-    yogi = build_optimizer(params, make_run(optimizer="yogi", eps=None), 0.01)
+    yogi = build_optimizer(params, make_settings(optimizer="yogi", eps=None), 0.01)
     assert type(yogi).__name__ == "Yogi" and yogi.defaults["eps"] == 1e-3  # its own default, not adam's
-    assert build_optimizer(params, make_run(optimizer="yogi", eps=1e-8), 0.01).defaults["eps"] == 1e-8
-    assert build_optimizer(params, make_run(optimizer="adam"), 0.01).defaults["eps"] == 1e-8
-    sgd = build_optimizer(params, make_run(optimizer="sgd", nesterov=True, weight_decay=5e-4), 0.1)
+    assert build_optimizer(params, make_settings(optimizer="yogi", eps=1e-8), 0.01).defaults["eps"] == 1e-8
+    assert build_optimizer(params, make_settings(optimizer="adam"), 0.01).defaults["eps"] == 1e-8
+    sgd = build_optimizer(params, make_settings(optimizer="sgd", nesterov=True, weight_decay=5e-4), 0.1)
     assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
     assert [g["weight_decay"] for g in sgd.param_groups] == [5e-4]  # set per group (optim.param_groups)
-    adamw = build_optimizer(params, make_run(optimizer="adamw", weight_decay=0.05), 1e-3)
+    adamw = build_optimizer(params, make_settings(optimizer="adamw", weight_decay=0.05), 1e-3)
     assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["weight_decay"] == 0.05
     with pytest.raises(ValueError, match="unknown optimizer"):
-        build_optimizer(params, make_run(optimizer="lion"), 0.1)
+        build_optimizer(params, make_settings(optimizer="lion"), 0.1)
 
 
 def lrs(schedule: str, **overrides) -> list[float]:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     scheduler = build_scheduler(
-        optimizer, make_run(epochs=4, schedule=schedule, **overrides), steps_per_epoch=10
+        optimizer, make_settings(epochs=4, schedule=schedule, **overrides), steps_per_epoch=10
     )
     seen = []
     for _ in range(40):

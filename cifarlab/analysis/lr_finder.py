@@ -10,7 +10,7 @@ median with its spread across repeats in decades of lr (log10 of max / min).
 
 The generic core (`lr_range_test`, `suggest`, `summarize`) knows nothing about the lab: it takes
 a model, an optimizer, a `next_batch()` callable and a loss function. `run_lr_finder` is the glue
-for one run of the config, and `cifarlab.plots.run_figures.plot_lr_finder` draws the figure from the
+for one run of the config, and `cifarlab.plots.lr_finder.plot_lr_finder` draws the figure from the
 results JSON.
 """
 
@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from cifarlab.config.schema import schema_defaults
 from cifarlab.core import progress
 from cifarlab.core.files import load_torch, write_json
 from cifarlab.core.paths import job_label
+
+if TYPE_CHECKING:  # training's modules are imported where they run (plots read this module too)
+    from cifarlab.training.settings import RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,29 @@ def lr_schedule(start_lr: float, end_lr: float, num_iter: int) -> np.ndarray:
     if num_iter < 2:
         raise ValueError(f"the LR finder needs num_iter >= 2 mini-batches, got {num_iter}")
     return np.geomspace(start_lr, end_lr, num_iter)
+
+
+@contextlib.contextmanager
+def _restored(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Put the model's and the optimizer's state (and the model's mode) back as they came."""
+    # Deep copies: state_dict() returns references to tensors that the sweep updates in place.
+    model_state = copy.deepcopy(model.state_dict())
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    was_training = model.training
+    try:
+        yield
+    finally:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        model.train(was_training)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every param group's lr: `lr` (in the run's units) times the group's `lr_scale`."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+        if "decay_per_step" in group:  # decoupled weight decay: the same decay at every lr
+            group["weight_decay"] = group["decay_per_step"] / group["lr"]
 
 
 def lr_range_test(
@@ -98,20 +124,13 @@ def lr_range_test(
         raise ValueError(f"diverge_factor must be > 1 (a multiple of the best loss), got {diverge_factor}")
     lrs = lr_schedule(start_lr, end_lr, num_iter)
 
-    # Deep copies: state_dict() returns references to tensors that the sweep updates in place.
-    model_state = copy.deepcopy(model.state_dict())
-    optimizer_state = copy.deepcopy(optimizer.state_dict())
-    was_training = model.training
     losses: list[float] = []
     smoothed: list[float] = []
     average, best, diverged = 0.0, math.inf, False
-    try:
+    with _restored(model, optimizer):
         train_mode(model)
         for step, lr in enumerate(lrs):
-            for group in optimizer.param_groups:
-                group["lr"] = float(lr) * group.get("lr_scale", 1.0)
-                if "decay_per_step" in group:  # decoupled weight decay: the same decay at every lr
-                    group["weight_decay"] = group["decay_per_step"] / group["lr"]
+            _set_lr(optimizer, float(lr))
             inputs, targets = next_batch()
             optimizer.zero_grad(set_to_none=True)
             with autocast():
@@ -138,10 +157,6 @@ def lr_range_test(
             if smooth > diverge_factor * best:
                 diverged = True
                 break
-    finally:
-        model.load_state_dict(model_state)
-        optimizer.load_state_dict(optimizer_state)
-        model.train(was_training)
     steps = len(losses)
     return {
         "lrs": [float(lr) for lr in lrs[:steps]],
@@ -359,70 +374,27 @@ def run_lr_finder(
     param group gets it times its `lr_scale` (train.param_groups). Returns the contents of
     `results/<dataset>/lr_finder/<run>.json`.
     """
-    from cifarlab.core.device import autocast, describe, use_channels_last
-    from cifarlab.models import build_model, head_of, set_train_mode
-    from cifarlab.training.augment import epoch_batches
-    from cifarlab.training.batching import to_device
-    from cifarlab.training.hooks import init_from_data
+    from cifarlab.core.device import autocast, describe
+    from cifarlab.models import set_train_mode
     from cifarlab.training.optim import build_optimizer
-    from cifarlab.training.sampling import (
-        VALIDATION_SPLIT_SEED,
-        stratified_subset,
-        subset,
-        train_validation_split,
-    )
-    from cifarlab.training.scoring import evaluation_pass
+    from cifarlab.training.settings import RunSettings
 
     started = time.perf_counter()
+    settings = RunSettings.from_dict(run)
     finder = finder_settings(finder)
-    model = build_model(run, len(train["classes"]))
-    index, validation_index = train_validation_split(
-        train["labels"], validation=run["validation"], train_subset=run["train_subset"], seed=run["seed"]
+    trainable, data, held_out_loss, held_out_images = _sweep_setup(
+        run, settings, train, cached_train, device, precision
     )
-    # A fixed stratified part of the held-out images: the same at every step, repeat and seed.
-    held_out_index = validation_index[
-        stratified_subset(train["labels"][validation_index], HELD_OUT_IMAGES, VALIDATION_SPLIT_SEED)
-    ]
-    if cached_train is None:
-        source = train
-        trainable, data = model, subset(train, index)
-        init_from_data(model, data, run)
-    else:
-        if not torch.equal(cached_train["labels"], train["labels"]):
-            raise ValueError(
-                "the cached train features do not belong to this train.pt (labels differ); "
-                "delete results/features/ and rerun"
-            )
-        source = cached_train
-        trainable, data = head_of(model), subset(cached_train, index)
-    memory_format = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
-    trainable.to(device, memory_format=memory_format)
-    data = to_device(data, device)
-    optimizer = build_optimizer(trainable, run, finder["start_lr"])
-    held_out_loss = None
-    if len(held_out_index):
-        held_out = to_device(subset(source, held_out_index), device)
-
-        def held_out_loss(module: torch.nn.Module) -> float:
-            return evaluation_pass(module, held_out, run, device, precision)[0]
-
-    def make_batches(seed: int) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
-        repeat_run = {**run, "seed": seed}
-        return _cycle(
-            lambda epoch: epoch_batches(data, repeat_run, epoch=epoch, device=device, precision=precision)
-        )
-
-    def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, targets, label_smoothing=run["label_smoothing"])
-
+    optimizer = build_optimizer(trainable, settings, finder["start_lr"])
     log.info(
         "LR range test of %s (%s, %s, batch %d) on %s: %d training images, the loss of %s",
-        run["name"], run["model"], run["optimizer"], run["batch_size"], describe(device), len(index),
-        f"{len(held_out_index)} held-out images after each step" if held_out_loss else "each training batch",
+        settings.name, settings.model, settings.optimizer, settings.batch_size, describe(device),
+        len(data["labels"]),
+        f"{held_out_images} held-out images after each step" if held_out_loss else "each training batch",
     )  # fmt: skip
     result = repeated_range_test(
-        trainable, optimizer, make_batches, loss_fn, finder, seed=run["seed"],
-        name=f"lr_find {job_label(run, per_seed=False)}",
+        trainable, optimizer, _batches_of(run, data, device, precision), _loss_of(settings), finder,
+        seed=settings.seed, name=f"lr_find {job_label(run, per_seed=False)}",
         train_mode=set_train_mode, autocast=lambda: autocast(device, precision), held_out_loss=held_out_loss,
     )  # fmt: skip
     for method, s in result["suggestions"].items():
@@ -431,16 +403,79 @@ def run_lr_finder(
             method, s["median"], s["spread_decades"], s["iqr_decades"], len(s["lrs"]),
         )  # fmt: skip
     return {
-        "run": run["name"],
-        "model": run["model"],
-        "optimizer": run["optimizer"],
-        "batch_size": run["batch_size"],
+        "run": settings.name,
+        "model": settings.model,
+        "optimizer": settings.optimizer,
+        "batch_size": settings.batch_size,
         "loss_on": "validation" if held_out_loss else "training",
-        "held_out_images": len(held_out_index),  # 0: the training batches' losses
+        "held_out_images": held_out_images,  # 0: the training batches' losses
         **result,
         "device": describe(device),
         "seconds": time.perf_counter() - started,
     }
+
+
+def _sweep_setup(
+    run: dict,
+    settings: RunSettings,
+    train: dict,
+    cached_train: dict | None,
+    device: torch.device,
+    precision: str,
+) -> tuple[torch.nn.Module, dict, Callable[[torch.nn.Module], float] | None, int]:
+    """(the module that sweeps, on the device; its training data there; the held-out loss after a
+    step, None without a validation split; how many held-out images that loss is over), as
+    training sets them up (cifarlab.training.setup)."""
+    from cifarlab.models import build_model
+    from cifarlab.training.batching import to_device
+    from cifarlab.training.sampling import VALIDATION_SPLIT_SEED, stratified_subset, subset
+    from cifarlab.training.scoring import evaluation_pass
+    from cifarlab.training.setup import check_cached, place, trainable_and_data, training_split
+
+    model = build_model(run, len(train["classes"]))
+    index, validation_index = training_split(settings, train["labels"])
+    # A fixed stratified part of the held-out images: the same at every step, repeat and seed.
+    held_out_index = validation_index[
+        stratified_subset(train["labels"][validation_index], HELD_OUT_IMAGES, VALIDATION_SPLIT_SEED)
+    ]
+    if cached_train is not None:
+        check_cached(cached_train, train, "train")
+    trainable, data = trainable_and_data(model, run, train, index, cached_train)
+    place(trainable, device, precision)
+    data = to_device(data, device)
+    if not len(held_out_index):
+        return trainable, data, None, 0
+    held_out = to_device(subset(train if cached_train is None else cached_train, held_out_index), device)
+
+    def held_out_loss(module: torch.nn.Module) -> float:
+        return evaluation_pass(module, held_out, run, device, precision)[0]
+
+    return trainable, data, held_out_loss, len(held_out_index)
+
+
+def _batches_of(
+    run: dict, data: dict, device: torch.device, precision: str
+) -> Callable[[int], Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
+    """make_batches(seed) for repeated_range_test: training's batches (augmented as the run is)
+    drawn with `seed`, over as many epochs as the sweep needs."""
+    from cifarlab.training.augment import epoch_batches
+
+    def make_batches(seed: int) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+        repeat_run = {**run, "seed": seed}
+        return _cycle(
+            lambda epoch: epoch_batches(data, repeat_run, epoch=epoch, device=device, precision=precision)
+        )
+
+    return make_batches
+
+
+def _loss_of(settings: RunSettings) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Training's loss: cross-entropy with the run's label smoothing."""
+
+    def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets, label_smoothing=settings.label_smoothing)
+
+    return loss_fn
 
 
 def main(
@@ -468,18 +503,3 @@ def main(
     write_json(result, result_path, indent=1)
     log.info("%s: lr %.3g (%s) written to %s", run["name"], result["lr"], result["chosen"], result_path)
     return result
-
-
-def median_curve(result: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(lrs, median, min, max) of the smoothed loss over repeats, step by step.
-
-    Repeats that stopped early (divergence) are shorter; the curve goes on as long as at least
-    half of the repeats are still running, so that its median is one of the many, not the last.
-    """
-    curves = [r["smoothed"] for r in result["repeats"]]
-    length = sorted((len(c) for c in curves), reverse=True)[(len(curves) - 1) // 2]
-    table = np.full((len(curves), length), np.nan)
-    for i, curve in enumerate(curves):
-        table[i, : min(len(curve), length)] = curve[:length]
-    lrs = np.asarray(result["lrs"][:length])
-    return lrs, np.nanmedian(table, axis=0), np.nanmin(table, axis=0), np.nanmax(table, axis=0)

@@ -141,7 +141,7 @@ FIGURES = (
     Figure(
         name="accuracy_vs_params",
         target=f"{COMPARISON}/accuracy_vs_params.png",
-        draw="cifarlab.plots.comparison_figures:plot_accuracy_scatter",
+        draw="cifarlab.plots.accuracy_scatter:plot_accuracy_scatter",
         inputs={"metrics_paths": METRICS},
         params={"x": "params_total"},
         caption="workflow/report/accuracy_vs_params.rst",
@@ -151,7 +151,7 @@ FIGURES = (
     Figure(
         name="accuracy_vs_time",
         target=f"{COMPARISON}/accuracy_vs_time.png",
-        draw="cifarlab.plots.comparison_figures:plot_accuracy_scatter",
+        draw="cifarlab.plots.accuracy_scatter:plot_accuracy_scatter",
         inputs={"metrics_paths": METRICS},
         params={"x": "train_seconds"},
         caption="workflow/report/accuracy_vs_time.rst",
@@ -161,7 +161,7 @@ FIGURES = (
     Figure(
         name="dropout_sweep",
         target=f"{COMPARISON}/dropout_sweep.png",
-        draw="cifarlab.plots.comparison_figures:plot_dropout_sweep",
+        draw="cifarlab.plots.dropout_sweep:plot_dropout_sweep",
         inputs={"metrics_paths": METRICS},
         sweep="dropout",
         caption="workflow/report/dropout_sweep.rst",
@@ -171,7 +171,7 @@ FIGURES = (
     Figure(
         name="optimizers",
         target=f"{COMPARISON}/optimizers.png",
-        draw="cifarlab.plots.comparison_figures:plot_optimizers",
+        draw="cifarlab.plots.optimizers:plot_optimizers",
         inputs={"metrics_paths": METRICS, "history_paths": HISTORY},
         sweep="optimizer",
         caption="workflow/report/optimizers.rst",
@@ -181,7 +181,7 @@ FIGURES = (
     Figure(
         name="learning_curves",
         target=f"{COMPARISON}/learning_curves.png",
-        draw="cifarlab.plots.comparison_figures:plot_learning_curves",
+        draw="cifarlab.plots.learning_curves:plot_learning_curves",
         inputs={"metrics_paths": METRICS, "history_paths": HISTORY},
         caption="workflow/report/learning_curves.rst",
         title="learning curves, all runs",
@@ -190,7 +190,7 @@ FIGURES = (
     Figure(
         name="lr_finder_comparison",
         target=f"{COMPARISON}/lr_finder.png",
-        draw="cifarlab.plots.comparison_figures:plot_lr_finder_comparison",
+        draw="cifarlab.plots.lr_finder_comparison:plot_lr_finder_comparison",
         inputs={"result_paths": paths.LR_FINDER},
         runs="lr_finder",
         section="lr_finder",
@@ -201,7 +201,7 @@ FIGURES = (
     Figure(
         name="saliency_comparison",
         target=paths.FIGURES + "/saliency/comparison.png",
-        draw="cifarlab.plots.run_figures:plot_saliency_comparison",
+        draw="cifarlab.plots.saliency_comparison:plot_saliency_comparison",
         inputs={"maps_pts": paths.SALIENCY_MAPS, "result_jsons": paths.SALIENCY_RESULT},
         runs="saliency",
         section="saliency",
@@ -213,7 +213,7 @@ FIGURES = (
     Figure(
         name="curves",
         target=paths.FIGURES + "/curves/{run}/seed{seed}.png",
-        draw="cifarlab.plots.run_figures:plot_curves",
+        draw="cifarlab.plots.curves:plot_curves",
         inputs={"history_csv": HISTORY, "metrics_json": METRICS},
         caption="workflow/report/curves.rst",
         title="learning curves",
@@ -222,7 +222,7 @@ FIGURES = (
     Figure(
         name="confusion",
         target=paths.FIGURES + "/confusion/{run}/seed{seed}.png",
-        draw="cifarlab.plots.run_figures:plot_confusion",
+        draw="cifarlab.plots.confusion:plot_confusion",
         inputs={"metrics_json": METRICS},
         caption="workflow/report/confusion.rst",
         title="confusion matrix",
@@ -231,7 +231,7 @@ FIGURES = (
     Figure(
         name="lr_finder",
         target=paths.FIGURES + "/lr_finder/{run}.png",
-        draw="cifarlab.plots.run_figures:plot_lr_finder",
+        draw="cifarlab.plots.lr_finder:plot_lr_finder",
         inputs={"result_json": paths.LR_FINDER},
         runs="lr_finder",
         caption="workflow/report/lr_finder.rst",
@@ -241,7 +241,7 @@ FIGURES = (
     Figure(
         name="saliency",
         target=paths.FIGURES + "/saliency/{run}.png",
-        draw="cifarlab.plots.run_figures:plot_saliency",
+        draw="cifarlab.plots.saliency:plot_saliency",
         inputs={"maps_pt": paths.SALIENCY_MAPS, "result_json": paths.SALIENCY_RESULT},
         runs="saliency",
         caption="workflow/report/saliency.rst",

@@ -6,8 +6,8 @@ and prepared tensors; Snakemake's benchmark TSVs), the figures its plot rules dr
 captions, and writes the three files.
 The parts: `cifarlab.study.results` reads the step outputs, `cifarlab.report.tables` makes the
 tables (one row per dataset and run over its seeds, with `cifarlab.analysis.stats`),
-`cifarlab.plots.figures` lists the figures (drawn by their own rules,
-`cifarlab.plots.comparison_figures` and the steps' modules),
+`cifarlab.plots.figures` lists the figures (drawn by their own rules, one module of
+`cifarlab.plots` per figure),
 `cifarlab.report.provenance` says how the study was made, and `cifarlab.report.page` writes the HTML.
 """
 
@@ -87,38 +87,13 @@ def write_report(
     lab = load_reference(reference)
     lab_datasets = [d["name"] for d in datasets if d.get("reference")]
     rows = comparison_rows(metrics, lab, lab_datasets)
-    sections = []
-    for settings in datasets:
-        name = settings["name"]
-        ours = [m for m in metrics if m["dataset"] == name]
-        dataset_rows = [r for r in rows if r["dataset"] == name]
-        tests = variant_tests(ours, dict(calibration or {}))
-        diff = None
-        if compare_to:
-            aggregates = [
-                r for r in metrics_table(ours, dataset_rows, lab, lab_datasets) if r["seed"] == "all"
-            ]
-            diff = diff_studies({r["run"]: r for r in aggregates}, load_study(compare_to, name))
-        record = data[name]
-        sections.append(
-            {
-                "name": name,
-                "lab": name in lab_datasets,
-                "rows": dataset_rows,
-                "tests": tests,
-                "sentences": variant_sentences(tests),
-                "figures": dict(figures.get(name, {})),
-                "run_figures": dict(run_figures.get(name, {})),
-                "lr_finder": {run: read_json(p) for run, p in (lr_finder or {}).get(name, {}).items()},
-                "saliency": {run: read_json(p) for run, p in (saliency or {}).get(name, {}).items()},
-                "data": {
-                    "record": read_json(record["record"]),
-                    "counts": {split: class_counts(path) for split, path in record["splits"].items()},
-                    "samples": record.get("samples"),
-                },
-                "diff": diff,
-            }
+    sections = [
+        _dataset_section(
+            settings, metrics, rows, lab, lab_datasets, figures=figures, run_figures=run_figures,
+            data=data, lr_finder=lr_finder, saliency=saliency, compare_to=compare_to, calibration=calibration,
         )
+        for settings in datasets
+    ]  # fmt: skip
     shown = {n for s in sections for n in s["figures"]}
     page = build_page(
         sections,
@@ -126,7 +101,68 @@ def write_report(
         captions={n: caption_text(captions[n]) for n in shown if n in captions},
         diff_label=str(compare_to or ""),
     )
-    summary = summary_document(
+    summary = _summary(sections, rows, names, config_hash, configfiles, compare_to)
+    write_text(csv_text(metrics_table(metrics, rows, lab, lab_datasets)), outputs["metrics"])
+    write_text(summary, outputs["summary"])
+    write_text(page, outputs["html"])
+    return rows
+
+
+def _dataset_section(
+    settings: Mapping[str, Any],
+    metrics: list[dict],
+    rows: list[dict],
+    lab: Any,
+    lab_datasets: list[str],
+    *,
+    figures: Mapping[str, Paths],
+    run_figures: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    data: Mapping[str, Mapping[str, Any]],
+    lr_finder: Mapping[str, Paths] | None,
+    saliency: Mapping[str, Paths] | None,
+    compare_to: str | Path | None,
+    calibration: Mapping[str, float] | None,
+) -> dict:
+    """One dataset's section of the page and summary (write_report's arguments, for that dataset)."""
+    name = settings["name"]
+    ours = [m for m in metrics if m["dataset"] == name]
+    dataset_rows = [r for r in rows if r["dataset"] == name]
+    tests = variant_tests(ours, dict(calibration or {}))
+    diff = None
+    if compare_to:
+        aggregates = [r for r in metrics_table(ours, dataset_rows, lab, lab_datasets) if r["seed"] == "all"]
+        diff = diff_studies({r["run"]: r for r in aggregates}, load_study(compare_to, name))
+    record = data[name]
+    return {
+        "name": name,
+        "lab": name in lab_datasets,
+        "rows": dataset_rows,
+        "tests": tests,
+        "sentences": variant_sentences(tests),
+        "figures": dict(figures.get(name, {})),
+        "run_figures": dict(run_figures.get(name, {})),
+        "lr_finder": {run: read_json(p) for run, p in (lr_finder or {}).get(name, {}).items()},
+        "saliency": {run: read_json(p) for run, p in (saliency or {}).get(name, {}).items()},
+        "data": {
+            "record": read_json(record["record"]),
+            "counts": {split: class_counts(path) for split, path in record["splits"].items()},
+            "samples": record.get("samples"),
+        },
+        "diff": diff,
+    }
+
+
+def _summary(
+    sections: list[dict],
+    rows: list[dict],
+    names: list[str],
+    config_hash: str,
+    configfiles: Sequence[str],
+    compare_to: str | Path | None,
+) -> str:
+    """summary.md: per dataset its table (and the tests between variants), then the cross-dataset
+    table when there are several, the README's results section and the comparison's pointer."""
+    return summary_document(
         [
             (
                 f"Dataset {s['name']}" if len(sections) > 1 else "Runs",
@@ -139,7 +175,3 @@ def write_report(
         results_section(names, rows, config_hash, ", ".join(configfiles)),
         [f"compared with {compare_to}: see index.html"] if compare_to else [],
     )
-    write_text(csv_text(metrics_table(metrics, rows, lab, lab_datasets)), outputs["metrics"])
-    write_text(summary, outputs["summary"])
-    write_text(page, outputs["html"])
-    return rows

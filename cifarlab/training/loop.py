@@ -17,6 +17,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,17 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.core import progress
-from cifarlab.core.device import (
-    autocast,
-    describe,
-    pick_device,
-    resolve_precision,
-    synchronize,
-    use_channels_last,
-)
+from cifarlab.core.device import autocast, describe, pick_device, resolve_precision, synchronize
 from cifarlab.core.files import atomic_path, load_torch, save_torch
 from cifarlab.core.paths import job_label
-from cifarlab.models import build_model, count_parameters, head_of, set_train_mode
+from cifarlab.models import build_model, count_parameters, set_train_mode
 from cifarlab.study.results import HISTORY_COLUMNS  # history.csv's columns; cifarlab.study.results reads it
 from cifarlab.training.augment import epoch_batches
 from cifarlab.training.batching import to_device
@@ -47,17 +41,14 @@ from cifarlab.training.checkpoints import (
     set_rng_states,
     stop_requests,
 )
-from cifarlab.training.hooks import init_from_data, start_epoch
+from cifarlab.training.hooks import start_epoch
 from cifarlab.training.live_curves import EpochHook, live_curves
 from cifarlab.training.lookahead import Lookahead
 from cifarlab.training.optim import build_optimizer, build_scheduler
-from cifarlab.training.sampling import (
-    TEST_SUBSET_SEED,
-    stratified_subset,
-    subset,
-    train_validation_split,
-)
+from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset
 from cifarlab.training.scoring import evaluation_pass
+from cifarlab.training.settings import RunSettings
+from cifarlab.training.setup import check_cached, place, trainable_and_data, training_split
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +142,215 @@ def cpu_state(module: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
+@dataclass
+class Images:
+    """Which images a run uses (indices into its split) and the data it trains and is scored on."""
+
+    train_index: torch.Tensor
+    validation_index: torch.Tensor
+    test_index: torch.Tensor
+    train: dict  # on the device: images, or the cached backbone features
+    test: dict
+    validation: dict | None  # the held-out images (or their features); None without a split
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds besides the weights: the epochs done, their history, the chosen
+    epoch so far (its number, validation accuracy and trainable weights on the CPU) and the
+    running sums of an epoch stopped half-way (None between epochs)."""
+
+    trainable: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    lookahead: Lookahead | None
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0
+    best: dict = field(default_factory=lambda: {"epoch": None, "accuracy": -math.inf, "state": None})
+    running: dict | None = None
+
+    def save(self, checkpoint: str | Path | None, fingerprint: str, device: torch.device) -> None:
+        """Write the resume checkpoint (nothing without a path)."""
+        if checkpoint is None:
+            return
+        running = self.running
+        save_torch(
+            {
+                "fingerprint": fingerprint,
+                "epoch": self.epoch,  # epochs completed
+                "running": None if running is None else {
+                    k: v.cpu() if torch.is_tensor(v) else v for k, v in running.items()
+                },
+                "trainable": self.trainable.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "lookahead": None if self.lookahead is None else self.lookahead.state_dict(),
+                "rng": rng_states(device),
+                "history": self.history,
+                "best": self.best,
+            },
+            checkpoint,
+        )  # fmt: skip
+
+    def resume(self, saved: dict, device: torch.device) -> None:
+        """Take up a checkpoint's state (checkpoints.load_checkpoint's dict) and its RNG states."""
+        self.trainable.load_state_dict(saved["trainable"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.lookahead is not None:
+            self.lookahead.load_state_dict(saved["lookahead"])
+        set_rng_states(saved["rng"], device)
+        self.history, self.epoch, self.best = saved["history"], saved["epoch"], saved["best"]
+        if saved["running"] is not None:
+            self.running = {k: v.to(device) if torch.is_tensor(v) else v for k, v in saved["running"].items()}
+
+
+def choose_images(
+    settings: RunSettings,
+    run: dict,
+    model: nn.Module,
+    train: dict,
+    test: dict,
+    cached_features: dict | None,
+    device: torch.device,
+    precision: str,
+) -> tuple[nn.Module, Images]:
+    """(the module that trains, on the device; the run's images): the validation split, the
+    training and test subsets (capped at what there is, with a warning) and, with cached
+    features, the head alone on them."""
+    train_index, validation_index = training_split(settings, train["labels"])
+    test_index = stratified_subset(test["labels"], settings.test_subset, TEST_SUBSET_SEED)
+    available = {
+        "train_subset": len(train["labels"]) - len(validation_index),
+        "test_subset": len(test["labels"]),
+    }
+    for key, index in (("train_subset", train_index), ("test_subset", test_index)):
+        if (getattr(settings, key) or 0) > len(index):
+            log.warning(
+                "%s: %s %d is more than the %d images there are; using all %d (recorded as %s_images)",
+                settings.name, key, getattr(settings, key), available[key], len(index), key.split("_")[0],
+            )  # fmt: skip
+    if cached_features is not None:
+        for split, data in (("train", train), ("test", test)):
+            check_cached(cached_features[split], data, split)
+    trainable, train_data = trainable_and_data(
+        model, run, train, train_index, None if cached_features is None else cached_features["train"]
+    )
+    test_data = subset(test if cached_features is None else cached_features["test"], test_index)
+    place(trainable, device, precision)
+    validation = None
+    if len(validation_index):
+        held_out_from = train if cached_features is None else cached_features["train"]
+        validation = to_device(subset(held_out_from, validation_index), device)
+    images = Images(
+        train_index, validation_index, test_index,
+        train=to_device(train_data, device), test=to_device(test_data, device), validation=validation,
+    )  # fmt: skip
+    return trainable, images
+
+
+def epoch_of_batches(
+    state: TrainState,
+    run: dict,
+    settings: RunSettings,
+    images: Images,
+    *,
+    epoch: int,
+    steps_per_epoch: int,
+    stop: list,
+    device: torch.device,
+    precision: str,
+) -> str:
+    """Train epoch `epoch` (from its first step, or where a stopped one left off), timing it into
+    `state.running`; returns train_one_epoch's outcome."""
+    running = state.running
+    start_epoch(state.trainable, epoch)
+    epoch_iter = epoch_batches(
+        images.train, run, epoch=epoch, device=device, start=running["step"], precision=precision
+    )
+    if sys.stderr.isatty():  # a progress bar for a person watching, never in a log file
+        from tqdm import tqdm
+
+        epoch_iter = tqdm(
+            epoch_iter, total=steps_per_epoch, initial=running["step"], leave=False,
+            desc=f"{job_label(run)} epoch {epoch + 1}/{settings.epochs}",
+        )  # fmt: skip
+    started = time.perf_counter()
+    outcome = train_one_epoch(
+        state.trainable, epoch_iter, state.optimizer, state.scheduler, device=device, running=running,
+        label_smoothing=settings.label_smoothing, stop=stop, precision=precision,
+        lookahead=state.lookahead, steps_before=epoch * steps_per_epoch,
+    )  # fmt: skip
+    synchronize(device)
+    running["seconds"] += time.perf_counter() - started
+    return outcome
+
+
+def score_epoch(
+    state: TrainState,
+    run: dict,
+    settings: RunSettings,
+    images: Images,
+    epoch: int,
+    device: torch.device,
+    precision: str,
+) -> None:
+    """After a whole epoch: the validation pass (keeping the best epoch's weights), the test pass
+    (recorded for the per-epoch test curve only: nothing reads it to choose), the history row and
+    the epoch's log lines."""
+    validation = NOT_MEASURED
+    if images.validation is not None:
+        validation = evaluation_pass(state.trainable, images.validation, run, device, precision)
+        if validation[1] > state.best["accuracy"]:  # strictly: the first epoch of the best
+            state.best = {"epoch": epoch + 1, "accuracy": validation[1], "state": cpu_state(state.trainable)}
+    test_loss, test_accuracy = evaluation_pass(state.trainable, images.test, run, device, precision)
+    state.history.append(_history_row(epoch + 1, state.running, validation, (test_loss, test_accuracy)))
+    row = state.history[-1]
+    val_text = (
+        "" if images.validation is None else f"val loss {validation[0]:.4f} acc {validation[1]:.2f}% | "
+    )
+    log.info(
+        "%s epoch %d/%d: train loss %.4f acc %.2f%% | %stest loss %.4f acc %.2f%% | lr %.3g | %.1f s",
+        settings.name, epoch + 1, settings.epochs, row["train_loss"], row["train_accuracy"], val_text,
+        test_loss, test_accuracy, row["lr"], row["seconds"],
+    )  # fmt: skip
+    seconds_per_epoch = sum(r["seconds"] for r in state.history) / len(state.history)
+    progress.log.info(
+        progress.epoch_line(
+            job_label(run), epoch + 1, settings.epochs, row["train_loss"], test_accuracy, seconds_per_epoch
+        )
+    )
+
+
+def start_state(
+    trainable: nn.Module,
+    run: dict,
+    settings: RunSettings,
+    lr: float,
+    steps_per_epoch: int,
+    checkpoint: str | Path | None,
+    fingerprint: str,
+    device: torch.device,
+) -> TrainState:
+    """The optimizer, schedule and lookahead of a fresh run, seeded, or as `checkpoint` left them
+    (when its fingerprint matches: the same settings, lr and data)."""
+    optimizer = build_optimizer(trainable, settings, lr)
+    scheduler = build_scheduler(optimizer, settings, steps_per_epoch)
+    lookahead = None
+    if settings.lookahead:
+        lookahead = Lookahead(trainable, settings.lookahead, settings.epochs * steps_per_epoch)
+    torch.manual_seed(settings.seed)  # dropout and other in-model randomness
+    state = TrainState(trainable, optimizer, scheduler, lookahead)
+    saved = load_checkpoint(checkpoint, fingerprint)
+    if saved is not None:
+        state.resume(saved, device)
+        log.info(
+            "resuming %s from %s: epoch %d, step %d",
+            settings.name, checkpoint, state.epoch + 1, state.running["step"] if state.running else 0,
+        )  # fmt: skip
+    return state
+
+
 def train_run(
     run: dict,
     train: dict,
@@ -179,177 +379,81 @@ def train_run(
     validation accuracy, without them the last epoch; a diverged run has none (and keeps its
     last weights). The per-epoch test loss and accuracy are only recorded, for the curves.
     """
-    classes = train["classes"]
-    model = build_model(run, len(classes))
-    train_index, validation_index = train_validation_split(
-        train["labels"], validation=run["validation"], train_subset=run["train_subset"], seed=run["seed"]
-    )
-    test_index = stratified_subset(test["labels"], run["test_subset"], TEST_SUBSET_SEED)
-    available = {
-        "train_subset": len(train["labels"]) - len(validation_index),
-        "test_subset": len(test["labels"]),
-    }
-    for key, index in (("train_subset", train_index), ("test_subset", test_index)):
-        if (run[key] or 0) > len(index):
-            log.warning(
-                "%s: %s %d is more than the %d images there are; using all %d (recorded as %s_images)",
-                run["name"], key, run[key], available[key], len(index), key.split("_")[0],
-            )  # fmt: skip
-    if cached_features is None:
-        trainable, train_data, test_data = model, subset(train, train_index), subset(test, test_index)
-        init_from_data(model, train_data, run)
-    else:
-        for split, data in (("train", train), ("test", test)):
-            if not torch.equal(cached_features[split]["labels"], data["labels"]):
-                raise ValueError(
-                    f"the cached {split} features do not belong to this {split}.pt (labels differ); "
-                    "delete results/features/ and rerun"
-                )
-        trainable = head_of(model)
-        train_data, test_data = (
-            subset(cached_features["train"], train_index),
-            subset(cached_features["test"], test_index),
-        )
+    settings = RunSettings.from_dict(run)
+    model = build_model(run, len(train["classes"]))
+    trainable, images = choose_images(settings, run, model, train, test, cached_features, device, precision)
     fingerprint = run_fingerprint(run, lr, cached_features is not None, train, test)
-    memory_format = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
-    trainable.to(device, memory_format=memory_format)
-    train_data, test_data = to_device(train_data, device), to_device(test_data, device)
-    validation_data = None  # the held-out images (or their cached features), when the run has some
-    if len(validation_index):
-        held_out_from = train if cached_features is None else cached_features["train"]
-        validation_data = to_device(subset(held_out_from, validation_index), device)
-
-    steps_per_epoch = math.ceil(len(train_data["labels"]) / run["batch_size"])
-    optimizer = build_optimizer(trainable, run, lr)
-    scheduler = build_scheduler(optimizer, run, steps_per_epoch)
-    lookahead = (
-        Lookahead(trainable, run["lookahead"], run["epochs"] * steps_per_epoch) if run["lookahead"] else None
-    )
-    torch.manual_seed(run["seed"])  # dropout and other in-model randomness
-
-    history: list[dict] = []
-    first_epoch, running = 0, None
-    # The chosen epoch so far (validation on): its number, accuracy and trainable weights (CPU).
-    best: dict = {"epoch": None, "accuracy": -math.inf, "state": None}
-    state = load_checkpoint(checkpoint, fingerprint)
-    if state is not None:
-        trainable.load_state_dict(state["trainable"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if lookahead is not None:
-            lookahead.load_state_dict(state["lookahead"])
-        set_rng_states(state["rng"], device)
-        history, first_epoch, best = state["history"], state["epoch"], state["best"]
-        if state["running"] is not None:
-            running = {k: v.to(device) if torch.is_tensor(v) else v for k, v in state["running"].items()}
-        log.info(
-            "resuming %s from %s: epoch %d, step %d",
-            run["name"], checkpoint, first_epoch + 1, running["step"] if running else 0,
-        )  # fmt: skip
-
-    def save(epoch: int, running: dict | None) -> None:
-        if checkpoint is None:
-            return
-        save_torch(
-            {
-                "fingerprint": fingerprint,
-                "epoch": epoch,  # epochs completed
-                "running": None if running is None else {
-                    k: v.cpu() if torch.is_tensor(v) else v for k, v in running.items()
-                },
-                "trainable": trainable.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "lookahead": None if lookahead is None else lookahead.state_dict(),
-                "rng": rng_states(device),
-                "history": history,
-                "best": best,
-            },
-            checkpoint,
-        )  # fmt: skip
-
-    status, diverged = "ok", None
-    show_bar = sys.stderr.isatty()
+    steps_per_epoch = math.ceil(len(images.train["labels"]) / settings.batch_size)
+    state = start_state(trainable, run, settings, lr, steps_per_epoch, checkpoint, fingerprint, device)
+    diverged = None
     with stop_requests() as stop:
-        for epoch in range(first_epoch, run["epochs"]):
-            running = running or new_running(device)
-            start_epoch(trainable, epoch)
-            epoch_iter = epoch_batches(
-                train_data, run, epoch=epoch, device=device, start=running["step"], precision=precision
-            )
-            if show_bar:
-                from tqdm import tqdm
-
-                epoch_iter = tqdm(
-                    epoch_iter, total=steps_per_epoch, initial=running["step"], leave=False,
-                    desc=f"{job_label(run)} epoch {epoch + 1}/{run['epochs']}",
-                )  # fmt: skip
-            started = time.perf_counter()
-            outcome = train_one_epoch(
-                trainable, epoch_iter, optimizer, scheduler, device=device, running=running,
-                label_smoothing=run["label_smoothing"], stop=stop, precision=precision,
-                lookahead=lookahead, steps_before=epoch * steps_per_epoch,
+        for epoch in range(state.epoch, settings.epochs):
+            state.running = state.running or new_running(device)
+            outcome = epoch_of_batches(
+                state, run, settings, images, epoch=epoch, steps_per_epoch=steps_per_epoch, stop=stop,
+                device=device, precision=precision,
             )  # fmt: skip
-            synchronize(device)
-            running["seconds"] += time.perf_counter() - started
-            if outcome == "stopped":
-                save(epoch, running)
+            if outcome == "stopped":  # saved half-way through the epoch: resumed at the next step
+                state.epoch = epoch
+                state.save(checkpoint, fingerprint, device)
+                step = state.running["step"]
                 raise TrainingInterrupted(
-                    f"{stop[0]} during epoch {epoch + 1}, step {running['step']}: {resume_hint(checkpoint)}"
+                    f"{stop[0]} during epoch {epoch + 1}, step {step}: {resume_hint(checkpoint)}"
                 )
             if outcome == "diverged":
-                status = "diverged"
-                diverged = {"epoch": epoch + 1, "lr": running["lr"], "loss": str(float(running["loss_sum"]))}
-                history.append(_history_row(epoch + 1, running, NOT_MEASURED, NOT_MEASURED))
+                diverged = record_divergence(state, settings, epoch)
                 if on_epoch is not None:
-                    on_epoch(history[-1], trainable)
-                log.error(
-                    "%s diverged in epoch %d at lr %.3g: the loss is %s; stopping (status: diverged)",
-                    run["name"], epoch + 1, running["lr"], diverged["loss"],
-                )  # fmt: skip
+                    on_epoch(state.history[-1], trainable)
                 break
-            validation = NOT_MEASURED
-            if validation_data is not None:
-                validation = evaluation_pass(trainable, validation_data, run, device, precision)
-                if validation[1] > best["accuracy"]:  # strictly: the first epoch of the best
-                    best = {"epoch": epoch + 1, "accuracy": validation[1], "state": cpu_state(trainable)}
-            # Recorded for the per-epoch test curve only: nothing above or below reads it.
-            test_loss, test_accuracy = evaluation_pass(trainable, test_data, run, device, precision)
-            history.append(_history_row(epoch + 1, running, validation, (test_loss, test_accuracy)))
-            row = history[-1]
-            val_text = (
-                "" if validation_data is None else f"val loss {validation[0]:.4f} acc {validation[1]:.2f}% | "
-            )
-            log.info(
-                "%s epoch %d/%d: train loss %.4f acc %.2f%% | %stest loss %.4f acc %.2f%% | lr %.3g | %.1f s",
-                run["name"], epoch + 1, run["epochs"], row["train_loss"], row["train_accuracy"], val_text,
-                test_loss, test_accuracy, row["lr"], row["seconds"],
-            )  # fmt: skip
-            seconds_per_epoch = sum(r["seconds"] for r in history) / len(history)
-            progress.log.info(
-                progress.epoch_line(
-                    job_label(run),
-                    epoch + 1,
-                    run["epochs"],
-                    row["train_loss"],
-                    test_accuracy,
-                    seconds_per_epoch,
-                )
-            )
-            running = None
-            save(epoch + 1, None)
-            if on_epoch is not None:
-                on_epoch(row, trainable)
+            score_epoch(state, run, settings, images, epoch, device, precision)
+            state.running, state.epoch = None, epoch + 1
+            state.save(checkpoint, fingerprint, device)
+            if on_epoch is not None:  # once the epoch is checkpointed
+                on_epoch(state.history[-1], trainable)
             if stop:
                 raise TrainingInterrupted(f"{stop[0]} after epoch {epoch + 1}: {resume_hint(checkpoint)}")
+    return run_result(
+        model, run, state, images, train, diverged, lr=lr, lr_source=lr_source, device=device,
+        precision=precision,
+    )  # fmt: skip
 
+
+def record_divergence(state: TrainState, settings: RunSettings, epoch: int) -> dict:
+    """The `diverged` record of a run whose loss went NaN or infinite in `epoch` (0-based); its
+    history gets the epoch's training row, with nothing measured."""
+    running = state.running
+    diverged = {"epoch": epoch + 1, "lr": running["lr"], "loss": str(float(running["loss_sum"]))}
+    state.history.append(_history_row(epoch + 1, running, NOT_MEASURED, NOT_MEASURED))
+    log.error(
+        "%s diverged in epoch %d at lr %.3g: the loss is %s; stopping (status: diverged)",
+        settings.name, epoch + 1, running["lr"], diverged["loss"],
+    )  # fmt: skip
+    return diverged
+
+
+def run_result(
+    model: nn.Module,
+    run: dict,
+    state: TrainState,
+    images: Images,
+    train: dict,
+    diverged: dict | None,
+    *,
+    lr: float,
+    lr_source: str,
+    device: torch.device,
+    precision: str,
+) -> dict:
+    """train_run's result: the model with the chosen epoch's weights (on the CPU) and the record."""
+    history, best = state.history, state.best
+    status = "ok" if diverged is None else "diverged"
     total, trainable_count = count_parameters(model)
     seconds = sum(row["seconds"] for row in history)
-    images = sum(row["images"] for row in history)
+    images_seen = sum(row["images"] for row in history)
     model.cpu()
     best_epoch = None  # a diverged run chose no epoch
-    if status == "ok" and validation_data is not None:
-        trainable.load_state_dict(best["state"])
+    if status == "ok" and images.validation is not None:
+        state.trainable.load_state_dict(best["state"])
         best_epoch = best["epoch"]
     elif status == "ok":
         best_epoch = len(history)
@@ -357,7 +461,7 @@ def train_run(
         "model": model,
         "history": history,
         "run": run,
-        "classes": list(classes),
+        "classes": list(train["classes"]),
         "mean": train["mean"].cpu(),
         "std": train["std"].cpu(),
         "lr": lr,
@@ -366,14 +470,14 @@ def train_run(
         "diverged": diverged,
         "params_total": total,
         "params_trainable": trainable_count,
-        "train_images": len(train_index),  # what was used: a train_subset above the split's size is capped
-        "validation_images": len(validation_index),
-        "test_images": len(test_index),
+        "train_images": len(images.train_index),  # used: a train_subset above the split's size is capped
+        "validation_images": len(images.validation_index),
+        "test_images": len(images.test_index),
         "best_epoch": best_epoch,
         # the chosen epoch's validation accuracy (%); None without validation or an epoch chosen
         "best_validation_accuracy": best["accuracy"] if best["state"] is not None and best_epoch else None,
         "train_seconds": seconds,
-        "images_per_second": images / seconds if seconds > 0 else None,
+        "images_per_second": images_seen / seconds if seconds > 0 else None,
         "device": describe(device),
         "precision": precision,
     }

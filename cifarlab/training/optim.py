@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from cifarlab.models import NORM_LAYERS
+from cifarlab.training.settings import RunSettings
 
 # Decoupled hyperparameters are stated per this many examples (airbench94's convention).
 DECOUPLED_EXAMPLES = 1024
 
 
-def lr_factor(run: dict) -> float:
+def lr_factor(settings: RunSettings) -> float:
     """torch's lr per unit of the run's `lr`: 1, or for `decoupled: true` (SGD) airbench94's
     conversion from a step size per 1,024 examples, momentum-normalised, to a mean-loss lr.
 
@@ -23,18 +24,18 @@ def lr_factor(run: dict) -> float:
     gradients constant in time Nesterov momentum m multiplies a step by (1 + 1 / (1 - m))
     (airbench94's kilostep_scale), and a mean loss over B examples is 1/B of their summed loss.
     """
-    if not run["decoupled"]:
+    if not settings.decoupled:
         return 1.0
-    if run["optimizer"] != "sgd":
-        raise ValueError(f"decoupled hyperparameters are defined for sgd, not {run['optimizer']!r}")
-    return run["batch_size"] / (DECOUPLED_EXAMPLES * (1 + 1 / (1 - run["momentum"])))
+    if settings.optimizer != "sgd":
+        raise ValueError(f"decoupled hyperparameters are defined for sgd, not {settings.optimizer!r}")
+    return settings.batch_size / (DECOUPLED_EXAMPLES * (1 + 1 / (1 - settings.momentum)))
 
 
-def param_groups(module: nn.Module, run: dict, lr: float) -> list[dict]:
+def param_groups(module: nn.Module, settings: RunSettings, lr: float) -> list[dict]:
     """The trainable parameters of `module` as optimizer groups, each with its lr and weight decay.
 
     Two groups: `norm` (the parameters of normalisation layers: BatchNorm, LayerNorm, GroupNorm)
-    and `other`; run["param_groups"] maps a group to {lr_scale, weight_decay_scale} (both 1 when
+    and `other`; settings.param_groups maps a group to {lr_scale, weight_decay_scale} (both 1 when
     absent). Each group keeps `lr_scale`, torch's lr per unit of the run's lr, which the LR
     finder uses to sweep all groups together. Decoupled, weight_decay is the fraction decayed
     per 1,024 examples, independent of the lr and its scale: torch's coefficient is that over
@@ -44,17 +45,17 @@ def param_groups(module: nn.Module, run: dict, lr: float) -> list[dict]:
     for layer in module.modules():
         group = "norm" if isinstance(layer, NORM_LAYERS) else "other"
         members[group].extend(p for p in layer.parameters(recurse=False) if p.requires_grad)
-    factor, weight_decay = lr_factor(run), run["weight_decay"]
+    factor, weight_decay = lr_factor(settings), settings.weight_decay
     groups = []
     for name, params in members.items():
         if not params:
             continue
-        scales = run["param_groups"].get(name, {})
+        scales = settings.param_groups.get(name, {})
         lr_scale = factor * scales.get("lr_scale", 1.0)
         wd = weight_decay * scales.get("weight_decay_scale", 1.0)
         group = {"params": params, "name": name, "lr": lr * lr_scale, "lr_scale": lr_scale}
         group["weight_decay"] = wd
-        if run["decoupled"]:
+        if settings.decoupled:
             # The decay per step, lr x wd, is wd x factor at the run's lr; the LR finder keeps it
             # there while it sweeps the lr (`decay_per_step`), the schedule scales it with the lr.
             group.update(weight_decay=wd * factor / (lr * lr_scale), decay_per_step=wd * factor)
@@ -62,18 +63,18 @@ def param_groups(module: nn.Module, run: dict, lr: float) -> list[dict]:
     return groups
 
 
-def build_optimizer(module: nn.Module, run: dict, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(module: nn.Module, settings: RunSettings, lr: float) -> torch.optim.Optimizer:
     """The run's optimizer over the trainable parameters of `module` (grouped by `param_groups`):
     sgd (momentum, nesterov), adam, adamw or yogi (torch-optimizer).
 
-    run["eps"] null keeps each optimizer's own default (yogi's is 1e-3, not adam's 1e-8).
+    settings.eps null keeps each optimizer's own default (yogi's is 1e-3, not adam's 1e-8).
     """
-    name, groups = run["optimizer"], param_groups(module, run, lr)
-    eps = {} if run["eps"] is None else {"eps": run["eps"]}
+    name, groups = settings.optimizer, param_groups(module, settings, lr)
+    eps = {} if settings.eps is None else {"eps": settings.eps}
     if name == "sgd":
-        momentum = run["momentum"]
+        momentum = settings.momentum
         # torch rejects nesterov without momentum
-        nesterov = run["nesterov"] and momentum > 0
+        nesterov = settings.nesterov and momentum > 0
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, **eps)
@@ -87,7 +88,7 @@ def build_optimizer(module: nn.Module, run: dict, lr: float) -> torch.optim.Opti
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, run: dict, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, settings: RunSettings, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-step LR schedule (call .step() after every optimizer step).
 
@@ -96,8 +97,8 @@ def build_scheduler(
     cosine decay to zero. linear (airbench94's): from `lr_start_factor` x lr up to the lr over
     `warmup_epochs` (fractions allowed), then linearly down to `lr_end_factor` x lr at the end.
     """
-    total = run["epochs"] * steps_per_epoch
-    schedule = run["schedule"]
+    total = settings.epochs * steps_per_epoch
+    schedule = settings.schedule
     if schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     if schedule == "onecycle":
@@ -106,7 +107,7 @@ def build_scheduler(
             optimizer, max_lr=max_lr, total_steps=total, cycle_momentum=False
         )
     if schedule == "cosine":
-        warmup = min(round(run["warmup_epochs"] * steps_per_epoch), total - 1)
+        warmup = min(round(settings.warmup_epochs * steps_per_epoch), total - 1)
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -116,8 +117,8 @@ def build_scheduler(
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if schedule == "linear":
-        warmup = min(round(run["warmup_epochs"] * steps_per_epoch), total - 1)
-        start, end = run["lr_start_factor"], run["lr_end_factor"]
+        warmup = min(round(settings.warmup_epochs * steps_per_epoch), total - 1)
+        start, end = settings.lr_start_factor, settings.lr_end_factor
 
         def piecewise(step: int) -> float:
             if step < warmup:
