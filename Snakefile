@@ -19,6 +19,9 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 
 
+import re
+
+
 # Run and dataset names are known in advance: matching only them keeps wildcards from overlapping.
 wildcard_constraints:
     run="|".join(re.escape(name) for name in sorted(RUNS, key=len, reverse=True)),
