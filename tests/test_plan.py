@@ -5,6 +5,7 @@ workflow, and they must list the same jobs."""
 from __future__ import annotations
 
 import collections
+import re
 import shutil
 import subprocess
 import sys
@@ -14,9 +15,12 @@ import pytest
 import yaml
 from conftest import planned_jobs
 
+from cifarlab.config import validate
+from cifarlab.config.schema import ConfigError
 from cifarlab.core import paths
+from cifarlab.study import estimate, plan
 from cifarlab.study.plan import Study, features_wildcards
-from cifarlab.study.status import load_config, study_status
+from cifarlab.study.status import load_config, merge, study_status
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "environment.yaml")
@@ -123,3 +127,101 @@ def test_the_first_seed_is_the_one_the_lr_finder_and_saliency_use():
         assert study.saliency_inputs(pair)["model"] == paths.fill(paths.MODEL, **pair, seed=run["seeds"][0])
     for pair in study.lr_finder_pairs:
         assert study.job(pair)["seed"] == study.runs[pair["run"]]["seeds"][0]
+
+
+# --- a study's size (issue 26) --------------------------------------------------------------------
+
+
+def sweep_overlay(runs: int) -> dict:
+    """An overlay adding one entry whose lr sweep makes `runs` runs (benchmarks/planning.py's)."""
+    values = [round(1e-3 + i * 1e-7, 10) for i in range(runs)]
+    return {"runs": {"scale": {"model": "simple_cnn", "sweep": {"lr": values}}}}
+
+
+def demo_config(*overlays: dict) -> dict:
+    config = load_config([DEMO], [], ROOT)
+    for extra in overlays:
+        config = merge(config, extra)
+    return config
+
+
+def test_a_study_above_the_limit_is_planned_only_when_confirmed(monkeypatch):
+    small = demo_study()
+    limit = len(small.jobs) - 1  # the demo is one model too many
+    monkeypatch.setattr(plan, "LARGE_STUDY_MODELS", limit)
+    with pytest.raises(ConfigError) as refused:
+        Study.from_config(demo_config(), ROOT)
+    message = str(refused.value)
+    hours = sum(estimate.JOB_START_SECONDS + s for s in small.train_seconds(ROOT)) / 3600
+    assert f"trains {len(small.jobs):,} models" in message and f"more than {limit:,}" in message
+    assert f"{small.job_count():,} jobs" in message and f"about {hours:,.0f} h" in message
+    assert "--config confirm_large_study=true" in message
+    confirmed = Study.from_config(demo_config({"confirm_large_study": True}), ROOT)
+    assert confirmed.jobs == small.jobs
+    # the flag as Snakemake's --config gives it (text), and its default in the schema
+    assert Study.from_config(merge(load_config([DEMO], ["confirm_large_study=true"], ROOT), {}), ROOT).jobs
+    monkeypatch.setattr(plan, "LARGE_STUDY_MODELS", len(small.jobs))  # at the limit: no question
+    assert Study.from_config(demo_config(), ROOT).config["confirm_large_study"] is False
+
+
+@pytest.mark.slow
+def test_the_job_count_is_what_snakemake_plans(dry_run):
+    assert demo_study().job_count() == sum(len(jobs) for jobs in dry_run.values())
+
+
+RUN_NAMES_OF_SWEEPS = [
+    "simple_cnn-lr1e-05",
+    "vit-lr1e+06",
+    "a-pretrainedtrue",
+    "b-seed-1",
+    "torchvision.resnet50",
+]
+
+
+def test_the_run_name_pattern_matches_every_valid_name_and_no_path():
+    names = [
+        name
+        for c in ([], [DEMO], ["config/cifar100.yaml"])
+        for name in Study.from_config(load_config(c, [], ROOT), ROOT).runs
+    ]
+    for name in names + RUN_NAMES_OF_SWEEPS:
+        assert re.fullmatch(paths.RUN_NAME, name), name
+    for bad in ["a/b", "../a", "..", ".hidden", "-a", "", "a b", "sample", "comparison", "sample.x"]:
+        assert not re.fullmatch(paths.RUN_NAME, bad), bad
+    # as Snakemake uses it, inside a file pattern: a file beside the runs' is no run's
+    result = paths.SALIENCY_RESULT.replace("{dataset}", "d").replace("{run}", f"(?P<run>{paths.RUN_NAME})")
+    assert re.fullmatch(result, "results/d/saliency/vit-lr0.01.json")["run"] == "vit-lr0.01"
+    assert not re.fullmatch(result, paths.fill(paths.SALIENCY_SAMPLE, dataset="d"))
+    assert not re.fullmatch(result, "results/d/saliency/a/b.json")
+
+
+def test_a_run_name_that_is_no_file_name_is_refused_by_the_config_check():
+    # a sweep over the user's own model files: the run's name would hold the path
+    with pytest.raises(ConfigError, match=r"run name 'own-models/net.py' is not a valid file name"):
+        Study.from_config(
+            demo_config({"runs": {"own": {"model": "simple_cnn", "sweep": {"model": ["models/net.py"]}}}}),
+            ROOT,
+        )
+
+
+def test_planning_calls_the_validation_once_per_run(monkeypatch):
+    counts = collections.Counter()
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return function(*args, **kwargs)
+
+        monkeypatch.setattr(validate, name, wrapper)
+
+    for name in ("raise_first_error", "_check_run_name", "_checked_model", "apply_budget"):
+        counted(name, getattr(validate, name))
+
+    def calls(runs: int) -> collections.Counter:
+        counts.clear()
+        Study.from_config(demo_config(sweep_overlay(runs)), ROOT)
+        return collections.Counter(counts)
+
+    base, once, twice = calls(20), calls(40), calls(60)
+    for name in counts:
+        assert twice[name] - once[name] == once[name] - base[name] > 0, name  # linear in the runs

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cifarlab.config.schema import ConfigError
 from cifarlab.config.validate import (
     checked_datasets,
     dataset_runs,
@@ -31,12 +32,18 @@ from cifarlab.config.validate import (
 )
 from cifarlab.core import paths
 from cifarlab.core.hashing import settings_hash
+from cifarlab.data.catalog import dataset_sizes
 from cifarlab.data.sources import archive_name, file_digests, local_path
 from cifarlab.models import model_source
 
 # the torch-free table of figures (it imports cifarlab.core.paths only): the layers contract lets
 # this one module read it, so that the figures each study draws are planned here too
 from cifarlab.plots.figures import FIGURES, Figure, figure_files, figure_runs
+from cifarlab.study import estimate
+
+# Above this many trained models (datasets x runs x seeds) a study is planned only when the config
+# says `confirm_large_study: true`: Snakemake plans about 1,000 runs a minute here (benchmarks/README.md).
+LARGE_STUDY_MODELS = 1000
 
 # Settings that only `evaluate` reads: changing them re-evaluates, never retrains.
 EVALUATION_KEYS = ("tta",)
@@ -86,7 +93,7 @@ class Study:
         settings += [job_settings(runs[j["run"]], j["dataset"]) for j in lr_pairs]
         cached = [s for s in settings if uses_cached_features(s)]
         run_sets = {"all": list(runs), "lr_finder": lr_runs, "saliency": sal_runs}
-        return cls(
+        study = cls(
             config=config,
             datasets=datasets,
             runs=runs,
@@ -100,6 +107,42 @@ class Study:
             backbones=sorted({backbone_name(s) for s in cached}),
             figure_runs={f.name: {d: figure_runs(f, runs, run_sets, d) for d in datasets} for f in FIGURES},
         )
+        study.check_size(root)
+        return study
+
+    def check_size(self, root: str | Path = ".") -> None:
+        """Raise ConfigError for a study above LARGE_STUDY_MODELS trained models that the config
+        does not confirm (`confirm_large_study`), saying how many jobs and hours it would be."""
+        if len(self.jobs) <= LARGE_STUDY_MODELS or self.config.get("confirm_large_study"):
+            return
+        seconds = sum(estimate.JOB_START_SECONDS + s for s in self.train_seconds(root))
+        raise ConfigError(
+            f"config error at confirm_large_study: this study trains {len(self.jobs):,} models (datasets x "
+            f"runs x seeds; more than {LARGE_STUDY_MODELS:,}): {self.job_count():,} jobs, about "
+            f"{seconds / 3600:,.0f} h of training one after another on device {self.config['device']!r} (the "
+            "cost model's estimate, cifarlab.study.estimate, before any calibration). If that is the study "
+            "you mean, confirm it: --config confirm_large_study=true (or `confirm_large_study: true` in the "
+            "config file); else look for a sweep list or `seeds` larger than meant."
+        )
+
+    def job_count(self) -> int:
+        """The jobs Snakemake plans for the whole study (target `all`, nothing done yet)."""
+        features = {tuple(sorted(features_wildcards(s).items())) for s in self.cached_feature_jobs}
+        samples = {pair["dataset"] for pair in self.saliency_pairs}  # saliency_sample: one per dataset
+        figures = sum(len(self.figure_files(f)) for f in self.page_figures())
+        per_dataset = 2 * len(self.datasets)  # download, prepare
+        heavy = 2 * len(self.jobs) + len(self.lr_finder_pairs) + len(self.saliency_pairs) + len(features)
+        return per_dataset + len(samples) + heavy + figures + 2  # report, all
+
+    def train_seconds(self, root: str | Path = ".") -> list[float]:
+        """Seconds of work of each training job of `jobs` (start-up not included), by the cost
+        model (cifarlab.study.estimate; uncalibrated). root: the project, whose size caches it reads."""
+        on_gpu = estimate.on_gpu(self.config["device"])
+        sizes = {
+            name: dataset_sizes(settings, cache=str(Path(root) / paths.fill(paths.SIZES_CACHE, dataset=name)))
+            for name, settings in self.datasets.items()
+        }
+        return [estimate.train_seconds(sizes[j["dataset"]], self.job(j), on_gpu=on_gpu) for j in self.jobs]
 
     # --- one job's settings --------------------------------------------------------------------
 
@@ -321,9 +364,15 @@ def features_subsets(users: list[dict]) -> dict[str, list | None]:
     return {"train": None if train is None else [list(t) for t in train], "test": test}
 
 
-def config_without_paths(config: dict) -> dict:
-    """The config less the paths of local data (`data_source`, a dataset's `source`): the page's
-    `datasets` param knows that data by its content, so the same bytes elsewhere rerun nothing.
+# Keys that say how to run the study, not what it is: left out of its identity (the page's hash).
+NOT_THE_STUDY = ("confirm_large_study",)
+
+
+def config_identity(config: dict) -> dict:
+    """The config that identifies the study (the report's `config_hash`): less the paths of local
+    data (`data_source`, a dataset's `source`), which the page's `datasets` param knows by content
+    (the same bytes elsewhere rerun nothing), and less NOT_THE_STUDY (confirming a large study
+    changes none of its results).
     """
 
     def local(source: Any) -> bool:
@@ -334,7 +383,9 @@ def config_without_paths(config: dict) -> dict:
             return {k: v for k, v in item.items() if k != "source"}
         return item
 
-    less = {k: v for k, v in config.items() if not (k == "data_source" and local(v))}
+    less = {
+        k: v for k, v in config.items() if not (k == "data_source" and local(v)) and k not in NOT_THE_STUDY
+    }
     if isinstance(less.get("datasets"), list):
         less["datasets"] = [entry(item) for item in less["datasets"]]
     if "dataset" in less:

@@ -25,7 +25,6 @@ from cifarlab.config.schema import ConfigError
 from cifarlab.config.validate import command_line_value
 from cifarlab.core import paths
 from cifarlab.core.progress import duration, parse_epoch_line
-from cifarlab.data.catalog import dataset_sizes
 from cifarlab.study import estimate
 from cifarlab.study.plan import Study
 from cifarlab.study.results import status_text
@@ -166,12 +165,7 @@ def study_status(config: dict, root: Path) -> list[RunStatus]:
     """The RunStatus of every planned model (dataset, run, seed), in the study's order."""
     study = Study.from_config(config, root)  # the same plan as the workflow's
     runs, jobs = study.runs, study.jobs
-    on_gpu = estimate.on_gpu(config["device"])
-    sizes = {
-        name: dataset_sizes(settings, cache=str(root / paths.fill(paths.SIZES_CACHE, dataset=name)))
-        for name, settings in study.datasets.items()
-    }
-    model = [estimate.train_seconds(sizes[job["dataset"]], study.job(job), on_gpu=on_gpu) for job in jobs]
+    model = study.train_seconds(root)
     done = [
         estimate.Job("train", job["run"], seconds, str(root / paths.fill(paths.TRAIN_BENCHMARK, **job)))
         for job, seconds in zip(jobs, model, strict=True)

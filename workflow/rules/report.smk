@@ -5,7 +5,7 @@ import os
 
 from cifarlab.core.hashing import settings_hash
 from cifarlab.data.catalog import describe
-from cifarlab.study.plan import config_without_paths
+from cifarlab.study.plan import config_identity
 
 REPORT = config["report"]
 
@@ -46,7 +46,7 @@ rule report:
         configfiles=[os.path.relpath(path) for path in workflow.configfiles],
         compare_to=REPORT["compare_to"],
         # The study's identity on the page; the whole config, so any change shows.
-        config_hash=settings_hash(config_without_paths(config)),
+        config_hash=settings_hash(config_identity(config)),
         # the files no rule makes (captions, the lab's reference, a compared table), by content
         files={
             key: file_content(value)
