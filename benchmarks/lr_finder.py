@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 from cifarlab.analysis.lr_finder import METHODS, run_lr_finder
 from cifarlab.config.validate import validate_config
 from cifarlab.core.files import write_json
+from cifarlab.core.yamlfiles import load_yaml
 from cifarlab.data.prepare import prepare
 from cifarlab.plots.run_figures import plot_lr_finder
 from cifarlab.training.loop import train_run
@@ -66,8 +66,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     train, test = load_data(args.archive, args.data_dir)
 
-    with open(ROOT / "config" / "config.yaml") as f:
-        config = yaml.safe_load(f)
+    config = load_yaml(ROOT / "config" / "config.yaml")
     runs = validate_config(config)
     finder = {**config["lr_finder"], "repeats": args.repeats, "suggestion": "valley"}
     for key in ("start_lr", "end_lr", "num_iter"):

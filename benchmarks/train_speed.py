@@ -37,11 +37,11 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from cifarlab.config.validate import validate_config
 from cifarlab.core.device import pick_device, synchronize
+from cifarlab.core.yamlfiles import load_yaml
 from cifarlab.models import SimpleCNN, build_model
 from cifarlab.training.augment import epoch_batches
 from cifarlab.training.batching import to_device
@@ -56,8 +56,7 @@ DEVICE = torch.device("cpu")  # set by --device; the CPU by default, the machine
 
 def lab_runs() -> dict[str, dict]:
     """The expanded runs of config/config.yaml, without ImageNet weights (speed does not depend on them)."""
-    with open(ROOT / "config" / "config.yaml") as f:
-        config = yaml.safe_load(f)
+    config = load_yaml(ROOT / "config" / "config.yaml")
     config["pretrained"] = False
     return validate_config(config)
 
@@ -273,7 +272,7 @@ def cmd_recipe(args) -> dict:
         base["augment"] = args.augment
     for setting in args.set:  # e.g. train_subset=10000, batch_size=256
         key, _, value = setting.partition("=")
-        base[key] = yaml.safe_load(value)
+        base[key] = load_yaml("--set", text=value)
     notebook_seconds = 10 * args.notebook_epoch
     rows = []
     for epochs in args.epochs:

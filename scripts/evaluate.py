@@ -3,6 +3,7 @@
 from cifarlab.core.logs import log_to
 
 with log_to(snakemake.log[0]):
+    from cifarlab.core import paths
     from cifarlab.core.environment import DIFFS
     from cifarlab.training.evaluate import main
 
@@ -21,4 +22,6 @@ with log_to(snakemake.log[0]):
         tta=snakemake.params.evaluation["tta"],
         exported_path=snakemake.output.exported,
         diffs_folder=DIFFS,
+        # beside model.pt2 where onnx is installed; not a declared output, as it may be missing
+        onnx_path=paths.fill(paths.EXPORTED_ONNX, **dict(snakemake.wildcards.items())),
     )

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # docs/architecture.md: the keys of metrics.json and of model.pt
 METRICS_KEYS = {
     "environment", "dataset", "run", "seed", "model", "status", "diverged", "test_accuracy", "test_loss",
-    "per_class_accuracy", "confusion_matrix", "classes", "best_epoch", "best_validation_accuracy",
+    "per_class_accuracy", "classes_without_test_images", "confusion_matrix", "classes", "best_epoch",
+    "best_validation_accuracy",
     "final_train_accuracy", "params_total", "params_trainable", "epochs", "batch_size", "optimizer", "lr",
     "lr_source", "dropout", "pretrained", "freeze", "image_size", "train_images", "validation_images",
     "train_seconds", "images_per_second", "device", "settings", "tta", "tta_test_accuracy", "tta_test_loss",

@@ -16,7 +16,6 @@ TO_SPLIT = {
     "training/loop.py:train_run": 219,
     "analysis/lr_finder.py:run_lr_finder": 107,
     "report/write.py:write_report": 98,
-    "training/evaluate.py:compute_metrics": 95,
     "analysis/lr_finder.py:lr_range_test": 89,
 }
 

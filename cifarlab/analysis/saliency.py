@@ -70,13 +70,19 @@ SANITY_THRESHOLD = 0.5
 
 
 def choose_sample(labels: torch.Tensor, num_classes: int, images_per_class: int, seed: int) -> list[int]:
-    """Indices into the test set: `images_per_class` random images of each class, in class order."""
+    """Indices into the test set: `images_per_class` random images of each class, in class order.
+
+    A class with no test images at all (the data allows it: cifarlab.data.prepare warns) is
+    skipped with a note; one with some, but fewer than images_per_class, is an error (lower it).
+    """
     if images_per_class < 1:
         raise ValueError(f"saliency.images_per_class must be >= 1, got {images_per_class}")
     generator = torch.Generator().manual_seed(seed)
     indices: list[int] = []
     for c in range(num_classes):
         of_class = (labels == c).nonzero().flatten()
+        if of_class.numel() == 0:  # named by write_sample
+            continue
         if of_class.numel() < images_per_class:
             raise ValueError(
                 f"the test set has {of_class.numel()} images of class {c}, fewer than "
@@ -92,10 +98,15 @@ def write_sample(test_pt: str | Path, out_json: str | Path, images_per_class: in
     test = load_torch(test_pt)
     labels = test["labels"]
     indices = choose_sample(labels, len(test["classes"]), images_per_class, seed)
+    counts = torch.bincount(labels, minlength=len(test["classes"])).tolist()
+    skipped = [cls for cls, n in zip(test["classes"], counts, strict=True) if n == 0]
+    if skipped:
+        log.warning("saliency sample: class(es) %s have no test images and are skipped", skipped)
     sample = {
         "indices": indices,
         "labels": labels[indices].tolist(),
         "classes": list(test["classes"]),
+        "classes_without_test_images": skipped,
         "images_per_class": images_per_class,
         "seed": seed,
     }

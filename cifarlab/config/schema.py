@@ -1,6 +1,7 @@
 """The config's JSON schema (config.schema.yaml beside this file, package data): reading it,
 checking a config against it with defaults filled in, and errors that name the key, the value and
-what is allowed. Imports nothing else of cifarlab: steps read their sections' defaults here.
+what is allowed (values cut to a readable length: cifarlab.core.messages). Imports only cifarlab.core:
+steps read their sections' defaults here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 import jsonschema
 import yaml
 
+from cifarlab.core.messages import cut, shown, shown_names
+from cifarlab.core.yamlfiles import load_yaml
+
 # package data (pyproject.toml): an installed copy validates a config as a checkout does
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 
@@ -22,14 +26,9 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key, the value and what is allowed."""
 
 
-# libyaml's parser where PyYAML has it (the schema is read on every Snakemake call: 10x faster)
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 @functools.lru_cache(maxsize=1)
 def _parsed_schema() -> dict:
-    with open(SCHEMA_PATH) as f:
-        return yaml.load(f, Loader=YAML_LOADER)
+    return load_yaml(SCHEMA_PATH)
 
 
 def load_schema() -> dict:
@@ -51,7 +50,7 @@ def _explain(error: jsonschema.ValidationError, where: str) -> str:
         allowed = sorted(schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
         return (
-            f"config error at {where}: unknown key(s) {unknown}. "
+            f"config error at {where}: unknown key(s) {shown_names(unknown)}. "
             f"Allowed keys here: {allowed}. Check the spelling."
         )
     if error.validator == "oneOf":
@@ -69,21 +68,23 @@ def _explain(error: jsonschema.ValidationError, where: str) -> str:
             elif "items" in sub:
                 options.append(sub.get("description") or "a list")
         return (
-            f"config error at {where}: got {error.instance!r}; allowed: {', or '.join(options)}."
+            f"config error at {where}: got {shown(error.instance)}; allowed: {', or '.join(options)}."
             + _number_as_string_hint(error.instance)
         )
     if error.validator == "enum":
-        return f"config error at {where}: got {error.instance!r}; allowed values: {error.validator_value}."
+        return (
+            f"config error at {where}: got {shown(error.instance)}; allowed values: {error.validator_value}."
+        )
     if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         lo = schema.get("minimum", schema.get("exclusiveMinimum"))
         hi = schema.get("maximum", schema.get("exclusiveMaximum"))
         lo_b = "[" if "minimum" in schema else "("
         hi_b = "]" if "maximum" in schema else ")"
         rng = f"{lo_b}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{hi_b}"
-        return f"config error at {where}: got {error.instance!r}; allowed range: {rng}."
+        return f"config error at {where}: got {shown(error.instance)}; allowed range: {rng}."
     if error.validator == "required":
-        return f"config error at {where}: {error.message}."
-    return f"config error at {where}: {error.message}."
+        return f"config error at {where}: {cut(error.message)}."
+    return f"config error at {where}: {cut(error.message)}."
 
 
 def _number_as_string_hint(value: Any) -> str:
@@ -147,7 +148,8 @@ def _text_on_the_command_line_hint(error: jsonschema.ValidationError, path: list
     expected = error.validator_value if error.validator == "type" else None
     wants_text = expected == "string" or (isinstance(expected, list) and "string" in expected)
     by_name = bool(path) and all(isinstance(p, str) for p in path)  # no list index to write
-    if not wants_text or isinstance(error.instance, str) or not by_name:
+    scalar = isinstance(error.instance, bool | int | float | type(None))  # a list or mapping: no hint
+    if not wants_text or not scalar or not by_name:
         return ""
     text = yaml.safe_dump(error.instance).removesuffix("...\n").strip()
     inner = f"\\\"'{text}'\\\""  # \"'2024'\" in the shell's double quotes

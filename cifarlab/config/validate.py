@@ -22,7 +22,6 @@ import yaml
 
 from cifarlab.config.budgets import apply_budget, apply_study_budget
 from cifarlab.config.schema import (
-    YAML_LOADER,
     ConfigError,
     FillingValidator,
     check_schema,
@@ -31,7 +30,9 @@ from cifarlab.config.schema import (
     raise_first_error,
 )
 from cifarlab.core import paths
-from cifarlab.data.catalog import DatasetError, check_names, study_datasets
+from cifarlab.core.messages import cut, shown, shown_names
+from cifarlab.core.yamlfiles import YamlTooLarge, check_expanded_size, load_yaml
+from cifarlab.data.catalog import DatasetError, check_names, name_too_long, study_datasets
 from cifarlab.models.specs import BUILTIN as BUILTIN_MODELS
 from cifarlab.models.specs import UnknownModel, check_model, model_spec
 
@@ -53,7 +54,7 @@ def _check_run_name(name: str, where: list) -> None:
     """A run's name becomes a folder and the {run} wildcard: it must match paths.RUN_NAME."""
     if not re.fullmatch(paths.RUN_NAME, name):
         raise ConfigError(
-            f"config error at {key_path(where)}: the run name {name!r} is not a valid file name for a run: "
+            f"config error at {key_path(where)}: the run name {shown(name)} is not a valid file name for a run: "
             "use letters, digits and _ . + - (a sweep's text values included: no '/' or spaces), starting "
             f"with a letter, digit or _, and not {list(paths.RESERVED_RUN_NAMES)} (files beside a run's)."
         )
@@ -65,10 +66,11 @@ def _checked_model(settings: dict, where: list, root: str | Path):
     try:
         spec = check_model(settings["model"], root)
     except UnknownModel as error:
-        raise ConfigError(f"config error at {key}: {error}.") from None
+        raise ConfigError(f"config error at {key}: {cut(str(error))}.") from None
     if settings.get("model_args") and settings["model"] in BUILTIN_MODELS:
         raise ConfigError(
-            f"config error at {key_path(where + ['model_args'])}: the built-in model {settings['model']!r} "
+            f"config error at {key_path(where + ['model_args'])}: the built-in model "
+            f"{shown(settings['model'])} "
             "takes no model_args (its settings are run keys: dropout, vit, airbench); model_args are for "
             "torchvision.<name> and your own models."
         )
@@ -93,8 +95,8 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
     unknown = sorted(set(budget["runs"]) - set(config["runs"]))
     if unknown:
         raise ConfigError(
-            f"config error at budget.runs: unknown run entr(ies) {unknown}; entries of `runs`: "
-            f"{sorted(config['runs'])}."
+            f"config error at budget.runs: unknown run entr(ies) {shown_names(unknown)}; entries of "
+            f"`runs`: {shown_names(sorted(config['runs']))}."
         )
     for entry, settings in budget["runs"].items():
         dimensions = sorted(set(settings) & {"seed", "seeds", "datasets"})
@@ -118,7 +120,10 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
             _check_run_name(name, where)
             raise_first_error({k: v for k, v in settings.items()}, run_schema, where)
             if name in runs:
-                raise ConfigError(f"config error at runs.{entry}: run name {name!r} is produced twice.")
+                raise ConfigError(f"config error at runs.{entry}: run name {shown(name)} is produced twice.")
+            too_long = name_too_long(name, "run", key_path(where))
+            if too_long:
+                raise ConfigError(too_long)
             # keys a sweep cannot vary: named at the entry
             settings["datasets"] = _run_datasets(settings, datasets, ["runs", entry])
             if settings["image_size"] is None:
@@ -147,8 +152,8 @@ def _run_datasets(settings: dict, datasets: dict[str, dict], where: list) -> lis
     unknown = [name for name in chosen if name not in datasets]
     if unknown:
         raise ConfigError(
-            f"config error at {key_path(where + ['datasets'])}: unknown dataset(s) {unknown}; "
-            f"the study's datasets: {list(datasets)}."
+            f"config error at {key_path(where + ['datasets'])}: unknown dataset(s) {shown_names(unknown)}; "
+            f"the study's datasets: {shown_names(datasets)}."
         )
     return [name for name in datasets if name in chosen]
 
@@ -197,7 +202,8 @@ def lr_finder_runs(config: dict, runs: dict[str, dict]) -> list[str]:
     for name in listed:
         if name not in runs:
             raise ConfigError(
-                f"config error at lr_finder.runs: unknown run {name!r}; known runs: {sorted(runs)}."
+                f"config error at lr_finder.runs: unknown run {shown(name)}; known runs: "
+                f"{shown_names(sorted(runs))}."
             )
     auto = [name for name, r in runs.items() if r["lr"] == "auto" and name not in listed]
     return listed + auto
@@ -210,7 +216,8 @@ def saliency_runs(config: dict, runs: dict[str, dict]) -> list[str]:
     for name in chosen:
         if name not in runs:
             raise ConfigError(
-                f"config error at saliency.runs: unknown run {name!r}; known runs: {sorted(runs)}."
+                f"config error at saliency.runs: unknown run {shown(name)}; known runs: "
+                f"{shown_names(sorted(runs))}."
             )
     return list(chosen)
 
@@ -228,8 +235,8 @@ def typed_overrides(overrides: Any) -> Any:
         return [typed_overrides(value) for value in overrides]
     if isinstance(overrides, str):
         try:
-            value = yaml.load(overrides, Loader=YAML_LOADER)
-        except yaml.YAMLError:
+            value = load_yaml("--config", text=overrides)
+        except (yaml.YAMLError, YamlTooLarge):  # stays text: the schema check says what is wrong
             return overrides
         if value is None or isinstance(value, bool | int | float):
             return value
@@ -252,9 +259,11 @@ def command_line_value(text: str) -> Any:
     if text in ("True", "False"):
         return text == "True"
     try:
-        value = yaml.load(text, Loader=yaml.BaseLoader)
+        value = load_yaml("--config", text=text, loader=yaml.BaseLoader)
     except yaml.YAMLError:
         value = text
+    except YamlTooLarge as error:
+        raise ConfigError(str(error)) from None
     return typed_overrides(value)
 
 
@@ -289,8 +298,10 @@ def in_study_order(config: dict, study_file: str | Path) -> None:
     runs = config.get("runs")
     if not isinstance(runs, dict) or not Path(study_file).is_file():
         return  # the schema check names a bad `runs`; without the file, Snakemake's order stays
-    with open(study_file) as f:
-        order = list((yaml.load(f, Loader=YAML_LOADER) or {}).get("runs") or {})
+    try:
+        order = list((load_yaml(study_file) or {}).get("runs") or {})
+    except YamlTooLarge as error:
+        raise ConfigError(str(error)) from None
     config["runs"] = {
         **{entry: runs[entry] for entry in order if entry in runs},
         **{entry: spec for entry, spec in runs.items() if entry not in order},
@@ -313,6 +324,10 @@ def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
     `config` (so code reads `config["lr_finder"]["suggestion"]`, no fallbacks), then caps the LR
     finder and saliency by the budget (`apply_study_budget`). Applying it twice changes nothing.
     """
+    try:  # first: everything below walks the config, and Snakemake loaded its aliases shared
+        check_expanded_size(config, "the config (config/config.yaml, its --configfile overlays, --config)")
+    except YamlTooLarge as error:
+        raise ConfigError(str(error)) from None
     normalise_overrides(config)
     if not config.get("datasets") and not config.get("dataset"):
         raise ConfigError(
@@ -342,7 +357,7 @@ def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
             pretrainable.append("torchvision.<name>")
             raise ConfigError(
                 f"config error at runs.{run['entry']}.freeze: 'head' needs a pretrained backbone "
-                f"({pretrainable}), not {run['model']!r}; use freeze: none."
+                f"({pretrainable}), not {shown(run['model'])}; use freeze: none."
             )
     return runs
 

@@ -42,6 +42,11 @@ HISTORY = RUN + "/history.csv"
 METRICS = RUN + "/metrics.json"
 # the trained model as a torch.export program that takes raw images (cifarlab.training.export)
 EXPORTED = RUN + "/model.pt2"
+# the same as ONNX, where the onnx package is installed (not a declared output: it may be missing)
+EXPORTED_ONNX = RUN + "/model.onnx"
+# the live curves (cifarlab.training.live_curves): TensorBoard event files written as the run trains,
+# not a declared output (`tensorboard: false` writes none); `tensorboard --logdir results` shows all
+TENSORBOARD = RUN + "/tensorboard"
 # Outside the declared outputs, so that a killed training job resumes from it.
 CHECKPOINT = "results/checkpoints/{dataset}/{run}/seed{seed}.pt"
 

@@ -20,10 +20,12 @@ No torch here: the .smk files import this module.
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from cifarlab.core.messages import shown
 from cifarlab.core.paths import RESERVED_NAMES
 
 
@@ -65,6 +67,26 @@ class DatasetError(ValueError):
     """A dataset entry of the config cannot be used; the message names the key and what exists."""
 
 
+# The longest run or dataset name, in bytes of UTF-8. The longest file name built from one is
+# `.<dataset>-content.json.<8 random>.part` (cifarlab.core.paths.CONTENT_CACHE, written through
+# core.files.atomic_path: the name + 28); file systems allow 255 bytes per name, eCryptfs 143.
+MAX_NAME_BYTES = 100
+
+
+def name_too_long(name: str, what: str, where: str) -> str | None:
+    """The config error for a `what` ("run", "dataset") name longer than MAX_NAME_BYTES (UTF-8), set
+    at config key `where`, or None: its files' names would pass the file system's limit, and the
+    study would die mid-way with "File name too long"."""
+    size = len(name.encode())
+    if size <= MAX_NAME_BYTES:
+        return None
+    return (
+        f"config error at {where}: the {what} name {shown(name)} is {size} bytes long; names are at "
+        f"most {MAX_NAME_BYTES} bytes (cifarlab.data.catalog.MAX_NAME_BYTES: the file names built "
+        "from them must fit the file system's limit of 255). Choose a shorter name."
+    )
+
+
 def check_names(config: dict) -> None:
     """Turn each built-in name of `datasets:` into its mapping ({name: cifar10}), in place, so that
     the schema check fills in its defaults; an unknown name is an error naming the built-in ones."""
@@ -74,13 +96,13 @@ def check_names(config: dict) -> None:
     for i, item in enumerate(items):
         if not isinstance(item, str | dict):
             raise DatasetError(
-                f"config error at datasets[{i}]: got {item!r}; a dataset is a built-in name "
+                f"config error at datasets[{i}]: got {shown(item)}; a dataset is a built-in name "
                 f"({sorted(BUILTIN)}) or a mapping {{name: mine, source: path/or/url}}."
             )
         if isinstance(item, str):
             if item not in BUILTIN:
                 raise DatasetError(
-                    f"config error at datasets[{i}]: unknown dataset {item!r}; built-in datasets: "
+                    f"config error at datasets[{i}]: unknown dataset {shown(item)}; built-in datasets: "
                     f"{sorted(BUILTIN)}. For other data give a mapping: {{name: mine, source: path/or/url}}."
                 )
             items[i] = {"name": item}
@@ -93,13 +115,13 @@ def _resolved(entry: dict, where: str) -> dict:
     builtin = BUILTIN.get(source if source is not None else name)
     if source is None and builtin is None:
         raise DatasetError(
-            f"config error at {where}.source: dataset {name!r} is not built in ({sorted(BUILTIN)}), "
+            f"config error at {where}.source: dataset {shown(name)} is not built in ({sorted(BUILTIN)}), "
             "so it needs a source: a URL, a path (archive or image folder), a file:// URL or 'synthetic'."
         )
     labels = entry["labels"]
     if builtin is not None and labels not in builtin.classes:
         raise DatasetError(
-            f"config error at {where}.labels: got {labels!r}; "
+            f"config error at {where}.labels: got {shown(labels)}; "
             f"this dataset has the labels {sorted(builtin.classes)}."
         )
     resolved_source = builtin.source if builtin is not None else source
@@ -136,11 +158,15 @@ def study_datasets(config: dict) -> dict[str, dict]:
         name = settings["name"]
         if name in RESERVED_NAMES:
             raise DatasetError(
-                f"config error at {here}.name: {name!r} is a folder of results/ ({list(RESERVED_NAMES)}); "
+                f"config error at {here}.name: {shown(name)} is a folder of results/ "
+                f"({list(RESERVED_NAMES)}); "
                 "choose another name."
             )
         if name in datasets:
-            raise DatasetError(f"config error at {here}.name: the dataset {name!r} is listed twice.")
+            raise DatasetError(f"config error at {here}.name: the dataset {shown(name)} is listed twice.")
+        too_long = name_too_long(name, "dataset", f"{here}.name")
+        if too_long:
+            raise DatasetError(too_long)
         datasets[name] = settings
     if config.get("data_source"):
         if len(datasets) != 1:
@@ -170,9 +196,13 @@ def source_name(source: str) -> str:
             break
     ascii_base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
     cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in ascii_base)
+    if not any(c.isalnum() for c in cleaned):
+        # no ASCII letter or digit (`猫猫/`): a name from the original's bytes, the same each time,
+        # distinct per source name, never empty nor the reserved `data`
+        return f"dataset-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
     if cleaned in RESERVED_NAMES:
         cleaned += "-data"
-    return cleaned or "data"
+    return cleaned[:MAX_NAME_BYTES]
 
 
 # What the cost model assumes of a source whose sizes cannot be known before it is fetched (an

@@ -77,6 +77,10 @@ DOWNLOAD_BACKOFF_S = 2.0
 DOWNLOAD_TIMEOUT_S = 30.0
 # Where the download's error message suggests putting an archive fetched by hand.
 MANUAL_DIR = "resources/manual"
+# The largest file an archive may declare: each member is read whole into memory, and a zip or
+# .tar.gz of a few kilobytes can declare gigabytes. The largest official member (CIFAR-100's
+# `train` batch) is 155 MB.
+MAX_MEMBER_BYTES = 1 << 30
 
 
 class UnsafeArchiveError(DataError):
@@ -339,8 +343,18 @@ class Archive:
         """How messages name entry `name`: `folder/name` or `archive.zip:name`."""
         return f"{self.where.rstrip('/')}/{name}" if self._folder else f"{self.where}:{name}"
 
+    def _check_size(self, name: str, size: int) -> None:
+        """Refuse a member that declares more than MAX_MEMBER_BYTES (it would be read whole)."""
+        if size > MAX_MEMBER_BYTES:
+            raise DataError(
+                f"{self.entry(name)} declares {size:,} bytes, more than the limit of {MAX_MEMBER_BYTES:,} "
+                "(cifarlab.data.prepare.MAX_MEMBER_BYTES) for one file of a dataset: refusing the archive "
+                "before reading it (an archive bomb, or not a dataset of small images)"
+            )
+
     def _check_zip(self, info: zipfile.ZipInfo) -> None:
         check_entry_name(info.filename, self.where)
+        self._check_size(info.filename, info.file_size)
         mode = info.external_attr >> 16  # Unix mode bits, when the zip was made on Unix
         if stat.S_ISLNK(mode):
             raise UnsafeArchiveError(
@@ -350,6 +364,7 @@ class Archive:
 
     def _check_tar(self, member: tarfile.TarInfo) -> None:
         check_entry_name(member.name, self.where)
+        self._check_size(member.name, member.size)
         if member.issym() or member.islnk():
             kind = "symbolic" if member.issym() else "hard"
             raise UnsafeArchiveError(
@@ -454,19 +469,63 @@ def _to_8_bit(values: np.ndarray, mode: str) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
+# The most pixels an image may declare before it is decoded: Pillow's default MAX_IMAGE_PIXELS
+# (89,478,485, about 9459 x 9459; 256 MiB as 8-bit RGB), stated here so that a change of Pillow's
+# global setting elsewhere changes nothing. Checked from the header for every format, JPEG
+# included (torchvision's decode_jpeg has no such check: a 629-byte JPEG declaring 60000 x 60000
+# pixels would allocate 10 GB).
+MAX_IMAGE_PIXELS = 89_478_485
+# prepare lists at most this many unreadable images (and says how many there are in all).
+MAX_LISTED_BAD_IMAGES = 20
+
+
+def declared_size(data: bytes) -> tuple[int, int]:
+    """(width, height) in pixels that an image file's header declares, without decoding it.
+
+    Pillow's `Image.open` is lazy: it reads the header only. Its own bomb check (a warning above
+    MAX_IMAGE_PIXELS, an error above twice that, without the sizes) is off for this call, as
+    `check_declared_size` compares and names the size itself; `prepare` decodes in one thread
+    per process, so the global is restored before anything else reads it.
+    """
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def check_declared_size(data: bytes, name: str, limit: int = MAX_IMAGE_PIXELS) -> None:
+    """Refuse an image whose header declares more than `limit` pixels (DataError naming the file
+    and its size), before a decoder allocates them: a few hundred bytes can declare gigabytes."""
+    width, height = declared_size(data)
+    if width * height > limit:
+        raise DataError(
+            f"image {name} declares {width} x {height} pixels ({width * height / 1e6:,.0f} megapixels, "
+            f"{width * height * 3 / 2**30:,.1f} GiB as RGB), more than the limit of {limit:,} pixels "
+            "(cifarlab.data.prepare.MAX_IMAGE_PIXELS): refusing to decode it (a decompression bomb, or "
+            "a photo far larger than a training image needs). Remove it, or shrink it and rerun"
+        )
+
+
 def decode_image(data: bytes, size: int, name: str) -> np.ndarray:
     """One image file's bytes -> uint8 array size x size x 3 (RGB).
 
     Grayscale, palette, RGBA (alpha dropped, as torchvision's loader does) and CMYK become RGB.
     Another size is resized keeping the aspect ratio (bilinear, antialiased) and centre-cropped
-    to a square. An unreadable file raises DataError naming it.
+    to a square. A file whose header declares more than MAX_IMAGE_PIXELS is refused before it is
+    decoded. An unreadable or oversized file raises DataError naming it.
     """
     try:
+        check_declared_size(data, name)
         pixels = _decode_rgb(data)
         if pixels.shape[:2] != (size, size):
             image = ImageOps.fit(Image.fromarray(pixels), (size, size), method=Image.Resampling.BILINEAR)
             pixels = np.asarray(image)
         return pixels
+    except DataError:
+        raise
     except Exception as error:  # decoders raise many kinds for a corrupt file; all mean "unreadable"
         # PIL names the in-memory buffer (`<_io.BytesIO object at 0x...>`), not the file: drop it.
         why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(error))
@@ -475,21 +534,47 @@ def decode_image(data: bytes, size: int, name: str) -> np.ndarray:
         ) from None
 
 
-def _decode_chunk(items: list[tuple[str, bytes]], size: int) -> np.ndarray:
-    return np.stack([decode_image(data, size, name) for name, data in items])
+def _decode_chunk(items: list[tuple[str, bytes]], size: int) -> tuple[np.ndarray, list[str]]:
+    """(uint8 N x size x size x 3, the messages of the images that could not be read); an
+    unreadable image is left black in the array, so that every bad file is found in one pass."""
+    array = np.zeros((len(items), size, size, 3), dtype=np.uint8)
+    problems = []
+    for i, (name, data) in enumerate(items):
+        try:
+            array[i] = decode_image(data, size, name)
+        except DataError as error:
+            problems.append(str(error))
+    return array, problems
 
 
-def decode_images(items: list[tuple[str, bytes]], size: int, workers: int = 1) -> torch.Tensor:
-    """(name, bytes) pairs -> uint8 tensor N x 3 x size x size, in order; decoded in a process pool."""
+def decode_images(
+    items: list[tuple[str, bytes]], size: int, workers: int = 1
+) -> tuple[torch.Tensor, list[str]]:
+    """(name, bytes) pairs -> (uint8 tensor N x 3 x size x size in order, the messages of the images
+    that could not be read: empty when all were); decoded in a process pool when there are many."""
     if not items:
-        return torch.empty(0, 3, size, size, dtype=torch.uint8)
+        return torch.empty(0, 3, size, size, dtype=torch.uint8), []
     if workers <= 1 or len(items) < POOL_MIN_IMAGES:
-        array = _decode_chunk(items, size)
+        array, problems = _decode_chunk(items, size)
     else:
         chunks = [items[i : i + POOL_CHUNK] for i in range(0, len(items), POOL_CHUNK)]
         with ProcessPoolExecutor(workers) as pool:
-            array = np.concatenate(list(pool.map(_decode_chunk, chunks, [size] * len(chunks))))
-    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+            decoded = list(pool.map(_decode_chunk, chunks, [size] * len(chunks)))
+        array = np.concatenate([chunk for chunk, _ in decoded])
+        problems = [problem for _, found in decoded for problem in found]
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(), problems
+
+
+def unreadable_images_error(problems: list[str], where: str) -> DataError:
+    """One error listing the unreadable images (the first MAX_LISTED_BAD_IMAGES) and their count,
+    so that a folder is fixed in one pass."""
+    listed = problems[:MAX_LISTED_BAD_IMAGES]
+    more = len(problems) - len(listed)
+    head = f"{len(problems)} image(s) of {where} cannot be used" + (
+        f" (the first {len(listed)} listed, {more} more)" if more else ""
+    )
+    lines = "\n".join(f"  - {problem}" for problem in listed)
+    return DataError(f"{head}:\n{lines}\nRemove or replace those files and rerun")
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -585,7 +670,7 @@ def read_cifar_python(
 def read_image_folder(archive: Archive, size: int, workers: int = 1) -> tuple[list[str], dict]:
     """(classes, {"train": (images, labels), "test": ...}) from an image-folder layout."""
     classes, layout = find_image_folder(archive.names, archive.where, archive.dirs)
-    splits = {}
+    splits, problems = {}, []
     for split in ("train", "test"):
         names, labels = [], []
         for label, cls in enumerate(classes):
@@ -593,7 +678,11 @@ def read_image_folder(archive: Archive, size: int, workers: int = 1) -> tuple[li
             names += files
             labels += [label] * len(files)
         items = [(archive.entry(n), d) for n, d in zip(names, archive.read_many(names), strict=True)]
-        splits[split] = (decode_images(items, size, workers), torch.tensor(labels, dtype=torch.int64))
+        images, found = decode_images(items, size, workers)
+        problems += found
+        splits[split] = (images, torch.tensor(labels, dtype=torch.int64))
+    if problems:  # after both splits: every bad file in one message
+        raise unreadable_images_error(problems, archive.where)
     return classes, splits
 
 
@@ -686,6 +775,30 @@ def plot_samples(
         canvas.save(tmp, format="PNG")
 
 
+def check_classes(classes: list[str], test_labels: torch.Tensor, where: str) -> None:
+    """Refuse data of fewer than two classes; warn of each class without test images.
+
+    One class would score 100 % with loss 0 for every model, a result that measures nothing. A
+    class without test images is allowed (a small folder may lack them): it is named here, in
+    the report ("no test images"), left out of per-class accuracy and skipped by saliency.
+    """
+    if len(classes) < 2:
+        raise DataError(
+            f"{where} has {len(classes)} class ({classes}): a classifier needs at least two classes, "
+            "or every model scores 100 % and learns nothing. Add a second class folder under train/ "
+            "and test/"
+        )
+    counts = torch.bincount(test_labels, minlength=len(classes)).tolist()
+    untested = [cls for cls, n in zip(classes, counts, strict=True) if n == 0]
+    if untested:
+        log.warning(
+            "%s: class(es) %s have no test images: they are trained on, left out of per-class "
+            "accuracy and skipped by saliency; add test/<class>/ images to measure them",
+            where,
+            untested,
+        )
+
+
 def prepare(
     archive: str | Path,
     train_out: str | Path,
@@ -711,6 +824,7 @@ def prepare(
     for split, (images, _) in splits.items():
         if len(images) == 0:
             raise DataError(f"{shown[0] or archive}: the {split} split has no images")
+    check_classes(classes, splits["test"][1], shown[0] or str(archive))
     mean, std = channel_stats(splits["train"][0])
     result = {}
     for split, out in (("train", train_out), ("test", test_out)):

@@ -72,6 +72,15 @@ def file_digests(path: str | Path) -> dict:
     return {"bytes": size, "md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
 
 
+def is_hidden(part: str) -> bool:
+    """A hidden file or folder (`.DS_Store`, `.git`, `.ipynb_checkpoints`): left out as junk.
+
+    A name of dots only or starting with two dots (`...`, `..a`) is not the usual hidden file: it
+    is kept, so that image_folder_layout refuses it by name instead of dropping it unseen.
+    """
+    return part.startswith(".") and not part.startswith("..")
+
+
 def walk_folder(folder: str | Path) -> tuple[list[tuple[str, os.stat_result]], list[str]]:
     """([(file, its stat)], [sub-folders]) of a directory, relative POSIX names, sorted; links followed.
 
@@ -84,7 +93,7 @@ def walk_folder(folder: str | Path) -> tuple[list[tuple[str, os.stat_result]], l
     def visit(path: str, rel: str, above: tuple[str, ...]) -> None:
         with os.scandir(path) as entries:
             for entry in entries:
-                if entry.name.startswith("."):
+                if is_hidden(entry.name):
                     continue
                 name = f"{rel}{entry.name}"
                 if entry.is_dir():  # follows links
@@ -219,7 +228,7 @@ CIFAR_LAYOUTS = (CIFAR10, CIFAR100)
 
 def is_junk(parts: list[str]) -> bool:
     """Files that archivers and desktops add next to the data (macOS forks, .DS_Store, Thumbs.db)."""
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts) or parts[-1] in (
+    return any(is_hidden(p) or p == "__MACOSX" for p in parts) or parts[-1] in (
         "Thumbs.db",
         "desktop.ini",
     )
@@ -298,6 +307,13 @@ def image_folder_layout(names: list[str], where: str) -> ImageFolderLayout:
             f"{where} holds several image-folder datasets (top folders {sorted(complete)}); give one of them"
         )
     ((root, splits),) = complete.items()
+    dotted = sorted({cls for split in splits.values() for cls in split if cls.startswith("..")})
+    if dotted:  # `...`, `..a`: hidden on Unix, and `..` reads as the folder above; never dropped unseen
+        raise DataError(
+            f"{where}: class folder name(s) {dotted} start with '..'; such names are hidden on Unix "
+            "and read as the folder above in paths, so they are refused rather than dropped: rename "
+            "the folder(s) under train/ and test/ (e.g. `dots`)"
+        )
     classes = sorted(splits["train"])
     unknown = sorted(set(splits["test"]) - set(classes))
     if unknown:

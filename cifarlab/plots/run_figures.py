@@ -80,7 +80,8 @@ def plot_confusion(metrics_json: str | Path, out_png: str | Path) -> None:
     """The confusion matrix as row percentages (each true class sums to 100 %)."""
     metrics = read_json(metrics_json)
     classes = metrics["classes"]
-    fig, axes = plotting.figure(size=(0.45 * len(classes) + 2.0, 0.45 * len(classes) + 1.2))
+    side = (0.45 * len(classes) + 2.0, 0.45 * len(classes) + 1.2)
+    fig, axes = plotting.figure(size=side, texts=classes)
     ax = axes[0, 0]
     note = None if metrics["status"] == "ok" else status_text(metrics)
     if note or metrics.get("confusion_matrix") is None:
@@ -93,12 +94,14 @@ def plot_confusion(metrics_json: str | Path, out_png: str | Path) -> None:
     counts = np.array(metrics["confusion_matrix"], dtype=float)
     percent = 100 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     image = ax.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+    tested = counts.sum(axis=1) > 0  # a class without test images has no row to show, not 0 %
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{percent[i, j]:.0f}", ha="center", va="center", fontsize=6,
+            ax.text(j, i, f"{percent[i, j]:.0f}" if tested[i] else "-", ha="center", va="center", fontsize=6,
                     color="white" if percent[i, j] > 50 else "black")  # fmt: skip
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+    rows = [c if tested[i] else f"{c} (no test images)" for i, c in enumerate(classes)]
+    ax.set_yticks(range(len(classes)), rows)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.grid(False)
@@ -218,7 +221,9 @@ def plot_saliency(maps_pt: str | Path, result_json: str | Path, out_png: str | P
     shown = [m for m in METHODS if m in data["maps"] or m in result["unsupported"]]
     columns = ["image"] + shown[:2] + ["overlay"] + shown[2:]
     n = len(data["labels"])
-    fig, axes = plotting.figure(ncols=len(columns), nrows=n, size=(1.7, 1.7), layout="constrained")
+    fig, axes = plotting.figure(
+        ncols=len(columns), nrows=n, size=(1.7, 1.7), layout="constrained", texts=classes
+    )
     for row in range(n):
         image = _image(data["images"][row].float() / 255)
         for col, what in enumerate(columns):
@@ -280,7 +285,9 @@ def plot_saliency_comparison(
             )
     targets = sorted({r["target"] for r in results})
     n = len(first["labels"])
-    fig, axes = plotting.figure(ncols=len(runs) + 1, nrows=n, size=(1.6, 1.6), layout="constrained")
+    fig, axes = plotting.figure(
+        ncols=len(runs) + 1, nrows=n, size=(1.6, 1.6), layout="constrained", texts=first["classes"]
+    )
     for row in range(n):
         ax = axes[row, 0]
         _clean(ax)

@@ -8,6 +8,9 @@ start from `figure()`; `save()` writes atomically so a failed plot never leaves 
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display on clusters and CI
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
+from matplotlib.ft2font import FT2Font  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cifarlab.core.files import atomic_path  # noqa: E402
@@ -31,17 +36,84 @@ STYLE = {
     "axes.spines.right": False,
     "savefig.dpi": 120,
     "savefig.bbox": "tight",
+    # Text is drawn as written: a class named `coin_$1_or_$2` is not mathtext (it crashed the
+    # confusion plot). No figure of ours writes mathtext.
+    "text.parse_math": False,
 }
+
+log = logging.getLogger(__name__)
+
+# Fonts that only draw placeholder boxes for every character: never a fallback.
+PLACEHOLDER_FONTS = ("Last Resort",)
 
 SERIES_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 
 PANEL = (4.0, 3.0)  # inches, one panel
 
 
-def figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = PANEL, **kwargs):
-    """A new figure of ncols x nrows panels of `size` inches each, in the house style."""
+def figure(
+    ncols: int = 1,
+    nrows: int = 1,
+    size: tuple[float, float] = PANEL,
+    texts: Iterable[str] = (),
+    **kwargs,
+):
+    """A new figure of ncols x nrows panels of `size` inches each, in the house style.
+
+    texts: the names the figure shows (class names): the fonts get fallbacks that have their
+    characters (fonts_for).
+    """
     plt.rcParams.update(STYLE)
+    # matplotlib falls back along this list glyph by glyph (set per figure: names differ)
+    plt.rcParams["font.family"] = ["sans-serif", *fonts_for(texts)]
     return plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, **kwargs)
+
+
+@functools.cache
+def _characters(path: str) -> frozenset[int]:
+    """The code points a font file has glyphs for."""
+    return frozenset(FT2Font(path).get_charmap())
+
+
+@functools.cache
+def _installed_fonts() -> tuple[tuple[str, str], ...]:
+    """(family, file) of every font matplotlib finds here, Noto first (it covers most scripts)."""
+    fonts = {
+        (font.name, font.fname)
+        for font in font_manager.fontManager.ttflist
+        if not font.name.startswith(PLACEHOLDER_FONTS)
+    }
+    return tuple(sorted(fonts, key=lambda f: (not f[0].startswith("Noto"), f)))
+
+
+def fonts_for(texts: Iterable[str]) -> list[str]:
+    """The font families, after the house font, that draw the characters of `texts` it lacks.
+
+    Picked from the fonts matplotlib finds on this machine (e.g. Noto Sans CJK for `猫`, when
+    installed: apt-get install fonts-noto-cjk). Characters no font has are logged once per
+    figure, naming them: they draw as boxes.
+    """
+    house = _characters(font_manager.findfont(font_manager.FontProperties(family=["sans-serif"])))
+    missing = {ord(c) for text in texts for c in text if not c.isspace()} - house
+    families: list[str] = []
+    for family, path in _installed_fonts():
+        if not missing:
+            break
+        try:
+            covered = missing & _characters(path)
+        except (OSError, RuntimeError):  # a font file FreeType cannot read
+            continue
+        if covered and family not in families:
+            families.append(family)
+        missing -= covered
+    if missing:
+        shown = "".join(sorted(chr(c) for c in missing))[:40]
+        log.warning(
+            "no font found here has the characters %r of the figure's names: they draw as boxes "
+            "(install a font with them, e.g. Noto Sans CJK: apt-get install fonts-noto-cjk)",
+            shown,
+        )
+    return families
 
 
 def model_colour(model: str) -> str:

@@ -5,7 +5,8 @@ Sections: with several datasets, each run's accuracy on each dataset side by sid
 dataset: the runs table (mean ± sd, 95 % interval, n, and the lab's number in context where it
 applies), the tests between the variants of each sweep, the diff against another study, the
 comparison figures, the LR finder, saliency, per-run figures (a per-seed figure once per seed) and
-the data; last, how the study was made. The figures and their captions come in the order of
+the data; then how to load a trained model without cifarlab (model.pt2); last, how the study was
+made. The figures and their captions come in the order of
 `cifarlab.plots.figures.FIGURES`.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cifarlab.core import paths
 from cifarlab.core.progress import duration
 from cifarlab.plots.figures import FIGURES
 from cifarlab.report.tables import (
@@ -54,7 +56,17 @@ img { max-width: 100%; height: auto; display: block; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 12px; }
 details { margin: 0.5rem 0; } summary { cursor: pointer; font-weight: 600; }
 code { font-size: 0.85em; word-break: break-all; }
+pre { overflow-x: auto; background: #f6f6f6; padding: 8px; }
 """
+
+# How to load a trained model in a Python with torch alone (cifarlab.training.export writes it);
+# tests/test_take_away.py runs these three lines in a fresh Python on a real model.pt2.
+EXPORTED_EXAMPLE = paths.EXPORTED.format(dataset="<dataset>", run="<run>", seed="<k>")
+LOAD_MODEL_LINES = (
+    "import json, torch",
+    'extra = {"classes.json": ""}  # the load fills it with the class names',
+    f'model = torch.export.load("{EXPORTED_EXAMPLE}", extra_files=extra).module()',
+)
 
 
 def data_uri(path: str | Path) -> str:
@@ -238,9 +250,26 @@ def build_page(
         ]
     for section in sections:
         parts += _dataset_html(section, captions, diff_label, several=len(sections) > 1)
-    parts += ["<h2 id='provenance'>How it was made</h2>", _provenance_html(provenance)]
+    parts += [take_away_html(), "<h2 id='provenance'>How it was made</h2>", _provenance_html(provenance)]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def take_away_html() -> str:
+    """The section that says how to load a trained model (model.pt2) in three lines."""
+    code = html.escape("\n".join(LOAD_MODEL_LINES))
+    return (
+        "<h2 id='take-away'>The models to take away</h2>"
+        f"<p>Each trained model is also <code>{html.escape(EXPORTED_EXAMPLE)}</code>, a "
+        "<code>torch.export</code> program. It loads in any Python with torch, without cifarlab or "
+        "the model's code:</p>"
+        f"<pre><code>{code}</code></pre>"
+        "<p><code>model(images)</code> takes raw images, uint8 N x 3 x H x W at the data's size, "
+        "and returns class scores, float32 N x classes (the normalisation is inside); "
+        '<code>json.loads(extra["classes.json"])</code> are the class names. Where the '
+        "<code>onnx</code> package was installed, <code>model.onnx</code> beside it is the same "
+        "for ONNX runtimes.</p>"
+    )
 
 
 def _lead(section: Mapping[str, Any], several: bool) -> str:
@@ -370,9 +399,18 @@ def _data_html(data: dict[str, Any]) -> str:
     pairs = [(k, record.get(k)) for k in ("source", "archive", "bytes", "md5", "sha256", "md5_expected")]
     counts = data["counts"]
     classes = list(next(iter(counts.values())))
+
+    def cell(split: str, cls: str) -> str:
+        # a class the test split lacks has no accuracy (left out of per_class_accuracy): say so
+        return (
+            "0 (no test images)"
+            if split == "test" and counts[split].get(cls) == 0
+            else fmt(counts[split].get(cls), "int")
+        )
+
     table = _table_html(
         ["class", *counts],
-        [[c, *(fmt(counts[s].get(c), "int") for s in counts)] for c in classes]
+        [[c, *(cell(s, c) for s in counts)] for c in classes]
         + [["total", *(fmt(sum(counts[s].values()), "int") for s in counts)]],
     )
     sample = _figure_html(data["samples"], "Sample images per class") if data.get("samples") else ""

@@ -364,8 +364,10 @@ def features_subsets(users: list[dict]) -> dict[str, list | None]:
     return {"train": None if train is None else [list(t) for t in train], "test": test}
 
 
-# Keys that say how to run the study, not what it is: left out of its identity (the page's hash).
-NOT_THE_STUDY = ("confirm_large_study",)
+# Config keys that cannot change a result: the live curves' switch (read by scripts/train.py) and
+# the confirmation of a large study. Left out of the study's identity (the report's config hash),
+# so that switching them reruns nothing, not even the report.
+NOT_THE_STUDY = ("tensorboard", "confirm_large_study")
 
 
 def config_identity(config: dict) -> dict:

@@ -19,12 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from cifarlab.config.schema import ConfigError
 from cifarlab.config.validate import command_line_value
 from cifarlab.core import paths
 from cifarlab.core.progress import duration, parse_epoch_line
+from cifarlab.core.yamlfiles import YamlTooLarge, load_yaml
 from cifarlab.study import estimate
 from cifarlab.study.plan import Study
 from cifarlab.study.results import status_text
@@ -50,12 +49,15 @@ def merge(base: dict, overlay: dict) -> dict:
 
 def load_config(configfiles: list[str], overrides: list[str], root: Path) -> dict:
     """config/config.yaml, then each --configfile over it, then --config KEY=VALUE (YAML values)."""
-    config = yaml.safe_load((root / "config/config.yaml").read_text())
-    for name in configfiles:
-        path = Path(name) if Path(name).is_absolute() else root / name
-        if not path.exists():
-            raise ConfigError(f"--configfile {name}: no such file (relative paths start at {root})")
-        config = merge(config, yaml.safe_load(path.read_text()) or {})
+    try:  # sized before it is built: a file of nested aliases is refused, not expanded
+        config = load_yaml(root / "config/config.yaml")
+        for name in configfiles:
+            path = Path(name) if Path(name).is_absolute() else root / name
+            if not path.exists():
+                raise ConfigError(f"--configfile {name}: no such file (relative paths start at {root})")
+            config = merge(config, load_yaml(path) or {})
+    except YamlTooLarge as error:
+        raise ConfigError(str(error)) from None
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:

@@ -63,6 +63,51 @@ def training_record(saved: dict, model_path: str | Path, dataset: str, seed: int
     return {k: saved[k] for k in TRAINING_KEYS}
 
 
+def per_class_accuracy(confusion: torch.Tensor, classes: list[str]) -> tuple[dict[str, float], list[str]]:
+    """(class -> accuracy in % over its test images, the classes that have no test images).
+
+    confusion: int64 C x C (rows: true class). A class without test images has no accuracy,
+    neither 0 % nor 100 %: it is left out of the dict and named in the list (the report says
+    "no test images"), whether the data has none of it or the run's test_subset drew none.
+    """
+    counts = confusion.sum(1)
+    correct = confusion.diag()
+    accuracy = {c: 100.0 * int(correct[i]) / int(counts[i]) for i, c in enumerate(classes) if counts[i] > 0}
+    return accuracy, [c for i, c in enumerate(classes) if counts[i] == 0]
+
+
+def _run_record(saved: dict, history: list[dict], model_path: str | Path, dataset: str, seed: int) -> dict:
+    """The keys of metrics.json that come from training (model.pt and history.csv), not the test pass."""
+    run = saved["run"]
+    return {
+        "dataset": dataset,
+        "run": run["name"],
+        "seed": seed,
+        "model": run["model"],
+        "status": saved["status"],
+        "diverged": saved["diverged"],
+        "classes": saved["classes"],
+        **training_record(saved, model_path, dataset, seed),
+        "final_train_accuracy": _finite(history[-1]["train_accuracy"]) if history else None,
+        "params_total": saved["params_total"],
+        "params_trainable": saved["params_trainable"],
+        "epochs": run["epochs"],
+        "batch_size": run["batch_size"],
+        "optimizer": run["optimizer"],
+        "lr": saved["lr"],
+        "lr_source": saved["lr_source"],
+        "dropout": run["dropout"],
+        "pretrained": run["pretrained"],
+        "freeze": run["freeze"],
+        "image_size": run["image_size"],
+        "train_seconds": saved["train_seconds"],
+        "images_per_second": saved["images_per_second"],
+        "device": saved["device"],
+        "precision": saved.get("precision", "fp32"),  # training's, as resolved on its machine
+        "settings": run,
+    }
+
+
 def compute_metrics(
     model_path: str | Path,
     history_path: str | Path,
@@ -85,41 +130,17 @@ def compute_metrics(
     """
     model, saved = load_trained(model_path, device)
     run, classes = saved["run"], saved["classes"]
-    history = read_history(history_path)
     metrics = {
-        "dataset": dataset,
-        "run": run["name"],
-        "seed": seed,
-        "model": run["model"],
-        "status": saved["status"],
-        "diverged": saved["diverged"],
+        **_run_record(saved, read_history(history_path), model_path, dataset, seed),
         "test_accuracy": None,
         "test_loss": None,
         "tta": tta,
         "tta_test_accuracy": None,
         "tta_test_loss": None,
         "per_class_accuracy": None,
+        "classes_without_test_images": None,
         "confusion_matrix": None,
-        "classes": classes,
-        **training_record(saved, model_path, dataset, seed),
-        "final_train_accuracy": _finite(history[-1]["train_accuracy"]) if history else None,
-        "params_total": saved["params_total"],
-        "params_trainable": saved["params_trainable"],
-        "epochs": run["epochs"],
-        "batch_size": run["batch_size"],
-        "optimizer": run["optimizer"],
-        "lr": saved["lr"],
-        "lr_source": saved["lr_source"],
-        "dropout": run["dropout"],
-        "pretrained": run["pretrained"],
-        "freeze": run["freeze"],
-        "image_size": run["image_size"],
-        "train_seconds": saved["train_seconds"],
-        "images_per_second": saved["images_per_second"],
-        "device": saved["device"],
-        "precision": saved.get("precision", "fp32"),  # training's, as resolved on its machine
         "eval_precision": precision,  # this step's (auto may resolve otherwise on another node)
-        "settings": run,
         # Which code wrote this file. Training's code is the same as far as it matters: a change
         # to the code train runs changes its code digest, so train and then this step rerun.
         "code_version": code_version(),
@@ -151,11 +172,14 @@ def compute_metrics(
         metrics.update(tta_test_accuracy=tta_accuracy, tta_test_loss=tta_loss)
         log.info("%s: test accuracy with %s TTA %.2f %%", run["name"], metrics["tta"], tta_accuracy)
     confusion = confusion_matrix(data["labels"], predictions, len(classes))
-    per_class = 100.0 * confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
+    per_class, untested = per_class_accuracy(confusion, classes)
+    if untested:
+        log.warning("%s: no test images of %s: left out of per-class accuracy", run["name"], untested)
     metrics.update(
         test_accuracy=accuracy,
         test_loss=loss,
-        per_class_accuracy={c: float(a) for c, a in zip(classes, per_class, strict=True)},
+        per_class_accuracy=per_class,
+        classes_without_test_images=untested,
         confusion_matrix=confusion.tolist(),
     )
     log.info("%s: test accuracy %.2f %%, test loss %.4f", run["name"], accuracy, loss)
@@ -177,8 +201,10 @@ def main(
     tta: str = "none",
     exported_path: str | Path | None = None,
     diffs_folder: str | Path | None = None,
+    onnx_path: str | Path | None = None,
 ) -> dict:
-    """The `evaluate` step: write metrics.json, and `exported_path` (model.pt2: cifarlab.training.export)."""
+    """The `evaluate` step: write metrics.json, and `exported_path` (model.pt2: cifarlab.training.export)
+    and `onnx_path` (model.onnx, where onnx is installed)."""
     if threads:
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
@@ -193,6 +219,7 @@ def main(
         from cifarlab.training.export import export_model  # here: the study's other steps never need it
 
         model, saved = load_trained(model_path, "cpu")  # the whole model, backbone and head
-        export_model(model, saved, tuple(load_torch(test_path)["images"].shape[-2:]), exported_path)
+        image_shape = tuple(load_torch(test_path)["images"].shape[-2:])
+        export_model(model, saved, image_shape, exported_path, onnx_path=onnx_path)
     write_json(metrics, metrics_path, strict=True)
     return metrics

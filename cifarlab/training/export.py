@@ -12,11 +12,20 @@ in the file as its extra file `classes.json`. Loading it needs neither cifarlab 
 
 The `evaluate` step writes it from the whole trained model (for a head trained on cached features,
 the frozen backbone and the head together), so it always takes images.
+
+Where the `onnx` and `onnxscript` packages are installed (an option, not a dependency), the same
+program is also written as `model.onnx` (input `images`, output `scores`, the class names as the
+JSON of its metadata property `classes`), for onnxruntime and the other ONNX runtimes:
+
+    session = onnxruntime.InferenceSession("model.onnx")
+    scores = session.run(None, {"images": images_uint8_numpy})[0]
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -24,7 +33,13 @@ from torch import nn
 
 from cifarlab.training.batching import to_float
 
+log = logging.getLogger(__name__)
+
 CLASSES_FILE = "classes.json"
+# model.onnx's metadata property with the class names (a JSON list)
+ONNX_CLASSES = "classes"
+# what torch.onnx.export needs beside torch (its exporter translates the torch.export program)
+ONNX_PACKAGES = ("onnx", "onnxscript")
 
 
 class FromImages(nn.Module):
@@ -43,10 +58,15 @@ class FromImages(nn.Module):
 
 
 def export_model(
-    model: nn.Module, saved: dict, image_shape: tuple[int, int], path: str | Path
+    model: nn.Module,
+    saved: dict,
+    image_shape: tuple[int, int],
+    path: str | Path,
+    onnx_path: str | Path | None = None,
 ) -> torch.export.ExportedProgram:
     """Write `model` (trained, from cifarlab.models.load_trained; `saved` its model.pt dict) as a
-    torch.export program at `path` for images of `image_shape` (H, W) and any batch size."""
+    torch.export program at `path` for images of `image_shape` (H, W) and any batch size, and
+    the same as ONNX at `onnx_path` where onnx is installed (export_onnx)."""
     wrapped = FromImages(model.cpu().eval(), saved["mean"], saved["std"], saved["run"]["image_size"])
     example = torch.zeros(2, 3, *image_shape, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
@@ -57,4 +77,38 @@ def export_model(
     partial = path.with_name(path.stem + ".partial.pt2")  # torch.export wants the .pt2 ending
     torch.export.save(program, partial, extra_files={CLASSES_FILE: json.dumps(list(saved["classes"]))})
     partial.replace(path)  # a killed job leaves no half-written model.pt2
+    if onnx_path is not None:
+        export_onnx(program, list(saved["classes"]), onnx_path)
     return program
+
+
+def export_onnx(program: torch.export.ExportedProgram, classes: list[str], path: str | Path) -> bool:
+    """Write `program` as ONNX at `path` (images uint8 N x 3 x H x W -> scores float32 N x classes,
+    the class names in its metadata); whether it was written. Without onnx and onnxscript installed,
+    or when the exporter cannot translate the model, one log line and no file: model.pt2 is the
+    model to take away, ONNX a copy for other runtimes. An older model.onnx is removed either way,
+    so the folder never holds one of another training."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        log.info("no %s: %s not installed (pip install onnx onnxscript to get one)", path, ", ".join(missing))
+        return False
+    import onnx
+
+    partial = path.with_name(path.stem + ".partial.onnx")
+    try:
+        torch.onnx.export(
+            program, f=str(partial), output_names=["scores"], external_data=False, dynamo=True, verbose=False
+        )
+        written = onnx.load(str(partial))
+        onnx.helper.set_model_props(written, {ONNX_CLASSES: json.dumps(classes)})
+        onnx.save(written, str(partial))
+    except Exception as error:  # noqa: BLE001 - an ONNX copy is optional; model.pt2 is written
+        partial.unlink(missing_ok=True)
+        log.warning("no %s: the ONNX exporter failed (%s: %s); model.pt2 is unaffected", path,
+                    type(error).__name__, error)  # fmt: skip
+        return False
+    partial.replace(path)
+    log.info("wrote %s", path)
+    return True

@@ -48,6 +48,7 @@ from cifarlab.training.checkpoints import (
     stop_requests,
 )
 from cifarlab.training.hooks import init_from_data, start_epoch
+from cifarlab.training.live_curves import EpochHook, live_curves
 from cifarlab.training.lookahead import Lookahead
 from cifarlab.training.optim import build_optimizer, build_scheduler
 from cifarlab.training.sampling import (
@@ -161,9 +162,12 @@ def train_run(
     cached_features: dict | None = None,
     checkpoint: str | Path | None = None,
     precision: str = "fp32",
+    on_epoch: EpochHook | None = None,
 ) -> dict:
     """Train one run; returns its result (the `model.pt` fields of docs/architecture.md, plus
     `model` and `history`). precision: the job's resolved one (device.resolve_precision).
+    on_epoch: called with each epoch's history row and the module being trained, once the epoch
+    is checkpointed (the live curves; cifarlab.analysis.verify stops a retraining from it).
 
     train/test: prepared dicts (docs/architecture.md). cached_features: {"train", "test"}
     the cached features of the frozen backbone (the `features` step); then only the head trains, on them.
@@ -297,6 +301,8 @@ def train_run(
                 status = "diverged"
                 diverged = {"epoch": epoch + 1, "lr": running["lr"], "loss": str(float(running["loss_sum"]))}
                 history.append(_history_row(epoch + 1, running, NOT_MEASURED, NOT_MEASURED))
+                if on_epoch is not None:
+                    on_epoch(history[-1], trainable)
                 log.error(
                     "%s diverged in epoch %d at lr %.3g: the loss is %s; stopping (status: diverged)",
                     run["name"], epoch + 1, running["lr"], diverged["loss"],
@@ -332,6 +338,8 @@ def train_run(
             )
             running = None
             save(epoch + 1, None)
+            if on_epoch is not None:
+                on_epoch(row, trainable)
             if stop:
                 raise TrainingInterrupted(f"{stop[0]} after epoch {epoch + 1}: {resume_hint(checkpoint)}")
 
@@ -424,9 +432,14 @@ def main(
     cached_test: str | Path | None = None,
     threads: int | None = None,
     precision: str = "auto",
+    tensorboard: str | Path | None = None,
+    record: dict | None = None,
 ) -> dict:
     """The `train` step: read the prepared data, train (resuming), write model.pt and history.csv.
 
+    tensorboard: the folder of the live curves' event files (cifarlab.training.live_curves; None:
+    none written). record: facts about the job kept in model.pt for `python -m cifarlab verify`
+    (the code digests, the input files); model.pt also records the torch threads it trained with.
     The checkpoint is removed once both outputs are written.
     """
     if threads:
@@ -443,10 +456,13 @@ def main(
         run["name"], run["model"], describe(torch_device), lr, lr_source,
         " on cached backbone features" if cached else "",
     )  # fmt: skip
-    result = train_run(
-        run, train, test, device=torch_device, lr=lr, lr_source=lr_source, cached_features=cached,
-        checkpoint=checkpoint, precision=chosen,
-    )  # fmt: skip
+    with live_curves(tensorboard) as on_epoch:
+        result = train_run(
+            run, train, test, device=torch_device, lr=lr, lr_source=lr_source, cached_features=cached,
+            checkpoint=checkpoint, precision=chosen, on_epoch=on_epoch,
+        )  # fmt: skip
+    # threads: a CPU's sums may group otherwise with another count, so verify retrains with these
+    result.update(record or {}, threads=torch.get_num_threads())
     save_model(result, model_path)
     write_history(result["history"], history_path)
     if checkpoint is not None:
