@@ -9,10 +9,10 @@ from cifarlab.core.environment import environment as environment_record
 from cifarlab.core.environment import uncommitted_diff
 from cifarlab.core.files import write_text
 from cifarlab.core.logs import log_to
-from cifarlab.data.catalog import study_datasets
 from cifarlab.plots.figures import FIGURES
 from cifarlab.report.write import write_report
 from cifarlab.study.estimate import CALIBRATION_FILE, remembered_factors
+from cifarlab.study.plan import Study
 
 
 def listed(files) -> list[str]:
@@ -37,7 +37,8 @@ with log_to(snakemake.log[0]) as log:
         write_text(uncommitted_diff(), Path(report_folder) / "uncommitted.diff")
     inputs, params = snakemake.input, snakemake.params
     names = [d["name"] for d in params.datasets]
-    sources = study_datasets(snakemake.config)
+    # the workflow's plan of this config: the page names a local source by its path
+    sources = Study.from_config(snakemake.config).datasets
     # The study's figures and their captions come as inputs `figure_<name>` (lists: a per-study
     # figure's one file per dataset, a per-run one's per dataset x run, or x seed) and
     # `caption_<name>` (workflow/rules/report.smk); Figure.fields_of says whose file each is.

@@ -165,10 +165,12 @@ def test_download_and_prepare_scripts_take_the_dataset_settings(tmp_path):
     archive, record = tmp_path / "resources" / "c.tar.gz", tmp_path / "resources" / "source.json"
     out = SimpleNamespace(train=tmp_path / "train.pt", test=tmp_path / "test.pt", samples=tmp_path / "s.png")
     params = SimpleNamespace(dataset=settings)
+    # both read the source from the config (a local one is a param by its content only)
+    study = {"config": config, "wildcards": SimpleNamespace(dataset="c100")}
     run_script("download.py", params=params, output=SimpleNamespace(archive=archive, record=record),
-               log=[tmp_path / "download.log"])  # fmt: skip
+               log=[tmp_path / "download.log"], **study)  # fmt: skip
     run_script("prepare.py", params=params, input=SimpleNamespace(archive=archive, record=record),
-               output=out, threads=1, log=[tmp_path / "prepare.log"])  # fmt: skip
+               output=out, threads=1, log=[tmp_path / "prepare.log"], **study)  # fmt: skip
     train = torch.load(out.train)
     assert train["classes"] == COARSE_NAMES and train["images"].shape == (200, 3, 16, 16)
     assert train["source"] == source

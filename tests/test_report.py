@@ -1411,6 +1411,8 @@ def test_the_report_script_organises_the_workflows_inputs(study, tmp_path, monke
     }
     out = tmp_path / "report"
     fake = SimpleNamespace(
+        # the study's config, as Snakemake hands it: the script plans it (cifarlab.study.plan.Study)
+        config=study_config(),
         input=_Named(inputs),
         output=_Named({k: str(out / v) for k, v in REPORT_OUTPUTS}),
         params=_Named(

@@ -62,12 +62,11 @@ def test_the_import_lines_are_found():
         "from cifarlab.study import estimate",
         "from snakemake.utils import min_version",
     } <= set(statements)
-    sources = "from cifarlab.data.sources import archive_name, file_digests, local_path, source_fingerprint"
-    assert statements[sources] == "cifarlab.data.sources"
-    assert any(
-        s.startswith("from cifarlab.config.validate import checked_datasets, dataset_runs,")
-        for s in statements
-    )
+    # common.smk's: the study's plan (its validation included) and what only Snakemake needs
+    assert statements["from cifarlab.study.plan import Study, file_content"] == "cifarlab.study.plan"
+    assert statements["from cifarlab.data.sources import source_fingerprint"] == "cifarlab.data.sources"
+    validate = "from cifarlab.config.validate import apply_command_line_overrides, in_study_order"
+    assert statements[validate] == "cifarlab.config.validate"
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from cifarlab.config.schema import (
     load_schema,
     raise_first_error,
 )
+from cifarlab.core import paths
 from cifarlab.core.messages import cut, shown, shown_names
 from cifarlab.core.yamlfiles import YamlTooLarge, check_expanded_size, load_yaml
 from cifarlab.data.catalog import DatasetError, check_names, name_too_long, study_datasets
@@ -46,6 +48,16 @@ def sweep_run_name(entry: str, assignment: list[tuple[str, Any]]) -> str:
         else:
             parts.append(f"{key}{value:g}" if isinstance(value, float) else f"{key}{value}")
     return "-".join(parts)
+
+
+def _check_run_name(name: str, where: list) -> None:
+    """A run's name becomes a folder and the {run} wildcard: it must match paths.RUN_NAME."""
+    if not re.fullmatch(paths.RUN_NAME, name):
+        raise ConfigError(
+            f"config error at {key_path(where)}: the run name {shown(name)} is not a valid file name for a run: "
+            "use letters, digits and _ . + - (a sweep's text values included: no '/' or spaces), starting "
+            f"with a letter, digit or _, and not {list(paths.RESERVED_RUN_NAMES)} (files beside a run's)."
+        )
 
 
 def _checked_model(settings: dict, where: list, root: str | Path):
@@ -105,6 +117,7 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
             settings = {**copy.deepcopy(defaults), **spec, **dict(assignment)}
             name = sweep_run_name(entry, assignment)
             where = ["runs", entry] + (["sweep"] if assignment else [])
+            _check_run_name(name, where)
             raise_first_error({k: v for k, v in settings.items()}, run_schema, where)
             if name in runs:
                 raise ConfigError(f"config error at runs.{entry}: run name {shown(name)} is produced twice.")

@@ -25,6 +25,16 @@ ARCHIVE = RESOURCES + "/{archive}"  # its name is the source's (cifarlab.data.so
 SOURCE_RECORD = ARCHIVE + ".json"  # where it came from, its size and digests
 SAMPLES = "results/figures/{dataset}/samples.png"
 
+# What a run's name may be: the {run} wildcard's constraint and the config's check of each expanded
+# name (cifarlab.config.validate.expand_runs), one pattern for both. Letters, digits and `_.+-` (a
+# sweep's values: `lr1e-05`, `torchvision.resnet50`), starting with a letter, digit or `_` (no
+# `..`), never a path separator; not a name that a file beside a run's uses (`saliency/sample.json`,
+# `saliency/comparison.png`), nor such a name and a dot. A character class, not the alternation of
+# the study's names: Snakemake writes the constraint into every file pattern and scans it for each
+# job, so an alternation of N names costs O(N) per job and planning grew as N squared (issue 26).
+RESERVED_RUN_NAMES = ("sample", "comparison")
+RUN_NAME = rf"(?!(?:{'|'.join(RESERVED_RUN_NAMES)})(?:[./]|$))[A-Za-z0-9_][A-Za-z0-9_.+-]*"
+
 # One trained model: a run of the study on one dataset with one seed.
 RUN = "results/{dataset}/runs/{run}/seed{seed}"
 MODEL = RUN + "/model.pt"

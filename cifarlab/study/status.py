@@ -20,18 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifarlab.config.schema import ConfigError
-from cifarlab.config.validate import (
-    checked_datasets,
-    command_line_value,
-    job_settings,
-    study_jobs,
-    validate_config,
-)
+from cifarlab.config.validate import command_line_value
 from cifarlab.core import paths
 from cifarlab.core.progress import duration, parse_epoch_line
 from cifarlab.core.yamlfiles import YamlTooLarge, load_yaml
-from cifarlab.data.catalog import dataset_sizes
 from cifarlab.study import estimate
+from cifarlab.study.plan import Study
 from cifarlab.study.results import status_text
 
 # A log line written by cifarlab.core.logs.log_to starts with this (logging's asctime).
@@ -171,20 +165,9 @@ def run_status(job: dict, run: dict, root: Path, *, active: bool, waiting_second
 
 def study_status(config: dict, root: Path) -> list[RunStatus]:
     """The RunStatus of every planned model (dataset, run, seed), in the study's order."""
-    runs = validate_config(config, root)
-    datasets = checked_datasets(config)
-    jobs = study_jobs(runs, list(datasets))
-    on_gpu = estimate.on_gpu(config["device"])
-    sizes = {
-        name: dataset_sizes(settings, cache=str(root / paths.fill(paths.SIZES_CACHE, dataset=name)))
-        for name, settings in datasets.items()
-    }
-    model = [
-        estimate.train_seconds(
-            sizes[job["dataset"]], job_settings(runs[job["run"]], job["dataset"], job["seed"]), on_gpu=on_gpu
-        )
-        for job in jobs
-    ]
+    study = Study.from_config(config, root)  # the same plan as the workflow's
+    runs, jobs = study.runs, study.jobs
+    model = study.train_seconds(root)
     done = [
         estimate.Job("train", job["run"], seconds, str(root / paths.fill(paths.TRAIN_BENCHMARK, **job)))
         for job, seconds in zip(jobs, model, strict=True)

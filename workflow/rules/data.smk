@@ -9,7 +9,7 @@ rule download:
     log:
         "logs/download/{dataset}/{archive}.log",
     wildcard_constraints:
-        archive="|".join(re.escape(a) for a in sorted(set(ARCHIVES.values()))),
+        archive="|".join(re.escape(a) for a in sorted(set(STUDY.archives.values()))),
     # The code retries transient failures itself (cifarlab.data.prepare.http_get); Snakemake's retries
     # (a profile's --retries too) would multiply its attempts.
     retries: 0
@@ -24,7 +24,7 @@ rule download:
             k: DATASETS[wildcards.dataset][k]
             for k in ("md5", "synthetic", "image_size")
         },
-        url=lambda wildcards: source_url(wildcards.dataset),
+        url=lambda wildcards: STUDY.source_url(wildcards.dataset),
         content=lambda wildcards: SOURCE_CONTENT[wildcards.dataset],
     script:
         "../../scripts/download.py"
@@ -32,12 +32,8 @@ rule download:
 
 rule prepare:
     input:
-        archive=lambda wildcards: archive_file(wildcards.dataset),
-        record=lambda wildcards: paths.fill(
-            paths.SOURCE_RECORD,
-            dataset=wildcards.dataset,
-            archive=ARCHIVES[wildcards.dataset],
-        ),
+        archive=lambda wildcards: STUDY.archive_file(wildcards.dataset),
+        record=lambda wildcards: STUDY.source_record(wildcards.dataset),
     output:
         train=paths.TRAIN_DATA,
         test=paths.TEST_DATA,

@@ -1,12 +1,12 @@
 # lr_find: the learning-rate range test (Smith 2015), repeated to measure its stability, once
 # per dataset and run (with the run's first seed). Its params are the run's settings and the
-# finder's own (lr_finder_params in common.smk), so a change to either reruns this sweep;
+# finder's own (cifarlab.study.plan.Study.lr_finder_params), so a change to either reruns this sweep;
 # `train` depends on its JSON only for `lr: auto` runs.
 
 
 rule lr_find:
     input:
-        unpack(lr_find_inputs),
+        unpack(of(STUDY.lr_find_inputs)),
     output:
         result=paths.LR_FINDER,
     log:
@@ -23,7 +23,7 @@ rule lr_find:
     params:
         code=code_digest(SCRIPTS / "lr_find.py"),
         model_code=model_code,
-        settings=lr_finder_params,
+        settings=of(STUDY.lr_finder_params),
         device=DEVICE,
         precision=PRECISION,
     script:

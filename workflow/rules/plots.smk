@@ -9,17 +9,14 @@ from cifarlab.plots.figures import (
     FIGURES,
     figure_inputs,
     figure_params,
-    figure_runs,
     report_labels,
 )
 
 # The runs each kind of figure may show (cifarlab.plots.figures.RUN_SETS).
-RUN_SETS = {"all": list(RUNS), "lr_finder": LR_FINDER_RUNS, "saliency": SALIENCY_RUNS}
-# figure name -> dataset -> the runs its figure of that dataset shows (a sweep figure: the runs
-# of that sweep)
-FIGURE_RUNS = {
-    figure.name: {d: figure_runs(figure, RUNS, RUN_SETS, d) for d in DATASETS}
-    for figure in FIGURES
+RUN_SETS = {
+    "all": list(RUNS),
+    "lr_finder": STUDY.lr_finder_runs,
+    "saliency": STUDY.saliency_runs,
 }
 
 
@@ -40,7 +37,10 @@ def plot_inputs(figure):
             for key, pattern in figure.inputs.items()
         }
     return lambda wildcards: figure_inputs(
-        figure, RUNS, FIGURE_RUNS[figure.name][wildcards.dataset], wildcards.dataset
+        figure,
+        RUNS,
+        STUDY.figure_runs[figure.name][wildcards.dataset],
+        wildcards.dataset,
     )
 
 

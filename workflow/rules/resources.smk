@@ -9,6 +9,7 @@
 import functools
 import math
 
+from cifarlab.config.validate import uses_cached_features
 from cifarlab.study import estimate
 from cifarlab.data.catalog import dataset_sizes
 from cifarlab.models import model_spec

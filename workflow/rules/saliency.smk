@@ -21,10 +21,7 @@ rule saliency_sample:
 
 rule saliency:
     input:
-        unpack(lambda wildcards: model_file(RUNS[wildcards.run])),
-        model=first_seed_model,
-        test=data_file("test"),
-        sample=paths.SALIENCY_SAMPLE,
+        unpack(of(STUDY.saliency_inputs)),
     output:
         maps=paths.SALIENCY_MAPS,
         result=paths.SALIENCY_RESULT,
@@ -42,7 +39,7 @@ rule saliency:
     params:
         code=code_digest(SCRIPTS / "saliency.py"),
         model_code=model_code,
-        settings=SALIENCY_SETTINGS,
+        settings=STUDY.saliency_settings(),
         device=DEVICE,
     script:
         "../../scripts/saliency.py"

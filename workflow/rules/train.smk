@@ -14,7 +14,7 @@ rule features:
     benchmark:
         paths.FEATURES_BENCHMARK
     wildcard_constraints:
-        backbone="|".join(re.escape(b) for b in BACKBONES) or "(?!)",
+        backbone="|".join(re.escape(b) for b in STUDY.backbones) or "(?!)",
         weights=r"imagenet\d*|random\d+",
         size=r"\d+",
     conda:
@@ -36,7 +36,7 @@ rule features:
 
 rule train:
     input:
-        unpack(train_inputs),
+        unpack(of(STUDY.train_inputs)),
     output:
         model=paths.MODEL,
         history=paths.HISTORY,
@@ -54,15 +54,11 @@ rule train:
     params:
         code=code_digest(SCRIPTS / "train.py"),
         model_code=model_code,
-        run=run_settings,
+        run=of(STUDY.run_settings),
         device=DEVICE,
         precision=PRECISION,
         # only `lr: auto` runs depend on it: a new finder suggestion must not retrain the others
-        lr_suggestion=lambda wildcards: (
-            config["lr_finder"]["suggestion"]
-            if RUNS[wildcards.run]["lr"] == "auto"
-            else None
-        ),
+        lr_suggestion=of(STUDY.lr_suggestion),
         # outside the declared outputs, so that a killed job resumes from it
         checkpoint=lambda wildcards: paths.fill(
             paths.CHECKPOINT, **dict(wildcards.items())
@@ -73,7 +69,7 @@ rule train:
 
 rule evaluate:
     input:
-        unpack(evaluate_inputs),
+        unpack(of(STUDY.evaluate_inputs)),
     output:
         metrics=paths.METRICS,
         # the model to take away (cifarlab.training.export): written here, from the whole model, so that a
@@ -93,6 +89,6 @@ rule evaluate:
         model_code=model_code,
         device=DEVICE,
         precision=PRECISION,
-        evaluation=evaluation_settings,
+        evaluation=of(STUDY.evaluation_settings),
     script:
         "../../scripts/evaluate.py"
