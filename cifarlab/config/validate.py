@@ -54,7 +54,8 @@ def _check_run_name(name: str, where: list) -> None:
     """A run's name becomes a folder and the {run} wildcard: it must match paths.RUN_NAME."""
     if not re.fullmatch(paths.RUN_NAME, name):
         raise ConfigError(
-            f"config error at {key_path(where)}: the run name {shown(name)} is not a valid file name for a run: "
+            f"config error at {key_path(where)}: the run name {shown(name)} is not a valid file name "
+            "for a run: "
             "use letters, digits and _ . + - (a sweep's text values included: no '/' or spaces), starting "
             f"with a letter, digit or _, and not {list(paths.RESERVED_RUN_NAMES)} (files beside a run's)."
         )
