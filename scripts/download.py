@@ -2,7 +2,8 @@
 
 from cifarlab.core.logs import log_to
 from cifarlab.data.catalog import study_datasets
-from cifarlab.data.prepare import DataError, DownloadError, download
+from cifarlab.data.fetch import DownloadError, download
+from cifarlab.data.sources import DataError
 
 # A bad source or no network is said in one line (log and terminal), not a traceback.
 with log_to(snakemake.log[0], expected=(DownloadError, DataError)):

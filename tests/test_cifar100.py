@@ -19,8 +19,8 @@ import torch
 from conftest import ROOT, lab_run
 from test_data import cifar_batch, make_cifar_python, make_image_folder, zip_folder
 
+from cifarlab.data import fetch, sources
 from cifarlab.data import prepare as data
-from cifarlab.data import sources
 from cifarlab.data.catalog import BUILTIN, study_datasets
 from cifarlab.data.prepare import DataError
 from cifarlab.training.loop import train_run
@@ -68,7 +68,7 @@ def download_and_prepare(source: str, tmp_path: Path, labels: str = "fine") -> t
     """The two functions the download and prepare rules call; returns the prepared train and test dicts."""
     resources, results = tmp_path / "resources", tmp_path / "results"
     archive = resources / sources.archive_name(source)
-    data.download(source, archive, resources / "source.json")
+    fetch.download(source, archive, resources / "source.json")
     data.prepare(
         archive,
         results / "train.pt",

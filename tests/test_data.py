@@ -18,9 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
+from cifarlab.data import archives, fetch, sources
 from cifarlab.data import prepare as data
-from cifarlab.data import sources
-from cifarlab.data.prepare import DataError, DownloadError, UnsafeArchiveError
+from cifarlab.data.archives import UnsafeArchiveError
+from cifarlab.data.fetch import DownloadError
+from cifarlab.data.prepare import DataError
 
 # Distinct solid colours: they survive PNG, resizing and the layout round trip exactly.
 COLOURS = {"cat": (200, 30, 40), "dog": (20, 180, 60), "emu": (10, 40, 220)}
@@ -140,7 +142,7 @@ def test_local_copy_verified_and_recorded(tmp_path):
     zip_folder(make_image_folder(tmp_path / "images"), source)
     md5 = hashlib.md5(source.read_bytes()).hexdigest()
     out = tmp_path / "resources"
-    record = data.download(source.as_uri(), out / "data.zip", out / "source.json", md5=md5)
+    record = fetch.download(source.as_uri(), out / "data.zip", out / "source.json", md5=md5)
     assert (out / "data.zip").read_bytes() == source.read_bytes()
     assert json.loads((out / "source.json").read_text()) == record
     assert record["md5"] == md5 == record["md5_expected"]
@@ -155,7 +157,7 @@ def test_checksum_mismatch_leaves_nothing(tmp_path):
     out = tmp_path / "resources"
     wrong = "0" * 32
     with pytest.raises(DownloadError) as error:
-        data.download(str(source), out / "data.tar.gz", out / "source.json", md5=wrong)
+        fetch.download(str(source), out / "data.tar.gz", out / "source.json", md5=wrong)
     message = str(error.value)
     assert wrong in message and hashlib.md5(source.read_bytes()).hexdigest() in message
     assert leftovers(out) == []
@@ -163,7 +165,7 @@ def test_checksum_mismatch_leaves_nothing(tmp_path):
 
 def test_missing_source_is_named(tmp_path):
     with pytest.raises(DownloadError, match="does not exist"):
-        data.download(str(tmp_path / "nowhere.zip"), tmp_path / "o" / "a.zip", tmp_path / "o" / "s.json")
+        fetch.download(str(tmp_path / "nowhere.zip"), tmp_path / "o" / "a.zip", tmp_path / "o" / "s.json")
     assert leftovers(tmp_path / "o") == []
 
 
@@ -204,7 +206,7 @@ def test_http_download_verified(tmp_path):
     body = bytes(range(256)) * 5000  # 1.28 MB: more than one read block
     out = tmp_path / "resources"
     with _Server(body) as server:
-        record = data.download(
+        record = fetch.download(
             server.url, out / "a.tar.gz", out / "source.json", md5=hashlib.md5(body).hexdigest()
         )
     assert (out / "a.tar.gz").read_bytes() == body
@@ -217,7 +219,7 @@ def test_truncated_download_is_retried_then_fails_cleanly(tmp_path):
     out = tmp_path / "resources"
     with _Server(body, lie=500) as server:
         with pytest.raises(DownloadError) as error:
-            data.download(server.url, out / "a.tar.gz", out / "source.json", attempts=3, backoff=0)
+            fetch.download(server.url, out / "a.tar.gz", out / "source.json", attempts=3, backoff=0)
         assert server.requests == 3
     assert "10500" in str(error.value) and "10000" in str(error.value)
     assert leftovers(out) == []
@@ -226,17 +228,17 @@ def test_truncated_download_is_retried_then_fails_cleanly(tmp_path):
 def test_client_error_is_not_retried(tmp_path):
     with _Server(b"", status=404) as server:
         with pytest.raises(DownloadError, match="HTTP 404"):
-            data.download(server.url, tmp_path / "a.tar.gz", tmp_path / "s.json", attempts=3, backoff=0)
+            fetch.download(server.url, tmp_path / "a.tar.gz", tmp_path / "s.json", attempts=3, backoff=0)
         assert server.requests == 1
 
 
 def test_directory_is_packed_deterministically(tmp_path):
     folder = make_image_folder(tmp_path / "mine")
     (folder / ".DS_Store").write_bytes(b"junk")
-    first = data.download(str(folder), tmp_path / "a" / "mine.tar", tmp_path / "a" / "s.json")
+    first = fetch.download(str(folder), tmp_path / "a" / "mine.tar", tmp_path / "a" / "s.json")
     for path in folder.rglob("*.png"):  # new mtimes, same images: same archive
         path.touch()
-    second = data.download(str(folder) + "/", tmp_path / "b" / "mine.tar", tmp_path / "b" / "s.json")
+    second = fetch.download(str(folder) + "/", tmp_path / "b" / "mine.tar", tmp_path / "b" / "s.json")
     assert first["md5"] == second["md5"]
     with tarfile.open(tmp_path / "a" / "mine.tar") as tar:
         names = tar.getnames()
@@ -248,14 +250,14 @@ def test_directory_without_layout_fails_before_packing(tmp_path):
     (tmp_path / "flat").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "flat" / "a.png")
     with pytest.raises(DataError, match="train/<class>/<image>"):
-        data.download(str(tmp_path / "flat"), tmp_path / "o" / "flat.tar", tmp_path / "o" / "s.json")
+        fetch.download(str(tmp_path / "flat"), tmp_path / "o" / "flat.tar", tmp_path / "o" / "s.json")
     assert leftovers(tmp_path / "o") == []
 
 
 def test_synthetic_source_is_deterministic_and_prepares(tmp_path):
-    settings = {"seed": 3, "train_per_class": 4, "test_per_class": 2}
-    a = data.download("synthetic", tmp_path / "a.zip", tmp_path / "a.json", synthetic=settings, image_size=16)
-    b = data.download("synthetic", tmp_path / "b.zip", tmp_path / "b.json", synthetic=settings, image_size=16)
+    cfg = {"seed": 3, "train_per_class": 4, "test_per_class": 2}
+    a = fetch.download("synthetic", tmp_path / "a.zip", tmp_path / "a.json", synthetic=cfg, image_size=16)
+    b = fetch.download("synthetic", tmp_path / "b.zip", tmp_path / "b.json", synthetic=cfg, image_size=16)
     assert a["md5"] == b["md5"]
     out = data.prepare(tmp_path / "a.zip", tmp_path / "train.pt", tmp_path / "test.pt", None, image_size=16)
     from cifarlab.data.synthetic import CLASSES
@@ -277,7 +279,7 @@ def test_zip_unsafe_name_refused(tmp_path, name):
         zf.writestr("train/cat/ok.png", png_bytes(Image.new("RGB", (4, 4))))
         zf.writestr(zipfile.ZipInfo(name), b"x")
     with pytest.raises(UnsafeArchiveError) as error:
-        data.Archive(path)
+        archives.Archive(path)
     assert repr(name) in str(error.value)
 
 
@@ -288,7 +290,7 @@ def test_zip_symlink_refused(tmp_path):
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(UnsafeArchiveError, match="train/cat/link.png.*symbolic link"):
-        data.Archive(path)
+        archives.Archive(path)
 
 
 @pytest.mark.parametrize("name", UNSAFE)
@@ -299,7 +301,7 @@ def test_tar_unsafe_name_refused(tmp_path, name):
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(UnsafeArchiveError) as error:
-        data.Archive(path)
+        archives.Archive(path)
     assert repr(name) in str(error.value)
 
 
@@ -311,7 +313,7 @@ def test_tar_links_refused(tmp_path, kind):
         info.type, info.linkname = kind, "/etc/passwd"
         tar.addfile(info)
     with pytest.raises(UnsafeArchiveError, match="train/cat/link.png.*link to '/etc/passwd'"):
-        data.Archive(path)
+        archives.Archive(path)
 
 
 def test_unsafe_archive_refused_by_prepare(tmp_path):
@@ -548,7 +550,7 @@ def test_unreadable_image_names_the_users_file(tmp_path):
     folder = make_image_folder(tmp_path / "mine")
     (folder / "train" / "dog" / "broken.png").write_bytes(b"this is no image at all")
     out = tmp_path / "resources"
-    data.download(str(folder), out / "mine.tar", out / "source.json")
+    fetch.download(str(folder), out / "mine.tar", out / "source.json")
     with pytest.raises(DataError) as error:
         data.prepare(out / "mine.tar", tmp_path / "train.pt", tmp_path / "test.pt", None, source=str(folder))
     message = str(error.value)
@@ -564,7 +566,7 @@ def test_symlinked_class_folder_is_read(tmp_path):
     (folder / "train" / "cat").symlink_to(elsewhere, target_is_directory=True)
     classes, splits = data.read_dataset(folder, 32)
     check_solid_colours(classes, splits, {"train": 3, "test": 2})
-    data.download(str(folder), tmp_path / "o" / "mine.tar", tmp_path / "o" / "s.json")
+    fetch.download(str(folder), tmp_path / "o" / "mine.tar", tmp_path / "o" / "s.json")
     classes, splits = data.read_dataset(tmp_path / "o" / "mine.tar", 32)
     check_solid_colours(classes, splits, {"train": 3, "test": 2})
 
@@ -573,7 +575,7 @@ def test_symlink_loop_is_refused(tmp_path):
     folder = make_image_folder(tmp_path / "mine")
     (folder / "train" / "cat" / "again").symlink_to(folder / "train", target_is_directory=True)
     with pytest.raises(DataError, match="again.*loop"):
-        data.download(str(folder), tmp_path / "o" / "mine.tar", tmp_path / "o" / "s.json")
+        fetch.download(str(folder), tmp_path / "o" / "mine.tar", tmp_path / "o" / "s.json")
 
 
 @pytest.mark.parametrize(
@@ -593,7 +595,7 @@ def test_16_bit_images_are_scaled_not_clipped(array, grey):
 def test_empty_class_folder_is_noted(tmp_path, caplog):
     folder = make_image_folder(tmp_path / "mine")
     (folder / "train" / "yak").mkdir()
-    with caplog.at_level("WARNING", logger="cifarlab.data.prepare"):
+    with caplog.at_level("WARNING", logger="cifarlab.data.archives"):
         classes, _ = data.read_dataset(folder, 32)
     assert "yak" not in classes
     assert any("train/yak" in r.message and "empty" in r.message for r in caplog.records)
@@ -658,7 +660,7 @@ def closed_port_url() -> str:
 def test_closed_port_fails_once_with_the_way_forward(tmp_path):
     url = closed_port_url()
     with pytest.raises(DownloadError) as error:
-        data.download(url, tmp_path / "r" / "a.tar.gz", tmp_path / "r" / "s.json", backoff=30)
+        fetch.download(url, tmp_path / "r" / "a.tar.gz", tmp_path / "r" / "s.json", backoff=30)
     message = str(error.value)
     assert "\n" not in message and url in message and "offline" in message
     assert "--config data_source=" in message and "cifar-10-python.tar.gz" in message
@@ -667,23 +669,23 @@ def test_closed_port_fails_once_with_the_way_forward(tmp_path):
 def test_unknown_host_fails_once(tmp_path):
     url = "http://no-such-host.invalid/cifar-10-python.tar.gz"  # .invalid never resolves (RFC 2606)
     with pytest.raises(DownloadError, match=r"no-such-host\.invalid.*offline"):
-        data.download(url, tmp_path / "a.tar.gz", tmp_path / "s.json", backoff=30)
+        fetch.download(url, tmp_path / "a.tar.gz", tmp_path / "s.json", backoff=30)
 
 
 def test_server_errors_are_retried_a_bounded_number_of_times(tmp_path):
     with _Server(b"", status=503) as server:
         with pytest.raises(DownloadError, match="HTTP 503"):
-            data.download(server.url, tmp_path / "a.tar.gz", tmp_path / "s.json", backoff=0)
-        assert server.requests == data.DOWNLOAD_ATTEMPTS
+            fetch.download(server.url, tmp_path / "a.tar.gz", tmp_path / "s.json", backoff=0)
+        assert server.requests == fetch.DOWNLOAD_ATTEMPTS
 
 
 def test_silent_server_times_out_within_the_documented_bound(tmp_path, monkeypatch):
     import socket
 
-    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(fetch, "DOWNLOAD_TIMEOUT_S", 0.5)
     with socket.socket() as listener:  # accepts connections, never answers
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/x.tar.gz"
         with pytest.raises(DownloadError, match="timed out"):
-            data.download(url, tmp_path / "a.tar.gz", tmp_path / "s.json", backoff=0)
+            fetch.download(url, tmp_path / "a.tar.gz", tmp_path / "s.json", backoff=0)

@@ -28,6 +28,7 @@ from cifarlab.config.schema import ConfigError
 from cifarlab.config.validate import command_line_value, typed_overrides, validate_config
 from cifarlab.core.files import save_torch
 from cifarlab.core.yamlfiles import YAML_LOADER, YamlTooLarge, load_yaml
+from cifarlab.data import archives, fetch
 from cifarlab.data import prepare as data
 from cifarlab.data.prepare import DataError
 
@@ -159,12 +160,12 @@ def test_an_archive_member_declaring_gigabytes_is_refused_before_reading(tmp_pat
 def test_a_folder_file_over_the_member_limit_is_refused_saying_how_to_fix_it(tmp_path, monkeypatch):
     """A folder source is checked as an archive is: from walk_folder's stat, before any read."""
     folder = image_folder(tmp_path / "mine")
-    monkeypatch.setattr(data, "MAX_MEMBER_BYTES", 10)
-    fix = r"Remove that file from the archive, or raise cifarlab\.data\.prepare\.MAX_MEMBER_BYTES"
+    monkeypatch.setattr(archives, "MAX_MEMBER_BYTES", 10)
+    fix = r"Remove that file from the archive, or raise cifarlab\.data\.archives\.MAX_MEMBER_BYTES"
     with pytest.raises(DataError, match=rf"mine/test/cat/0\.png declares \d+ bytes.*{fix}"):
-        data.Archive(folder)
+        archives.Archive(folder)
     with pytest.raises(DataError, match=rf"mine/test/cat/0\.png declares \d+ bytes.*{fix}"):
-        data.pack_directory(folder, tmp_path / "packed.tar")
+        fetch.pack_directory(folder, tmp_path / "packed.tar")
     assert not (tmp_path / "packed.tar").exists()
 
 
@@ -413,7 +414,7 @@ def test_dot_only_class_names_are_refused_not_dropped(tmp_path, name):
     with pytest.raises(DataError, match=rf"\['{re.escape(name)}'\] start with '\.\.'"):
         data.prepare(folder, tmp_path / "train.pt", tmp_path / "test.pt", None)
     with pytest.raises(DataError, match="start with '..'"):  # in an archive as well
-        data.download(str(folder), tmp_path / "mine.tar", tmp_path / "mine.json")
+        fetch.download(str(folder), tmp_path / "mine.tar", tmp_path / "mine.json")
 
 
 # --- Names that work everywhere --------------------------------------------------------------

@@ -127,13 +127,11 @@ EDITS = [
             includes=frozenset({"evaluate", "report"}), excludes=UPSTREAM | {"train", "lr_find", "features"}
         ),
     ),
-    pytest.param(
+    (
         "decoding images",
         Edit("cifarlab.data.prepare", r"^def decode_image\b", "statement"),
+        # download runs cifarlab.data.fetch, which imports nothing of cifarlab.data.prepare
         Expect(includes=frozenset({"prepare"}) | DOWNSTREAM_OF_TRAIN, excludes=frozenset({"download"})),
-        # download and decoding share cifarlab.data.prepare today (scripts/download.py imports it):
-        # holds once fetching (download, http_get, pack_directory, ...) is a module of its own
-        marks=NEEDS_SPLIT,
     ),
     pytest.param(
         "a figure's function",

@@ -1,4 +1,4 @@
-"""Data stage: fetch a source into one verified archive, read images safely from it, pack tensors.
+"""Data stage: read images safely from a fetched archive (cifarlab.data.fetch), pack tensors.
 
 Sources (see docs/data.md): an http(s) URL, a local path or file:// URL of an archive, an
 image-folder directory (`train/<class>/*`, `test/<class>/*`, packed once into a deterministic
@@ -12,48 +12,31 @@ labels) and image folders, each possibly inside one top folder of the archive.
 
 from __future__ import annotations
 
-import http.client
 import io
-import json
 import logging
 import pickle
 import re
-import shutil
-import socket
-import ssl
-import stat
-import tarfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import warnings
-import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
-from tqdm import tqdm
 
 from cifarlab.core.files import atomic_path, save_torch
+from cifarlab.data.archives import Archive, find_image_folder
 
 # Naming a source, knowing it by its content and recognising its layout live in cifarlab.data.sources
 # (torch-free: the workflow reads them while it plans); DataError too, which both raise.
 from cifarlab.data.sources import (
-    ARCHIVE_ERRORS,
     CifarLayout,
     DataError,
-    archive_name,
     check_labels,
-    damaged,
-    file_digests,
     find_cifar_python,
-    image_folder_layout,
-    is_junk,
     local_path,
-    walk_folder,
 )
 
 try:  # JPEG via libjpeg-turbo without PIL's Python-level parsing: 2-3x faster on CIFAR-sized images,
@@ -65,389 +48,9 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-# Fixed timestamp of packed archives, so that the same images give the same bytes (and md5).
-PACK_MTIME = 0
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 # Below this many images a process pool costs more than it saves.
 POOL_MIN_IMAGES = 4096
 POOL_CHUNK = 2000
-# Downloads (docs/data.md gives the worst case): attempts in all, the wait before the second
-# (doubling after), and the seconds a connection may stay silent. Only transient failures retry.
-DOWNLOAD_ATTEMPTS = 3
-DOWNLOAD_BACKOFF_S = 2.0
-DOWNLOAD_TIMEOUT_S = 30.0
-# Where the download's error message suggests putting an archive fetched by hand.
-MANUAL_DIR = "resources/manual"
-# The largest file an archive may declare: each member is read whole into memory, and a zip or
-# .tar.gz of a few kilobytes can declare gigabytes. The largest official member (CIFAR-100's
-# `train` batch) is 155 MB.
-MAX_MEMBER_BYTES = 1 << 30
-
-
-def check_member_size(entry: str, size: int) -> None:
-    """Refuse a file of a source (`entry`, as messages name it) that declares more than
-    MAX_MEMBER_BYTES: it would be read whole into memory."""
-    if size > MAX_MEMBER_BYTES:
-        raise DataError(
-            f"{entry} declares {size:,} bytes, more than the limit of {MAX_MEMBER_BYTES:,} "
-            "(cifarlab.data.prepare.MAX_MEMBER_BYTES) for one file of a dataset: refusing the source "
-            "before reading it (an archive bomb, or not a dataset of small images). Remove that file "
-            "from the archive, or raise cifarlab.data.prepare.MAX_MEMBER_BYTES"
-        )
-
-
-class UnsafeArchiveError(DataError):
-    """An archive entry would land outside the target folder (`..`, absolute path, link, device)."""
-
-
-class DownloadError(RuntimeError):
-    """A download or copy failed (network, truncation, checksum); nothing was left behind."""
-
-
-# --- Download -----------------------------------------------------------------------------
-
-
-class _Truncated(OSError):
-    """Fewer bytes came than the server announced (retried like a network error)."""
-
-
-def _http_get_once(url: str, target: Path, timeout: float) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "cifarlab"})
-    with urllib.request.urlopen(request, timeout=timeout) as response, open(target, "wb") as out:
-        length = response.headers.get("Content-Length")
-        expected = int(length) if length else None
-        received = 0
-        bar = tqdm(
-            total=expected, unit="B", unit_scale=True, desc=target.name.split(".part")[0], mininterval=1
-        )
-        with bar:
-            while True:
-                try:
-                    block = response.read(1 << 20)
-                except http.client.IncompleteRead as error:
-                    block, received = b"", received + len(error.partial)
-                if not block:
-                    break
-                out.write(block)
-                received += len(block)
-                bar.update(len(block))
-    if expected is not None and received != expected:
-        raise _Truncated(
-            f"truncated: the server announced {expected} bytes (Content-Length), {received} came"
-        )
-
-
-def _failure(error: Exception) -> tuple[str, str]:
-    """(what went wrong in words, its kind): "offline" (the host cannot be reached), "permanent"
-    (a retry cannot help) or "transient" (it may go away by itself: retried)."""
-    if isinstance(error, urllib.error.HTTPError):
-        transient = error.code >= 500 or error.code in (408, 429)
-        return f"HTTP {error.code} {error.reason}", "transient" if transient else "permanent"
-    reason = error.reason if isinstance(error, urllib.error.URLError) else error
-    if isinstance(reason, socket.gaierror):
-        return f"the host name does not resolve ({reason.strerror or reason})", "offline"
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused", "offline"
-    if isinstance(reason, ssl.SSLCertVerificationError):
-        return f"certificate check failed ({reason.verify_message})", "permanent"
-    if isinstance(reason, TimeoutError):
-        return f"timed out: nothing came for {DOWNLOAD_TIMEOUT_S:g} s", "transient"
-    # resets, truncation, 5xx-like network trouble
-    return str(reason) or type(reason).__name__, "transient"
-
-
-def offline_hint(url: str, problem: str) -> str:
-    """One line for a host that cannot be reached: what failed and the two ways forward."""
-    name = archive_name(url)
-    return (
-        f"cannot download {url}: {problem}; this machine seems offline (or the host is down). "
-        f"Fetch {name} elsewhere, put it e.g. at {MANUAL_DIR}/{name}, and run with "
-        f"--config data_source={MANUAL_DIR}/{name}"
-    )
-
-
-def http_get(url: str, target: Path, attempts: int | None = None, backoff: float | None = None) -> None:
-    """Download `url` into `target` with a progress bar; only transient failures are retried.
-
-    Transient: 5xx, 408, 429, a timeout, a reset or truncated transfer; they are tried
-    `attempts` times in all (DOWNLOAD_ATTEMPTS), waiting backoff, 2 x backoff, ... seconds
-    between. Deterministic: any other 4xx, a refused connection, a name that does not resolve,
-    a bad certificate; they fail at once. A connection silent for DOWNLOAD_TIMEOUT_S fails its attempt.
-    """
-    attempts = DOWNLOAD_ATTEMPTS if attempts is None else attempts
-    backoff = DOWNLOAD_BACKOFF_S if backoff is None else backoff
-    for attempt in range(1, attempts + 1):
-        try:
-            _http_get_once(url, target, DOWNLOAD_TIMEOUT_S)
-            return
-        except (OSError, http.client.HTTPException) as error:
-            problem, kind = _failure(error)
-        if kind == "offline":
-            raise DownloadError(offline_hint(url, problem))
-        if kind == "permanent":
-            raise DownloadError(f"download of {url} failed: {problem} (not retried: it will not go away)")
-        if attempt == attempts:
-            raise DownloadError(f"download of {url} failed after {attempts} attempts; last error: {problem}")
-        wait = backoff * 2 ** (attempt - 1)
-        log.warning(
-            "download attempt %d/%d of %s failed (%s); retrying in %.0f s",
-            attempt,
-            attempts,
-            url,
-            problem,
-            wait,
-        )
-        time.sleep(wait)
-
-
-def pack_directory(folder: Path, target: Path) -> None:
-    """Pack a source directory (an image folder, or an unpacked CIFAR python archive) into an
-    uncompressed tar with sorted entries and fixed metadata.
-
-    The same images give the same bytes, so the archive's checksum (and everything downstream)
-    changes only when the images do. Hidden files (`.DS_Store`, `.git/`) are left out; links
-    to files are stored as the files they point to.
-    """
-    listed, dirs = walk_folder(folder)
-    for name, info in listed:  # before copying anything: a file is read whole once packed
-        check_member_size(f"{str(folder).rstrip('/')}/{name}", info.st_size)
-    files = [name for name, _ in listed]
-    if find_cifar_python(files, str(folder)) is None:  # a wrong layout fails here, before packing
-        find_image_folder(files, str(folder), dirs)
-    with tarfile.open(target, "w", format=tarfile.GNU_FORMAT) as tar:
-        for name in files:
-            info = tarfile.TarInfo(name)
-            info.size = (folder / name).stat().st_size
-            info.mtime, info.mode, info.uid, info.gid = PACK_MTIME, 0o644, 0, 0
-            with open(folder / name, "rb") as f:
-                tar.addfile(info, f)
-
-
-def write_synthetic_zip(
-    target: Path, image_size: int, seed: int = 0, train_per_class: int = 500, test_per_class: int = 100
-) -> None:
-    """The synthetic shapes dataset (cifarlab.data.synthetic) as an image-folder zip of PNGs,
-    deterministic."""
-    from cifarlab.data import synthetic
-
-    splits = synthetic.make_dataset(train_per_class, test_per_class, size=image_size, seed=seed)
-    entries = []
-    for split, (images, labels) in splits.items():
-        for index, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
-            buffer = io.BytesIO()
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
-            entries.append((f"{split}/{synthetic.CLASSES[label]}/{index:05d}.png", buffer.getvalue()))
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:  # PNG is compressed already
-        for name, data in sorted(entries):
-            zf.writestr(zipfile.ZipInfo(name, date_time=ZIP_DATE), data)
-
-
-def download(
-    source: str,
-    archive: str | Path,
-    record: str | Path,
-    md5: str | None = None,
-    synthetic: dict | None = None,
-    image_size: int = 32,
-    attempts: int | None = None,
-    backoff: float | None = None,
-) -> dict:
-    """Fetch `source` into `archive` (verified, atomic) and describe it in `record` (JSON).
-
-    source: an http(s) URL, a file:// URL or path of an archive, an image-folder directory, or
-    `synthetic` (settings in `synthetic`: seed, train_per_class, test_per_class; images are
-    image_size pixels square). md5: the expected checksum, or None to skip the check.
-    A mismatch or truncated download raises DownloadError and leaves no file behind.
-    Returns the record: {"source", "kind", "archive", "bytes", "md5", "sha256", "md5_expected"};
-    kind is "url", "archive", "folder" or "synthetic".
-    """
-    archive = Path(archive)
-    with atomic_path(archive) as tmp:
-        path = None if source == "synthetic" else local_path(source)
-        if source == "synthetic":
-            kind = "synthetic"
-            write_synthetic_zip(tmp, image_size, **(synthetic or {}))
-        elif path is None:
-            kind = "url"
-            http_get(source, tmp, attempts=attempts, backoff=backoff)
-        elif path.is_dir():
-            kind = "folder"
-            pack_directory(path, tmp)
-        elif path.is_file():
-            kind = "archive"
-            shutil.copyfile(path, tmp)
-        else:
-            raise DownloadError(f"data source {source!r} does not exist (looked for {path.resolve()})")
-        digests = file_digests(tmp)
-        if md5 and digests["md5"] != md5.lower():
-            raise DownloadError(
-                f"checksum mismatch for {source}: expected md5 {md5}, got {digests['md5']} "
-                f"({digests['bytes']} bytes); the file was not kept. Check the source, or the md5 "
-                "in the config (null skips the check)."
-            )
-    info = {"source": source, "kind": kind, "archive": archive.name, **digests, "md5_expected": md5}
-    with atomic_path(record) as tmp:
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-    log.info("%s -> %s (%d bytes, md5 %s)", source, archive, digests["bytes"], digests["md5"])
-    return info
-
-
-# --- Reading archives safely --------------------------------------------------------------
-
-
-def check_entry_name(name: str, where: str) -> None:
-    """Refuse a member name that would land outside the target folder if it were extracted."""
-    posix = name.replace("\\", "/")
-    # String tests, not pathlib: this runs for each of 60,000 entries.
-    if posix.startswith("/") or posix[1:2] == ":" or "/../" in f"/{posix}/":
-        raise UnsafeArchiveError(
-            f"unsafe entry {name!r} in {where}: it would land outside the target folder (absolute path "
-            "or '..'); refusing the archive. Re-pack it with relative paths only."
-        )
-
-
-class Archive:
-    """Read-only access to the regular files of a directory, zip, or tar(.gz), by relative name.
-
-    Every entry is checked on opening: `..`, absolute paths, symbolic and hard links and
-    device files are refused with UnsafeArchiveError naming the entry, even where this class
-    would not follow them, since such an archive was not made for this purpose.
-    """
-
-    def __init__(self, path: str | Path, shown_as: str | None = None, folder: bool | None = None):
-        """shown_as: the name messages give instead of `path` (the user's own folder or file, when
-        `path` is its packed copy); folder: whether that is a folder (entries then read `<it>/<name>`,
-        else `<it>:<name>`)."""
-        self.path = Path(path)
-        self.where = shown_as or str(self.path)
-        self._folder = self.path.is_dir() if folder is None else folder
-        self._zip = self._tar = None
-        self.dirs: list[str] = []  # folders, so that an empty class folder can be noted
-        try:
-            self._open()
-        except ARCHIVE_ERRORS as error:
-            raise DataError(damaged(self.where, error)) from None
-
-    def _open(self) -> None:
-        if self.path.is_dir():
-            listed, self.dirs = walk_folder(self.path)
-            for name, info in listed:  # a folder is checked as an archive is (walk_folder's stat)
-                self._check_size(name, info.st_size)
-            self.names = [name for name, _ in listed]
-        elif zipfile.is_zipfile(self.path):
-            self._zip = zipfile.ZipFile(self.path)
-            infos = self._zip.infolist()
-            for info in infos:
-                self._check_zip(info)
-            self.names = [info.filename for info in infos if not info.is_dir()]
-            self.dirs = [info.filename.rstrip("/") for info in infos if info.is_dir()]
-        elif tarfile.is_tarfile(self.path):
-            self._tar = tarfile.open(self.path)
-            self._members = {}
-            for member in self._tar.getmembers():
-                self._check_tar(member)
-                if member.isfile():
-                    self._members[member.name] = member
-                elif member.isdir():
-                    self.dirs.append(member.name.rstrip("/"))
-            self.names = list(self._members)
-        elif self.path.name.lower().endswith((".zip", ".tar", ".tar.gz", ".tgz")):
-            raise zipfile.BadZipFile("its table of contents is missing or unreadable")
-        else:
-            raise DataError(f"{self.where} is neither a folder, a zip nor a tar(.gz) archive")
-
-    def entry(self, name: str) -> str:
-        """How messages name entry `name`: `folder/name` or `archive.zip:name`."""
-        return f"{self.where.rstrip('/')}/{name}" if self._folder else f"{self.where}:{name}"
-
-    def _check_size(self, name: str, size: int) -> None:
-        """Refuse a member that declares more than MAX_MEMBER_BYTES (it would be read whole)."""
-        check_member_size(self.entry(name), size)
-
-    def _check_zip(self, info: zipfile.ZipInfo) -> None:
-        check_entry_name(info.filename, self.where)
-        self._check_size(info.filename, info.file_size)
-        mode = info.external_attr >> 16  # Unix mode bits, when the zip was made on Unix
-        if stat.S_ISLNK(mode):
-            raise UnsafeArchiveError(
-                f"unsafe entry {info.filename!r} in {self.where}: it is a symbolic link; refusing the "
-                "archive. Re-pack it with the files the links point to."
-            )
-
-    def _check_tar(self, member: tarfile.TarInfo) -> None:
-        check_entry_name(member.name, self.where)
-        self._check_size(member.name, member.size)
-        if member.issym() or member.islnk():
-            kind = "symbolic" if member.issym() else "hard"
-            raise UnsafeArchiveError(
-                f"unsafe entry {member.name!r} in {self.where}: it is a {kind} link to "
-                f"{member.linkname!r}; refusing the archive. Re-pack it with the files the links point to."
-            )
-        if not (member.isfile() or member.isdir()):
-            raise UnsafeArchiveError(
-                f"unsafe entry {member.name!r} in {self.where}: a device, fifo or other special file; "
-                "refusing the archive."
-            )
-
-    def read(self, name: str) -> bytes:
-        try:
-            return self._read(name)
-        except ARCHIVE_ERRORS as error:
-            raise DataError(damaged(self.where, error, self.entry(name))) from None
-
-    def _read(self, name: str) -> bytes:
-        if self._zip is not None:
-            return self._zip.read(name)
-        if self._tar is not None:
-            return self._tar.extractfile(self._members[name]).read()
-        return (self.path / name).read_bytes()
-
-    def read_many(self, names: list[str]) -> list[bytes]:
-        """The bytes of `names`, in that order; a tar is read front to back (a .tar.gz cannot seek)."""
-        if self._tar is None:
-            return [self.read(name) for name in names]
-        order = sorted(range(len(names)), key=lambda i: self._members[names[i]].offset_data)
-        data: list[bytes] = [b""] * len(names)
-        for i in order:
-            data[i] = self.read(names[i])
-        return data
-
-    def close(self) -> None:
-        for handle in (self._zip, self._tar):
-            if handle is not None:
-                handle.close()
-
-    def __enter__(self) -> Archive:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-# --- Layouts ------------------------------------------------------------------------------
-
-
-def find_image_folder(
-    names: list[str], where: str, dirs: list[str] = ()
-) -> tuple[list[str], dict[str, dict[str, list[str]]]]:
-    """(classes, {"train": {class: [names]}, "test": {...}}) of an image-folder layout
-    (cifarlab.data.sources.image_folder_layout), with the notes `prepare` logs: the files skipped as not
-    images, and each class folder among `dirs` (the folders of the source) that has no images.
-    """
-    root, classes, splits, skipped = image_folder_layout(names, where)
-    if skipped:
-        log.warning("%s: skipped %d non-image files, e.g. %s", where, len(skipped), skipped[:3])
-    for folder in sorted(dirs):
-        parts = folder.split("/")
-        if (
-            len(parts) >= 2 and parts[-2] in ("train", "test") and "/".join(parts[:-2]) == root
-            and not is_junk(parts) and parts[-1] not in splits[parts[-2]]
-        ):  # fmt: skip
-            log.warning(
-                "%s: class folder %s/ is empty (no images): class %r is left out of the %s split",
-                where, folder, parts[-1], parts[-2],
-            )  # fmt: skip
-    return classes, splits
 
 
 # --- Decoding -----------------------------------------------------------------------------

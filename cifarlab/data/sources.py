@@ -4,7 +4,8 @@ its layout and its sizes.
 The workflow layer (workflow/rules/common.smk) reads these while it plans, on every Snakemake call,
 so this module imports nothing heavier than the standard library (tests/test_workflow_imports.py
 checks; Pillow's list of image formats is imported only when an image folder is listed).
-cifarlab.data.prepare fetches, reads and prepares the data itself, with the layouts recognised here.
+cifarlab.data.fetch fetches the data, cifarlab.data.prepare reads and prepares it, with the layouts
+recognised here.
 """
 
 from __future__ import annotations
@@ -416,7 +417,7 @@ def _archive_summary(path: Path, cache: str | Path | None) -> dict:
                 names = [member.name for member in tar.getmembers() if member.isfile()]
         elif path.name.lower().endswith(
             (".zip", ".tar", ".tar.gz", ".tgz")
-        ):  # as cifarlab.data.prepare.Archive
+        ):  # as cifarlab.data.archives.Archive
             raise zipfile.BadZipFile("its table of contents is missing or unreadable")
         else:
             raise DataError(f"{path} is neither a folder, a zip nor a tar(.gz) archive")

@@ -1,5 +1,5 @@
-# download -> prepare: the data stage, once per dataset (cifarlab/data/prepare.py; sources, layouts and
-# the built-in datasets in docs/data.md). A rule's `dataset` param is its {dataset}'s settings.
+# download -> prepare: the data stage, once per dataset (cifarlab/data/fetch.py and prepare.py; sources,
+# layouts and the built-in datasets in docs/data.md). A rule's `dataset` param is its {dataset}'s settings.
 
 
 rule download:
@@ -10,7 +10,7 @@ rule download:
         "logs/download/{dataset}/{archive}.log",
     wildcard_constraints:
         archive="|".join(re.escape(a) for a in sorted(set(STUDY.archives.values()))),
-    # The code retries transient failures itself (cifarlab.data.prepare.http_get); Snakemake's retries
+    # The code retries transient failures itself (cifarlab.data.fetch.http_get); Snakemake's retries
     # (a profile's --retries too) would multiply its attempts.
     retries: 0
     conda:
