@@ -84,17 +84,16 @@ def test_a_steps_code_is_what_its_script_imports_and_a_runs_model_or_a_figure_is
 
 def test_imports_are_followed_wherever_they_are(tree):
     """Module level, inside functions (lr_finder imports training.optim there),
-    `from cifarlab.study import estimate`."""
+    `from cifarlab.core import paths` (a module imported from its package); never into one of
+    NOT_A_RESULT_MODULES (status imports the estimate, which is not followed)."""
     found = {p.name for p in code_version._closure([ROOT / "scripts" / "lr_find.py"])}
     assert {"lr_find.py", "lr_finder.py", "optim.py", "build.py", "backbones.py", "__init__.py"} <= found
     assert "write.py" not in found and "saliency.py" not in found
+    figures = {p.name for p in code_version._closure([ROOT / "cifarlab" / "plots" / "figures.py"])}
+    assert "paths.py" in figures  # `from cifarlab.core import paths`
     status = {p.name for p in code_version._closure([ROOT / "cifarlab" / "study" / "status.py"])}
-    assert {
-        "estimate.py",
-        "validate.py",
-        "progress.py",
-        "files.py",
-    } <= status  # `from cifarlab.study import estimate`
+    assert {"validate.py", "progress.py", "files.py"} <= status
+    assert "estimate.py" not in status  # `from cifarlab.study import estimate`: not a result
 
 
 def test_the_digest_changes_with_the_code_a_script_runs_and_only_that(tree):

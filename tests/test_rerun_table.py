@@ -148,7 +148,8 @@ def edited_text(text: str, edit: Edit, path: Path) -> str:
         return text[:at] + "Said otherwise. " + text[at:]
     if edit.how == "reformat":  # ruff's formatter at another line length: every long line moves
         done = subprocess.run(
-            ["ruff", "format", "--line-length", "60", "--stdin-filename", str(path), "-"],
+            [sys.executable, "-m", "ruff", "format", "--line-length", "60", "--stdin-filename", str(path),
+             "-"],  # the venv's ruff, on PATH or not
             input=text, capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert done.stdout != text

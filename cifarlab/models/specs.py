@@ -21,6 +21,7 @@ it must not import torch.
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -218,8 +219,12 @@ def check_model(name: str, root: str | Path = ".") -> ModelSpec:
         known = torchvision_models()
         wanted = name[len(TORCHVISION_PREFIX) :]
         if known and wanted not in known:
+            # the nearest names first: the whole list (~120 names) is cut short in a config error
+            near = difflib.get_close_matches(wanted, known, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(near)}? " if near else ""
             raise UnknownModel(
-                f"torchvision has no classification model {wanted!r}; its models: {', '.join(known)}"
+                f"torchvision has no classification model {wanted!r}; {hint}its models "
+                f"(torchvision.models.list_models(module=torchvision.models)): {', '.join(known)}"
             )
     elif is_user_model(name):
         where, cls = user_target(name)
