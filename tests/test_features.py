@@ -128,10 +128,11 @@ def test_features_of_the_runs_subsets_only(cached, small_data, tmp_path):
     run = frozen_run(train_subset=120, test_subset=50)
     backbone = {k: run[k] for k in ("model", "pretrained", "seed", "image_size")}
     backbone["subsets"] = {"train": [[120, 3], [60, 9]], "test": [50]}
+    # fp32 as `cached`: bf16 features differ with the batch they are computed in
     main(
         train_path=tmp_path / "train.pt", test_path=tmp_path / "test.pt", out_train=tmp_path / "f_train.pt",
         out_test=tmp_path / "f_test.pt", backbone=backbone, device="cpu", precision="fp32",
-    )  # fmt: skip (fp32 as `cached`: bf16 features differ with the batch they are computed in)
+    )  # fmt: skip
     partial = {
         split: torch.load(tmp_path / f"f_{split}.pt", weights_only=True) for split in ("train", "test")
     }

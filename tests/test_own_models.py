@@ -207,7 +207,7 @@ def test_a_torchvision_model_that_does_not_exist_names_the_key_and_the_models(co
     message = _error(config)
     assert "runs.mobilenet.model" in message and "'mobilenet_v3_smal'" in message
     # the nearest name first, then the list (cut short in a config error) and how to see all of it
-    assert "did you mean mobilenet_v3_small?" in message and "alexnet" in message
+    assert "did you mean mobilenet_v3_small" in message and "alexnet" in message
     assert "torchvision.models.list_models(module=torchvision.models)" in message
     config["runs"]["mobilenet"] = {"model": TORCHVISION_MODEL}
     runs = validate_config(config, ROOT)
