@@ -148,7 +148,7 @@ def step_seconds(model, optimizer, run: dict, x: torch.Tensor, y: torch.Tensor, 
 def fresh_model(run: dict, train: dict, precision: str) -> torch.nn.Module:
     """A run's new model, initialised from the data as train does, on DEVICE in train mode."""
     model = build_model(run, 10)
-    init_from_data(model, train, run)
+    init_from_data(model, train, RunSettings.from_dict(run))
     layout = torch.channels_last if use_channels_last(DEVICE, precision) else torch.preserve_format
     return model.to(DEVICE, memory_format=layout).train()
 
@@ -166,7 +166,7 @@ def cmd_precision(args) -> dict:
             x, y = next(
                 epoch_batches(
                     subset(train, torch.arange(run["batch_size"])),
-                    run,
+                    RunSettings.from_dict(run),
                     epoch=0,
                     device=DEVICE,
                     precision=precision,
@@ -247,7 +247,15 @@ def cmd_flops(args) -> dict:
         for compiled in (False, True) if args.compile else (False,):
             model = fresh_model(run, train, precision)
             optimizer = build_optimizer(model, RunSettings.from_dict(run), run["lr"])
-            x, y = next(epoch_batches(subset(train, index), run, epoch=0, device=DEVICE, precision=precision))
+            x, y = next(
+                epoch_batches(
+                    subset(train, index),
+                    RunSettings.from_dict(run),
+                    epoch=0,
+                    device=DEVICE,
+                    precision=precision,
+                )
+            )
             if flops is None:  # counted on the eager model: the FLOPs of the step, whatever runs them
                 with FlopCounterMode(display=False) as counter:
                     step_seconds(model, optimizer, run, x, y, precision)

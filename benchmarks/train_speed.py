@@ -88,10 +88,11 @@ def ours_epoch(train: dict, run: dict, num_batches: int) -> tuple[float, float]:
     """(wall, CPU) seconds for `num_batches` training steps of the simple CNN through
     cifarlab.training.loop."""
     model = build_model(run, len(train["classes"])).to(DEVICE)
-    optimizer = build_optimizer(model, RunSettings.from_dict(run), run["lr"])
-    scheduler = build_scheduler(optimizer, RunSettings.from_dict(run), num_batches)
+    settings = RunSettings.from_dict(run)
+    optimizer = build_optimizer(model, settings, run["lr"])
+    scheduler = build_scheduler(optimizer, settings, num_batches)
     started, cpu = time.perf_counter(), cpu_seconds()
-    stream = itertools.islice(epoch_batches(train, run, epoch=0, device=DEVICE), num_batches)
+    stream = itertools.islice(epoch_batches(train, settings, epoch=0, device=DEVICE), num_batches)
     train_one_epoch(model, stream, optimizer, scheduler, device=DEVICE, running=new_running(DEVICE))
     synchronize(DEVICE)
     return time.perf_counter() - started, cpu_seconds() - cpu
@@ -160,7 +161,11 @@ def cmd_epoch(args) -> dict:
             f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()), flush=True
         )
     # Where the time goes: the data path alone, without the model (the step itself is the same).
-    data_seconds = {"ours": data_only(epoch_batches(train, run, epoch=0, device=DEVICE), args.batches)}
+    data_seconds = {
+        "ours": data_only(
+            epoch_batches(train, RunSettings.from_dict(run), epoch=0, device=DEVICE), args.batches
+        )
+    }
     data_seconds.update({name: data_only(iter(loader), args.batches) for name, loader in loaders.items()})
     full = -(-len(train["labels"]) // 32)  # batches in a full epoch
     median = {k: statistics.median(v) for k, v in times.items()}

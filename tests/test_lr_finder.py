@@ -309,6 +309,7 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
     from cifarlab.models import build_model, set_train_mode
     from cifarlab.training.augment import epoch_batches
     from cifarlab.training.sampling import stratified_subset, subset
+    from cifarlab.training.settings import RunSettings
 
     # A train_subset of 8 batches: the 20-step sweep runs through several epochs of it.
     run = lab_run("simple_cnn-sgd", train_subset=500, batch_size=64)
@@ -334,7 +335,7 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
     # Repeat 0 starts from the weights and the first batch that training starts from.
     train = synthetic_data["train"]
     data = subset(train, stratified_subset(train["labels"], 500, run["seed"]))
-    x, y = next(epoch_batches(data, run, epoch=0, device=CPU))
+    x, y = next(epoch_batches(data, RunSettings.from_dict(run), epoch=0, device=CPU))
     model = build_model(run, len(train["classes"]))
     set_train_mode(model)
     with torch.no_grad():
@@ -374,14 +375,15 @@ def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic
     fixed = held_out[
         stratified_subset(train["labels"][held_out], lr_finder.HELD_OUT_IMAGES, VALIDATION_SPLIT_SEED)
     ]
-    x, y = next(epoch_batches(subset(train, train_index), run, epoch=0, device=CPU))
+    settings = RunSettings.from_dict(run)
+    x, y = next(epoch_batches(subset(train, train_index), settings, epoch=0, device=CPU))
     model = build_model(run, len(train["classes"]))
     set_train_mode(model)
-    optimizer = build_optimizer(model, RunSettings.from_dict(run), finder["start_lr"])
+    optimizer = build_optimizer(model, settings, finder["start_lr"])
     batch_loss = F.cross_entropy(model(x), y)
     batch_loss.backward()
     optimizer.step()
-    held_out_loss, _ = evaluation_pass(model, subset(train, fixed), run, CPU, "fp32")
+    held_out_loss, _ = evaluation_pass(model, subset(train, fixed), settings, CPU, "fp32")
     first = result["repeats"][0]["losses"][0]
     assert first == pytest.approx(held_out_loss, rel=1e-5)
     assert first != pytest.approx(batch_loss.item(), rel=1e-3)
@@ -393,6 +395,7 @@ def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic
 def test_a_frozen_head_sweeps_on_cached_features(synthetic_data):
     from cifarlab.models import build_model, head_of
     from cifarlab.training.augment import epoch_batches
+    from cifarlab.training.settings import RunSettings
 
     train = synthetic_data["train"]
     run = lab_run("resnet18", pretrained=False, image_size=32)  # freeze: head, augment: none
@@ -405,7 +408,9 @@ def test_a_frozen_head_sweeps_on_cached_features(synthetic_data):
     }
     finder = {"start_lr": 1e-4, "end_lr": 10.0, "num_iter": 20, "repeats": 1}
     result = lr_finder.run_lr_finder(run, train, finder, device=CPU, cached_train=features)
-    x, y = next(epoch_batches(features, run, epoch=0, device=CPU))  # training's first batch
+    x, y = next(
+        epoch_batches(features, RunSettings.from_dict(run), epoch=0, device=CPU)
+    )  # training's first batch
     head = head_of(build_model(run, len(train["classes"])))
     with torch.no_grad():
         assert result["repeats"][0]["losses"][0] == pytest.approx(

@@ -250,8 +250,8 @@ def test_status_of_a_finished_an_interrupted_a_failed_and_a_running_run(
     seen = {}
     real_batches = training.epoch_batches
 
-    def ask_status(data, run, *, epoch, **options):
-        for i, batch in enumerate(real_batches(data, run, epoch=epoch, **options)):
+    def ask_status(data, settings, *, epoch, **options):
+        for i, batch in enumerate(real_batches(data, settings, epoch=epoch, **options)):
             if epoch == 1 and i == 1:
                 seen.update({s.run: s for s in status.study_status(config, study)})
             yield batch

@@ -222,8 +222,8 @@ def sigterm_at(epoch: int, step: int):
     """An `epoch_batches` that sends this process SIGTERM before batch `step` of `epoch` (0-based)."""
     real_batches, at_epoch = training.epoch_batches, epoch
 
-    def epoch_batches(data, run, *, epoch, **options):
-        for i, batch in enumerate(real_batches(data, run, epoch=epoch, **options)):
+    def epoch_batches(data, settings, *, epoch, **options):
+        for i, batch in enumerate(real_batches(data, settings, epoch=epoch, **options)):
             if epoch == at_epoch and i == step:
                 os.kill(os.getpid(), signal.SIGTERM)
             yield batch
@@ -330,7 +330,7 @@ def wrecked_last_epoch(**overrides) -> dict:
 
 
 def accuracy_on(model: torch.nn.Module, data: dict, run: dict) -> tuple[float, float]:
-    return scoring.evaluation_pass(model, data, run, CPU, "fp32")
+    return scoring.evaluation_pass(model, data, RunSettings.from_dict(run), CPU, "fp32")
 
 
 def test_the_best_validation_epoch_is_chosen_and_its_weights_returned(synthetic_data):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -393,7 +394,7 @@ def run_lr_finder(
         f"{held_out_images} held-out images after each step" if held_out_loss else "each training batch",
     )  # fmt: skip
     result = repeated_range_test(
-        trainable, optimizer, _batches_of(run, data, device, precision), _loss_of(settings), finder,
+        trainable, optimizer, _batches_of(settings, data, device, precision), _loss_of(settings), finder,
         seed=settings.seed, name=f"lr_find {job_label(run, per_seed=False)}",
         train_mode=set_train_mode, autocast=lambda: autocast(device, precision), held_out_loss=held_out_loss,
     )  # fmt: skip
@@ -440,7 +441,7 @@ def _sweep_setup(
     ]
     if cached_train is not None:
         check_cached(cached_train, train, "train")
-    trainable, data = trainable_and_data(model, run, train, index, cached_train)
+    trainable, data = trainable_and_data(model, settings, train, index, cached_train)
     place(trainable, device, precision)
     data = to_device(data, device)
     if not len(held_out_index):
@@ -448,22 +449,22 @@ def _sweep_setup(
     held_out = to_device(subset(train if cached_train is None else cached_train, held_out_index), device)
 
     def held_out_loss(module: torch.nn.Module) -> float:
-        return evaluation_pass(module, held_out, run, device, precision)[0]
+        return evaluation_pass(module, held_out, settings, device, precision)[0]
 
     return trainable, data, held_out_loss, len(held_out_index)
 
 
 def _batches_of(
-    run: dict, data: dict, device: torch.device, precision: str
+    settings: RunSettings, data: dict, device: torch.device, precision: str
 ) -> Callable[[int], Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
     """make_batches(seed) for repeated_range_test: training's batches (augmented as the run is)
     drawn with `seed`, over as many epochs as the sweep needs."""
     from cifarlab.training.augment import epoch_batches
 
     def make_batches(seed: int) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
-        repeat_run = {**run, "seed": seed}
+        repeat = dataclasses.replace(settings, seed=seed)
         return _cycle(
-            lambda epoch: epoch_batches(data, repeat_run, epoch=epoch, device=device, precision=precision)
+            lambda epoch: epoch_batches(data, repeat, epoch=epoch, device=device, precision=precision)
         )
 
     return make_batches

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from cifarlab.core.device import use_channels_last
 from cifarlab.training.batching import feature_batches, image_batches, test_batches
+from cifarlab.training.settings import RunSettings
 
 CROP_PADDING = 4  # pixels of zero padding around the image before the random crop (as in torchvision)
 
@@ -151,7 +152,13 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def epoch_batches(
-    data: dict, run: dict, *, epoch: int | None, device: torch.device, start: int = 0, precision: str = "fp32"
+    data: dict,
+    settings: RunSettings,
+    *,
+    epoch: int | None,
+    device: torch.device,
+    start: int = 0,
+    precision: str = "fp32",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The batches of one training epoch (epoch given: shuffled, augmented) or of a test pass (None).
 
@@ -159,25 +166,25 @@ def epoch_batches(
     the job's resolved one (bf16 batches are channels_last).
     """
     if epoch is None:
-        return test_batches(data, run, device=device, precision=precision)
-    generator = epoch_generator(run["seed"], epoch)
+        return test_batches(data, settings, device=device, precision=precision)
+    generator = epoch_generator(settings.seed, epoch)
     if "features" in data:
         return feature_batches(
-            data, run["batch_size"], shuffle=True, generator=generator, device=device, start=start
+            data, settings.batch_size, shuffle=True, generator=generator, device=device, start=start
         )
     return batches(
         data,
-        run["batch_size"],
+        settings.batch_size,
         shuffle=True,
         generator=generator,
         device=device,
-        augment=run["augment"],
-        image_size=run["image_size"],
+        augment=settings.augment,
+        image_size=settings.image_size,
         channels_last=use_channels_last(device, precision),
         start=start,
-        translate_pixels=run["translate"],
-        flip_phase=flip_phases(len(data["labels"]), run["seed"])
-        if run["augment"] == "alternating_flip"
+        translate_pixels=settings.translate,
+        flip_phase=flip_phases(len(data["labels"]), settings.seed)
+        if settings.augment == "alternating_flip"
         else None,
         epoch=epoch,
     )

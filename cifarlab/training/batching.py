@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from cifarlab.core.device import use_channels_last
+from cifarlab.training.settings import RunSettings
 
 
 def to_float(
@@ -88,18 +89,18 @@ def feature_batches(
 
 
 def test_batches(
-    data: dict, run: dict, *, device: torch.device, precision: str = "fp32"
+    data: dict, settings: RunSettings, *, device: torch.device, precision: str = "fp32"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The batches of a test pass (in order, unaugmented) of prepared images or of cached features
     (a "features" key); `precision` is the job's resolved one (bf16 batches are channels_last)."""
     if "features" in data:
-        return feature_batches(data, run["batch_size"], shuffle=False, generator=None, device=device)
+        return feature_batches(data, settings.batch_size, shuffle=False, generator=None, device=device)
     return image_batches(
         data,
-        run["batch_size"],
+        settings.batch_size,
         shuffle=False,
         generator=None,
         device=device,
-        image_size=run["image_size"],
+        image_size=settings.image_size,
         channels_last=use_channels_last(device, precision),
     )

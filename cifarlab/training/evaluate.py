@@ -28,6 +28,7 @@ from cifarlab.study.results import read_history
 from cifarlab.training.batching import test_batches
 from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset
 from cifarlab.training.scoring import loss_and_accuracy
+from cifarlab.training.settings import RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,12 @@ def training_record(saved: dict, model_path: str | Path, dataset: str, seed: int
         raise ValueError(
             f"{model_path} lacks {missing}: it was written by an older train step; delete it and rerun"
         )
-    run = saved["run"]
-    trained_on = run.get("dataset", dataset)  # the settings name their dataset in a study of several
-    if run["seed"] != seed or trained_on != dataset:
+    settings = RunSettings.from_dict(saved["run"])
+    # the settings name their dataset in a study of several
+    trained_on = settings.dataset if "dataset" in saved["run"] else dataset
+    if settings.seed != seed or trained_on != dataset:
         raise ValueError(
-            f"{model_path} was trained with seed {run['seed']} on {trained_on!r}, "
+            f"{model_path} was trained with seed {settings.seed} on {trained_on!r}, "
             f"but is evaluated as seed {seed} of {dataset!r}; delete it and rerun"
         )
     return {k: saved[k] for k in TRAINING_KEYS}
@@ -77,13 +79,15 @@ def per_class_accuracy(confusion: torch.Tensor, classes: list[str]) -> tuple[dic
 
 
 def _run_record(saved: dict, history: list[dict], model_path: str | Path, dataset: str, seed: int) -> dict:
-    """The keys of metrics.json that come from training (model.pt and history.csv), not the test pass."""
-    run = saved["run"]
+    """The keys of metrics.json that come from training (model.pt and history.csv), not the test pass.
+
+    The settings are read through RunSettings; `settings` records model.pt's run dict as it is."""
+    settings = RunSettings.from_dict(saved["run"])
     return {
         "dataset": dataset,
-        "run": run["name"],
+        "run": settings.name,
         "seed": seed,
-        "model": run["model"],
+        "model": settings.model,
         "status": saved["status"],
         "diverged": saved["diverged"],
         "classes": saved["classes"],
@@ -91,20 +95,20 @@ def _run_record(saved: dict, history: list[dict], model_path: str | Path, datase
         "final_train_accuracy": _finite(history[-1]["train_accuracy"]) if history else None,
         "params_total": saved["params_total"],
         "params_trainable": saved["params_trainable"],
-        "epochs": run["epochs"],
-        "batch_size": run["batch_size"],
-        "optimizer": run["optimizer"],
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "optimizer": settings.optimizer,
         "lr": saved["lr"],
         "lr_source": saved["lr_source"],
-        "dropout": run["dropout"],
-        "pretrained": run["pretrained"],
-        "freeze": run["freeze"],
-        "image_size": run["image_size"],
+        "dropout": settings.dropout,
+        "pretrained": settings.pretrained,
+        "freeze": settings.freeze,
+        "image_size": settings.image_size,
         "train_seconds": saved["train_seconds"],
         "images_per_second": saved["images_per_second"],
         "device": saved["device"],
         "precision": saved.get("precision", "fp32"),  # training's, as resolved on its machine
-        "settings": run,
+        "settings": saved["run"],  # the dict as saved, so metrics.json is unchanged
     }
 
 
@@ -129,7 +133,7 @@ def compute_metrics(
     gives the same predictions as the whole model on the images (tests/test_features.py).
     """
     model, saved = load_trained(model_path, device)
-    run, classes = saved["run"], saved["classes"]
+    settings, classes = RunSettings.from_dict(saved["run"]), saved["classes"]
     metrics = {
         **_run_record(saved, read_history(history_path), model_path, dataset, seed),
         "test_accuracy": None,
@@ -148,11 +152,11 @@ def compute_metrics(
         "environment": None,
     }
     if saved["status"] != "ok":
-        log.warning("%s: status %s, no test metrics (%s)", run["name"], saved["status"], saved["diverged"])
+        log.warning("%s: status %s, no test metrics (%s)", settings.name, saved["status"], saved["diverged"])
         return metrics
     if cached_test is not None and metrics["tta"] != "none":
         raise ValueError(
-            f"{run['name']}: tta {metrics['tta']!r} needs the test images, not cached features; "
+            f"{settings.name}: tta {metrics['tta']!r} needs the test images, not cached features; "
             "the workflow gives such runs the images (common.smk uses_cached_features)"
         )
     if cached_test is not None:
@@ -160,21 +164,21 @@ def compute_metrics(
         model = head_of(model)
     else:
         data = load_torch(test_path)
-    data = subset(data, stratified_subset(data["labels"], run["test_subset"], TEST_SUBSET_SEED))
+    data = subset(data, stratified_subset(data["labels"], settings.test_subset, TEST_SUBSET_SEED))
 
     def test_pass(tta: str) -> tuple[float, float, torch.Tensor]:
-        batches = test_batches(data, run, device=device, precision=precision)
+        batches = test_batches(data, settings, device=device, precision=precision)
         return loss_and_accuracy(model, batches, device, precision, tta=tta)
 
     loss, accuracy, predictions = test_pass("none")
     if metrics["tta"] != "none":
         tta_loss, tta_accuracy, _ = test_pass(metrics["tta"])
         metrics.update(tta_test_accuracy=tta_accuracy, tta_test_loss=tta_loss)
-        log.info("%s: test accuracy with %s TTA %.2f %%", run["name"], metrics["tta"], tta_accuracy)
+        log.info("%s: test accuracy with %s TTA %.2f %%", settings.name, metrics["tta"], tta_accuracy)
     confusion = confusion_matrix(data["labels"], predictions, len(classes))
     per_class, untested = per_class_accuracy(confusion, classes)
     if untested:
-        log.warning("%s: no test images of %s: left out of per-class accuracy", run["name"], untested)
+        log.warning("%s: no test images of %s: left out of per-class accuracy", settings.name, untested)
     metrics.update(
         test_accuracy=accuracy,
         test_loss=loss,
@@ -182,7 +186,7 @@ def compute_metrics(
         classes_without_test_images=untested,
         confusion_matrix=confusion.tolist(),
     )
-    log.info("%s: test accuracy %.2f %%, test loss %.4f", run["name"], accuracy, loss)
+    log.info("%s: test accuracy %.2f %%, test loss %.4f", settings.name, accuracy, loss)
     return metrics
 
 

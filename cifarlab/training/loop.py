@@ -234,7 +234,7 @@ def choose_images(
         for split, data in (("train", train), ("test", test)):
             check_cached(cached_features[split], data, split)
     trainable, train_data = trainable_and_data(
-        model, run, train, train_index, None if cached_features is None else cached_features["train"]
+        model, settings, train, train_index, None if cached_features is None else cached_features["train"]
     )
     test_data = subset(test if cached_features is None else cached_features["test"], test_index)
     place(trainable, device, precision)
@@ -266,7 +266,7 @@ def epoch_of_batches(
     running = state.running
     start_epoch(state.trainable, epoch)
     epoch_iter = epoch_batches(
-        images.train, run, epoch=epoch, device=device, start=running["step"], precision=precision
+        images.train, settings, epoch=epoch, device=device, start=running["step"], precision=precision
     )
     if sys.stderr.isatty():  # a progress bar for a person watching, never in a log file
         from tqdm import tqdm
@@ -300,10 +300,10 @@ def score_epoch(
     the epoch's log lines."""
     validation = NOT_MEASURED
     if images.validation is not None:
-        validation = evaluation_pass(state.trainable, images.validation, run, device, precision)
+        validation = evaluation_pass(state.trainable, images.validation, settings, device, precision)
         if validation[1] > state.best["accuracy"]:  # strictly: the first epoch of the best
             state.best = {"epoch": epoch + 1, "accuracy": validation[1], "state": cpu_state(state.trainable)}
-    test_loss, test_accuracy = evaluation_pass(state.trainable, images.test, run, device, precision)
+    test_loss, test_accuracy = evaluation_pass(state.trainable, images.test, settings, device, precision)
     state.history.append(_history_row(epoch + 1, state.running, validation, (test_loss, test_accuracy)))
     row = state.history[-1]
     val_text = (

@@ -12,6 +12,7 @@ from torch import nn
 
 from cifarlab.core.device import autocast
 from cifarlab.training.batching import test_batches
+from cifarlab.training.settings import RunSettings
 
 
 def tta_views(x: torch.Tensor, tta: str) -> list[tuple[float, torch.Tensor]]:
@@ -67,10 +68,10 @@ def loss_and_accuracy(
 
 
 def evaluation_pass(
-    model: nn.Module, data: dict, run: dict, device: torch.device, precision: str
+    model: nn.Module, data: dict, settings: RunSettings, device: torch.device, precision: str
 ) -> tuple[float, float]:
     """(mean cross-entropy in nats, accuracy in %) of `model` on `data` (unaugmented, in order)."""
     loss, accuracy, _ = loss_and_accuracy(
-        model, test_batches(data, run, device=device, precision=precision), device, precision
+        model, test_batches(data, settings, device=device, precision=precision), device, precision
     )
     return loss, accuracy

@@ -36,7 +36,7 @@ def check_cached(cached: dict, data: dict, split: str) -> None:
 
 
 def trainable_and_data(
-    model: nn.Module, run: dict, train: dict, index: torch.Tensor, cached_train: dict | None
+    model: nn.Module, settings: RunSettings, train: dict, index: torch.Tensor, cached_train: dict | None
 ) -> tuple[nn.Module, dict]:
     """(the module that trains, its training data at `index`, on the CPU).
 
@@ -46,7 +46,7 @@ def trainable_and_data(
     """
     if cached_train is None:
         data = subset(train, index)
-        init_from_data(model, data, run)
+        init_from_data(model, data, settings)
         return model, data
     return head_of(model), subset(cached_train, index)
 
