@@ -47,14 +47,16 @@ def _finite(value: float | None) -> float | None:
 TRAINING_KEYS = ("train_images", "validation_images", "best_epoch", "best_validation_accuracy")
 
 
-def training_record(saved: dict, model_path: str | Path, dataset: str, seed: int) -> dict:
-    """TRAINING_KEYS of model.pt's metadata, checked to belong to this (dataset, seed)."""
+def training_record(
+    saved: dict, settings: RunSettings, model_path: str | Path, dataset: str, seed: int
+) -> dict:
+    """TRAINING_KEYS of model.pt's metadata, checked to belong to this (dataset, seed);
+    `settings` are model.pt's run settings (RunSettings.from_dict(saved["run"]))."""
     missing = [k for k in TRAINING_KEYS if k not in saved]
     if missing:
         raise ValueError(
             f"{model_path} lacks {missing}: it was written by an older train step; delete it and rerun"
         )
-    settings = RunSettings.from_dict(saved["run"])
     # the settings name their dataset in a study of several
     trained_on = settings.dataset if "dataset" in saved["run"] else dataset
     if settings.seed != seed or trained_on != dataset:
@@ -78,11 +80,13 @@ def per_class_accuracy(confusion: torch.Tensor, classes: list[str]) -> tuple[dic
     return accuracy, [c for i, c in enumerate(classes) if counts[i] == 0]
 
 
-def _run_record(saved: dict, history: list[dict], model_path: str | Path, dataset: str, seed: int) -> dict:
+def _run_record(
+    saved: dict, settings: RunSettings, history: list[dict], model_path: str | Path, dataset: str, seed: int
+) -> dict:
     """The keys of metrics.json that come from training (model.pt and history.csv), not the test pass.
 
-    The settings are read through RunSettings; `settings` records model.pt's run dict as it is."""
-    settings = RunSettings.from_dict(saved["run"])
+    Read through `settings` (model.pt's, built once by compute_metrics); the `settings` key
+    records model.pt's run dict as it is."""
     return {
         "dataset": dataset,
         "run": settings.name,
@@ -91,7 +95,7 @@ def _run_record(saved: dict, history: list[dict], model_path: str | Path, datase
         "status": saved["status"],
         "diverged": saved["diverged"],
         "classes": saved["classes"],
-        **training_record(saved, model_path, dataset, seed),
+        **training_record(saved, settings, model_path, dataset, seed),
         "final_train_accuracy": _finite(history[-1]["train_accuracy"]) if history else None,
         "params_total": saved["params_total"],
         "params_trainable": saved["params_trainable"],
@@ -135,7 +139,7 @@ def compute_metrics(
     model, saved = load_trained(model_path, device)
     settings, classes = RunSettings.from_dict(saved["run"]), saved["classes"]
     metrics = {
-        **_run_record(saved, read_history(history_path), model_path, dataset, seed),
+        **_run_record(saved, settings, read_history(history_path), model_path, dataset, seed),
         "test_accuracy": None,
         "test_loss": None,
         "tta": tta,
