@@ -186,14 +186,13 @@ def retrain(record: Record, root: Path, *, epochs: int | None, device: torch.dev
 def _gap(a: float, b: float) -> float:
     """|a - b|; 0 when both are not finite, inf when one only is.
 
-    Both sides are normalised alike, a value that is not finite (NaN, inf) becoming NaN, and NaN
-    equals NaN: history.csv's rows (read_history) hold NaN where the retraining's rows hold the inf
-    of a diverged epoch, and an exact reproduction of that epoch must count as one.
+    Any value that is not finite (NaN, inf) counts as the same: history.csv's rows (read_history)
+    hold NaN where the retraining's rows hold the inf of a diverged epoch, and an exact
+    reproduction of that epoch must count as one.
     """
-    a, b = (x if math.isfinite(x) else math.nan for x in (a, b))
-    if math.isnan(a) or math.isnan(b):
-        return 0.0 if math.isnan(a) and math.isnan(b) else math.inf
-    return abs(a - b)
+    if math.isfinite(a) and math.isfinite(b):
+        return abs(a - b)
+    return math.inf if math.isfinite(a) or math.isfinite(b) else 0.0
 
 
 def weights_gap(recorded: dict[str, torch.Tensor], retrained: dict[str, torch.Tensor]) -> float:
