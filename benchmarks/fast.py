@@ -95,8 +95,9 @@ def cmd_run(args) -> dict:
             }
         )
         print(
-            f"seed {seed}: {_percent(metrics['test_accuracy'])} plain, {_percent(metrics['tta_test_accuracy'])} "
-            f"TTA, {result['train_seconds']:.1f} s of training, status {metrics['status']}",
+            f"seed {seed}: {_percent(metrics['test_accuracy'])} plain, "
+            f"{_percent(metrics['tta_test_accuracy'])} TTA, {result['train_seconds']:.1f} s of training, "
+            f"status {metrics['status']}",
             flush=True,
         )
     ok = [r for r in rows if r["status"] == "ok"] or [{"tta_test_accuracy": None, "test_accuracy": None}]

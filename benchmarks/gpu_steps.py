@@ -196,8 +196,13 @@ def cmd_study(args: argparse.Namespace) -> dict:
 # numpy, scipy, matplotlib, pyyaml, pillow, jinja2, tensorboard, safetensors), one pinned version
 # each (pip --no-deps installs exactly these): keep in step with pyproject.toml.
 NEEDS = {
-    "jsonschema": ["jsonschema==4.26.0", "attrs==26.1.0", "referencing==0.37.0", "rpds-py==2026.9.1",
-                   "jsonschema-specifications==2025.9.1"],  # fmt: skip
+    "jsonschema": [
+        "jsonschema==4.26.0",
+        "attrs==26.1.0",
+        "referencing==0.37.0",
+        "rpds-py==2026.9.1",
+        "jsonschema-specifications==2025.9.1",
+    ],  # fmt: skip
     "vit_pytorch": ["vit-pytorch==1.26.14", "einops==0.8.2"],
     "torch_optimizer": ["torch-optimizer==0.3.0", "pytorch-ranger==0.1.1"],
     "tqdm": ["tqdm==4.70.1"],
@@ -223,9 +228,14 @@ def cmd_install(args: argparse.Namespace) -> None:
             name = requirement.partition("==")[0].replace("-", "_")
             found = sorted(Path(args.wheels).glob(f"{name}-*.whl"))
             if not found:
-                raise SystemExit(f"no wheel of {requirement} in {args.wheels}: run benchmarks/gpu.sh --pack here")
+                raise SystemExit(
+                    f"no wheel of {requirement} in {args.wheels}: run benchmarks/gpu.sh --pack here"
+                )
             files.append(str(found[-1]))
-    print(f"installing {len(files)} wheels: {' '.join(Path(f).name for f in files) or 'none needed'}", flush=True)
+    print(
+        f"installing {len(files)} wheels: {' '.join(Path(f).name for f in files) or 'none needed'}",
+        flush=True,
+    )
     if files:
         pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile"]
         subprocess.run([*pip, "--no-cache-dir", "--target", args.target, *files], check=True)
@@ -308,6 +318,17 @@ def study_lines(title: str, result: dict | None) -> list[str]:
     return lines
 
 
+def precision_lines(precision: dict | None) -> list[str]:
+    """benchmarks/fast.py precision's images/s per model, fp32 and bf16, and their ratio."""
+    if precision is None:
+        return ["precision: no precision/precision.json (see its stage)"]
+    lines = ["precision: one training step, fp32 vs bf16 autocast + channels_last (images/s)"]
+    for r in precision["rows"]:
+        fp32, bf16 = r["fp32_images_per_second"], r["bf16_images_per_second"]
+        lines.append(f"  {r['model']}: fp32 {fp32:.0f}, bf16 {bf16:.0f}, ratio {r['bf16_over_fp32']:.2f}")
+    return lines
+
+
 def cmd_summary(args: argparse.Namespace) -> dict:
     """OUT/summary.txt and OUT/summary.json from the stages' table (OUT/stages.tsv) and results."""
     out = Path(args.out)
@@ -318,18 +339,19 @@ def cmd_summary(args: argparse.Namespace) -> dict:
             stages.append({"stage": name, "status": status, "rc": int(rc), "seconds": int(seconds),
                            "timeout": int(limit)})  # fmt: skip
     header = (out / "machine.txt").read_text().strip() if (out / "machine.txt").exists() else "machine: ?"
-    lines = [header, "", "| stage | status | exit | seconds | timeout s |", "| --- | --- | ---: | ---: | ---: |"]
-    lines += [f"| {s['stage']} | {s['status']} | {s['rc']} | {s['seconds']} | {s['timeout']} |" for s in stages]
+    lines = [
+        header,
+        "",
+        "| stage | status | exit | seconds | timeout s |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {s['stage']} | {s['status']} | {s['rc']} | {s['seconds']} | {s['timeout']} |" for s in stages
+    ]
     fast, fast_run = fast_lines(out)
     lines += ["", *fast, ""]
     precision = _json(out / "precision" / "precision.json")
-    if precision is not None:
-        lines.append("precision: one training step, fp32 vs bf16 autocast + channels_last (images/s)")
-        lines += [
-            f"  {r['model']}: fp32 {r['fp32_images_per_second']:.0f}, bf16 {r['bf16_images_per_second']:.0f}, "
-            f"ratio {r['bf16_over_fp32']:.2f}"
-            for r in precision["rows"]
-        ]
+    lines += precision_lines(precision)
     lab = {d.name: _json(d / "study.json") for d in sorted((out / "lab").glob("*")) if d.is_dir()}
     for name, result in lab.items():
         lines += study_lines(f"lab run {name}", result)
@@ -351,7 +373,9 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("wheels", help="the pinned wheels benchmarks/gpu.sh --pack downloads")
     install = sub.add_parser("install", help="the missing packages from a folder of wheels")
