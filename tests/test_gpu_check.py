@@ -16,7 +16,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tarfile
 import venv
 import zipfile
@@ -166,15 +165,25 @@ def test_a_failing_stage_still_gives_the_summary(machine_like, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     status = {s["stage"]: s["status"] for s in summary["stages"]}
     assert status["install"] == "failed" and status["data"] == "failed"
-    assert set(status.values()) <= {"failed", "skipped"}
+    assert set(status.values()) <= {"failed", "skipped", "timeout"}  # a stage cut to seconds may time out
     assert not summary["all_stages_ran"]
     assert sorted(f.name for f in out.iterdir()) == ["logs.tar.gz", "summary.json", "summary.txt"]
 
 
-def test_the_pins_are_the_installed_versions():
-    """The pack's pins are the versions this project's environment was tested with."""
-    for requirements in gpu_steps().NEEDS.values():
-        for requirement in requirements:
-            name, _, version = requirement.partition("==")
-            assert metadata.version(name) == version, f"{requirement}: installed {metadata.version(name)}"
-    assert sys.version_info >= (3, 11)
+def test_the_pins_meet_the_projects_requirements():
+    """Each wheel the check carries is a version pyproject.toml allows (keep the two in step)."""
+    import tomllib
+
+    from packaging.utils import canonicalize_name
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    allowed = {canonicalize_name(r.name): r.specifier for r in map(Requirement, declared)}
+    pins = [r for group in gpu_steps().NEEDS.values() for r in group]
+    assert len({canonicalize_name(r.partition("==")[0]) for r in pins}) == len(pins)  # one version each
+    checked = 0
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        if canonicalize_name(name) in allowed:
+            assert allowed[canonicalize_name(name)].contains(version), f"{pin} against pyproject.toml"
+            checked += 1
+    assert checked == 4  # jsonschema, vit-pytorch, torch-optimizer, tqdm; the rest are their needs
