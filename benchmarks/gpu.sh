@@ -10,7 +10,7 @@
 #   benchmarks/gpu.sh --tiny OUT             # the same stages on a CPU, tiny, in minutes
 #
 # Stages, each under its own timeout and all within GPU_BUDGET_S (default 360 s: with the
-# machine's start and the transfers under 8 minutes; tiny 600 s): install (the missing packages
+# machine's start and the transfers under 8 minutes; tiny 1200 s, each timeout x 4): install (the missing packages
 # from the pack's wheels into a --target folder, nothing else touched; benchmarks/gpu_steps.py
 # NEEDS), data (download + prepare), fast (airbench, 5 seeds, bf16: benchmarks/fast.py run),
 # precision (fp32 vs bf16, one step of each model), lab-<run> (simple CNN, dropout CNN, vgg16 and
@@ -93,7 +93,7 @@ trap 'exit 130' INT TERM
 # stage NAME TIMEOUT_S COMMAND...: run under its timeout (cut to what the budget has left), log
 # to logs/NAME.log, one row in stages.tsv: name, ok|failed|timeout|skipped, exit, seconds, timeout
 stage() {
-    local name=$1 seconds=$2 rc status begin left
+    local name=$1 seconds=$(($2 * scale)) rc status begin left
     shift 2
     left=$((budget - ($(date +%s) - started) - 20)) # 20 s kept for the summary and the archive
     ((seconds > left)) && seconds=$left
@@ -120,7 +120,8 @@ PY
 }
 
 if ((tiny)); then # the demo's generated data made tiny (tests/e2e_study.yaml), on the CPU
-    budget=${GPU_BUDGET_S:-600}
+    budget=${GPU_BUDGET_S:-1200}
+    scale=4 # the stages' timeouts are the GPU's: a loaded 2-core CPU took 3x the time of an idle one
     configs=(config/demo.yaml tests/e2e_study.yaml)
     study_configs=("${configs[@]}")
     over=(device=cpu threads=1)
@@ -129,6 +130,7 @@ if ((tiny)); then # the demo's generated data made tiny (tests/e2e_study.yaml), 
     precision=(--steps 1 --batch-size 8)
 else # the lab's data and sizes; every stage's time is this machine's
     budget=${GPU_BUDGET_S:-360}
+    scale=1
     configs=(benchmarks/gpu.yaml)
     study_configs=(config/quick.yaml)
     over=("data_source=$source_" pretrained=false device=cuda precision=auto threads=8)

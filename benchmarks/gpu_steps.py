@@ -179,6 +179,9 @@ def cmd_study(args: argparse.Namespace) -> dict:
             }
         )
         print(f"{job['run']} seed {job['seed']}: {json.dumps(rows[-1])}", flush=True)
+        if args.out:  # after each job: a stage stopped by its timeout keeps the jobs it finished
+            partial = {"args": vars(args), "rows": rows, "table": compare(rows, args.runs), "partial": True}
+            (Path(args.out) / "study.json").write_text(json.dumps(partial, indent=1))
     table = compare(rows, args.runs)
     print("| run | seeds | diverged | mean % | sd | 95 % interval | Welch p vs first |")
     print("| --- | ---: | ---: | ---: | ---: | --- | ---: |")
@@ -301,7 +304,9 @@ def study_lines(title: str, result: dict | None) -> list[str]:
     """A `study` command's per-job lines and its comparison table."""
     if result is None:
         return [f"{title}: no result (see its stage)"]
-    lines = [f"{title}:"]
+    lines = [
+        f"{title}:" + (" (partial: its stage stopped before the last job)" if result.get("partial") else "")
+    ]
     for r in result["rows"]:
         lines.append(
             f"  {r['run']} seed {r['seed']}: {r['status']}, {_num(r.get('test_accuracy'))} % "
@@ -396,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         {"summary": cmd_summary, "wheels": cmd_wheels, "install": cmd_install}[args.command](args)
         return 0
     out = Path(args.out).resolve() if args.out else None  # before plan() changes the folder
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        args.out = str(out)
     result = {"data": cmd_data, "study": cmd_study}[args.command](args)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
