@@ -16,6 +16,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tarfile
 import venv
 import zipfile
@@ -187,3 +188,41 @@ def test_the_pins_meet_the_projects_requirements():
             assert allowed[canonicalize_name(name)].contains(version), f"{pin} against pyproject.toml"
             checked += 1
     assert checked == 4  # jsonschema, vit-pytorch, torch-optimizer, tqdm; the rest are their needs
+
+
+def test_the_summary_records_a_diverged_seed_and_a_timed_out_stage(tmp_path):
+    """A diverged seed (no accuracies) is a row of the table, not a crash; a stopped stage says so."""
+    (tmp_path / "fast" / "airbench-seed0").mkdir(parents=True)
+    (tmp_path / "fast" / "airbench-seed0" / "history.csv").write_text("epoch,seconds\n1,2.5\n2,1.0\n3,1.5\n")
+    rows = [
+        {"seed": 0, "status": "ok", "test_accuracy": 93.5, "tta_test_accuracy": 94.25, "train_seconds": 5.0},
+        {
+            "seed": 1,
+            "status": "diverged",
+            "test_accuracy": None,
+            "tta_test_accuracy": None,
+            "train_seconds": 1.0,
+        },
+    ]
+    run = {
+        "epochs": 3,
+        "precision": "bf16",
+        "rows": rows,
+        "diverged": 1,
+        "tta_mean": 94.25,
+        "plain_mean": 93.5,
+    }
+    (tmp_path / "fast" / "run.json").write_text(json.dumps({**run, "train_seconds_mean": 3.0}))
+    (tmp_path / "stages.tsv").write_text("fast\tok\t0\t9\t120\nstudy\ttimeout\t124\t60\t60\n")
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_steps.py"), "summary", "--out", str(tmp_path)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    text = (tmp_path / "summary.txt").read_text()
+    assert "| 0 | ok | 93.50 | 94.25 | 0.75 | 5.00 | 2.50 |" in text  # less epoch 1: 1.0 + 1.5 s
+    assert "| 1 | diverged | - | - | - | 1.00 | - |" in text
+    assert "1 diverged" in text and "| study | timeout | 124 | 60 | 60 |" in text
+    assert "all stages ran: False" in text
+    assert (
+        json.loads((tmp_path / "summary.json").read_text())["fast"]["rows"][0]["seconds_less_epoch_1"] == 2.5
+    )
