@@ -93,7 +93,8 @@ def digests_of_a_copy(tree: Path, scripts: list[str]) -> dict[str, str]:
 
 def test_modules_that_cannot_change_a_result_are_in_no_steps_code(tmp_path):
     """Editing the code (not a message) of live_curves (TensorBoard), messages (cut values in
-    error messages) or gpu_slots (which GPU a job takes) reruns nothing; editing training code next to them still reruns training."""
+    error messages) or gpu_slots (which GPU a job takes) reruns nothing; editing training code
+    next to them still reruns training."""
     # the set is pinned: a module added to it is a reviewed change (the cost model and the estimate
     # are tested by the rerun table's cost rows)
     assert NOT_A_RESULT_MODULES == {

@@ -163,7 +163,9 @@ def test_pick_device_selects_the_slot_among_all_when_cuda_started_before(machine
     other_job = gpu_slots._try_lock(gpu_slots.slots_dir() / "0.lock")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7,GPU-x")
     try:
-        assert device_module.pick_device("cuda") == torch.device("cuda", 1) and fake_cuda[-1] == 1
+        device = device_module.pick_device("cuda")
+        assert device == torch.device("cuda", 1) and fake_cuda[-1] == 1
+        assert device_module.describe(device) == "cuda:7 (Fake GPU 1)"
     finally:
         os.close(other_job)
 

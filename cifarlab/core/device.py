@@ -46,7 +46,8 @@ def pick_device(name: str = "auto") -> torch.device:
         slot = _claim_slot()
         if torch.cuda.is_available():
             return _on_slot(slot)
-        _give_back(slot)
+        if slot is not None:  # CUDA does not start after all: another job may have this GPU
+            gpu_slots.release()
     if name == "auto":
         return torch.device("mps") if _mps_available() else torch.device("cpu")
     if name == "cuda":
@@ -92,12 +93,6 @@ def gpu_slot() -> int | None:
     """The index of the GPU slot this job holds (None: none), for its records."""
     slot = gpu_slots.held()
     return None if slot is None else slot.index
-
-
-def _give_back(slot: gpu_slots.Slot | None) -> None:
-    """Release a slot claimed for a job that then found no CUDA (auto on a CUDA-less torch)."""
-    if slot is not None:
-        gpu_slots.release()
 
 
 def cpu_has_native_bf16() -> bool:
@@ -173,13 +168,13 @@ def synchronize(device: torch.device) -> None:
 def describe(device: torch.device) -> str:
     """A human-readable name for metrics and logs: 'cuda:1 (NVIDIA H100)', 'cpu (4 threads)'.
 
-    A GPU is named by its id on the machine (its CUDA_VISIBLE_DEVICES entry, as nvidia-smi numbers
-    it where that variable lists indices), not by its index inside the job (0 under a slot).
+    A GPU is named by its id on the machine (its entry of the CUDA_VISIBLE_DEVICES the job started
+    with: CUDA's index, or a UUID), not by its index inside the job (0 under a slot).
     """
     if device.type == "cuda":
         index = torch.cuda.current_device() if device.index is None else device.index
-        visible = gpu_slots.visible_gpus(count=torch.cuda.device_count)
-        gpu = visible[index] if index < len(visible) else str(index)
+        slot, visible = gpu_slots.held(), gpu_slots.visible_gpus(count=torch.cuda.device_count)
+        gpu = slot.gpu if slot else visible[index] if index < len(visible) else str(index)
         return f"cuda:{gpu} ({torch.cuda.get_device_name(index)})"
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
