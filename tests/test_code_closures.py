@@ -92,8 +92,9 @@ def digests_of_a_copy(tree: Path, scripts: list[str]) -> dict[str, str]:
 
 
 def test_modules_that_cannot_change_a_result_are_in_no_steps_code(tmp_path):
-    """Editing the code (not a message) of live_curves (TensorBoard) or messages (cut values in
-    error messages) reruns nothing; editing training code next to them still reruns training."""
+    """Editing the code (not a message) of live_curves (TensorBoard), messages (cut values in
+    error messages) or gpu_slots (which GPU a job takes) reruns nothing; editing training code
+    next to them still reruns training."""
     # the set is pinned: a module added to it is a reviewed change (the cost model and the estimate
     # are tested by the rerun table's cost rows)
     assert NOT_A_RESULT_MODULES == {
@@ -101,12 +102,13 @@ def test_modules_that_cannot_change_a_result_are_in_no_steps_code(tmp_path):
         "cifarlab.training.live_curves",
         "cifarlab.study.estimate",
         "cifarlab.models.cost",
+        "cifarlab.core.gpu_slots",
     }
     for part in ("cifarlab", "scripts"):
         shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
     scripts = ["train.py", "prepare.py", "download.py"]
     before = digests_of_a_copy(tmp_path, scripts)
-    for module in ("training/live_curves.py", "core/messages.py"):
+    for module in ("training/live_curves.py", "core/messages.py", "core/gpu_slots.py"):
         path = tmp_path / "cifarlab" / module
         path.write_text(path.read_text() + "\nA_CHANGE = 1\n\n\ndef another(x):\n    return x + 1\n")
     assert digests_of_a_copy(tmp_path, scripts) == before

@@ -37,7 +37,7 @@ from cifarlab.config.schema import ConfigError
 from cifarlab.config.validate import job_settings, uses_cached_features, validate_config
 from cifarlab.core import paths
 from cifarlab.core.code_version import PACKAGE_DIR, code_digest, code_digest_of_modules
-from cifarlab.core.device import describe, pick_device
+from cifarlab.core.device import describe, hardware, pick_device
 from cifarlab.core.environment import environment
 from cifarlab.core.files import load_torch
 from cifarlab.models import model_spec
@@ -317,7 +317,8 @@ def _distribution_changes(recorded: dict[str, str], now: dict[str, str]) -> str 
 def environment_differences(record: Record, device: torch.device, now: dict) -> list[str]:
     """Python, platform, torch's build, CPU, GPUs, device and distributions: recorded against `now`."""
     found = []
-    if describe(device) != record.saved.get("device"):
+    # the kind of device, not which of a machine's GPUs (a local job takes whichever slot is free)
+    if hardware(describe(device)) != hardware(str(record.saved.get("device"))):
         found.append(f"device: trained on {record.saved.get('device')}, retrained on {describe(device)}")
     recorded = (record.metrics or {}).get("environment")
     if not recorded:

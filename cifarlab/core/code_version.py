@@ -254,6 +254,9 @@ NOT_A_RESULT_MODULES = frozenset(
         # when it is next written, and reruns nothing (issue 21's table).
         "cifarlab.study.estimate",
         "cifarlab.models.cost",
+        # Which of a machine's GPUs a local job takes (a lock file per GPU) and the GPU count the
+        # workflow plans with: where a job runs, never what it computes.
+        "cifarlab.core.gpu_slots",
     }
 )
 

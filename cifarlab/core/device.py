@@ -1,9 +1,10 @@
 """Which accelerator a job runs on, and what that accelerator is good at.
 
 `pick_device("auto")` prefers CUDA, then Apple MPS, then the CPU. Everything else in the package
-takes the resulting `torch.device` and stays device-agnostic. The numeric precision (bf16 autocast
-with channels_last, or fp32) is decided here too, once per job (`resolve_precision`), so that the
-training loop has no device branches.
+takes the resulting `torch.device` and stays device-agnostic. On a machine with several GPUs a
+local job first claims one of them (cifarlab.core.gpu_slots: one job per GPU) and sees only it.
+The numeric precision (bf16 autocast with channels_last, or fp32) is decided here too, once per
+job (`resolve_precision`), so that the training loop has no device branches.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 
 import torch
+
+from cifarlab.core import gpu_slots
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +36,21 @@ def pick_device(name: str = "auto") -> torch.device:
     """The torch device for `name` (auto | cuda | mps | cpu); auto = cuda, then mps, then cpu.
 
     Asking for a device this machine lacks is an error (not a silent CPU fallback): a GPU job that
-    quietly runs on the CPU would take hours and report misleading speeds.
+    quietly runs on the CPU would take hours and report misleading speeds. For cuda (and auto)
+    the job first claims a GPU slot (gpu_slots.claim_for_job), before anything initialises CUDA,
+    so that local jobs run on different GPUs; it holds the slot until it exits.
     """
     if name not in DEVICES:
         raise ValueError(f"unknown device {name!r}; use one of {list(DEVICES)}")
-    if name == "auto":
+    if name in ("auto", "cuda"):
+        slot = _claim_slot()
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return _on_slot(slot)
+        if slot is not None:  # CUDA does not start after all: another job may have this GPU
+            gpu_slots.release()
+    if name == "auto":
         return torch.device("mps") if _mps_available() else torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name == "cuda":
         raise RuntimeError(
             "device 'cuda' was asked for but torch sees no CUDA GPU here "
             f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
@@ -52,6 +62,37 @@ def pick_device(name: str = "auto") -> torch.device:
             "use --config device=auto (or cpu)"
         )
     return torch.device(name)
+
+
+def _claim_slot() -> gpu_slots.Slot | None:
+    """This job's GPU slot, where torch has CUDA and sees a GPU (else None: a CPU job never waits
+    for a GPU). torch.cuda.device_count asks NVML and leaves CUDA uninitialised."""
+    if not (torch.backends.cuda.is_built() and torch.cuda.device_count()):
+        return None
+    return gpu_slots.claim_for_job(count=torch.cuda.device_count)
+
+
+def _on_slot(slot: gpu_slots.Slot | None) -> torch.device:
+    """The CUDA device of a job's claimed `slot` (None: no slot, torch's default device), made current.
+
+    claim_for_job narrowed CUDA_VISIBLE_DEVICES to the slot's GPU, so CUDA shows one device,
+    cuda:0. If something had initialised CUDA in this process before (the variable is read once),
+    CUDA still shows all of them: then the slot's index picks its GPU among them.
+    """
+    if slot is None:
+        return torch.device("cuda")
+    torch.cuda.init()
+    index = 0 if torch.cuda.device_count() == 1 else slot.index
+    if index:
+        log.warning("CUDA was initialised before the GPU slot was claimed: using cuda:%d", index)
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def gpu_slot() -> int | None:
+    """The index of the GPU slot this job holds (None: none), for its records."""
+    slot = gpu_slots.held()
+    return None if slot is None else slot.index
 
 
 def cpu_has_native_bf16() -> bool:
@@ -125,9 +166,22 @@ def synchronize(device: torch.device) -> None:
 
 
 def describe(device: torch.device) -> str:
-    """A human-readable name for metrics and logs: 'cuda (NVIDIA H100)', 'cpu (4 threads)'."""
+    """A human-readable name for metrics and logs: 'cuda:1 (NVIDIA H100)', 'cpu (4 threads)'.
+
+    A GPU is named by its id on the machine (its entry of the CUDA_VISIBLE_DEVICES the job started
+    with: CUDA's index, or a UUID), not by its index inside the job (0 under a slot).
+    """
     if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
+        index = torch.cuda.current_device() if device.index is None else device.index
+        slot, visible = gpu_slots.held(), gpu_slots.visible_gpus(count=torch.cuda.device_count)
+        gpu = slot.gpu if slot else visible[index] if index < len(visible) else str(index)
+        return f"cuda:{gpu} ({torch.cuda.get_device_name(index)})"
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
+
+
+def hardware(description: str) -> str:
+    """A `describe` text without the GPU's id ('cuda (NVIDIA H100)'): the same kind of device,
+    whichever of a machine's GPUs ran it (what verify compares)."""
+    return re.sub(r"^cuda:\S+", "cuda", description)

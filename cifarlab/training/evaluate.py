@@ -111,6 +111,7 @@ def _run_record(
         "train_seconds": saved["train_seconds"],
         "images_per_second": saved["images_per_second"],
         "device": saved["device"],
+        "gpu_slot": saved.get("gpu_slot"),  # training's (cifarlab.core.gpu_slots); older model.pt lack it
         "precision": saved.get("precision", "fp32"),  # training's, as resolved on its machine
         "settings": saved["run"],  # the dict as saved, so metrics.json is unchanged
     }

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.core import progress
-from cifarlab.core.device import autocast, describe, pick_device, resolve_precision, synchronize
+from cifarlab.core.device import autocast, describe, gpu_slot, pick_device, resolve_precision, synchronize
 from cifarlab.core.files import atomic_path, load_torch, save_torch
 from cifarlab.core.paths import job_label
 from cifarlab.models import build_model, count_parameters, set_train_mode
@@ -479,6 +479,8 @@ def run_result(
         "train_seconds": seconds,
         "images_per_second": images_seen / seconds if seconds > 0 else None,
         "device": describe(device),
+        # which of this machine's GPUs' slots it held (cifarlab.core.gpu_slots; None: no slot)
+        "gpu_slot": gpu_slot(),
         "precision": precision,
     }
 

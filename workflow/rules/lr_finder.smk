@@ -19,7 +19,7 @@ rule lr_find:
     resources:
         mem_mb=train_mem_mb,
         runtime=lr_find_runtime,
-        gpu=GPU_JOBS,
+        gpu=gpu_jobs,
     params:
         code=code_digest(SCRIPTS / "lr_find.py"),
         model_code=model_code,

@@ -10,6 +10,7 @@ import functools
 import math
 
 from cifarlab.config.validate import uses_cached_features
+from cifarlab.core.gpu_slots import visible_gpus
 from cifarlab.study import estimate
 from cifarlab.data.catalog import dataset_sizes
 from cifarlab.models import model_spec
@@ -17,8 +18,43 @@ from cifarlab.models.cost import model_cost
 
 # Only `device: cuda` asks for a GPU (`--gpus=1` under SLURM). With `auto` a cluster job gets
 # no GPU and trains on the CPU, so its time is estimated at CPU speed.
-GPU_JOBS = 1 if DEVICE == "cuda" else 0
 ON_GPU = estimate.on_gpu(DEVICE)
+
+
+# One job per GPU, locally: each GPU job asks for gpu=1 and the `gpu` resource defaults to the
+# number of GPUs, so N GPUs run N jobs at once; each job then claims its own GPU's slot
+# (cifarlab.core.gpu_slots, through core.device.pick_device). `--resources gpu=K` still caps them.
+@functools.cache
+def local_gpus():
+    """This machine's GPUs (cifarlab.core.gpu_slots.visible_gpus: CUDA_VISIBLE_DEVICES, else
+    nvidia-smi) as the main Snakemake process sees them; [] in a job's own inner Snakemake.
+    """
+    return visible_gpus() if workflow.is_main_process else []
+
+
+# The default is set while this file is read, before Snakemake creates its scheduler (later it
+# would not count), when the executor is not known yet: a run that sets `_nodes` (--jobs without
+# the local executor's --cores: a cluster profile) is taken for a cluster one, as Snakemake's own
+# scheduler does, and left uncapped. A local `-j N` is too: its jobs still get one GPU each,
+# but past N GPU jobs the extra ones wait for a slot holding their cores (docs/cluster.md).
+if (
+    DEVICE in ("cuda", "auto")
+    and workflow.global_resources["_nodes"].value is None
+    and "gpu" not in workflow.global_resources
+    and local_gpus()
+):
+    workflow.register_resource("gpu", len(local_gpus()))
+
+
+def gpu_jobs(wildcards):
+    """The `gpu` resource of a job that may train on a GPU: 1 with `device: cuda` (`--gpus=1`
+    under SLURM), and with `device: auto` in a local run that finds GPUs (it trains on them, and
+    Snakemake must not start more such jobs than GPUs); else 0 (`auto` on a cluster asks for no
+    GPU and trains on CPUs). Evaluated per job, once Snakemake knows its executor."""
+    if DEVICE == "cuda":
+        return 1
+    return 1 if DEVICE == "auto" and workflow.local_exec and local_gpus() else 0
+
 
 # Each model's activation memory per training image and the width of its cached features are
 # its cost's and spec's (cifarlab.models.cost: activation_mb; cifarlab.models.specs: feature_width).

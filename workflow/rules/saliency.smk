@@ -35,7 +35,7 @@ rule saliency:
     resources:
         mem_mb=train_mem_mb,
         runtime=saliency_runtime,
-        gpu=GPU_JOBS,
+        gpu=gpu_jobs,
     params:
         code=code_digest(SCRIPTS / "saliency.py"),
         model_code=model_code,

@@ -23,7 +23,7 @@ rule features:
     resources:
         mem_mb=features_mem_mb,
         runtime=features_runtime,
-        gpu=GPU_JOBS,
+        gpu=gpu_jobs,
     params:
         code=code_digest(SCRIPTS / "features.py"),
         model_code=model_code,
@@ -50,7 +50,7 @@ rule train:
     resources:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
-        gpu=GPU_JOBS,
+        gpu=gpu_jobs,
     params:
         code=code_digest(SCRIPTS / "train.py"),
         model_code=model_code,
@@ -83,7 +83,7 @@ rule evaluate:
     resources:
         mem_mb=train_mem_mb,
         runtime=evaluate_runtime,
-        gpu=GPU_JOBS,
+        gpu=gpu_jobs,
     params:
         code=code_digest(SCRIPTS / "evaluate.py"),
         model_code=model_code,
