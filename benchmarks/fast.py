@@ -85,6 +85,8 @@ def cmd_run(args) -> dict:
         rows.append(
             {
                 "seed": seed,
+                # "diverged": no test accuracy (null), counted in no mean (benchmarks/gpu.sh reads it)
+                "status": metrics["status"],
                 "test_accuracy": metrics["test_accuracy"],
                 "tta_test_accuracy": metrics["tta_test_accuracy"],
                 "train_seconds": result["train_seconds"],
@@ -93,11 +95,13 @@ def cmd_run(args) -> dict:
             }
         )
         print(
-            f"seed {seed}: {metrics['test_accuracy']:.2f} % plain, {metrics['tta_test_accuracy']:.2f} % TTA, "
-            f"{result['train_seconds']:.1f} s of training",
+            f"seed {seed}: {_percent(metrics['test_accuracy'])} plain, "
+            f"{_percent(metrics['tta_test_accuracy'])} TTA, {result['train_seconds']:.1f} s of training, "
+            f"status {metrics['status']}",
             flush=True,
         )
-    tta = [r["tta_test_accuracy"] for r in rows]
+    ok = [r for r in rows if r["status"] == "ok"] or [{"tta_test_accuracy": None, "test_accuracy": None}]
+    tta = [r["tta_test_accuracy"] for r in ok]
     summary = {
         "epochs": base["epochs"],
         "train_subset": base.get("train_subset"),
@@ -105,17 +109,27 @@ def cmd_run(args) -> dict:
         "precision": args.precision,
         "threads": torch.get_num_threads(),
         "rows": rows,
-        "tta_mean": statistics.mean(tta),
-        "plain_mean": statistics.mean(r["test_accuracy"] for r in rows),
+        "diverged": len(rows) - sum(r["status"] == "ok" for r in rows),
+        # means over the seeds that did not diverge (None if all did)
+        "tta_mean": _mean(tta),
+        "plain_mean": _mean([r["test_accuracy"] for r in ok]),
         "train_seconds_mean": statistics.mean(r["train_seconds"] for r in rows),
     }
     print(
         f"\nairbench, {base['epochs']} epochs, {len(rows)} seeds, {args.precision}, "
         f"{torch.get_num_threads()} "
-        f"threads: TTA {summary['tta_mean']:.2f} % (plain {summary['plain_mean']:.2f} %) mean, "
-        f"{summary['train_seconds_mean']:.1f} s of training mean"
+        f"threads: TTA {_percent(summary['tta_mean'])} (plain {_percent(summary['plain_mean'])}) mean, "
+        f"{summary['train_seconds_mean']:.1f} s of training mean, {summary['diverged']} diverged"
     )
     return summary
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return None if None in values or not values else statistics.mean(values)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} %"
 
 
 def lab_models() -> dict[str, dict]:
