@@ -24,6 +24,8 @@
 # Environment: GPU_PACK (the pack folder, default benchmarks/gpu-pack), GPU_WORK (trained models,
 # prepared data; default a new folder under /tmp), GPU_BUDGET_S, PYTHON (default python3).
 set -uo pipefail # no -e: a failed stage is recorded and the next one runs
+{ # bash reads a script as it runs it; in braces it reads it whole first, so an edit of this file
+  # while a check runs cannot break that run
 cd "$(dirname "$0")/.."
 root=$PWD
 pack=${GPU_PACK:-benchmarks/gpu-pack}
@@ -67,8 +69,20 @@ else
     out=${1:?usage: benchmarks/gpu.sh OUT [DATA_SOURCE] | --tiny OUT | --pack [DATA_ZIP]}
     source_=${2:-$(find "$pack" -maxdepth 1 -name '*.zip' | head -n 1)} # the zip --pack carried
 fi
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
+# OUT must be a new or empty folder: at the end everything in it but the summary is archived and
+# removed, so a wrong OUT (an option, the checkout itself) must stop the script here, not there
+if [[ -z $out || $out == -* ]]; then
+    echo "gpu.sh: OUT '$out' is not a folder name; usage: benchmarks/gpu.sh OUT [DATA_SOURCE] | --tiny OUT | --pack [DATA_ZIP]" >&2
+    exit 2
+fi
+if [[ -e $out && -n $(ls -A -- "$out" 2>/dev/null) ]]; then
+    echo "gpu.sh: OUT $out is not empty; give a new or empty folder (the check archives and removes what it writes there)" >&2
+    exit 2
+fi
+mkdir -p -- "$out" && out=$(cd -- "$out" && pwd) && [[ -n $out && $out != / ]] || {
+    echo "gpu.sh: cannot make the folder OUT '$out'" >&2
+    exit 2
+}
 work=${GPU_WORK:-$(mktemp -d /tmp/gpucheck.XXXXXX)}
 mkdir -p "$work"
 site=$work/site # the installed wheels (a --target folder: the machine's Python is not changed)
@@ -82,7 +96,8 @@ finish() { # always: the summary, then everything else of OUT into one archive
     "$python" benchmarks/gpu_steps.py summary --out "$out" >"$out/logs/summary.log" 2>&1 \
         || echo "the summary failed: logs/summary.log" >>"$out/summary.txt"
     echo "$(($(date +%s) - started)) s in all" >>"$out/summary.txt"
-    (cd "$out" && find . -mindepth 1 -maxdepth 1 ! -name summary.txt ! -name summary.json -printf '%P\0' \
+    [[ -f $out/stages.tsv ]] || return # not the folder this run made: archive and remove nothing
+    (cd -- "$out" && find . -mindepth 1 -maxdepth 1 ! -name summary.txt ! -name summary.json -printf '%P\0' \
         | tar -czf "$work/logs.tar.gz" --null -T - && find . -mindepth 1 -maxdepth 1 \
         ! -name summary.txt ! -name summary.json -exec rm -rf {} + && mv "$work/logs.tar.gz" logs.tar.gz)
     cat "$out/summary.txt"
@@ -169,3 +184,4 @@ done
 stage study 60 "$python" benchmarks/gpu_steps.py study --work "$work/study" --out "$out/study" \
     --runs "${study_runs[@]}" --configfile "${study_configs[@]}" --config "${over[@]}"
 exit 0 # the trap writes the summary and packs OUT
+}

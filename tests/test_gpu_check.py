@@ -226,3 +226,24 @@ def test_the_summary_records_a_diverged_seed_and_a_timed_out_stage(tmp_path):
     assert (
         json.loads((tmp_path / "summary.json").read_text())["fast"]["rows"][0]["seconds_less_epoch_1"] == 2.5
     )
+
+
+@pytest.mark.parametrize("out", ["--bogus", "", "nonempty"])
+def test_a_wrong_out_is_refused_and_nothing_is_removed(tmp_path, out):
+    """The check archives and removes what it writes in OUT. An OUT that is an option, empty, or a
+    folder holding anything must stop it before it writes anything: once, `--bogus` made it archive
+    and remove the checkout it ran from. So it runs from a copy here, never from the real one."""
+    checkout = tmp_path / "checkout"
+    (checkout / "benchmarks").mkdir(parents=True)
+    for name in ("gpu.sh", "gpu_steps.py"):
+        (checkout / "benchmarks" / name).write_bytes((ROOT / "benchmarks" / name).read_bytes())
+    (checkout / "keep.txt").write_text("mine")
+    if out == "nonempty":
+        out = str(checkout)
+    result = subprocess.run(
+        ["bash", str(checkout / "benchmarks" / "gpu.sh"), out], cwd=checkout, capture_output=True, text=True
+    )
+    assert result.returncode != 0, result.stderr
+    assert "OUT" in result.stderr or "usage" in result.stderr
+    assert (checkout / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in checkout.iterdir()) == ["benchmarks", "keep.txt"]
