@@ -116,15 +116,17 @@ def parse_time_budget(value: object) -> float | None:
     return seconds
 
 
-def apply_time_caps(settings: dict, caps: dict) -> dict:
+def apply_time_caps(settings: dict, caps: dict, limit: str) -> dict:
     """Shrink one run's budgeted settings (after `apply_budget`) by a time plan's `caps` (a
-    `budget` mapping: cifarlab.study.time_plan), in place; return what they cut: setting -> its
-    value before (seeds included, which `budget` does not record).
+    `budget` mapping: cifarlab.study.time_plan) for the `time_budget` `limit` (as written), in
+    place; return what they cut: setting -> its value before (seeds: how many there were).
 
     The caps apply after the study's own `budget` and its `budget.runs` lines, so a time plan
     never raises a value: the run's own settings, capped by `budget:`, are its upper bounds.
     The values before the study's budget stay in `settings["budget"]`; what the time plan cut is
-    added there too (first value wins: `budget` keeps the lab's value).
+    added there too (first value wins: `budget` keeps the lab's value), and its record under
+    `settings["budget"]["time_budget"]`: {"limit", "cut", "seeds": how many are left} (the
+    report's "cut by time_budget" note).
     """
     recorded = settings.pop("budget", None) or {}
     seeds_before = list(settings["seeds"])
@@ -135,6 +137,8 @@ def apply_time_caps(settings: dict, caps: dict) -> dict:
     settings.clear()
     settings.update(shrunk)
     merged = {**{k: v for k, v in cut.items() if k != "seeds"}, **recorded}
+    if cut:
+        merged["time_budget"] = {"limit": limit, "cut": cut, "seeds": len(shrunk["seeds"])}
     if merged:
         settings["budget"] = merged
     return cut

@@ -88,7 +88,7 @@ def expand_runs(config: dict, root: str | Path = ".", time_caps: dict | None = N
     study allows); `image_size: null` is the dataset's image_size. root: the project root, which
     a user's model file is relative to (cifarlab.models.user). time_caps: a time plan's caps
     (cifarlab.study.time_plan), applied after the budget; a run they cut records it under
-    `time_budget` ({"limit": the config's time_budget, "cut": setting -> value before}).
+    `budget.time_budget` (cifarlab.config.budgets.apply_time_caps).
     """
     defaults = config["defaults"]
     budget = config["budget"]
@@ -137,9 +137,7 @@ def expand_runs(config: dict, root: str | Path = ".", time_caps: dict | None = N
             budgeted = {k: v for k, v in settings.items() if k != "budget"}
             raise_first_error(budgeted, run_schema, ["budget", "runs", entry])
             if time_caps is not None:
-                cut = apply_time_caps(settings, time_caps)
-                if cut:
-                    settings["time_budget"] = {"limit": str(config["time_budget"]), "cut": cut}
+                apply_time_caps(settings, time_caps, str(config["time_budget"]))
             settings["name"] = name
             settings["entry"] = entry
             settings["sweep"] = dict(assignment)
