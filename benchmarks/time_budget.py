@@ -164,9 +164,16 @@ def fmt(seconds: float | None) -> str:
 
 def report(results: list[dict]) -> None:
     """The markdown table of the budgets, then the runs' accuracies side by side."""
-    print(
-        "\n| budget | plan's estimate | printed estimate | measured | measured / budget | estimate / measured | runs (epochs x train images, seeds) |"
+    columns = (
+        "budget",
+        "plan's estimate",
+        "printed estimate",
+        "measured",
+        "measured / budget",
+        "estimate / measured",
+        "runs (epochs x train images, seeds)",
     )
+    print("\n| " + " | ".join(columns) + " |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         budget = parse_time_budget(r["budget"])
@@ -177,10 +184,17 @@ def report(results: list[dict]) -> None:
             if run["train_images"] is not None
         )
         ratio = f"{r['printed'] / r['wall']:.2f}x" if r["printed"] else "?"
-        print(
-            f"| {r['budget']} | {fmt(r['plan'])} | {fmt(r['printed'])} | {fmt(r['wall'])} (exit {r['code']}) | "
-            f"{r['wall'] / budget:.2f} | {ratio} | {runs or '-'} |"
+        measured = f"{fmt(r['wall'])} (exit {r['code']})"
+        cells = (
+            r["budget"],
+            fmt(r["plan"]),
+            fmt(r["printed"]),
+            measured,
+            f"{r['wall'] / budget:.2f}",
+            ratio,
+            runs or "-",
         )
+        print("| " + " | ".join(cells) + " |")
     names = sorted({name for r in results for name in r["runs"]})
     if names:
         print("\n| run | " + " | ".join(r["budget"] for r in results) + " |")
