@@ -330,25 +330,32 @@ def estimate(
     factors: Mapping[str, float],
     parallel: int,
     costs: Mapping[str, float] | None = None,
+    light_parallel: int | None = None,
 ) -> Estimate:
     """The seconds of the planned jobs: start-up plus their model seconds times their kind's factor.
 
     parallel: how many jobs run side by side (--cores // threads per job, at least 1). The wall
     time assumes they keep that many busy; a long last job makes the real one longer. costs: the
     costs measured on this machine (remembered_costs) that the jobs' seconds used, and its start-up.
+    light_parallel: how many jobs without modelled work (plots, the report: one thread each) run
+    side by side (--cores; default: `parallel`).
     """
     costs = costs or {}
     start = job_start(costs)
     kinds: dict[str, tuple[int, float]] = {}
+    light = 0.0
     for job in planned:
         factor = factors.get(job.kind, factors.get("*", 1.0))
         count, seconds = kinds.get(job.kind, (0, 0.0))
         kinds[job.kind] = (count + 1, seconds + start + factor * job.seconds)
+        light += start if job.seconds == 0 else 0.0
     total = sum(seconds for _, seconds in kinds.values())
     parallel = max(1, parallel)
+    light_parallel = max(parallel, light_parallel or parallel)
     calibrated = tuple(kind for kind in kinds if kind in factors)
     measured = tuple(sorted(k for k in costs if k != START_KEY))
-    return Estimate(kinds, total, total / parallel, parallel, calibrated, measured)
+    wall = (total - light) / parallel + light / light_parallel
+    return Estimate(kinds, total, wall, parallel, calibrated, measured)
 
 
 def format_estimate(result: Estimate) -> str:

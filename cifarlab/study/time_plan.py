@@ -99,6 +99,7 @@ class StudyCost:
     costs: dict[str, float]
     factors: dict[str, float]
     parallel: int
+    cores: int | None = None
     cheap_jobs: int = 0
 
     def __post_init__(self) -> None:
@@ -181,7 +182,7 @@ class StudyCost:
     def estimate(self, caps: Mapping) -> estimate.Estimate:
         """The estimate (cifarlab.study.estimate.estimate) of the whole study under `caps`."""
         cheap = [estimate.Job("cheap", str(i), 0.0) for i in range(self.cheap_jobs)]
-        return estimate.estimate(self.jobs(caps) + cheap, self.factors, self.parallel, self.costs)
+        return estimate.estimate(self.jobs(caps) + cheap, self.factors, self.parallel, self.costs, self.cores)
 
     def wall(self, caps: Mapping) -> float:
         return self.estimate(caps).wall
@@ -406,7 +407,9 @@ def measure_costs(study: Study, models: list[str]) -> dict[str, float]:
         return {}
 
 
-def study_cost(study: Study, root: str | Path, *, machine: str, parallel: int, measure: bool) -> StudyCost:
+def study_cost(
+    study: Study, root: str | Path, *, machine: str, parallel: int, measure: bool, cores: int | None = None
+) -> StudyCost:
     """The StudyCost of a study on this machine: the costs measured here (measured now, for the
     families without one, when `measure`), the factors remembered beside them."""
     config = study.config
@@ -424,31 +427,38 @@ def study_cost(study: Study, root: str | Path, *, machine: str, parallel: int, m
         name: dataset_sizes(settings, cache=str(Path(root) / paths.fill(paths.SIZES_CACHE, dataset=name)))
         for name, settings in study.datasets.items()
     }
-    return StudyCost(study, sizes, estimate.on_gpu(config["device"]), costs, factors, parallel)
+    return StudyCost(study, sizes, estimate.on_gpu(config["device"]), costs, factors, parallel, cores)
 
 
 # --- the plan of a study, kept ------------------------------------------------------------------
 
 
 def plan_study(
-    config: dict, root: str | Path = ".", *, machine: str, parallel: int, measure: bool = True
+    config: dict,
+    root: str | Path = ".",
+    *,
+    machine: str,
+    parallel: int,
+    measure: bool = True,
+    cores: int | None = None,
 ) -> tuple[Study, Plan | None]:
     """The study of `config` (Study.from_config), planned to fit its `time_budget` (None: no plan).
 
     The plan is kept in PLANS_FOLDER under a hash of the validated config (time_budget included),
-    the machine and `parallel`: a later call reads it back and plans the same study (calibration
-    moves after every run; a replanned study would rerun). measure: whether models without a
+    the machine, `parallel` and `cores` (estimate.estimate's parallel and light_parallel): a
+    later call reads it back and plans the same study (calibration moves after every run; a
+    replanned study would rerun). measure: whether models without a
     cost measured here are measured now (cifarlab.training.calibrate; not on a cluster).
     """
     study = Study.from_config(config, root)
     if config["time_budget"] is None:
         return study, None
-    key = settings_hash({"config": config, "machine": machine, "parallel": parallel})
+    key = settings_hash({"config": config, "machine": machine, "parallel": parallel, "cores": cores})
     path = Path(root) / PLANS_FOLDER / f"{key}.json"
     plan = load_plan(path)
     if plan is None:
         plan = choose_plan(
-            study_cost(study, root, machine=machine, parallel=parallel, measure=measure),
+            study_cost(study, root, machine=machine, parallel=parallel, measure=measure, cores=cores),
             str(config["time_budget"]),
         )
         write_json(vars(plan), path, indent=1)

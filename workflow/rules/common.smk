@@ -22,15 +22,21 @@ def machine():
     return "cluster" if workflow.non_local_exec else platform.node()
 
 
-def side_by_side():
-    """Heavy jobs at once: --jobs on a cluster, else --cores over the threads of one job."""
+def cores():
+    """Light jobs at once (one thread each): --jobs on a cluster, else --cores."""
     if workflow.non_local_exec:
         return workflow.nodes or 1
     try:
-        cores = workflow.cores
+        return workflow.cores or 1
     except WorkflowError:  # no --cores given (a dry run may omit it)
-        cores = 1
-    return max(1, (cores or 1) // int(config["threads"]))
+        return 1
+
+
+def side_by_side():
+    """Heavy jobs at once: --jobs on a cluster, else --cores over the threads of one job."""
+    if workflow.non_local_exec:
+        return cores()
+    return max(1, cores() // int(config["threads"]))
 
 
 # Validate before any job runs: a bad key stops here with a message that names it. Validation
@@ -46,6 +52,7 @@ try:
         config,
         machine=machine(),
         parallel=side_by_side(),
+        cores=cores(),
         measure=workflow.is_main_process and not workflow.non_local_exec,
     )
 except ConfigError as error:

@@ -39,7 +39,9 @@ def planned_estimate(dag):
     done = [planned_job(job) for job in dag.jobs if not dag.needrun(job)]
     measured = estimate.calibration(done, estimate.job_start(MEASURED_COSTS))
     factors = {**estimate.remembered_factors(FACTORS_FILE, FACTORS_KEY), **measured}
-    result = estimate.estimate(planned, factors, side_by_side(), MEASURED_COSTS)
+    result = estimate.estimate(
+        planned, factors, side_by_side(), MEASURED_COSTS, light_parallel=cores()
+    )
     return estimate.format_estimate(result)
 
 
