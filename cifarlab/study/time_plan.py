@@ -60,7 +60,8 @@ TRAIN_IMAGES = (
     1000,
     500,
 )
-EPOCHS = (16, 12, 10, 8, 6, 5, 4, 3, 2, 1)
+# Down to 2: curves need two points (the optimizers' and learning-curve figures draw lines).
+EPOCHS = (16, 12, 10, 8, 6, 5, 4, 3, 2)
 TEST_IMAGES = (5000, 2000, 1000, 500)
 SEEDS = (2, 1)
 # ViT sizes (budget.vit caps), each a step smaller; patches of 8 px: a quarter of the tokens.
@@ -201,38 +202,59 @@ def _study_caps(config: dict, caps: Mapping) -> tuple[dict, dict]:
     return finder, saliency
 
 
+def largest(cost: StudyCost) -> dict[str, float]:
+    """Per dimension, the study's own largest value (seeds, px, train and test images, epochs,
+    LR-finder steps, saliency images per class; the ViT: 1), the top of its ladder."""
+    runs = list(cost.study.runs.values())
+
+    def images(split: str) -> int:
+        return max(estimate.split_images(cost.sizes[d], split, r) for r in runs for d in r["datasets"])
+
+    return {
+        "seeds": max(len(r["seeds"]) for r in runs),
+        "image_size": max(r["image_size"] for r in runs),
+        "train_images": images("train"),
+        "epochs": max(r["epochs"] for r in runs),
+        "vit": 1,
+        "test_images": images("test"),
+        "lr_finder": cost.study.config["lr_finder"]["num_iter"],
+        "saliency": cost.study.config["saliency"]["images_per_class"],
+    }
+
+
 def ladders(cost: StudyCost) -> dict[str, list]:
     """Per dimension (DIMENSIONS), its notches: cap values below the study's own largest value,
-    high to low (a dimension with none is not planned). Floors: 1 seed, 1 epoch, 500 images (and
+    high to low (a dimension with none is not planned). Floors: 1 seed, 2 epochs, 500 images (and
     10 per class), the largest `min_image_size` of the study's models (at least 32 px)."""
-    study, runs = cost.study, list(cost.study.runs.values())
+    study, runs, top = cost.study, list(cost.study.runs.values()), largest(cost)
 
-    def below(values: tuple, largest: float, floor: float = 0) -> list:
-        return [v for v in values if floor <= v < largest]
-
-    def largest_images(split: str) -> int:
-        return max(estimate.split_images(cost.sizes[d], split, r) for r in runs for d in r["datasets"])
+    def below(values: tuple, name: str, floor: float = 0) -> list:
+        return [v for v in values if floor <= v < top[name]]
 
     classes = max(s["classes"] for s in cost.sizes.values())
     image_floor = max([32] + [model_spec(r["model"]).min_image_size for r in runs])
     validation = max(r["validation"] for r in runs)
     found = {
-        "seeds": below(SEEDS, max(len(r["seeds"]) for r in runs)),
-        "image_size": below(IMAGE_SIZES, max(r["image_size"] for r in runs), image_floor),
-        "train_images": below(
-            TRAIN_IMAGES, largest_images("train"), max(500, 10 * classes, validation + 10 * classes)
-        ),
-        "epochs": below(EPOCHS, max(r["epochs"] for r in runs)),
+        "seeds": below(SEEDS, "seeds"),
+        "image_size": below(IMAGE_SIZES, "image_size", image_floor),
+        "train_images": below(TRAIN_IMAGES, "train_images", max(500, validation + 10 * classes)),
+        "epochs": below(EPOCHS, "epochs"),
         "vit": list(VIT_STEPS) if any(r["model"] == "vit" for r in runs) else [],
-        "test_images": below(TEST_IMAGES, largest_images("test"), max(500, 10 * classes)),
-        "lr_finder": below(LR_FINDER_STEPS, study.config["lr_finder"]["num_iter"])
-        if study.lr_finder_pairs
-        else [],
-        "saliency": below(SALIENCY_IMAGES, study.config["saliency"]["images_per_class"])
-        if study.saliency_pairs
-        else [],
+        "test_images": below(TEST_IMAGES, "test_images", max(500, 10 * classes)),
+        "lr_finder": below(LR_FINDER_STEPS, "lr_finder") if study.lr_finder_pairs else [],
+        "saliency": below(SALIENCY_IMAGES, "saliency") if study.saliency_pairs else [],
     }
     return {name: values for name, values in found.items() if values}
+
+
+def notch_loss(name: str, notches: Mapping[str, list], top: Mapping[str, float], taken: int) -> float:
+    """What taking the next notch of a dimension gives up: the log of its value before over after
+    (a ViT step: log 2, about a halving of its cost). Cost grows with each dimension's value, so
+    saving per loss shrinks the dimensions evenly (epochs and images both, not one to its floor)."""
+    if name == "vit":
+        return math.log(2)
+    before = top[name] if taken == 0 else notches[name][taken - 1]
+    return math.log(before / notches[name][taken])
 
 
 def caps_of(notches: Mapping[str, list], state: Mapping[str, int]) -> dict:
@@ -303,24 +325,32 @@ def choose_plan(cost: StudyCost, budget: str) -> Plan:
             smallest,
         )
     cut_order: list[str] = []
+    top = largest(cost)
     wall = cost.wall(caps_of(notches, state))
     while wall > seconds:
-        trials = [
-            (cost.wall(caps_of(notches, {**state, n: state[n] + 1})), DIMENSIONS.index(n), n)
-            for n in notches
-            if state[n] < len(notches[n])
-        ]
-        wall, _, chosen = min(trials)
+        trials = []
+        for n in notches:
+            if state[n] < len(notches[n]):
+                trial = cost.wall(caps_of(notches, {**state, n: state[n] + 1}))
+                score = (wall - trial) / notch_loss(n, notches, top, state[n])
+                trials.append((-score, DIMENSIONS.index(n), n, trial))
+        _, _, chosen, wall = min(trials)
         state[chosen] += 1
         if chosen not in cut_order:
             cut_order.append(chosen)
-    for name in DIMENSIONS:  # give back what still fits
-        while state.get(name):
-            trial = cost.wall(caps_of(notches, {**state, name: state[name] - 1}))
-            if trial > seconds:
-                break
-            state[name] -= 1
-            wall = trial
+    # give back what still fits: the notch that gives back the most per second first
+    while True:
+        undo = []
+        for n in notches:
+            if state[n]:
+                trial = cost.wall(caps_of(notches, {**state, n: state[n] - 1}))
+                if trial <= seconds:
+                    gain = notch_loss(n, notches, top, state[n] - 1) / max(trial - wall, 1e-9)
+                    undo.append((-gain, DIMENSIONS.index(n), n, trial))
+        if not undo:
+            break
+        _, _, chosen, wall = min(undo)
+        state[chosen] -= 1
     cut_order = [n for n in cut_order if state[n]]
     calibrated = bool(cost.costs or cost.factors)
     return Plan(
