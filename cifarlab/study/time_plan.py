@@ -306,6 +306,7 @@ class Plan:
     parallel: int
     calibrated: bool
     notches: dict[str, list] = field(default_factory=dict)
+    config_key: str = ""  # the config's and machine's (kept_study finds the plan by it)
 
 
 def choose_plan(cost: StudyCost, budget: str) -> Plan:
@@ -483,6 +484,7 @@ def plan_study(
     study = Study.from_config(config, root)
     if config["time_budget"] is None:
         return study, None
+    config_key = settings_hash({"config": config, "machine": machine})
     key = settings_hash({"config": config, "machine": machine, "parallel": parallel, "cores": cores})
     path = Path(root) / PLANS_FOLDER / f"{key}.json"
     plan = load_plan(path)
@@ -491,8 +493,25 @@ def plan_study(
             study_cost(study, root, machine=machine, parallel=parallel, measure=measure, cores=cores),
             str(config["time_budget"]),
         )
+        plan.config_key = config_key
         write_json(vars(plan), path, indent=1)
     return Study.from_config(config, root, time_caps=plan.caps), plan
+
+
+def kept_study(config: dict, root: str | Path, machine: str) -> Study:
+    """The study of `config` as the workflow last planned it on `machine` (the newest kept plan of
+    this config, whatever --cores it was for): `python -m cifarlab status` sees the runs that
+    train. Without a time budget, or before any plan: Study.from_config."""
+    study = Study.from_config(config, root)
+    if config["time_budget"] is None:
+        return study
+    config_key = settings_hash({"config": config, "machine": machine})
+    kept = sorted((Path(root) / PLANS_FOLDER).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in kept:
+        plan = load_plan(path)
+        if plan is not None and plan.config_key == config_key:
+            return Study.from_config(config, root, time_caps=plan.caps)
+    return study
 
 
 def load_plan(path: str | Path) -> Plan | None:
