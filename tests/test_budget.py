@@ -209,7 +209,7 @@ def test_the_smaller_studies_keep_their_sizes(overlays):
     if quick:
         assert (runs["vgg16"]["train_subset"], runs["vgg16"]["test_subset"]) == (1000, 500)
     assert (config["lr_finder"]["num_iter"], config["lr_finder"]["repeats"]) == (
-        (300, 3) if quick else (200, 2)
+        (100, 3) if quick else (200, 2)
     )
 
 
