@@ -381,8 +381,9 @@ def format_estimate(result: Estimate) -> str:
         lines.append(f"  {kind:<16} {count:>4} job{'s' if count != 1 else ' '}  {duration(seconds):>9}")
     if result.wall >= LONG_SECONDS:
         lines.append(
-            f"Estimate: this is long. The same comparisons in minutes: --configfile {SMALLER_STUDY} "
-            "(see README.md); `python -m cifarlab status` shows progress at any time."
+            f"Estimate: this is long. The same comparisons in the time you have: --config time_budget=20m "
+            f"(or --configfile {SMALLER_STUDY}; docs/budgets.md); `python -m cifarlab status` shows progress "
+            "at any time."
         )
     return "\n".join(lines)
 
