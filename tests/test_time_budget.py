@@ -189,6 +189,12 @@ def test_the_plan_is_kept_and_a_new_budget_replans(tmp_path):
         copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=False
     )
     assert again.caps == first.caps and again_study.runs == first_study.runs
+    # a cluster job's own Snakemake (other --cores, another node) and `status` read that plan
+    _, remote = time_plan.plan_study(
+        copy.deepcopy(config), tmp_path, machine="node7", parallel=8, measure=False, newest=True
+    )
+    assert remote.caps == first.caps
+    assert time_plan.kept_study(copy.deepcopy(config), tmp_path).runs == first_study.runs
     # a new budget is a new plan
     _, other = time_plan.plan_study(
         demo_config("time_budget=10h"), tmp_path, machine="m", parallel=1, measure=False

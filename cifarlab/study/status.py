@@ -14,7 +14,6 @@ import collections
 import copy
 import datetime as dt
 import json
-import platform
 import re
 import time
 from dataclasses import dataclass
@@ -165,8 +164,8 @@ def run_status(job: dict, run: dict, root: Path, *, active: bool, waiting_second
 
 def study_status(config: dict, root: Path) -> list[RunStatus]:
     """The RunStatus of every planned model (dataset, run, seed), in the study's order."""
-    # the same plan as the workflow's (a time budget's as last planned on this machine)
-    study = time_plan.kept_study(config, root, platform.node())
+    # the same plan as the workflow's (a time budget's: as last planned)
+    study = time_plan.kept_study(config, root)
     runs, jobs = study.runs, study.jobs
     model = study.train_seconds(root)
     done = [

@@ -306,7 +306,7 @@ class Plan:
     parallel: int
     calibrated: bool
     notches: dict[str, list] = field(default_factory=dict)
-    config_key: str = ""  # the config's and machine's (kept_study finds the plan by it)
+    config_key: str = ""  # a hash of the config alone (newest_plan finds the plan by it)
 
 
 def choose_plan(cost: StudyCost, budget: str) -> Plan:
@@ -472,6 +472,7 @@ def plan_study(
     parallel: int,
     measure: bool = True,
     cores: int | None = None,
+    newest: bool = False,
 ) -> tuple[Study, Plan | None]:
     """The study of `config` (Study.from_config), planned to fit its `time_budget` (None: no plan).
 
@@ -480,14 +481,17 @@ def plan_study(
     later call reads it back and plans the same study (calibration moves after every run; a
     replanned study would rerun). measure: whether models without a
     cost measured here are measured now (cifarlab.training.calibrate; not on a cluster).
+    newest: take the newest kept plan of this config whatever it was planned for (a cluster
+    job's own Snakemake, which parses the workflow again on its node with other --cores).
     """
     study = Study.from_config(config, root)
     if config["time_budget"] is None:
         return study, None
-    config_key = settings_hash({"config": config, "machine": machine})
+    config_key = settings_hash({"config": config})
     key = settings_hash({"config": config, "machine": machine, "parallel": parallel, "cores": cores})
     path = Path(root) / PLANS_FOLDER / f"{key}.json"
-    plan = load_plan(path)
+    plan = newest_plan(root, config_key) if newest else None
+    plan = plan or load_plan(path)
     if plan is None:
         plan = choose_plan(
             study_cost(study, root, machine=machine, parallel=parallel, measure=measure, cores=cores),
@@ -498,20 +502,25 @@ def plan_study(
     return Study.from_config(config, root, time_caps=plan.caps), plan
 
 
-def kept_study(config: dict, root: str | Path, machine: str) -> Study:
-    """The study of `config` as the workflow last planned it on `machine` (the newest kept plan of
-    this config, whatever --cores it was for): `python -m cifarlab status` sees the runs that
-    train. Without a time budget, or before any plan: Study.from_config."""
-    study = Study.from_config(config, root)
-    if config["time_budget"] is None:
-        return study
-    config_key = settings_hash({"config": config, "machine": machine})
+def newest_plan(root: str | Path, config_key: str) -> Plan | None:
+    """The newest kept plan of a config (its Plan.config_key), None if there is none."""
     kept = sorted((Path(root) / PLANS_FOLDER).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in kept:
         plan = load_plan(path)
         if plan is not None and plan.config_key == config_key:
-            return Study.from_config(config, root, time_caps=plan.caps)
-    return study
+            return plan
+    return None
+
+
+def kept_study(config: dict, root: str | Path) -> Study:
+    """The study of `config` as the workflow last planned it (the newest kept plan of this
+    config, whatever machine and --cores it was for): `python -m cifarlab status` sees the runs
+    that train. Without a time budget, or before any plan: Study.from_config."""
+    study = Study.from_config(config, root)
+    if config["time_budget"] is None:
+        return study
+    plan = newest_plan(root, settings_hash({"config": config}))
+    return study if plan is None else Study.from_config(config, root, time_caps=plan.caps)
 
 
 def load_plan(path: str | Path) -> Plan | None:

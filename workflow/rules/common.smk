@@ -54,6 +54,7 @@ try:
         parallel=side_by_side(),
         cores=cores(),
         measure=workflow.is_main_process and not workflow.non_local_exec,
+        newest=not workflow.is_main_process,
     )
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
