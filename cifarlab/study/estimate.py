@@ -236,10 +236,10 @@ def calibration(done: Iterable[Job], start: float = JOB_START_SECONDS) -> dict[s
     return factors
 
 
-def calibration_key(machine: str, device: str, precision: str) -> str:
+def calibration_key(machine: str, device: str, precision: str, threads: int = 1) -> str:
     """The calibration file's entry for costs measured on `machine` with the study's `device` and
-    `precision` settings (cifarlab.training.calibrate)."""
-    return f"{machine} {device} {precision}"
+    `precision` settings and `threads` per job (cifarlab.training.calibrate)."""
+    return f"{machine} {device} {precision} {threads}t"
 
 
 def _load(path: str | Path) -> dict:
@@ -274,10 +274,10 @@ def job_start(costs: Mapping[str, float]) -> float:
     return costs.get(START_KEY, JOB_START_SECONDS)
 
 
-def factors_key(path: str | Path, machine: str, device: str, precision: str) -> str:
+def factors_key(path: str | Path, machine: str, device: str, precision: str, threads: int = 1) -> str:
     """Where this machine's factors are: beside its measured costs (calibration_key) when it
     has some, else under the machine alone (relative to the specs' figures)."""
-    key = calibration_key(machine, device, precision)
+    key = calibration_key(machine, device, precision, threads)
     return key if remembered_costs(path, key) else machine
 
 

@@ -395,11 +395,11 @@ def families(study: Study) -> dict[str, dict]:
     return found
 
 
-def measure_costs(study: Study, models: list[str]) -> dict[str, float]:
+def measure_costs(study: Study, models: list[str], cores: int | None = None) -> dict[str, float]:
     """Seconds per 1,000 training images at 32 px of each of `models` on this machine, measured by
     cifarlab.training.calibrate in a subprocess (the workflow layer stays torch-free) with the
-    study's device, precision and threads, and a job's start-up seconds (estimate.START_KEY);
-    {} with a warning on stderr if it fails."""
+    study's device, precision and threads (at most `cores`: Snakemake gives a job no more), and a
+    job's start-up seconds (estimate.START_KEY); {} with a warning on stderr if it fails."""
     import subprocess
     import sys
     import time
@@ -408,7 +408,7 @@ def measure_costs(study: Study, models: list[str]) -> dict[str, float]:
     request = {
         "device": config["device"],
         "precision": config["precision"],
-        "threads": config["threads"],
+        "threads": min(config["threads"], cores or config["threads"]),
         "runs": {name: settings for name, settings in families(study).items() if name in models},
     }
     try:
@@ -445,11 +445,12 @@ def study_cost(
     families without one, when `measure`), the factors remembered beside them."""
     config = study.config
     calibration = Path(root) / estimate.CALIBRATION_FILE
-    key = estimate.calibration_key(machine, config["device"], config["precision"])
+    threads = min(config["threads"], cores or config["threads"])  # Snakemake gives a job no more
+    key = estimate.calibration_key(machine, config["device"], config["precision"], threads)
     costs = estimate.remembered_costs(calibration, key)
     missing = sorted(set(families(study)) - set(costs))
     if measure and missing:
-        measured = measure_costs(study, missing)
+        measured = measure_costs(study, missing, cores)
         if measured:
             estimate.remember_costs(calibration, key, measured)
             costs = estimate.remembered_costs(calibration, key)

@@ -26,10 +26,15 @@ FACTORS_FILE = estimate.CALIBRATION_FILE
 # The costs per model family measured on this machine and device (cifarlab.training.calibrate,
 # the first time a time budget is planned here), and where the factors relative to them are
 # (else those relative to the specs' figures, under the machine's name).
+JOB_THREADS = min(
+    config["threads"], cores()
+)  # Snakemake gives a job no more than --cores
 MEASURED_COSTS = estimate.remembered_costs(
-    FACTORS_FILE, estimate.calibration_key(machine(), DEVICE, PRECISION)
+    FACTORS_FILE, estimate.calibration_key(machine(), DEVICE, PRECISION, JOB_THREADS)
 )
-FACTORS_KEY = estimate.factors_key(FACTORS_FILE, machine(), DEVICE, PRECISION)
+FACTORS_KEY = estimate.factors_key(
+    FACTORS_FILE, machine(), DEVICE, PRECISION, JOB_THREADS
+)
 
 
 def planned_estimate(dag):
