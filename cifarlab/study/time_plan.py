@@ -60,8 +60,10 @@ TRAIN_IMAGES = (
     1000,
     500,
 )
-# Down to 2: curves need two points (the optimizers' and learning-curve figures draw lines).
-EPOCHS = (16, 12, 10, 8, 6, 5, 4, 3, 2)
+# Down to 1, but 1 epoch only when nothing else is left to cut (LAST_RESORT): curves need two
+# points (the optimizers' and learning-curve figures draw lines).
+EPOCHS = (16, 12, 10, 8, 6, 5, 4, 3, 2, 1)
+LAST_RESORT = {"epochs": 1}
 TEST_IMAGES = (5000, 2000, 1000, 500)
 SEEDS = (2, 1)
 # ViT sizes (budget.vit caps), each a step smaller; patches of 8 px: a quarter of the tokens.
@@ -224,7 +226,7 @@ def largest(cost: StudyCost) -> dict[str, float]:
 
 def ladders(cost: StudyCost) -> dict[str, list]:
     """Per dimension (DIMENSIONS), its notches: cap values below the study's own largest value,
-    high to low (a dimension with none is not planned). Floors: 1 seed, 2 epochs, 500 images (and
+    high to low (a dimension with none is not planned). Floors: 1 seed, 1 epoch, 500 images (and
     10 per class), the largest `min_image_size` of the study's models (at least 32 px)."""
     study, runs, top = cost.study, list(cost.study.runs.values()), largest(cost)
 
@@ -334,8 +336,9 @@ def choose_plan(cost: StudyCost, budget: str) -> Plan:
             if state[n] < len(notches[n]):
                 trial = cost.wall(caps_of(notches, {**state, n: state[n] + 1}))
                 score = (wall - trial) / notch_loss(n, notches, top, state[n])
-                trials.append((-score, DIMENSIONS.index(n), n, trial))
-        _, _, chosen, wall = min(trials)
+                last = LAST_RESORT.get(n) == notches[n][state[n]]
+                trials.append((last, -score, DIMENSIONS.index(n), n, trial))
+        *_, chosen, wall = min(trials)
         state[chosen] += 1
         if chosen not in cut_order:
             cut_order.append(chosen)
