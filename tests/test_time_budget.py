@@ -262,3 +262,17 @@ def test_the_demo_planned_in_a_dry_run_fits_its_budget(tmp_path):
     assert "cut, costliest first" in out and "costs measured on this machine" in out
     assert dry(enough).count("Time budget") == out.count("Time budget")
     assert len(list((workdir / time_plan.PLANS_FOLDER).glob("*.json"))) == 1
+
+
+def test_light_jobs_run_over_all_cores():
+    """Plots and the report (no modelled work, one thread each) run --cores side by side."""
+    jobs = [
+        estimate.Job("train", "a", 100.0),
+        estimate.Job("plot_*", "b", 0.0),
+        estimate.Job("plot_*", "c", 0.0),
+    ]
+    costs = {estimate.START_KEY: 10.0}
+    heavy_only = estimate.estimate(jobs, {}, 1, costs)
+    light_spread = estimate.estimate(jobs, {}, 1, costs, light_parallel=2)
+    assert heavy_only.wall == pytest.approx(130.0) and light_spread.wall == pytest.approx(110.0 + 20.0 / 2)
+    assert light_spread.total == heavy_only.total == pytest.approx(130.0)

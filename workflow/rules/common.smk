@@ -36,7 +36,11 @@ def side_by_side():
     """Heavy jobs at once: --jobs on a cluster, else --cores over the threads of one job."""
     if workflow.non_local_exec:
         return cores()
-    return max(1, cores() // int(config["threads"]))
+    try:
+        threads = int(config["threads"])
+    except (KeyError, TypeError, ValueError):  # validation names a bad `threads`
+        threads = 1
+    return max(1, cores() // max(1, threads))
 
 
 # Validate before any job runs: a bad key stops here with a message that names it. Validation
