@@ -276,3 +276,21 @@ def test_light_jobs_run_over_all_cores():
     light_spread = estimate.estimate(jobs, {}, 1, costs, light_parallel=2)
     assert heavy_only.wall == pytest.approx(130.0) and light_spread.wall == pytest.approx(110.0 + 20.0 / 2)
     assert light_spread.total == heavy_only.total == pytest.approx(130.0)
+
+
+def test_the_not_comparable_note_says_what_the_time_budget_cut():
+    from cifarlab.report.tables import budget_differences
+
+    settings = {"epochs": 3, "train_subset": 5000, "image_size": 32, "batch_size": 32}
+    settings["budget"] = {
+        "epochs": 20,
+        "train_subset": None,
+        "time_budget": {"limit": "20m", "cut": {"epochs": 20, "train_subset": None, "seeds": 3}, "seeds": 1},
+    }
+    metrics = {"epochs": 3, "train_images": 5000, "image_size": 32, "pretrained": False, "settings": settings}
+    lab = {"epochs": 20, "train_images": 50000, "image_size": 32, "pretrained": False}
+    assert budget_differences(metrics, lab) == [
+        "3 of 20 epochs",
+        "5,000 of 50,000 images",
+        "cut by time_budget 20m: epochs 20 -> 3, train_subset all -> 5,000, seeds 3 -> 1",
+    ]
