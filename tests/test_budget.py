@@ -171,7 +171,8 @@ def with_new_run() -> dict:
 @pytest.mark.parametrize(
     "overlays, size",
     [
-        (("config/quick.yaml",), {"epochs": 4, "image_size": 32, "batch_size": 256, "train_subset": 10000}),
+        # the quick study's epochs and images are its time budget's (tests/test_time_budget.py)
+        (("config/quick.yaml",), {"epochs": 30, "image_size": 32, "batch_size": 256, "train_subset": None}),
         (("config/demo.yaml",), {"epochs": 8, "image_size": 32, "batch_size": 128, "train_subset": None}),
         (("config/demo.yaml", "tests/e2e_study.yaml"), {"epochs": 1, "image_size": 32, "batch_size": 64}),
     ],
@@ -180,31 +181,32 @@ def test_a_run_added_to_the_lab_study_is_in_each_smaller_study_at_its_size(overl
     _, runs = study(*overlays, config=with_new_run())
     run = runs["my_wide_cnn"]
     assert {key: run[key] for key in size} == size
-    assert run["budget"]["epochs"] == 30 and run["budget"]["image_size"] == 224
+    assert run["budget"].get("epochs", 30) == 30 and run["budget"]["image_size"] == 224
     for name, r in runs.items():  # no schedule is left all warmup
         assert r["warmup_epochs"] == 0 or r["warmup_epochs"] < r["epochs"], name
 
 
 @pytest.mark.parametrize("overlays", [("config/quick.yaml",), ("config/demo.yaml",)])
 def test_the_smaller_studies_keep_their_sizes(overlays):
-    # What the overlays set before the budget, run by run (their comments cite measurements).
+    # What the overlays set before the budget, run by run (their comments cite measurements);
+    # the quick study's epochs and images are then its time budget's (tests/test_time_budget.py).
     config, runs = study(*overlays)
     quick = overlays == ("config/quick.yaml",)
     epochs = {
-        "simple_cnn-sgd": 4 if quick else 8,
-        "dropout_cnn-dropout0.5": 3 if quick else 5,
-        "vit": 3 if quick else 8,
-        "simple_cnn_recipe": 4 if quick else 8,
-        "vit_recipe": 3 if quick else 8,
-        "airbench": 8 if quick else 5,
+        "simple_cnn-sgd": 20 if quick else 8,
+        "dropout_cnn-dropout0.5": 20 if quick else 5,
+        "vit": 20 if quick else 8,
+        "simple_cnn_recipe": 10 if quick else 8,
+        "vit_recipe": 20 if quick else 8,
+        "airbench": 10 if quick else 5,
     }
     assert {name: runs[name]["epochs"] for name in epochs} == epochs
+    assert config["time_budget"] == ("15m" if quick else None)
     assert runs["airbench"]["batch_size"] == (256 if quick else 128)
     assert runs["airbench"]["warmup_epochs"] == 2.3 and runs["vit_recipe"]["warmup_epochs"] == 1
     assert runs["vit"]["vit"]["patch_size"] == 8 and runs["vit"]["vit"]["depth"] == (3 if quick else 2)
     assert all(r["image_size"] == 32 for r in runs.values())
     if quick:
-        assert all(r["train_subset"] <= 10000 and r["test_subset"] <= 2000 for r in runs.values())
         assert (runs["vgg16"]["train_subset"], runs["vgg16"]["test_subset"]) == (1000, 500)
     assert (config["lr_finder"]["num_iter"], config["lr_finder"]["repeats"]) == (
         (100, 3) if quick else (200, 2)

@@ -256,11 +256,27 @@ def test_adding_a_seed_to_the_quick_study_plans_that_seeds_jobs_only(tmp_path, c
     (tmp_path / "data.yaml").write_text(
         yaml.safe_dump({"dataset": {"name": "shapes", "source": "synthetic"}})
     )
-    study = ("--configfile", "config/quick.yaml", "data.yaml", "--config", "pretrained=true")
+    # its sizes as the overlay sets them (no time budget: a plan is per machine; seeds are the point)
+    study = (
+        "--configfile",
+        "config/quick.yaml",
+        "data.yaml",
+        "--config",
+        "pretrained=true",
+        "time_budget=null",
+    )
     _finish_without_running(tmp_path, *study)
     assert "Nothing to be done" in _snakemake(tmp_path, "-n", "report", *study)
     (tmp_path / "seeds.yaml").write_text(yaml.safe_dump({"defaults": {"seeds": 2}}))
-    more = ("--configfile", "config/quick.yaml", "data.yaml", "seeds.yaml", "--config", "pretrained=true")
+    more = (
+        "--configfile",
+        "config/quick.yaml",
+        "data.yaml",
+        "seeds.yaml",
+        "--config",
+        "pretrained=true",
+        "time_budget=null",
+    )
     jobs = planned_jobs(_snakemake(tmp_path, "-n", "report", *more))
     rules = {job["rule"] for job in jobs}
     assert {"train", "evaluate", "features", "report"} <= rules, rules

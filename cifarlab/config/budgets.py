@@ -76,12 +76,69 @@ def apply_budget(settings: dict, budget: dict, entry_settings: dict | None = Non
     return settings
 
 
-def apply_study_budget(config: dict) -> None:
-    """Cap the LR finder's steps and repeats and the saliency images per class by the budget,
-    in place (caps, so applying them twice changes nothing)."""
-    budget, finder, saliency = config["budget"], config["lr_finder"], config["saliency"]
+def apply_study_budget(config: dict, budget: dict | None = None) -> None:
+    """Cap the LR finder's steps and repeats and the saliency images per class by the budget
+    (`budget`: another one, a time plan's caps), in place (caps, so applying them twice changes
+    nothing)."""
+    budget = config["budget"] if budget is None else budget
+    finder, saliency = config["lr_finder"], config["saliency"]
     finder["num_iter"] = _capped(finder["num_iter"], budget["lr_finder"]["max_num_iter"])
     finder["repeats"] = _capped(finder["repeats"], budget["lr_finder"]["max_repeats"])
     saliency["images_per_class"] = _capped(
         saliency["images_per_class"], budget["saliency"]["max_images_per_class"]
     )
+
+
+# `time_budget` units: suffix -> seconds (a plain number is seconds).
+TIME_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+TIME_FORMS = "seconds (90 or 90s), minutes (20m), hours (1h, 1.5h)"
+
+
+def parse_time_budget(value: object) -> float | None:
+    """The seconds of a `time_budget` setting: 90, "90s", "20m", "1h", "1.5h" (None: no budget).
+
+    Raises ValueError naming the accepted forms for anything else (zero and negatives too).
+    """
+    if value is None:
+        return None
+    seconds = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        number, unit = text.rstrip("abcdefghijklmnopqrstuvwxyz"), text.lstrip("0123456789.")
+        try:
+            seconds = float(number) * TIME_UNITS[unit.strip() or "s"]
+        except (KeyError, ValueError):
+            seconds = None
+    if seconds is None or not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"time_budget must be a positive time: {TIME_FORMS}; got {value!r}")
+    return seconds
+
+
+def apply_time_caps(settings: dict, caps: dict, limit: str) -> dict:
+    """Shrink one run's budgeted settings (after `apply_budget`) by a time plan's `caps` (a
+    `budget` mapping: cifarlab.study.time_plan) for the `time_budget` `limit` (as written), in
+    place; return what they cut: setting -> its value before (seeds: how many there were).
+
+    The caps apply after the study's own `budget` and its `budget.runs` lines, so a time plan
+    never raises a value: the run's own settings, capped by `budget:`, are its upper bounds.
+    The values before the study's budget stay in `settings["budget"]`; what the time plan cut is
+    added there too (first value wins: `budget` keeps the lab's value), and its record under
+    `settings["budget"]["time_budget"]`: {"limit", "cut", "seeds": how many are left} (the
+    report's "cut by time_budget" note).
+    """
+    recorded = settings.pop("budget", None) or {}
+    seeds_before = list(settings["seeds"])
+    shrunk = apply_budget(copy.deepcopy(settings), caps)
+    cut = shrunk.pop("budget", {})
+    if shrunk["seeds"] != seeds_before:
+        cut["seeds"] = len(seeds_before)
+    settings.clear()
+    settings.update(shrunk)
+    merged = {**{k: v for k, v in cut.items() if k != "seeds"}, **recorded}
+    if cut:
+        merged["time_budget"] = {"limit": limit, "cut": cut, "seeds": len(shrunk["seeds"])}
+    if merged:
+        settings["budget"] = merged
+    return cut

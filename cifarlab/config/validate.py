@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from cifarlab.config.budgets import apply_budget, apply_study_budget
+from cifarlab.config.budgets import apply_budget, apply_study_budget, apply_time_caps, parse_time_budget
 from cifarlab.config.schema import (
     ConfigError,
     FillingValidator,
@@ -78,7 +78,7 @@ def _checked_model(settings: dict, where: list, root: str | Path):
     return spec
 
 
-def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
+def expand_runs(config: dict, root: str | Path = ".", time_caps: dict | None = None) -> dict[str, dict]:
     """All runs of a study checked by `check_schema` (validate_config does it), in config order:
     name -> complete settings.
 
@@ -86,7 +86,9 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
     (`apply_budget`). Global switches are applied here so that each run's settings say exactly
     what it depends on: `pretrained` is set per run (True only for pretrainable models when the
     study allows); `image_size: null` is the dataset's image_size. root: the project root, which
-    a user's model file is relative to (cifarlab.models.user).
+    a user's model file is relative to (cifarlab.models.user). time_caps: a time plan's caps
+    (cifarlab.study.time_plan), applied after the budget; a run they cut records it under
+    `budget.time_budget` (cifarlab.config.budgets.apply_time_caps).
     """
     defaults = config["defaults"]
     budget = config["budget"]
@@ -134,6 +136,8 @@ def expand_runs(config: dict, root: str | Path = ".") -> dict[str, dict]:
             apply_budget(settings, budget, budget["runs"].get(entry))
             budgeted = {k: v for k, v in settings.items() if k != "budget"}
             raise_first_error(budgeted, run_schema, ["budget", "runs", entry])
+            if time_caps is not None:
+                apply_time_caps(settings, time_caps, str(config["time_budget"]))
             settings["name"] = name
             settings["entry"] = entry
             settings["sweep"] = dict(assignment)
@@ -317,13 +321,14 @@ def checked_datasets(config: dict) -> dict[str, dict]:
         raise ConfigError(str(error)) from None
 
 
-def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
+def validate_config(config: dict, root: str | Path = ".", time_caps: dict | None = None) -> dict[str, dict]:
     """Check the whole config and return its expanded runs; raise ConfigError naming the key.
 
     The one validation of a study: normalises command-line overrides in place first (see
     `normalise_overrides`), then writes the schema's default of every missing setting into
     `config` (so code reads `config["lr_finder"]["suggestion"]`, no fallbacks), then caps the LR
     finder and saliency by the budget (`apply_study_budget`). Applying it twice changes nothing.
+    time_caps: a time plan's caps (cifarlab.study.time_plan), applied after the budget.
     """
     try:  # first: everything below walks the config, and Snakemake loaded its aliases shared
         check_expanded_size(config, "the config (config/config.yaml, its --configfile overlays, --config)")
@@ -341,8 +346,14 @@ def validate_config(config: dict, root: str | Path = ".") -> dict[str, dict]:
         raise ConfigError(str(error)) from None
     check_schema(config)
     checked_datasets(config)
+    try:
+        parse_time_budget(config["time_budget"])
+    except ValueError as error:
+        raise ConfigError(f"config error at time_budget: {error}.") from None
     apply_study_budget(config)
-    runs = expand_runs(config, root)
+    if time_caps is not None:
+        apply_study_budget(config, time_caps)
+    runs = expand_runs(config, root, time_caps)
     lr_finder_runs(config, runs)
     saliency_runs(config, runs)
     for run in runs.values():

@@ -24,6 +24,11 @@ class ModelCost(NamedTuple):
     activation_mb: float = 2.0
 
 
+# The ViT that the `vit` cost is for (the lab's, at 32 px; the schema's `vit` defaults): another
+# ViT size costs in proportion to its multiply-adds (cifarlab.study.estimate.vit_factor), and a
+# measurement of the `vit` family (cifarlab.training.calibrate) builds this one.
+VIT_REFERENCE = {"patch_size": 4, "dim": 256, "depth": 6, "heads": 8, "mlp_dim": 512}
+
 # The built-in models' costs (each a key of cifarlab.models.specs.BUILTIN).
 COSTS: dict[str, ModelCost] = {
     "simple_cnn": ModelCost((0.2, 1.0), 0.1),

@@ -121,10 +121,32 @@ def budget_differences(metrics: dict, lab: dict) -> list[str]:
         reasons.append("pretrained (the lab's was not)")
     # what else the study's budget shrank (cifarlab.config.validate.apply_budget records the values before)
     for key, before in (metrics["settings"].get("budget") or {}).items():
-        if key in ("epochs", "train_subset", "image_size", "warmup_epochs"):
-            continue  # said above, from what the run did (warmup follows the epochs)
+        if key in ("epochs", "train_subset", "image_size", "warmup_epochs", "time_budget"):
+            continue  # said above, from what the run did (warmup follows the epochs), or below
         reasons.append(f"{key} {_budgeted(metrics['settings'].get(key), before)} (the study's budget)")
+    reasons.extend(time_budget_cuts(metrics["settings"]))
     return reasons
+
+
+def time_budget_cuts(settings: dict) -> list[str]:
+    """What a `time_budget`'s plan cut in a run (its settings' `budget.time_budget` record,
+    cifarlab.config.budgets.apply_time_caps): ['cut by time_budget 20m: epochs 20 -> 3, seeds 3 -> 1'],
+    [] when it cut nothing."""
+    record = (settings.get("budget") or {}).get("time_budget") or {}
+    if not record.get("cut"):
+        return []
+    changes = []
+    for key, before in record["cut"].items():
+        now = record.get("seeds") if key == "seeds" else settings.get(key)
+        if isinstance(now, dict) and isinstance(before, dict):
+            changes.extend(
+                f"{key}.{k} {_value(before.get(k))} -> {_value(v)}"
+                for k, v in now.items()
+                if v != before.get(k)
+            )
+        else:
+            changes.append(f"{key} {_value(before)} -> {_value(now)}")
+    return [f"cut by time_budget {record['limit']}: " + ", ".join(changes)]
 
 
 def _budgeted(now: Any, before: Any) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from cifarlab.config.validate import uses_cached_features
 from cifarlab.core.files import write_json
 from cifarlab.core.progress import duration
-from cifarlab.models.cost import model_cost
+from cifarlab.models.cost import VIT_REFERENCE, model_cost
 from cifarlab.study import results
 
 # A forward pass alone (inference) costs about a third of forward and backward.
@@ -38,6 +38,11 @@ PREPARE_SECONDS_PER_1000_IMAGES = 1.0
 # cheap job costs: a download of a local file, a plot, the report). Measured on the project's
 # 2-core machine: 5-7 s when quiet, 10-13 s at load 7; not scaled by the calibration.
 JOB_START_SECONDS = 10.0
+# In measured costs (remembered_costs): the seconds a job takes to start on this machine (a
+# Python process importing what a training job imports, timed by cifarlab.training.calibrate),
+# plus SNAKEMAKE_JOB_SECONDS, Snakemake's own for a job (its script's preamble, the benchmark).
+START_KEY = "*job_start"
+SNAKEMAKE_JOB_SECONDS = 1.0
 # Jobs with less modelled work than this (seconds) do not calibrate: their time is all start-up.
 MIN_CALIBRATING_SECONDS = 1.0
 # From this much wall time on, the estimate says so and names the smaller study.
@@ -53,6 +58,11 @@ def on_gpu(device: str) -> bool:
     return device in ("cuda", "mps")
 
 
+# Seconds per 1,000 training images (forward and backward, 32 px) per model, measured on this
+# machine and device (cifarlab.training.calibrate); a model missing from it costs its spec's.
+Costs = Mapping[str, float]
+
+
 def image_seconds(
     model: str,
     image_size: int,
@@ -60,18 +70,40 @@ def image_seconds(
     *,
     on_gpu: bool,
     passes: float = 1.0,
-    costs: Mapping[str, tuple[float, float]] | None = None,
+    costs: Costs | None = None,
+    vit: Mapping[str, int] | None = None,
 ) -> float:
     """Seconds to push `images` through `model` at `image_size` px (passes=FORWARD_ONLY for inference).
 
-    The model's (GPU, CPU) seconds per 1,000 images at 32 px are its spec's
-    `seconds_per_1000_images` (cifarlab.models.cost; slow-machine figures on purpose), or
-    `costs[model]` when given; cost grows with the pixel count.
+    The model's seconds per 1,000 images at 32 px are `costs[model]` when measured here, else its
+    spec's `seconds_per_1000_images` (GPU or CPU; cifarlab.models.cost; slow-machine figures on
+    purpose); cost grows with the pixel count, and a ViT's with its size (`vit`: its `vit:`
+    settings; vit_factor).
     """
-    per_1000 = (costs[model] if costs is not None else model_cost(model).seconds_per_1000_images)[
-        0 if on_gpu else 1
-    ]
-    return images / 1000 * per_1000 * size_factor(image_size) * passes
+    if costs and model in costs:
+        per_1000 = costs[model]
+    else:
+        per_1000 = model_cost(model).seconds_per_1000_images[0 if on_gpu else 1]
+    if model == "vit" and vit is not None:
+        scale = vit_factor(vit, image_size)
+    else:
+        scale = size_factor(image_size)
+    return images / 1000 * per_1000 * scale * passes
+
+
+def vit_work(vit: Mapping[str, int], image_size: int) -> float:
+    """Multiply-adds of one image through a vit-pytorch ViT (its blocks; attention heads are 64
+    wide whatever `dim` is): tokens x (qkv, output, MLP) + the attention matrix, per block."""
+    tokens = (image_size // vit["patch_size"]) ** 2 + 1
+    inner = vit["heads"] * 64
+    per_token = 4 * vit["dim"] * inner + 2 * vit["dim"] * vit["mlp_dim"]
+    return vit["depth"] * tokens * (per_token + 2 * tokens * inner)
+
+
+def vit_factor(vit: Mapping[str, int], image_size: int) -> float:
+    """How much more a ViT of `vit` sizes at `image_size` px costs than the one the cost figures
+    are for (VIT_REFERENCE at 32 px: the lab's ViT; the spec's and a measurement's)."""
+    return vit_work(vit, image_size) / vit_work(VIT_REFERENCE, 32)
 
 
 def size_factor(image_size: int) -> float:
@@ -88,23 +120,82 @@ def split_images(sizes: dict[str, int], split: str, run: dict | None = None) -> 
     return sizes[split]
 
 
-def run_image_seconds(run: dict, images: float, *, on_gpu: bool, passes: float = 1.0) -> float:
+def run_image_seconds(
+    run: dict, images: float, *, on_gpu: bool, passes: float = 1.0, costs: Costs | None = None
+) -> float:
     """`image_seconds` of a run's network; a head on cached features costs what a small CNN does."""
     if uses_cached_features(run):
-        return image_seconds("simple_cnn", 32, images, on_gpu=on_gpu, passes=passes)
-    return image_seconds(run["model"], run["image_size"], images, on_gpu=on_gpu, passes=passes)
+        return image_seconds("simple_cnn", 32, images, on_gpu=on_gpu, passes=passes, costs=costs)
+    return image_seconds(
+        run["model"], run["image_size"], images, on_gpu=on_gpu, passes=passes, costs=costs, vit=run.get("vit")
+    )
 
 
-def train_seconds(sizes: dict[str, int], run: dict, *, on_gpu: bool) -> float:
+def training_passes(run: dict) -> float:
+    """What a training step costs in passes: forward and backward (1), but a frozen backbone
+    trained through its images (`freeze: head` with augmentation) is a forward pass and a head."""
+    return FORWARD_ONLY if run.get("freeze") == "head" and not uses_cached_features(run) else 1.0
+
+
+def train_seconds(sizes: dict[str, int], run: dict, *, on_gpu: bool, costs: Costs | None = None) -> float:
     """Seconds of work of a run's `train` job on a dataset of `sizes` (split_images): every epoch
     trains on the training images (less the held-out `validation` ones), then evaluates the
     held-out images and the test set."""
     trained = min(split_images(sizes, "train", run), sizes["train"] - run["validation"])
     evaluated = run["validation"] + split_images(sizes, "test", run)
-    per_epoch = run_image_seconds(run, trained, on_gpu=on_gpu) + run_image_seconds(
-        run, evaluated, on_gpu=on_gpu, passes=FORWARD_ONLY
-    )
+    per_epoch = run_image_seconds(
+        run, trained, on_gpu=on_gpu, passes=training_passes(run), costs=costs
+    ) + run_image_seconds(run, evaluated, on_gpu=on_gpu, passes=FORWARD_ONLY, costs=costs)
     return run["epochs"] * per_epoch
+
+
+def evaluate_seconds(sizes: dict[str, int], run: dict, *, on_gpu: bool, costs: Costs | None = None) -> float:
+    """A run's `evaluate` job: the plain test pass, plus one per view of test-time augmentation."""
+    passes = (1 + TTA_VIEWS[run["tta"]]) * FORWARD_ONLY
+    return run_image_seconds(run, split_images(sizes, "test", run), on_gpu=on_gpu, passes=passes, costs=costs)
+
+
+def lr_find_seconds(run: dict, finder: Mapping, *, on_gpu: bool, costs: Costs | None = None) -> float:
+    """A run's `lr_find` job: `repeats` sweeps of `num_iter` mini-batches (finder: config["lr_finder"])."""
+    batches = finder["num_iter"] * finder["repeats"]
+    return run_image_seconds(
+        run, batches * run["batch_size"], on_gpu=on_gpu, passes=training_passes(run), costs=costs
+    )
+
+
+def saliency_seconds(
+    sizes: dict[str, int], run: dict, saliency: Mapping, *, on_gpu: bool, costs: Costs | None = None
+) -> float:
+    """A run's `saliency` job: up to ~300 gradient passes per image (SmoothGrad, integrated
+    gradients), twice (the trained and the randomised model of the sanity check)."""
+    images = sizes["classes"] * saliency["images_per_class"]
+    return run_image_seconds(run, images * 300 * 2, on_gpu=on_gpu, costs=costs)
+
+
+def features_seconds(
+    sizes: dict[str, int],
+    model: str,
+    image_size: int,
+    *,
+    on_gpu: bool,
+    costs: Costs | None = None,
+    subsets: Mapping[str, list | None] | None = None,
+) -> float:
+    """A `features` job: one forward pass of a frozen backbone over the images its runs use
+    (subsets: cifarlab.study.plan.features_subsets; at most their sizes added up; None: all)."""
+    images = 0
+    for split in ("train", "test"):
+        wanted = (subsets or {}).get(split)
+        if wanted is None:
+            images += sizes[split]
+        else:
+            images += min(sizes[split], sum(w[0] if isinstance(w, list | tuple) else w for w in wanted))
+    return image_seconds(model, image_size, images, on_gpu=on_gpu, passes=FORWARD_ONLY, costs=costs)
+
+
+def prepare_seconds(sizes: dict[str, int]) -> float:
+    """A dataset's `prepare` job: decoding and packing both splits."""
+    return (sizes["train"] + sizes["test"]) / 1000 * PREPARE_SECONDS_PER_1000_IMAGES
 
 
 @dataclass(frozen=True)
@@ -127,10 +218,10 @@ def read_benchmark(path: str | Path) -> float | None:
     return statistics.fmean(rows) if rows else None
 
 
-def calibration(done: Iterable[Job]) -> dict[str, float]:
+def calibration(done: Iterable[Job], start: float = JOB_START_SECONDS) -> dict[str, float]:
     """Per step kind: measured / modelled seconds of work (median over the jobs with a benchmark file).
 
-    A job's work is its measured wall time less JOB_START_SECONDS. `done`: jobs that already ran
+    A job's work is its measured wall time less `start` (job_start). `done`: jobs that already ran
     under the current settings. Kinds without a measurement get the median over all measured
     jobs under the key "*"; nothing measured gives {}.
     """
@@ -138,73 +229,144 @@ def calibration(done: Iterable[Job]) -> dict[str, float]:
     for job in done:
         measured = read_benchmark(job.benchmark) if job.benchmark else None
         if measured is not None and job.seconds >= MIN_CALIBRATING_SECONDS:
-            ratios.setdefault(job.kind, []).append(max(measured - JOB_START_SECONDS, 0.0) / job.seconds)
+            ratios.setdefault(job.kind, []).append(max(measured - start, 0.0) / job.seconds)
     factors = {kind: statistics.median(values) for kind, values in ratios.items()}
     if ratios:
         factors["*"] = statistics.median(v for values in ratios.values() for v in values)
     return factors
 
 
-def remembered_factors(path: str | Path, machine: str) -> dict[str, float]:
-    """The calibration factors last measured on `machine` (a host name, or "cluster"), {} if none.
-
-    A study whose jobs are all still to run (a new study, or `--forceall`) has no done jobs to
-    calibrate by; it uses the factors that earlier studies measured on the same machine.
-    """
-    try:
-        with open(path) as f:
-            return {k: float(v) for k, v in json.load(f).get(machine, {}).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
+def calibration_key(machine: str, device: str, precision: str, threads: int = 1) -> str:
+    """The calibration file's entry for costs measured on `machine` with the study's `device` and
+    `precision` settings and `threads` per job (cifarlab.training.calibrate)."""
+    return f"{machine} {device} {precision} {threads}t"
 
 
-def remember_factors(path: str | Path, machine: str, factors: Mapping[str, float]) -> None:
-    """Merge `factors` into the machine's entry of the file at `path` (written atomically)."""
-    if not factors:
-        return
+def _load(path: str | Path) -> dict:
     try:
         with open(path) as f:
             known = json.load(f)
     except (OSError, ValueError):
-        known = {}
-    known[machine] = {**known.get(machine, {}), **factors}
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def remembered_costs(path: str | Path, key: str) -> dict[str, float]:
+    """Seconds per 1,000 training images at 32 px per model family, measured under `key`
+    (calibration_key), {} if none: the cost basis that replaces the specs' in the estimate.
+    START_KEY: a job's start-up there (job_start)."""
+    entry = _load(path).get(key)
+    costs = entry.get("costs") if isinstance(entry, dict) else None
+    return {k: float(v) for k, v in costs.items()} if isinstance(costs, dict) else {}
+
+
+def remember_costs(path: str | Path, key: str, costs: Mapping[str, float]) -> None:
+    """Merge measured `costs` into `key`'s entry. Its factors are dropped: they were measured
+    against the costs before (a factor is relative to its cost basis: never counted twice)."""
+    known = _load(path)
+    entry = known.get(key) if isinstance(known.get(key), dict) else {}
+    known[key] = {"costs": {**entry.get("costs", {}), **costs}, "factors": {}}
+    write_json(known, path, indent=1)
+
+
+def job_start(costs: Mapping[str, float]) -> float:
+    """A job's start-up seconds: measured (START_KEY of remembered_costs), else JOB_START_SECONDS."""
+    return costs.get(START_KEY, JOB_START_SECONDS)
+
+
+def factors_key(path: str | Path, machine: str, device: str, precision: str, threads: int = 1) -> str:
+    """Where this machine's factors are: beside its measured costs (calibration_key) when it
+    has some, else under the machine alone (relative to the specs' figures)."""
+    key = calibration_key(machine, device, precision, threads)
+    return key if remembered_costs(path, key) else machine
+
+
+def remembered_factors(path: str | Path, machine: str) -> dict[str, float]:
+    """The calibration factors last measured under `machine` (a host name, "cluster", or a
+    calibration_key with measured costs), {} if none.
+
+    A study whose jobs are all still to run (a new study, or `--forceall`) has no done jobs to
+    calibrate by; it uses the factors that earlier studies measured on the same machine.
+    """
+    entry = _load(path).get(machine, {})
+    if isinstance(entry, dict) and "costs" in entry:
+        entry = entry.get("factors", {})
+    try:
+        return {k: float(v) for k, v in entry.items()}
+    except (TypeError, ValueError, AttributeError):
+        return {}
+
+
+def remember_factors(path: str | Path, machine: str, factors: Mapping[str, float]) -> None:
+    """Merge `factors` into the entry `machine` of the file at `path` (written atomically)."""
+    if not factors:
+        return
+    known = _load(path)
+    entry = known.get(machine) if isinstance(known.get(machine), dict) else {}
+    if "costs" in entry:
+        entry["factors"] = {**entry.get("factors", {}), **factors}
+        known[machine] = entry
+    else:
+        known[machine] = {**entry, **factors}
     write_json(known, path, indent=1)
 
 
 @dataclass(frozen=True)
 class Estimate:
     """Per step kind: (jobs, seconds); `total`: seconds of all jobs one after the other;
-    `wall`: with `parallel` jobs side by side; `calibrated`: the kinds corrected by measurements."""
+    `wall`: with `parallel` jobs side by side; `calibrated`: the kinds corrected by measurements;
+    `measured`: the model families whose cost was measured on this machine (remembered_costs)."""
 
     kinds: dict[str, tuple[int, float]]
     total: float
     wall: float
     parallel: int
     calibrated: tuple[str, ...]
+    measured: tuple[str, ...] = ()
 
 
-def estimate(planned: Iterable[Job], factors: Mapping[str, float], parallel: int) -> Estimate:
+def estimate(
+    planned: Iterable[Job],
+    factors: Mapping[str, float],
+    parallel: int,
+    costs: Mapping[str, float] | None = None,
+    light_parallel: int | None = None,
+) -> Estimate:
     """The seconds of the planned jobs: start-up plus their model seconds times their kind's factor.
 
     parallel: how many jobs run side by side (--cores // threads per job, at least 1). The wall
-    time assumes they keep that many busy; a long last job makes the real one longer.
+    time assumes they keep that many busy; a long last job makes the real one longer. costs: the
+    costs measured on this machine (remembered_costs) that the jobs' seconds used, and its start-up.
+    light_parallel: how many jobs without modelled work (plots, the report: one thread each) run
+    side by side (--cores; default: `parallel`).
     """
+    costs = costs or {}
+    start = job_start(costs)
     kinds: dict[str, tuple[int, float]] = {}
+    light = 0.0
     for job in planned:
         factor = factors.get(job.kind, factors.get("*", 1.0))
         count, seconds = kinds.get(job.kind, (0, 0.0))
-        kinds[job.kind] = (count + 1, seconds + JOB_START_SECONDS + factor * job.seconds)
+        kinds[job.kind] = (count + 1, seconds + start + factor * job.seconds)
+        light += start if job.seconds == 0 else 0.0
     total = sum(seconds for _, seconds in kinds.values())
     parallel = max(1, parallel)
+    light_parallel = max(parallel, light_parallel or parallel)
     calibrated = tuple(kind for kind in kinds if kind in factors)
-    return Estimate(kinds, total, total / parallel, parallel, calibrated)
+    measured = tuple(sorted(k for k in costs if k != START_KEY))
+    wall = (total - light) / parallel + light / light_parallel
+    return Estimate(kinds, total, wall, parallel, calibrated, measured)
 
 
 def format_estimate(result: Estimate) -> str:
     """The lines printed before the work starts, beginning with 'Estimate:' (easy to grep)."""
     if not result.kinds:
         return "Estimate: nothing to do."
-    if result.calibrated:
+    if result.measured:
+        source = f"cost model with costs measured on this machine ({', '.join(result.measured)})"
+        if result.calibrated:
+            source += f", calibrated by jobs measured here ({', '.join(result.calibrated)})"
+    elif result.calibrated:
         source = f"cost model, calibrated by jobs measured on this machine ({', '.join(result.calibrated)})"
     else:
         source = "cost model (slow-machine figures, uncalibrated: expect less)"
@@ -219,8 +381,9 @@ def format_estimate(result: Estimate) -> str:
         lines.append(f"  {kind:<16} {count:>4} job{'s' if count != 1 else ' '}  {duration(seconds):>9}")
     if result.wall >= LONG_SECONDS:
         lines.append(
-            f"Estimate: this is long. The same comparisons in minutes: --configfile {SMALLER_STUDY} "
-            "(see README.md); `python -m cifarlab status` shows progress at any time."
+            f"Estimate: this is long. The same comparisons in the time you have: --config time_budget=20m "
+            f"(or --configfile {SMALLER_STUDY}; docs/budgets.md); `python -m cifarlab status` shows progress "
+            "at any time."
         )
     return "\n".join(lines)
 

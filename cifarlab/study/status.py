@@ -24,8 +24,7 @@ from cifarlab.config.validate import command_line_value
 from cifarlab.core import paths
 from cifarlab.core.progress import duration, parse_epoch_line
 from cifarlab.core.yamlfiles import YamlTooLarge, load_yaml
-from cifarlab.study import estimate
-from cifarlab.study.plan import Study
+from cifarlab.study import estimate, time_plan
 from cifarlab.study.results import status_text
 
 # A log line written by cifarlab.core.logs.log_to starts with this (logging's asctime).
@@ -165,7 +164,8 @@ def run_status(job: dict, run: dict, root: Path, *, active: bool, waiting_second
 
 def study_status(config: dict, root: Path) -> list[RunStatus]:
     """The RunStatus of every planned model (dataset, run, seed), in the study's order."""
-    study = Study.from_config(config, root)  # the same plan as the workflow's
+    # the same plan as the workflow's (a time budget's: as last planned)
+    study = time_plan.kept_study(config, root)
     runs, jobs = study.runs, study.jobs
     model = study.train_seconds(root)
     done = [

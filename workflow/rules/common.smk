@@ -2,6 +2,7 @@
 # and each rule's inputs), built once from the validated config, and the adapters from Snakemake's
 # wildcards to it. Every path is a pattern of cifarlab.core.paths: a trained model is one
 # (dataset, run, seed), the {dataset}, {run} and {seed} wildcards.
+import platform
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -12,16 +13,53 @@ from cifarlab.core import paths
 from cifarlab.core.code_version import code_digest, code_digest_of_modules
 from cifarlab.data.sources import source_fingerprint
 from cifarlab.models import model_source, model_spec
+from cifarlab.study import time_plan
 from cifarlab.study.plan import Study, file_content
 
+
+def machine():
+    """Whose speed the benchmark files measure: this host, or a cluster's nodes."""
+    return "cluster" if workflow.non_local_exec else platform.node()
+
+
+def cores():
+    """Light jobs at once (one thread each): --jobs on a cluster, else --cores."""
+    if workflow.non_local_exec:
+        return workflow.nodes or 1
+    try:
+        return workflow.cores or 1
+    except WorkflowError:  # no --cores given (a dry run may omit it)
+        return 1
+
+
+def side_by_side():
+    """Heavy jobs at once: --jobs on a cluster, else --cores over the threads of one job."""
+    if workflow.non_local_exec:
+        return cores()
+    try:
+        threads = int(config["threads"])
+    except (KeyError, TypeError, ValueError):  # validation names a bad `threads`
+        threads = 1
+    return max(1, cores() // max(1, threads))
+
+
 # Validate before any job runs: a bad key stops here with a message that names it. Validation
-# also writes the schema's defaults into `config` and caps it by the budget: read it plainly.
+# also writes the schema's defaults into `config` and caps it by the budget (and a
+# `time_budget` by its plan, kept in .snakemake/cifarlab/plans/; a first plan on this machine
+# measures the model families there, not on a cluster's nodes): read it plainly.
 try:
     # --config values typed as YAML types them (Snakemake leaves those inside {...} text)
     apply_command_line_overrides(config, workflow.config_settings.config)
     # the Snakefile's configfile (beside it: --directory may be another folder)
     in_study_order(config, Path(workflow.basedir) / "config" / "config.yaml")
-    STUDY = Study.from_config(config)
+    STUDY, TIME_PLAN = time_plan.plan_study(
+        config,
+        machine=machine(),
+        parallel=side_by_side(),
+        cores=cores(),
+        measure=workflow.is_main_process and not workflow.non_local_exec,
+        newest=not workflow.is_main_process,
+    )
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 

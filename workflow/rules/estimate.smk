@@ -5,7 +5,6 @@
 # estimate right after it, so that both show the same figure. The arithmetic is
 # cifarlab.study.estimate's (no torch); the seconds per job are JOB_SECONDS of resources.smk.
 import logging
-import platform
 
 from snakemake.logging import logger
 from snakemake_interface_logger_plugins.common import LogEvent
@@ -18,23 +17,24 @@ def planned_job(job):
     return estimate.Job(
         kind="plot_*" if job.rule.name.startswith("plot_") else job.rule.name,
         name=",".join(str(v) for v in job.wildcards),
-        seconds=seconds(job.wildcards) if seconds else 0.0,
+        seconds=seconds(job.wildcards, MEASURED_COSTS or None) if seconds else 0.0,
         benchmark=str(job.benchmark) if job.benchmark else None,
     )
 
 
-def side_by_side():
-    """Heavy jobs at once: --jobs on a cluster, else --cores over the threads of one job."""
-    if workflow.non_local_exec:
-        return workflow.nodes or 1
-    try:
-        cores = workflow.cores
-    except WorkflowError:  # no --cores given (a dry run may omit it)
-        cores = 1
-    return max(1, (cores or 1) // config["threads"])
-
-
 FACTORS_FILE = estimate.CALIBRATION_FILE
+# The costs per model family measured on this machine and device (cifarlab.training.calibrate,
+# the first time a time budget is planned here), and where the factors relative to them are
+# (else those relative to the specs' figures, under the machine's name).
+JOB_THREADS = min(
+    config["threads"], cores()
+)  # Snakemake gives a job no more than --cores
+MEASURED_COSTS = estimate.remembered_costs(
+    FACTORS_FILE, estimate.calibration_key(machine(), DEVICE, PRECISION, JOB_THREADS)
+)
+FACTORS_KEY = estimate.factors_key(
+    FACTORS_FILE, machine(), DEVICE, PRECISION, JOB_THREADS
+)
 
 
 def planned_estimate(dag):
@@ -42,21 +42,22 @@ def planned_estimate(dag):
     step kinds with none done, by what earlier studies measured on this machine)."""
     planned = [planned_job(job) for job in dag.needrun_jobs()]
     done = [planned_job(job) for job in dag.jobs if not dag.needrun(job)]
-    measured = estimate.calibration(done)
-    factors = {**estimate.remembered_factors(FACTORS_FILE, machine()), **measured}
-    result = estimate.estimate(planned, factors, side_by_side())
+    measured = estimate.calibration(done, estimate.job_start(MEASURED_COSTS))
+    factors = {**estimate.remembered_factors(FACTORS_FILE, FACTORS_KEY), **measured}
+    result = estimate.estimate(
+        planned, factors, side_by_side(), MEASURED_COSTS, light_parallel=cores()
+    )
     return estimate.format_estimate(result)
-
-
-def machine():
-    """Whose speed the benchmark files measure: this host, or a cluster's nodes."""
-    return "cluster" if workflow.non_local_exec else platform.node()
 
 
 def remember_calibration(dag):
     """After a successful run every job of the DAG is done: remember what they measured."""
     done = [planned_job(job) for job in dag.jobs]
-    estimate.remember_factors(FACTORS_FILE, machine(), estimate.calibration(done))
+    estimate.remember_factors(
+        FACTORS_FILE,
+        FACTORS_KEY,
+        estimate.calibration(done, estimate.job_start(MEASURED_COSTS)),
+    )
 
 
 class EstimateAfterPlan(logging.Handler):
@@ -71,6 +72,8 @@ class EstimateAfterPlan(logging.Handler):
         if self.printed or getattr(record, "event", None) != LogEvent.RUN_INFO:
             return
         self.printed = True  # first: the estimate's own message comes through here too
+        if TIME_PLAN is not None:
+            logger.info(time_plan.format_plan(TIME_PLAN, STUDY))
         logger.info(planned_estimate(workflow.dag))
 
 

@@ -91,11 +91,6 @@ def round_mb(mb, attempt):
     return math.ceil(mb / 500) * 500 * attempt
 
 
-def image_seconds(run, images, passes=1.0):
-    """Seconds to push `images` of a run through its model; passes=FORWARD_ONLY for inference."""
-    return estimate.run_image_seconds(run, images, on_gpu=ON_GPU, passes=passes)
-
-
 def train_mem_mb(wildcards, attempt):
     """Host memory of a job that holds one run's model and data (train, evaluate, lr_find, saliency)."""
     run = job(wildcards)
@@ -114,38 +109,32 @@ def train_mem_mb(wildcards, attempt):
     return round_mb(BASE_MB + 2 * data_mb(wildcards) + activations + features, attempt)
 
 
-def train_seconds(wildcards):
+def train_seconds(wildcards, costs=None):
     return estimate.train_seconds(
-        sizes(wildcards.dataset), job(wildcards), on_gpu=ON_GPU
+        sizes(wildcards.dataset), job(wildcards), on_gpu=ON_GPU, costs=costs
     )
 
 
-def evaluate_seconds(wildcards):
-    """The plain test pass, plus one per view of test-time augmentation."""
-    run = job(wildcards)
-    passes = 1 + estimate.TTA_VIEWS[run["tta"]]
-    return image_seconds(
-        run,
-        split_images(wildcards, "test", run),
-        passes=passes * estimate.FORWARD_ONLY,
+def evaluate_seconds(wildcards, costs=None):
+    return estimate.evaluate_seconds(
+        sizes(wildcards.dataset), job(wildcards), on_gpu=ON_GPU, costs=costs
     )
 
 
-def lr_find_seconds(wildcards):
-    """`repeats` sweeps of `num_iter` mini-batches each."""
-    run = job(wildcards)
-    batches = config["lr_finder"]["num_iter"] * config["lr_finder"]["repeats"]
-    return image_seconds(run, batches * run["batch_size"])
-
-
-def saliency_seconds(wildcards):
-    """Up to ~300 gradient passes per image (SmoothGrad, integrated gradients), twice (the
-    trained and the randomised model of the sanity check)."""
-    run = job(wildcards)
-    images = (
-        sizes(wildcards.dataset)["classes"] * config["saliency"]["images_per_class"]
+def lr_find_seconds(wildcards, costs=None):
+    return estimate.lr_find_seconds(
+        job(wildcards), config["lr_finder"], on_gpu=ON_GPU, costs=costs
     )
-    return image_seconds(run, images * 300 * 2)
+
+
+def saliency_seconds(wildcards, costs=None):
+    return estimate.saliency_seconds(
+        sizes(wildcards.dataset),
+        job(wildcards),
+        config["saliency"],
+        on_gpu=ON_GPU,
+        costs=costs,
+    )
 
 
 def features_mem_mb(wildcards, attempt):
@@ -162,26 +151,27 @@ def features_mem_mb(wildcards, attempt):
     return round_mb(BASE_MB + 2 * data_mb(wildcards) + output + batch, attempt)
 
 
-def features_seconds(wildcards):
-    """One forward pass over both splits."""
-    images = split_images(wildcards, "train") + split_images(wildcards, "test")
-    return estimate.image_seconds(
-        backbone_params(wildcards)["model"],
+def features_seconds(wildcards, costs=None):
+    backbone = backbone_params(wildcards)
+    return estimate.features_seconds(
+        sizes(wildcards.dataset),
+        backbone["model"],
         int(wildcards.size),
-        images,
         on_gpu=ON_GPU,
-        passes=estimate.FORWARD_ONLY,
+        costs=costs,
+        subsets=backbone["subsets"],
     )
 
 
-def prepare_seconds(wildcards):
-    images = split_images(wildcards, "train") + split_images(wildcards, "test")
-    return images / 1000 * estimate.PREPARE_SECONDS_PER_1000_IMAGES
+def prepare_seconds(wildcards, costs=None):
+    return estimate.prepare_seconds(sizes(wildcards.dataset))
 
 
-# Seconds of work of a job, by rule, from cifarlab.study.estimate's cost model (each model's seconds_per_1000_images, cifarlab.models.cost):
-# the rules' `runtime` below (minutes, with headroom; prepare asks for a fixed 30) and the
-# estimate printed before the work (workflow/rules/estimate.smk) both derive from them.
+# Seconds of work of a job, by rule, from cifarlab.study.estimate's cost model (each model's
+# seconds_per_1000_images, cifarlab.models.cost), as functions of (wildcards, costs): the rules'
+# `runtime` below (minutes, with headroom; prepare asks for a fixed 30) uses the spec figures
+# (costs=None) and so keeps its headroom; the estimate printed before the work
+# (workflow/rules/estimate.smk) passes the costs measured on this machine where there are some.
 JOB_SECONDS = {
     "prepare": prepare_seconds,
     "features": features_seconds,

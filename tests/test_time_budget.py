@@ -1,0 +1,296 @@
+"""`time_budget`: parsing, the planner on made-up costs, the kept plan, the report's note, and
+the demo study planned through Snakemake (a dry run; timing the real study is a benchmark:
+benchmarks/time_budget.py)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cifarlab.config.budgets import apply_time_caps, parse_time_budget
+from cifarlab.config.schema import ConfigError
+from cifarlab.report.tables import time_budget_cuts
+from cifarlab.study import estimate, time_plan
+from cifarlab.study.plan import Study
+from cifarlab.study.status import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+# made-up costs: seconds per 1,000 images at 32 px per family, and a job's start-up
+COSTS = {
+    "simple_cnn": 1.0,
+    "dropout_cnn": 4.0,
+    "vgg16": 30.0,
+    "resnet18": 10.0,
+    "vit": 30.0,
+    "airbench": 4.0,
+    estimate.START_KEY: 2.0,
+}
+
+
+def demo_config(*overrides: str) -> dict:
+    return load_config(["config/demo.yaml"], list(overrides), ROOT)
+
+
+def demo_cost(tmp_path: Path, parallel: int = 2) -> time_plan.StudyCost:
+    """The demo study (pretrained off, CIFAR-10's sizes) costed with COSTS."""
+    study = Study.from_config(demo_config(), tmp_path)
+    sizes = {name: {"train": 50000, "test": 10000, "classes": 10} for name in study.datasets}
+    return time_plan.StudyCost(study, sizes, False, dict(COSTS), {}, parallel)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(90, 90.0), ("90s", 90.0), ("20m", 1200.0), ("1h", 3600.0), ("1.5h", 5400.0), (2.5, 2.5)],
+)
+def test_time_budget_forms(value, seconds):
+    assert parse_time_budget(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "20d", "0", "-5m", "m", True, [20]])
+def test_a_bad_time_budget_names_the_accepted_forms(value):
+    with pytest.raises(ValueError, match=r"20m.*1h"):
+        parse_time_budget(value)
+
+
+@pytest.mark.parametrize("value", ["soon", "20d", "0", "-5m"])
+def test_a_bad_time_budget_is_a_config_error(value):
+    with pytest.raises(ConfigError, match=r"config error at time_budget: .*90s"):
+        Study.from_config(demo_config(f"time_budget={value}"))
+
+
+def test_no_time_budget_is_no_plan(tmp_path):
+    config = demo_config()
+    assert config.get("time_budget") is None
+    study, plan = time_plan.plan_study(config, tmp_path, machine="m", parallel=1, measure=False)
+    assert plan is None and not any("time_budget" in (r.get("budget") or {}) for r in study.runs.values())
+
+
+def shrunk_runs(cost: time_plan.StudyCost, plan: time_plan.Plan) -> dict[str, dict]:
+    return cost.runs(plan.caps)
+
+
+def never_raised(before: dict, after: dict) -> bool:
+    """Every size of `after` at most `before`'s (a null subset is all images)."""
+    big = 10**9
+    for key in ("epochs", "image_size", "batch_size"):
+        if after[key] > before[key]:
+            return False
+    for key in ("train_subset", "test_subset"):
+        if (after[key] or big) > (before[key] or big):
+            return False
+    if len(after["seeds"]) > len(before["seeds"]) or after["seeds"] != before["seeds"][: len(after["seeds"])]:
+        return False
+    if after["model"] == "vit":
+        if after["vit"]["patch_size"] < before["vit"]["patch_size"]:
+            return False
+        return all(after["vit"][k] <= before["vit"][k] for k in ("dim", "depth", "heads", "mlp_dim"))
+    return True
+
+
+@pytest.mark.parametrize("fraction", [0.9, 0.5, 0.2])
+def test_the_plan_fits_keeps_every_run_and_raises_nothing(tmp_path, fraction):
+    cost = demo_cost(tmp_path)
+    full = cost.wall({})
+    plan = time_plan.choose_plan(cost, f"{full * fraction:.0f}s")
+    assert plan.wall <= plan.seconds
+    assert cost.wall(plan.caps) == pytest.approx(plan.wall)
+    after = shrunk_runs(cost, plan)
+    assert list(after) == list(cost.study.runs)  # every run, sweep values included
+    for name, run in after.items():
+        assert never_raised(cost.study.runs[name], run), name
+        assert len(run["seeds"]) >= 1 and run["epochs"] >= 1
+    # the LR finder and saliency jobs are all still there
+    kinds = [job.kind for job in cost.jobs(plan.caps)]
+    assert kinds.count("lr_find") == len(cost.study.lr_finder_pairs) and kinds.count("saliency") == len(
+        cost.study.saliency_pairs
+    )
+    assert plan.cut_order, "a budget below the study's estimate cuts something"
+
+
+def test_a_budget_above_the_estimate_cuts_nothing(tmp_path):
+    cost = demo_cost(tmp_path)
+    plan = time_plan.choose_plan(cost, f"{cost.wall({}) * 1.1:.0f}s")
+    assert plan.cut_order == [] and shrunk_runs(cost, plan) == cost.study.runs
+
+
+def test_the_costliest_dimension_is_cut_first(tmp_path):
+    """Just under the study's estimate one notch is enough: the one that saves the most time
+    for what it gives up (time_plan.notch_loss)."""
+    cost = demo_cost(tmp_path)
+    full = cost.wall({})
+    notches, top = time_plan.ladders(cost), time_plan.largest(cost)
+    savings = {
+        name: (full - cost.wall(time_plan.caps_of(notches, {name: 1})))
+        / time_plan.notch_loss(name, notches, top, 0)
+        for name in notches
+    }
+    costliest = max(savings, key=savings.get)
+    assert savings[costliest] > 0 and len(set(savings.values())) > 1
+    plan = time_plan.choose_plan(cost, f"{full - 1:.0f}s")
+    assert plan.cut_order == [costliest] and plan.state[costliest] == 1
+
+
+def test_a_budget_too_small_names_the_smallest_that_fits(tmp_path):
+    cost = demo_cost(tmp_path)
+    with pytest.raises(time_plan.BudgetTooSmall, match=r"Give time_budget: (\d+)m or more") as error:
+        time_plan.choose_plan(cost, "5s")
+    enough = re.search(r"Give time_budget: (\w+) or more", str(error.value)).group(1)
+    plan = time_plan.choose_plan(cost, enough)
+    assert plan.wall <= plan.seconds
+
+
+def test_more_cores_plan_a_larger_study(tmp_path):
+    one, four = demo_cost(tmp_path, parallel=1), demo_cost(tmp_path, parallel=4)
+    budget = f"{one.wall({}) * 0.3:.0f}s"
+    small, large = time_plan.choose_plan(one, budget), time_plan.choose_plan(four, budget)
+    assert sum(small.state.values()) > sum(large.state.values())
+
+
+def test_time_caps_record_what_they_cut_and_keep_the_budgets_record():
+    run = {
+        "model": "simple_cnn",
+        "epochs": 8,
+        "warmup_epochs": 0,
+        "seeds": [0, 1, 2],
+        "seed": 0,
+        "train_subset": None,
+        "test_subset": 500,
+        "image_size": 32,
+        "batch_size": 64,
+        "budget": {"epochs": 20},
+    }
+    caps = copy.deepcopy(time_plan.caps_of({}, {}))
+    caps.update(max_epochs=3, max_seeds=1, max_train_images=1000, max_test_images=2000)
+    cut = apply_time_caps(run, caps, "20m")
+    assert cut == {"epochs": 8, "train_subset": None, "seeds": 3}
+    assert (run["epochs"], run["train_subset"], run["test_subset"], run["seeds"]) == (3, 1000, 500, [0])
+    # the lab's value stays the one before any budget; the time plan's record beside it
+    assert run["budget"]["epochs"] == 20 and run["budget"]["train_subset"] is None
+    assert run["budget"]["time_budget"] == {"limit": "20m", "cut": cut, "seeds": 1}
+    (note,) = time_budget_cuts(run)
+    assert note == "cut by time_budget 20m: epochs 8 -> 3, train_subset all -> 1,000, seeds 3 -> 1"
+
+
+def test_the_plan_is_kept_and_a_new_budget_replans(tmp_path):
+    config = demo_config("time_budget=40m")
+    first_study, first = time_plan.plan_study(
+        copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=False
+    )
+    kept = list((tmp_path / time_plan.PLANS_FOLDER).glob("*.json"))
+    assert len(kept) == 1
+    # calibration moves after a run (factors remembered): the kept plan still wins
+    estimate.remember_factors(tmp_path / estimate.CALIBRATION_FILE, "m", {"train": 2.0, "*": 2.0})
+    again_study, again = time_plan.plan_study(
+        copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=False
+    )
+    assert again.caps == first.caps and again_study.runs == first_study.runs
+    # a cluster job's own Snakemake (other --cores, another node) and `status` read that plan
+    _, remote = time_plan.plan_study(
+        copy.deepcopy(config), tmp_path, machine="node7", parallel=8, measure=False, newest=True
+    )
+    assert remote.caps == first.caps
+    assert time_plan.kept_study(copy.deepcopy(config), tmp_path).runs == first_study.runs
+    # a new budget is a new plan
+    _, other = time_plan.plan_study(
+        demo_config("time_budget=10h"), tmp_path, machine="m", parallel=1, measure=False
+    )
+    assert len(list((tmp_path / time_plan.PLANS_FOLDER).glob("*.json"))) == 2 and other.budget == "10h"
+
+
+def test_costs_measured_later_reset_the_factors_they_would_double(tmp_path):
+    path = tmp_path / "calibration.json"
+    estimate.remember_factors(path, "m", {"train": 0.2})
+    key = estimate.calibration_key("m", "auto", "auto")
+    assert estimate.factors_key(path, "m", "auto", "auto") == "m"
+    estimate.remember_costs(path, key, {"simple_cnn": 0.3, estimate.START_KEY: 4.0})
+    assert estimate.factors_key(path, "m", "auto", "auto") == key
+    assert estimate.remembered_factors(path, key) == {}  # relative to the measured costs: none yet
+    estimate.remember_factors(path, key, {"train": 0.9})
+    assert estimate.remembered_factors(path, key) == {"train": 0.9}
+    assert estimate.remembered_factors(path, "m") == {"train": 0.2}  # the specs' basis, kept apart
+    assert estimate.job_start(estimate.remembered_costs(path, key)) == 4.0
+    estimate.remember_costs(path, key, {"vit": 20.0})  # a new family: a new basis
+    assert estimate.remembered_factors(path, key) == {}
+
+
+def test_measuring_the_families_takes_seconds_and_names_each(tmp_path):
+    """cifarlab.training.calibrate in its subprocess, on the demo's families (a tiny request)."""
+    study = Study.from_config(demo_config("threads=1"), tmp_path)
+    measured = time_plan.measure_costs(study, ["simple_cnn", "airbench"])
+    assert set(measured) == {"simple_cnn", "airbench", estimate.START_KEY}
+    assert all(0 < seconds < 1000 for seconds in measured.values())
+
+
+def wall_seconds(text: str) -> float:
+    """The seconds of an estimate's 'N s' / 'N min' / 'N h' (cifarlab.core.progress.duration)."""
+    number, unit = text.split()
+    return float(number) * {"s": 1, "min": 60, "h": 3600}[unit]
+
+
+@pytest.mark.slow
+def test_the_demo_planned_in_a_dry_run_fits_its_budget(tmp_path):
+    """A dry run measures the families, names the smallest budget, then plans one that fits:
+    the plan and Snakemake's estimate, both printed, at most the budget; a second call keeps it."""
+    from test_workflow_e2e import copy_workflow
+
+    workdir = copy_workflow(tmp_path)
+
+    def dry(budget: str) -> str:
+        args = ["-n", "--cores", "2", "--configfile", "config/demo.yaml", "--config", f"time_budget={budget}"]
+        done = subprocess.run(
+            [sys.executable, "-m", "snakemake", *args],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        return done.stdout + done.stderr
+
+    too_small = dry("5s")
+    enough = re.search(r"Give time_budget: (\w+) or more", too_small).group(1)
+    assert "rule train" not in too_small
+    seconds = parse_time_budget(enough)
+    out = dry(enough)
+    planned = re.search(r"planned to ([\d.]+ (?:s|min|h)) wall time", out).group(1)
+    printed = re.search(r"Estimate: ([\d.]+ (?:s|min|h)) wall time", out).group(1)
+    assert wall_seconds(planned) <= seconds and wall_seconds(printed) <= seconds * 1.05, out[-3000:]
+    assert "cut, costliest first" in out and "costs measured on this machine" in out
+    assert dry(enough).count("Time budget") == out.count("Time budget")
+    assert len(list((workdir / time_plan.PLANS_FOLDER).glob("*.json"))) == 1
+
+
+def test_light_jobs_run_over_all_cores():
+    """Plots and the report (no modelled work, one thread each) run --cores side by side."""
+    jobs = [
+        estimate.Job("train", "a", 100.0),
+        estimate.Job("plot_*", "b", 0.0),
+        estimate.Job("plot_*", "c", 0.0),
+    ]
+    costs = {estimate.START_KEY: 10.0}
+    heavy_only = estimate.estimate(jobs, {}, 1, costs)
+    light_spread = estimate.estimate(jobs, {}, 1, costs, light_parallel=2)
+    assert heavy_only.wall == pytest.approx(130.0) and light_spread.wall == pytest.approx(110.0 + 20.0 / 2)
+    assert light_spread.total == heavy_only.total == pytest.approx(130.0)
+
+
+def test_the_not_comparable_note_says_what_the_time_budget_cut():
+    from cifarlab.report.tables import budget_differences
+
+    settings = {"epochs": 3, "train_subset": 5000, "image_size": 32, "batch_size": 32}
+    settings["budget"] = {
+        "epochs": 20,
+        "train_subset": None,
+        "time_budget": {"limit": "20m", "cut": {"epochs": 20, "train_subset": None, "seeds": 3}, "seeds": 1},
+    }
+    metrics = {"epochs": 3, "train_images": 5000, "image_size": 32, "pretrained": False, "settings": settings}
+    lab = {"epochs": 20, "train_images": 50000, "image_size": 32, "pretrained": False}
+    assert budget_differences(metrics, lab) == [
+        "3 of 20 epochs",
+        "5,000 of 50,000 images",
+        "cut by time_budget 20m: epochs 20 -> 3, train_subset all -> 5,000, seeds 3 -> 1",
+    ]
