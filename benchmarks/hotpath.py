@@ -9,8 +9,9 @@ of the real training images, one epoch) through its own `cifarlab.training.loop.
 fresh process with PYTHONPATH set to that tree, the two trees alternating so that both see the
 same load. The figures: train_run's `images_per_second` (the training epochs' wall time, the
 test pass, whitening and model build excluded) and the same images over the CPU seconds of the
-training epochs alone (`train_one_epoch`, wrapped in the child), steadier on a loaded machine. Its own script rather than a train_speed.py
-command because it runs other trees' code in child processes, as dry_run.py and planning.py do.
+training epochs alone (`train_one_epoch`, wrapped in the child), steadier on a loaded machine.
+Its own script rather than a train_speed.py command because it runs other trees' code in child
+processes, as dry_run.py and planning.py do.
 Timings on a shared CPU are noisy: compare the ratios of one invocation.
 """
 
@@ -48,7 +49,8 @@ test = torch.load({data!r} + "/test.pt", weights_only=True)
 lr = run["lr"] if run["lr"] != "auto" else 0.01
 result = train_run(run, train, test, device=torch.device("cpu"), lr=lr, precision={precision!r})
 images = sum(row["images"] for row in result["history"])
-print(json.dumps({{"images_per_second": result["images_per_second"], "cpu_images_per_second": images / sum(cpu),
+print(json.dumps({{"images_per_second": result["images_per_second"],
+                  "cpu_images_per_second": images / sum(cpu),
                   "train_loss": result["history"][-1]["train_loss"]}}))
 """
 

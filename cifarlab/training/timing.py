@@ -29,7 +29,7 @@ class Mark:
     def __init__(self, device: torch.device):
         if device.type == "cuda":
             self.event = torch.cuda.Event(enable_timing=True)
-            self.event.record()
+            self.event.record(torch.cuda.current_stream(device))  # the run's GPU, not GPU 0
         else:
             synchronize(device)
             self.event = time.perf_counter()
