@@ -208,6 +208,7 @@ def test_a_crashed_run_resumes_from_its_last_epoch(synthetic_data, tmp_path, mon
         return real_pass(*args, **kwargs)
 
     monkeypatch.setattr(scoring, "loss_and_accuracy", crash_in_epoch_two)
+    monkeypatch.setattr(training, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint after every epoch
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
@@ -216,6 +217,25 @@ def test_a_crashed_run_resumes_from_its_last_epoch(synthetic_data, tmp_path, mon
     resumed = train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
     assert comparable(resumed["history"]) == comparable(reference["history"])
     assert same_state(resumed["model"], reference["model"])
+
+
+@pytest.mark.parametrize(("interval", "expected"), [(3600.0, [None, None, 3]), (0.0, [1, 2, 3])])
+def test_checkpoints_wait_their_interval_but_the_last_epoch_always_writes_one(
+    synthetic_data, tmp_path, monkeypatch, interval, expected
+):
+    """Epochs faster than CHECKPOINT_INTERVAL_S write no checkpoint until the last one."""
+    run = make_run(epochs=3, train_subset=200, test_subset=50)
+    checkpoint, saved_after = tmp_path / "ckpt.pt", []
+    monkeypatch.setattr(training, "CHECKPOINT_INTERVAL_S", interval)
+
+    def on_epoch(row: dict, _model) -> None:
+        saved_after.append(
+            torch.load(checkpoint, weights_only=True)["epoch"] if checkpoint.exists() else None
+        )
+
+    train_run(run, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=run["lr"],
+              checkpoint=checkpoint, on_epoch=on_epoch)  # fmt: skip
+    assert saved_after == expected
 
 
 def sigterm_at(epoch: int, step: int):
@@ -416,8 +436,10 @@ def test_lr_auto_reads_the_lr_finder_result(tmp_path):
 
 SUBPROCESS = """
 import sys, json, torch
+from cifarlab.training import loop
 from cifarlab.training.loop import main
 torch.set_num_threads({threads})
+loop.CHECKPOINT_INTERVAL_S = 0.0  # a checkpoint after every epoch: the test waits for the first
 main(train_path={train!r}, test_path={test!r}, model_path={model!r}, history_path={history!r},
      run=json.loads({run!r}), device="cpu", checkpoint={checkpoint!r}, precision={precision!r})
 """

@@ -441,7 +441,7 @@ def _sweep_setup(
     ]
     if cached_train is not None:
         check_cached(cached_train, train, "train")
-    trainable, data = trainable_and_data(model, settings, train, index, cached_train)
+    trainable, data = trainable_and_data(model, settings, train, index, cached_train, device=device)
     place(trainable, device, precision)
     data = to_device(data, device)
     if not len(held_out_index):

@@ -80,9 +80,12 @@ def whitening_weights(
 
     Rows are the eigenvectors of the patches' (uncentred) covariance, largest eigenvalue first,
     divided by sqrt(eigenvalue + eps), followed by their negatives (so that GELU keeps both signs).
+    The covariance (the work: millions of patches) is computed where `images` are; its D x D
+    eigendecomposition (D = 12) on the CPU, where it is microseconds, MPS lacks `eigh` and CUDA
+    would first load cuSOLVER. The filters are returned on the CPU.
     """
     rows = patches(images, size)
-    covariance = rows.T @ rows / len(rows)
+    covariance = (rows.T @ rows / len(rows)).cpu()
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
     order = eigenvalues.argsort(descending=True)
     scaled = eigenvectors[:, order].T / torch.sqrt(eigenvalues[order] + eps)[:, None]
@@ -122,9 +125,10 @@ class Airbench(nn.Module):
         return cls(num_classes, **(run.get("airbench") or {}))
 
     def init_from_data(self, images: torch.Tensor) -> None:
-        """Set the whitening conv from normalised training images N x 3 x H x W (unaugmented)."""
+        """Set the whitening conv from normalised training images N x 3 x H x W (unaugmented),
+        computed on their device (cifarlab.training.hooks.init_from_data puts them on the run's)."""
         with torch.no_grad():
-            self.whiten.weight.copy_(whitening_weights(images.to(self.whiten.weight.device)))
+            self.whiten.weight.copy_(whitening_weights(images))
 
     def start_epoch(self, epoch: int) -> None:
         """The whitening bias trains in the first `whiten_bias_epochs` epochs (0-based), then freezes."""

@@ -1,19 +1,22 @@
 """Training-time augmentation and the batches of one training epoch.
 
-Random crop + flip, or alternating flip (airbench94), and reflect-padded translation, each drawn
-per batch from the epoch's generator (a function of seed and epoch only, so a resumed run redraws
-the batches an uninterrupted one would have seen).
+Random crop + flip, or alternating flip (airbench94), and reflect-padded translation, drawn from
+the epoch's generator (a function of seed and epoch only, so a resumed run redraws the batches an
+uninterrupted one would have seen). The draws of a whole epoch are made at its start, batch after
+batch in the order a per-batch loop would make them (the same numbers), and cross to the device in
+one copy that does not block (`EpochDraws`): no step of the epoch waits for the host.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from cifarlab.core.device import use_channels_last
-from cifarlab.training.batching import feature_batches, image_batches, test_batches
+from cifarlab.training.batching import epoch_order, feature_batches, image_batches, test_batches, upload
 from cifarlab.training.settings import RunSettings
 
 CROP_PADDING = 4  # pixels of zero padding around the image before the random crop (as in torchvision)
@@ -87,6 +90,77 @@ def shifted(
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+@dataclass
+class EpochDraws:
+    """An epoch's random numbers, on the device, by position in the epoch's order (n images).
+
+    order: int64 n, the images in the epoch's order; crop: int64 3 x n (row offset, column offset,
+    flip) of crop_flip, or None; shift: int64 2 x n (row, column offsets) of a translation by up to
+    `pixels`, or None; flip: bool n, alternating_flip's flips in this epoch, or None.
+    """
+
+    order: torch.Tensor
+    crop: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
+    pixels: int = 0
+    flip: torch.Tensor | None = None
+
+    @classmethod
+    def draw(
+        cls,
+        n: int,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None,
+        device: torch.device | str,
+        shuffle: bool = True,
+        augment: str = "none",
+        translate_pixels: int = 0,
+        flip_phase: torch.Tensor | None = None,
+        epoch: int = 0,
+    ) -> EpochDraws:
+        """Draw an epoch's order, then each batch's crop_flip and translate numbers in turn (the
+        order of a per-batch loop: the same numbers), on the CPU; upload them in one copy."""
+        order = epoch_order(n, shuffle=shuffle, generator=generator)
+        crop, shift = [], []
+        for first in range(0, n, batch_size):
+            m = min(batch_size, n - first)
+            if augment == "crop_flip":
+                crop.append(torch.stack([t.view(m).long() for t in crop_flip_draws(m, generator)]))
+            if translate_pixels:
+                shift.append(
+                    torch.stack([t.view(m) for t in translate_draws(m, translate_pixels, generator)])
+                )
+        rows = {"order": order.view(1, n)}
+        if crop:
+            rows["crop"] = torch.cat(crop, 1)
+        if shift:
+            rows["shift"] = torch.cat(shift, 1)
+        if augment == "alternating_flip":
+            rows["flip"] = (flip_phase[order] != bool(epoch % 2)).long().view(1, n)
+        packed = upload(torch.cat(list(rows.values())), device)  # one copy for all of them
+        parts = dict(zip(rows, packed.split([len(r) for r in rows.values()]), strict=True))
+        flip = parts["flip"][0].bool() if "flip" in parts else None
+        return cls(parts["order"][0], parts.get("crop"), parts.get("shift"), translate_pixels, flip)
+
+    def augment(self, images: torch.Tensor, positions: slice) -> torch.Tensor:
+        """The uint8 images N x C x H x W at `positions` of the epoch's order, augmented with the
+        epoch's draws there (on the device of `images`; the same as crop_flip, alternating_flip
+        and translate with per-batch draws)."""
+        if self.crop is not None:
+            dy, dx, flip = self.crop[:, positions]
+            padded = F.pad(images, (CROP_PADDING,) * 4)
+            images = shifted(padded, CROP_PADDING, dy.view(-1, 1), dx.view(-1, 1), flip.bool())
+        elif self.flip is not None:
+            images = torch.where(self.flip[positions].view(-1, 1, 1, 1), images.flip(-1), images)
+        if self.shift is not None:
+            dy, dx = self.shift[:, positions]
+            no_flip = torch.zeros(len(images), dtype=torch.bool, device=images.device)
+            padded = F.pad(images, (self.pixels,) * 4, mode="reflect")
+            images = shifted(padded, self.pixels, dy.view(-1, 1), dx.view(-1, 1), no_flip)
+        return images
+
+
 def batches(
     data: dict,
     batch_size: int,
@@ -116,32 +190,20 @@ def batches(
     if augment == "alternating_flip" and flip_phase is None:
         raise ValueError("augment alternating_flip needs each image's flip_phase (train.flip_phases)")
 
-    def augment_batch(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        if augment == "crop_flip":
-            x = crop_flip(x, generator)
-        elif augment == "alternating_flip":
-            x = alternating_flip(x, flip_phase[index].to(x.device), epoch)
-        if translate_pixels:
-            x = translate(x, translate_pixels, generator)
-        return x
-
-    def skip_batch(n: int) -> None:
-        if augment == "crop_flip":
-            crop_flip_draws(n, generator)
-        if translate_pixels:
-            translate_draws(n, translate_pixels, generator)
-
+    n = len(data["labels"])
+    draws = EpochDraws.draw(
+        n, batch_size, generator=generator, device=device, shuffle=shuffle, augment=augment,
+        translate_pixels=translate_pixels, flip_phase=flip_phase, epoch=epoch,
+    )  # fmt: skip
     yield from image_batches(
         data,
         batch_size,
-        shuffle=shuffle,
-        generator=generator,
         device=device,
         image_size=image_size,
         channels_last=channels_last,
         start=start,
-        augment_batch=augment_batch,
-        skip_batch=skip_batch,
+        order=draws.order,
+        augment_batch=draws.augment,
     )
 
 

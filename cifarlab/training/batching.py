@@ -39,40 +39,54 @@ def to_device(data: dict, device: torch.device | str) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in data.items()}
 
 
+def upload(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """`tensor` (CPU) on `device` in one copy that does not block the host: from pinned memory on
+    CUDA, so that Python can queue the epoch's steps while the copy runs."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def epoch_order(n: int, *, shuffle: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """The order of an epoch's n items (int64 n, CPU): drawn from `generator` when `shuffle`."""
+    return torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+
+
 def image_batches(
     data: dict,
     batch_size: int,
     *,
-    shuffle: bool,
-    generator: torch.Generator | None,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
     device: torch.device | str,
     image_size: int,
     channels_last: bool = False,
     start: int = 0,
-    augment_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    skip_batch: Callable[[int], None] | None = None,
+    order: torch.Tensor | None = None,
+    augment_batch: Callable[[torch.Tensor, slice], torch.Tensor] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) batches of a prepared dict: x normalised float N x 3 x image_size^2 on `device`, y int64 N.
 
-    The order (when `shuffle`) is drawn from `generator` (CPU). `augment_batch(x, index)` returns
-    the uint8 images x (of the images at `index`, int64 N) augmented; `skip_batch(n)` draws what
-    augmenting n images would, for each of the `start` batches skipped (resuming mid-epoch with the
-    same random draws as an uninterrupted pass). The last batch may be smaller.
+    `order` (int64, the epoch's order of the images, on any device) or else one drawn here
+    (epoch_order); it crosses to the device once, so a batch never waits for the host.
+    `augment_batch(x, positions)` returns the uint8 images x augmented, `positions` being the
+    batch's slice of the epoch's order (its draws are made per epoch: augment.EpochDraws).
+    `start` skips that many batches (resuming mid-epoch). The last batch may be smaller.
     """
     images, labels = data["images"].to(device), data["labels"].to(device)
     mean, std = data["mean"].to(device), data["std"].to(device)
     n = labels.numel()
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for i, first in enumerate(range(0, n, batch_size)):
-        index = order[first : first + batch_size]
-        if i < start:  # keep the later batches' draws as they were
-            if skip_batch is not None:
-                skip_batch(len(index))
-            continue
-        x = images[index.to(images.device)]
+    if order is None:
+        order = epoch_order(n, shuffle=shuffle, generator=generator)
+    order = upload(order, images.device) if order.device != images.device else order
+    for first in range(start * batch_size, n, batch_size):
+        positions = slice(first, min(first + batch_size, n))
+        index = order[positions]
+        x = images[index]
         if augment_batch is not None:
-            x = augment_batch(x, index)
-        yield to_float(x, mean, std, image_size, channels_last), labels[index.to(images.device)]
+            x = augment_batch(x, positions)
+        yield to_float(x, mean, std, image_size, channels_last), labels[index]
 
 
 def feature_batches(
@@ -82,9 +96,9 @@ def feature_batches(
     """(features, labels) batches from a cached-features dict, in the same order `batches` would give."""
     features, labels = data["features"].to(device), data["labels"].to(device)
     n = labels.numel()
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = upload(epoch_order(n, shuffle=shuffle, generator=generator), features.device)
     for first in range(start * batch_size, n, batch_size):
-        index = order[first : first + batch_size].to(features.device)
+        index = order[first : first + batch_size]
         yield features[index], labels[index]
 
 

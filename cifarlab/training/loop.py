@@ -49,11 +49,17 @@ from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subs
 from cifarlab.training.scoring import evaluation_pass
 from cifarlab.training.settings import RunSettings
 from cifarlab.training.setup import check_cached, place, trainable_and_data, training_split
+from cifarlab.training.timing import StepClock
 
 log = logging.getLogger(__name__)
 
 # Steps between checks of the loss for NaN/inf: each check waits for the GPU, so not every step.
 DIVERGENCE_CHECK_STEPS = 25
+
+# Seconds of wall time at least between two resume checkpoints written after an epoch (a checkpoint
+# of airbench is 24-57 MB, and its epochs take a fraction of a second on a GPU). The last epoch
+# and a stop signal (SIGTERM, SIGINT) always write one.
+CHECKPOINT_INTERVAL_S = 60.0
 
 
 # --- The epoch loop ---------------------------------------------------------------------
@@ -84,15 +90,19 @@ def train_one_epoch(
     precision: str = "fp32",
     lookahead: Lookahead | None = None,
     steps_before: int = 0,
+    clock: StepClock | None = None,
 ) -> str:
     """Train on `batches`, adding to `running` (see new_running) in place.
 
     lookahead: updated after every step; `steps_before` is the number of steps of the earlier
-    epochs (its schedule runs over the whole training). Returns "done", "stopped" (a stop signal
-    arrived; the state is that after a whole step) or "diverged" (the loss is NaN or infinite).
+    epochs (its schedule runs over the whole training). clock: told of each step (timing.StepClock).
+    Returns "done", "stopped" (a stop signal arrived; the state is that after a whole step) or
+    "diverged" (the loss is NaN or infinite).
     """
     set_train_mode(model)
     for x, y in batches:
+        if clock is not None:
+            clock.before_step(len(y))
         with autocast(device, precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
@@ -168,11 +178,26 @@ class TrainState:
     epoch: int = 0
     best: dict = field(default_factory=lambda: {"epoch": None, "accuracy": -math.inf, "state": None})
     running: dict | None = None
+    # model.pt's `timing` so far: device seconds of whitening and of the timed training steps
+    timing: dict = field(
+        default_factory=lambda: {
+            "warmup_excluded_steps": 0,
+            "whitening_s": 0.0,
+            "train_s": 0.0,
+            "timed_images": 0,
+        }
+    )
+    saved_at: float = field(default_factory=time.monotonic)  # when the last checkpoint was written
+
+    def checkpoint_due(self) -> bool:
+        """Whether CHECKPOINT_INTERVAL_S have passed since the last checkpoint (or the start)."""
+        return time.monotonic() - self.saved_at >= CHECKPOINT_INTERVAL_S
 
     def save(self, checkpoint: str | Path | None, fingerprint: str, device: torch.device) -> None:
         """Write the resume checkpoint (nothing without a path)."""
         if checkpoint is None:
             return
+        self.saved_at = time.monotonic()
         running = self.running
         save_torch(
             {
@@ -188,6 +213,7 @@ class TrainState:
                 "rng": rng_states(device),
                 "history": self.history,
                 "best": self.best,
+                "timing": self.timing,
             },
             checkpoint,
         )  # fmt: skip
@@ -195,12 +221,17 @@ class TrainState:
     def resume(self, saved: dict, device: torch.device) -> None:
         """Take up a checkpoint's state (checkpoints.load_checkpoint's dict) and its RNG states."""
         self.trainable.load_state_dict(saved["trainable"])
+        # the kernels (fused, foreach) are this device's (optim.implementation), not the saver's
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(saved["optimizer"])
+        for group, chosen in zip(self.optimizer.param_groups, kernels, strict=True):
+            group.update(chosen)
         self.scheduler.load_state_dict(saved["scheduler"])
         if self.lookahead is not None:
             self.lookahead.load_state_dict(saved["lookahead"])
         set_rng_states(saved["rng"], device)
         self.history, self.epoch, self.best = saved["history"], saved["epoch"], saved["best"]
+        self.timing = saved.get("timing", self.timing)
         if saved["running"] is not None:
             self.running = {k: v.to(device) if torch.is_tensor(v) else v for k, v in saved["running"].items()}
 
@@ -214,10 +245,11 @@ def choose_images(
     cached_features: dict | None,
     device: torch.device,
     precision: str,
+    timing: dict | None = None,
 ) -> tuple[nn.Module, Images]:
     """(the module that trains, on the device; the run's images): the validation split, the
     training and test subsets (capped at what there is, with a warning) and, with cached
-    features, the head alone on them."""
+    features, the head alone on them. timing: gets `whitening_s` (setup.trainable_and_data)."""
     train_index, validation_index = training_split(settings, train["labels"])
     test_index = stratified_subset(test["labels"], settings.test_subset, TEST_SUBSET_SEED)
     available = {
@@ -234,8 +266,9 @@ def choose_images(
         for split, data in (("train", train), ("test", test)):
             check_cached(cached_features[split], data, split)
     trainable, train_data = trainable_and_data(
-        model, settings, train, train_index, None if cached_features is None else cached_features["train"]
-    )
+        model, settings, train, train_index, None if cached_features is None else cached_features["train"],
+        device=device, timing=timing,
+    )  # fmt: skip
     test_data = subset(test if cached_features is None else cached_features["test"], test_index)
     place(trainable, device, precision)
     validation = None
@@ -260,9 +293,11 @@ def epoch_of_batches(
     stop: list,
     device: torch.device,
     precision: str,
+    clock: StepClock,
 ) -> str:
     """Train epoch `epoch` (from its first step, or where a stopped one left off), timing it into
-    `state.running`; returns train_one_epoch's outcome."""
+    `state.running` (wall) and `state.timing` (device time of the steps after the warm-up, by
+    `clock`); returns train_one_epoch's outcome."""
     running = state.running
     start_epoch(state.trainable, epoch)
     epoch_iter = epoch_batches(
@@ -279,10 +314,13 @@ def epoch_of_batches(
     outcome = train_one_epoch(
         state.trainable, epoch_iter, state.optimizer, state.scheduler, device=device, running=running,
         label_smoothing=settings.label_smoothing, stop=stop, precision=precision,
-        lookahead=state.lookahead, steps_before=epoch * steps_per_epoch,
+        lookahead=state.lookahead, steps_before=epoch * steps_per_epoch, clock=clock,
     )  # fmt: skip
+    clock.end_epoch()
     synchronize(device)
     running["seconds"] += time.perf_counter() - started
+    for key, value in clock.take().items():
+        state.timing[key] += value
     return outcome
 
 
@@ -371,7 +409,8 @@ def train_run(
 
     train/test: prepared dicts (docs/architecture.md). cached_features: {"train", "test"}
     the cached features of the frozen backbone (the `features` step); then only the head trains, on them.
-    checkpoint: where to save after every epoch (and on SIGTERM/SIGINT) and resume from.
+    checkpoint: where to save and resume from: after an epoch when CHECKPOINT_INTERVAL_S have passed
+    since the last save, after the last epoch and on SIGTERM/SIGINT.
     Raises TrainingInterrupted after saving, when a stop signal arrives.
 
     The chosen epoch (`best_epoch`, whose weights `model` holds) never depends on the test set:
@@ -381,17 +420,21 @@ def train_run(
     """
     settings = RunSettings.from_dict(run)
     model = build_model(run, len(train["classes"]))
-    trainable, images = choose_images(settings, run, model, train, test, cached_features, device, precision)
+    whitening: dict = {}
+    trainable, images = choose_images(
+        settings, run, model, train, test, cached_features, device, precision, timing=whitening
+    )
     fingerprint = run_fingerprint(run, lr, cached_features is not None, train, test)
     steps_per_epoch = math.ceil(len(images.train["labels"]) / settings.batch_size)
     state = start_state(trainable, run, settings, lr, steps_per_epoch, checkpoint, fingerprint, device)
-    diverged = None
+    state.timing["whitening_s"] = whitening.get("whitening_s", 0.0)  # this process's (a resume redoes it)
+    diverged, clock = None, StepClock(device)
     with stop_requests() as stop:
         for epoch in range(state.epoch, settings.epochs):
             state.running = state.running or new_running(device)
             outcome = epoch_of_batches(
                 state, run, settings, images, epoch=epoch, steps_per_epoch=steps_per_epoch, stop=stop,
-                device=device, precision=precision,
+                device=device, precision=precision, clock=clock,
             )  # fmt: skip
             if outcome == "stopped":  # saved half-way through the epoch: resumed at the next step
                 state.epoch = epoch
@@ -407,8 +450,9 @@ def train_run(
                 break
             score_epoch(state, run, settings, images, epoch, device, precision)
             state.running, state.epoch = None, epoch + 1
-            state.save(checkpoint, fingerprint, device)
-            if on_epoch is not None:  # once the epoch is checkpointed
+            if epoch + 1 == settings.epochs or stop or state.checkpoint_due():
+                state.save(checkpoint, fingerprint, device)
+            if on_epoch is not None:  # once the epoch is checkpointed (when one was due)
                 on_epoch(state.history[-1], trainable)
             if stop:
                 raise TrainingInterrupted(f"{stop[0]} after epoch {epoch + 1}: {resume_hint(checkpoint)}")
@@ -482,6 +526,8 @@ def run_result(
         # which of this machine's GPUs' slots it held (cifarlab.core.gpu_slots; None: no slot)
         "gpu_slot": gpu_slot(),
         "precision": precision,
+        # device seconds, warm-up excluded (training.timing): comparable with airbench94's figures
+        "timing": dict(state.timing),
     }
 
 

@@ -63,28 +63,114 @@ def param_groups(module: nn.Module, settings: RunSettings, lr: float) -> list[di
     return groups
 
 
+def implementation(module: nn.Module) -> dict:
+    """How torch's SGD, Adam and AdamW update the parameters of `module`: one fused kernel on CUDA;
+    elsewhere `foreach` (a few multi-tensor ops instead of a Python loop over parameters).
+
+    foreach gives bit for bit the numbers of the per-parameter loop on the CPU (checked in
+    tests/test_hotpath.py); fused does not (it groups the arithmetic otherwise, ~1e-7 apart), so
+    it is kept to CUDA, where GPU runs are not bit-reproducible anyway. MPS keeps foreach.
+    """
+    on_cuda = any(p.is_cuda for p in module.parameters())
+    return {"fused": True} if on_cuda else {"foreach": True}
+
+
 def build_optimizer(module: nn.Module, settings: RunSettings, lr: float) -> torch.optim.Optimizer:
     """The run's optimizer over the trainable parameters of `module` (grouped by `param_groups`):
-    sgd (momentum, nesterov), adam, adamw or yogi (torch-optimizer).
+    sgd (momentum, nesterov), adam, adamw or yogi (`Yogi`, torch-optimizer's numbers).
 
     settings.eps null keeps each optimizer's own default (yogi's is 1e-3, not adam's 1e-8).
+    Build it once `module` is on its device (`implementation` picks fused kernels on CUDA).
     """
     name, groups = settings.optimizer, param_groups(module, settings, lr)
     eps = {} if settings.eps is None else {"eps": settings.eps}
+    kernels = implementation(module)
     if name == "sgd":
         momentum = settings.momentum
         # torch rejects nesterov without momentum
         nesterov = settings.nesterov and momentum > 0
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **kernels)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, **eps)
+        return torch.optim.Adam(groups, lr=lr, **eps, **kernels)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, **eps)
+        return torch.optim.AdamW(groups, lr=lr, **eps, **kernels)
     if name == "yogi":
-        import torch_optimizer
-
-        return torch_optimizer.Yogi(groups, lr=lr, **eps)
+        return Yogi(groups, lr=lr, **eps)
     raise ValueError(f"unknown optimizer {name!r}; use sgd, adam, adamw or yogi")
+
+
+class Yogi(torch.optim.Optimizer):
+    """Yogi (Zaheer et al., NeurIPS 2018) computing exactly what torch-optimizer's `Yogi` does (the
+    same defaults, state and operations), with multi-tensor `torch._foreach_*` ops over a group's
+    parameters instead of a Python loop over them.
+
+    Why our own: torch.optim has no Yogi, and torch-optimizer's steps one parameter at a time in
+    Python (a dozen kernel launches per tensor, each waited for by the interpreter on a GPU);
+    no library offers a multi-tensor Yogi. tests/test_hotpath.py checks it against
+    torch_optimizer.Yogi step for step. Its state ("step", "exp_avg", "exp_avg_sq" per parameter)
+    is torch-optimizer's, so checkpoints load in either.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-3,
+        initial_accumulator: float = 1e-6,
+        weight_decay: float = 0.0,
+    ):
+        if lr <= 0.0 or eps < 0.0 or weight_decay < 0.0 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(
+                f"yogi: lr {lr} must be positive, eps {eps} and weight_decay {weight_decay} not "
+                f"negative, betas {betas} in [0, 1)"
+            )
+        defaults = {
+            "lr": lr, "betas": betas, "eps": eps, "initial_accumulator": initial_accumulator,
+            "weight_decay": weight_decay,
+        }  # fmt: skip
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._update(group, params)
+        return loss
+
+    def _update(self, group: dict, params: list[torch.Tensor]) -> None:
+        """One Yogi step of `params` (those of `group` with a gradient), op for op torch-optimizer's."""
+        if any(p.grad.is_sparse for p in params):
+            raise RuntimeError("Yogi does not support sparse gradients, please consider SparseAdam instead")
+        states = [self.state[p] for p in params]
+        for p, state in zip(params, states, strict=True):
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.full_like(p, group["initial_accumulator"])
+                state["exp_avg_sq"] = torch.full_like(p, group["initial_accumulator"])
+            state["step"] += 1
+        beta1, beta2 = group["betas"]
+        grads = [p.grad for p in params]
+        exp_avgs = [s["exp_avg"] for s in states]
+        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+        if group["weight_decay"] != 0:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        torch._foreach_mul_(exp_avgs, beta1)
+        torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
+        squares = torch._foreach_mul(grads, grads)
+        signs = torch._foreach_sub(exp_avg_sqs, squares)
+        torch._foreach_sign_(signs)
+        torch._foreach_addcmul_(exp_avg_sqs, signs, squares, value=-(1 - beta2))
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denominators, [math.sqrt(1 - beta2 ** s["step"]) for s in states])
+        torch._foreach_add_(denominators, group["eps"])
+        steps = [-group["lr"] / (1 - beta1 ** s["step"]) for s in states]
+        torch._foreach_addcdiv_(params, exp_avgs, denominators, steps)
 
 
 def build_scheduler(

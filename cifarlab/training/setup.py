@@ -16,6 +16,7 @@ from cifarlab.models import head_of
 from cifarlab.training.hooks import init_from_data
 from cifarlab.training.sampling import subset, train_validation_split
 from cifarlab.training.settings import RunSettings
+from cifarlab.training.timing import device_seconds
 
 
 def training_split(settings: RunSettings, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,22 +37,40 @@ def check_cached(cached: dict, data: dict, split: str) -> None:
 
 
 def trainable_and_data(
-    model: nn.Module, settings: RunSettings, train: dict, index: torch.Tensor, cached_train: dict | None
+    model: nn.Module,
+    settings: RunSettings,
+    train: dict,
+    index: torch.Tensor,
+    cached_train: dict | None,
+    *,
+    device: torch.device | None = None,
+    timing: dict | None = None,
 ) -> tuple[nn.Module, dict]:
     """(the module that trains, its training data at `index`, on the CPU).
 
     Without cached features: the whole model, on the images (a model that sets weights from the
-    data, airbench's whitening, does so now). With them (checked against `train` by the caller):
-    the model's head, on the frozen backbone's features.
+    data, airbench's whitening, does so now, on `device`: the CPU when None; its device seconds
+    go to timing["whitening_s"]). With them (checked against `train` by the caller): the model's
+    head, on the frozen backbone's features.
     """
     if cached_train is None:
         data = subset(train, index)
-        init_from_data(model, data, settings)
+        where = torch.device("cpu") if device is None else device
+        with device_seconds(where, {} if timing is None else timing, "whitening_s"):
+            init_from_data(model, data, settings, where)
         return model, data
     return head_of(model), subset(cached_train, index)
 
 
 def place(module: nn.Module, device: torch.device, precision: str) -> None:
-    """Move `module` to `device`, channels-last where that is faster (core.device.use_channels_last)."""
+    """Move `module` to `device`, channels-last where that is faster (core.device.use_channels_last).
+
+    On CUDA, cuDNN autotunes its convolutions (`cudnn.benchmark`): once per input shape, and a
+    run's shapes are few and fixed (the full batch, the epoch's shorter last batch, the test
+    batches), so the search pays for itself within the first epoch. The last batch is not
+    dropped or padded: that would change which images train, and the CPU's bit-for-bit results.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     memory_format = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
     module.to(device, memory_format=memory_format)
