@@ -36,6 +36,7 @@ MODEL_KEYS = {
     "model_state", "run", "classes", "mean", "std", "lr", "lr_source", "status", "diverged",
     "params_total", "params_trainable", "train_images", "validation_images", "test_images", "best_epoch",
     "best_validation_accuracy", "train_seconds", "images_per_second", "device", "precision", "threads",
+    "model_part",
 }  # fmt: skip
 
 

@@ -28,7 +28,8 @@ from cifarlab.core import progress
 from cifarlab.core.device import autocast, describe, pick_device, resolve_precision, synchronize
 from cifarlab.core.files import atomic_path, load_torch, save_torch
 from cifarlab.core.paths import job_label
-from cifarlab.models import build_model, count_parameters, set_train_mode
+from cifarlab.models import build_model, count_parameters, set_train_mode, trained_state
+from cifarlab.models.build import HEAD, WHOLE
 from cifarlab.study.results import HISTORY_COLUMNS  # history.csv's columns; cifarlab.study.results reads it
 from cifarlab.training.augment import epoch_batches
 from cifarlab.training.batching import to_device
@@ -380,7 +381,9 @@ def train_run(
     last weights). The per-epoch test loss and accuracy are only recorded, for the curves.
     """
     settings = RunSettings.from_dict(run)
-    model = build_model(run, len(train["classes"]))
+    # On cached features the backbone never runs and model.pt keeps only the head (model_part), so
+    # its ImageNet weights are not read (528 MB for VGG16); the head's seeded start is the same.
+    model = build_model(run if cached_features is None else {**run, "pretrained": False}, len(train["classes"]))
     trainable, images = choose_images(settings, run, model, train, test, cached_features, device, precision)
     fingerprint = run_fingerprint(run, lr, cached_features is not None, train, test)
     steps_per_epoch = math.ceil(len(images.train["labels"]) / settings.batch_size)
@@ -480,6 +483,7 @@ def run_result(
         "images_per_second": images_seen / seconds if seconds > 0 else None,
         "device": describe(device),
         "precision": precision,
+        "model_part": HEAD if "features" in images.train else WHOLE,  # what model.pt keeps
     }
 
 
@@ -497,7 +501,7 @@ def write_history(history: list[dict], path: str | Path) -> None:
 def save_model(result: dict, path: str | Path) -> None:
     """model.pt as docs/architecture.md describes it (weights on the CPU, portable across devices)."""
     saved = {k: v for k, v in result.items() if k not in ("model", "history")}
-    saved["model_state"] = {k: v.detach().cpu() for k, v in result["model"].state_dict().items()}
+    saved["model_state"] = trained_state(result["model"], result["model_part"])
     save_torch(saved, path)
 
 
