@@ -49,12 +49,18 @@ def one_import(tree: Path, module: str) -> tuple[float, float, bool]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("trees", nargs="+", type=Path, help="one or two checkouts of this project")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--modules", nargs="+", default=list(MODULES))
     args = parser.parse_args()
-    print("| module | " + " | ".join(f"{t} wall s | CPU s | torchvision" for t in args.trees) + " | B / A wall |")
+    print(
+        "| module | "
+        + " | ".join(f"{t} wall s | CPU s | torchvision" for t in args.trees)
+        + " | B / A wall |"
+    )
     for module in args.modules:
         samples: dict[Path, list[tuple[float, float, bool]]] = {t: [] for t in args.trees}
         one_import(args.trees[0], module)  # warm the file cache for both alike

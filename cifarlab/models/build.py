@@ -96,7 +96,9 @@ def load_trained(path: str | Path, device: torch.device | str = "cpu") -> tuple[
 
         missing = [k for k in missing if k.startswith(head_name(model) + ".")]
         if missing or unexpected:
-            raise ValueError(f"{path}: its head does not fit a {run['model']} (missing {missing}, extra {unexpected})")
+            raise ValueError(
+                f"{path}: its head does not fit a {run['model']} (missing {missing}, extra {unexpected})"
+            )
     return model.to(device).eval(), saved
 
 

@@ -31,6 +31,7 @@ from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subs
 
 log = logging.getLogger(__name__)
 
+
 @torch.no_grad()
 def compute_features(
     model: nn.Module,
@@ -47,8 +48,9 @@ def compute_features(
     float32 N x D on the CPU (D = 4096 for vgg16, 512 for resnet18). The model runs in eval mode,
     without augmentation, exactly as it does in training with a frozen backbone, at the job's
     resolved `precision`, `batch_size` images per forward pass (None: inference.inference_batch,
-    1,024 at 32 px), the split uploaded once and the features copied back once. Every 30 s a progress line (`name done/total images | ~time left`) goes
-    to the terminal (cifarlab.core.progress).
+    1,024 at 32 px), the split uploaded once and the features copied back once. Every 30 s a
+    progress line (`name done/total images | ~time left`) goes to the terminal
+    (cifarlab.core.progress).
     """
     steps = progress.Steps(name, len(data["labels"]), "images")
     captured: list[torch.Tensor] = []  # on the device: copied back once, at the end
