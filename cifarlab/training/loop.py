@@ -381,11 +381,7 @@ def train_run(
     last weights). The per-epoch test loss and accuracy are only recorded, for the curves.
     """
     settings = RunSettings.from_dict(run)
-    # On cached features the backbone never runs and model.pt keeps only the head (model_part), so
-    # its ImageNet weights are not read (528 MB for VGG16); the head's seeded start is the same.
-    model = build_model(
-        run if cached_features is None else {**run, "pretrained": False}, len(train["classes"])
-    )
+    model = build_model(run, len(train["classes"]))
     trainable, images = choose_images(settings, run, model, train, test, cached_features, device, precision)
     fingerprint = run_fingerprint(run, lr, cached_features is not None, train, test)
     steps_per_epoch = math.ceil(len(images.train["labels"]) / settings.batch_size)
