@@ -8,7 +8,7 @@ jobs taking seconds, that import is a large part of their cost. For each module 
 `python -c "import MODULE"` runs with the tree's `cifarlab` first on PYTHONPATH, --repeats times,
 the trees alternating (A, B, A, B, ...) so that a change of machine load hits both alike. Prints
 the median wall and CPU seconds (user + system of the child), whether torchvision was imported,
-and B / A. A job's device start-up (CUDA's context, a few seconds on a GPU) comes on top and is
+and B / A of both (on a loaded machine compare the CPU). A job's device start-up (CUDA's context, a few seconds on a GPU) comes on top and is
 not measured here (no GPU on the development machine).
 """
 
@@ -67,14 +67,15 @@ def main() -> None:
         for _ in range(args.repeats):
             for tree in args.trees:
                 samples[tree].append(one_import(tree, module))
-        cells, walls = [], []
+        cells, walls, cpus = [], [], []
         for tree in args.trees:
             wall = statistics.median(s[0] for s in samples[tree])
             cpu = statistics.median(s[1] for s in samples[tree])
             walls.append(wall)
+            cpus.append(cpu)
             cells.append(f"{wall:.2f} | {cpu:.2f} | {'yes' if samples[tree][0][2] else 'no'}")
-        ratio = f"{walls[1] / walls[0]:.2f}x" if len(walls) == 2 else "-"
-        print(f"| {module} | " + " | ".join(cells) + f" | {ratio} |", flush=True)
+        ratios = [f"{b[1] / b[0]:.2f}x" if len(b) == 2 else "-" for b in (walls, cpus)]
+        print(f"| {module} | " + " | ".join(cells) + f" | {' | '.join(ratios)} |", flush=True)
 
 
 if __name__ == "__main__":
