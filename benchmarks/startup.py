@@ -8,8 +8,9 @@ jobs taking seconds, that import is a large part of their cost. For each module 
 `python -c "import MODULE"` runs with the tree's `cifarlab` first on PYTHONPATH, --repeats times,
 the trees alternating (A, B, A, B, ...) so that a change of machine load hits both alike. Prints
 the median wall and CPU seconds (user + system of the child), whether torchvision was imported,
-and B / A of both (on a loaded machine compare the CPU). A job's device start-up (CUDA's context, a few seconds on a GPU) comes on top and is
-not measured here (no GPU on the development machine).
+and B / A of both (on a loaded machine compare the CPU). A job's device start-up (CUDA's
+context, a few seconds on a GPU) comes on top and is not measured here (no GPU on the
+development machine).
 """
 
 from __future__ import annotations
