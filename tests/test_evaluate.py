@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import subprocess
@@ -20,6 +21,8 @@ from cifarlab.study.results import read_history, status_text
 from cifarlab.training import batching
 from cifarlab.training import evaluate as evaluation
 from cifarlab.training import loop as training
+from cifarlab.training.scoring import loss_and_accuracy
+from cifarlab.training.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 # docs/architecture.md: the keys of metrics.json and of model.pt
@@ -30,13 +33,13 @@ METRICS_KEYS = {
     "final_train_accuracy", "params_total", "params_trainable", "epochs", "batch_size", "optimizer", "lr",
     "lr_source", "dropout", "pretrained", "freeze", "image_size", "train_images", "validation_images",
     "train_seconds", "images_per_second", "device", "settings", "tta", "tta_test_accuracy", "tta_test_loss",
-    "precision", "eval_precision", "code_version", "gpu_slot",
+    "precision", "eval_precision", "code_version", "gpu_slot", "timing",
 }  # fmt: skip
 MODEL_KEYS = {
     "model_state", "run", "classes", "mean", "std", "lr", "lr_source", "status", "diverged",
     "params_total", "params_trainable", "train_images", "validation_images", "test_images", "best_epoch",
     "best_validation_accuracy", "train_seconds", "images_per_second", "device", "gpu_slot", "precision",
-    "threads",
+    "threads", "model_part",
 }  # fmt: skip
 
 
@@ -188,3 +191,35 @@ def test_figures_are_drawn_for_every_run(which, request, tmp_path):
 def test_status_text_names_epoch_and_lr(diverged):
     metrics = json.loads(diverged["metrics.json"].read_text())
     assert status_text(metrics) == "diverged at epoch 1 (lr 1e+06)"
+
+
+@pytest.mark.parametrize("tta", ["none", "flip", "flip_translate"])
+def test_one_large_pass_scores_as_the_batches_of_a_training_job(tta, synthetic_data):
+    # A net with batch norm (running statistics set away from 0/1) and an image size that makes
+    # to_float resize: the large-batch pass (inference.py) against the pass of batch_size images
+    # that training's test epochs make (scoring.loss_and_accuracy), fp32 on the CPU.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(128, 10),
+    )  # fmt: skip
+    model[1].running_mean.uniform_(-0.5, 0.5)
+    model[1].running_var.uniform_(0.5, 2.0)
+    data = synthetic_data["test"]
+    settings = RunSettings.from_dict(run_settings(batch_size=37, image_size=28))
+    cpu = torch.device("cpu")
+    old_loss, old_accuracy, old_predictions = loss_and_accuracy(
+        model, batching.test_batches(data, settings, device=cpu), cpu, tta=tta
+    )
+    plain, augmented = evaluation.test_logits(model, data, 28, cpu, "fp32", tta)
+    logits = plain if augmented is None else augmented
+    loss, accuracy = evaluation.loss_accuracy(logits, data["labels"])
+    assert logits.shape == (len(data["labels"]), 10)
+    assert torch.equal(logits.argmax(1), old_predictions)
+    assert accuracy == old_accuracy and 0 < accuracy < 100
+    assert loss == pytest.approx(old_loss, rel=1e-6, abs=1e-6)
+    # each image's logits do not depend on its batch: batches of one image give the same
+    single = dataclasses.replace(settings, batch_size=1)
+    with torch.no_grad():
+        one_by_one = torch.cat([model(x) for x, _ in batching.test_batches(data, single, device=cpu)])
+    assert torch.allclose(plain, one_by_one, rtol=1e-6, atol=1e-6)

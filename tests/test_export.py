@@ -124,5 +124,8 @@ def test_a_head_on_cached_features_is_exported_with_its_backbone_and_resizes(tmp
         metrics_path=folder / "metrics.json", dataset="synthetic", seed=run["seed"], device="cpu",
         cached_test=folder / "f_test.pt", exported_path=folder / "model.pt2", precision="fp32",
     )  # fmt: skip
+    # model.pt keeps the head alone: the backbone is rebuilt from the run's seed (models.load_trained)
+    saved = torch.load(folder / "model.pt", weights_only=True)
+    assert saved["model_part"] == "head" and set(saved["model_state"]) == {"fc.weight", "fc.bias"}
     # evaluated on the cached features (the head alone); the program takes the images
     check_same_predictions(folder, run, small["test"], metrics)

@@ -23,10 +23,18 @@ from conftest import lab_run, planned_counts
 
 from cifarlab.config.schema import ConfigError
 from cifarlab.config.validate import validate_config
-from cifarlab.models import build_model, count_parameters, head_of, set_train_mode, weights_file
+from cifarlab.models import (
+    build_model,
+    count_parameters,
+    head_of,
+    load_head,
+    load_trained,
+    set_train_mode,
+    weights_file,
+)
 from cifarlab.models.user import constructor_arguments
 from cifarlab.training.features import main as features_main
-from cifarlab.training.loop import train_run
+from cifarlab.training.loop import save_model, train_run
 from cifarlab.training.sampling import subset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +121,21 @@ def test_a_torchvision_model_outside_the_built_ins_trains_on_cached_features(
         torch.testing.assert_close(
             head_of(model)(cached["test"]["features"][:20]), model(x), atol=1e-4, rtol=1e-4
         )
+    # model.pt keeps the head alone; loading it rebuilds the backbone from the run's weights (the
+    # file in torchvision's cache, or the seeded initialisation) and gives back the same model
+    save_model(result, tmp_path / "model.pt")
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert saved["model_part"] == "head" and set(saved["model_state"]) == {
+        "classifier.3.weight",
+        "classifier.3.bias",
+    }
+    loaded, _ = load_trained(tmp_path / "model.pt")
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+    head, _ = load_head(tmp_path / "model.pt")
+    assert torch.equal(head.weight, head_of(model).weight) and torch.equal(head.bias, head_of(model).bias)
 
 
 def test_a_torchvision_model_without_its_weights_file_offline_says_which_file_where(tmp_path, monkeypatch):

@@ -100,3 +100,20 @@ def test_a_dry_run_imports_no_torch(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert [m for m in HEAVY if m in imported] == []
+
+
+def test_a_simple_cnn_job_imports_no_torchvision():
+    # Every torch job pays its imports (benchmarks/README.md, job start-up): torchvision (1-2 s)
+    # only where a torchvision model is built. The train and evaluate modules, a simple CNN built
+    # and put in training mode (set_train_mode lives beside the torchvision backbones) and a
+    # frozen head's load path must not import it; building resnet18 then does.
+    statement = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "import cifarlab.training.loop, cifarlab.training.evaluate, cifarlab.training.features\n"
+        "from cifarlab.models import build_model, set_train_mode, load_head\n"
+        "from conftest import lab_run\n"
+        "model = build_model(lab_run(), 10); set_train_mode(model)"
+    )
+    assert heavy_after_import(statement) == ["torch"]
+    resnet = f"{statement}\nbuild_model(lab_run(model='resnet18'), 10)"
+    assert heavy_after_import(resnet) == ["torch", "torchvision"]

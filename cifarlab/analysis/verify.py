@@ -40,7 +40,7 @@ from cifarlab.core.code_version import PACKAGE_DIR, code_digest, code_digest_of_
 from cifarlab.core.device import describe, hardware, pick_device
 from cifarlab.core.environment import environment
 from cifarlab.core.files import load_torch
-from cifarlab.models import model_spec
+from cifarlab.models import model_spec, trained_state
 from cifarlab.study.results import HISTORY_COLUMNS, read_history, read_json
 from cifarlab.study.status import load_config
 from cifarlab.training.loop import train_run, write_history
@@ -176,7 +176,7 @@ def retrain(record: Record, root: Path, *, epochs: int | None, device: torch.dev
         )  # fmt: skip
     except _EnoughEpochs:
         return Retrained(rows, None, None, time.perf_counter() - started)
-    state = {k: v.detach().cpu() for k, v in result["model"].state_dict().items()}
+    state = trained_state(result["model"], result["model_part"])  # the weights model.pt keeps
     return Retrained(result["history"], state, result["status"], time.perf_counter() - started)
 
 

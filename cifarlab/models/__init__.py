@@ -30,10 +30,11 @@ if TYPE_CHECKING:
 
 # The torch side, imported on first use so that `import cifarlab.models` stays torch-free.
 _TORCH_NAMES = {
-    "build": ("NORM_LAYERS", "build_model", "count_parameters", "load_trained"),
+    "build": ("NORM_LAYERS", "build_model", "count_parameters", "load_trained", "load_head", "trained_state"),
     "backbones": (
         "frozen_backbone",
         "head_of",
+        "head_name",
         "set_train_mode",
         "load_pretrained",
         "weights_file",

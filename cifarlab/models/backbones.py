@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
-import torchvision
 from torch import nn
 
 from cifarlab.models.specs import TORCHVISION_PREFIX
+
+if TYPE_CHECKING:
+    import torchvision
+
+# torchvision (1-2 s to import) is imported inside the functions that build or fetch a model, not
+# here: head_of and set_train_mode live in this module and every training job imports them, most
+# of them for models that are not torchvision's (benchmarks/README.md, "Job start-up").
 
 # The qualified name of the replaced head, kept on the model (a plain attribute: not in the
 # state dict, kept by deepcopy) so that head_of and set_train_mode find it on any architecture.
@@ -32,6 +39,8 @@ def torchvision_name(model: str) -> str:
 
 def pretrained_weights(model: str) -> torchvision.models.WeightsEnum:
     """The DEFAULT ImageNet weights of a torchvision model (a config model name)."""
+    import torchvision.models
+
     name = torchvision_name(model)
     try:
         return torchvision.models.get_model_weights(name).DEFAULT
@@ -80,12 +89,17 @@ def last_linear(model: nn.Module) -> str:
     return names[-1]
 
 
-def head_of(model: nn.Module) -> nn.Linear:
-    """The last (replaced, trainable) layer of a torchvision model built by `build`."""
+def head_name(model: nn.Module) -> str:
+    """The qualified name of the head of a torchvision model built by `build` (`classifier.6`, `fc`)."""
     name = getattr(model, HEAD_ATTRIBUTE, None)
     if name is None:
         raise TypeError(f"{type(model).__name__} has no replaceable head")
-    return model.get_submodule(name)
+    return name
+
+
+def head_of(model: nn.Module) -> nn.Linear:
+    """The last (replaced, trainable) layer of a torchvision model built by `build`."""
+    return model.get_submodule(head_name(model))
 
 
 def build(run: dict, num_classes: int) -> nn.Module:
@@ -94,6 +108,8 @@ def build(run: dict, num_classes: int) -> nn.Module:
     run: model (vgg16, resnet18, torchvision.<name>), pretrained, freeze ("head" or "none") and
     model_args (keywords of torchvision's constructor, e.g. {"dropout": 0.3}).
     """
+    import torchvision.models
+
     name = torchvision_name(run["model"])
     known = torchvision.models.list_models(module=torchvision.models)
     if name not in known:

@@ -58,10 +58,61 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
+# model.pt's `model_part` (docs/architecture.md): the weights its `model_state` holds. "model":
+# all of them. "head": only the head's (keys as in the whole model), for a run trained on cached
+# features, whose frozen backbone is a function of its settings alone (ImageNet weights, or the
+# seeded initialisation of build_model): saving it again would be 528 MB of VGG16 per seed for a
+# 41k-parameter head (benchmarks/README.md).
+WHOLE, HEAD = "model", "head"
+
+
+def trained_state(model: nn.Module, part: str) -> dict[str, torch.Tensor]:
+    """The weights model.pt keeps of a trained `model` (on the CPU): all, or the head's (`part`)."""
+    from cifarlab.models.backbones import head_name
+
+    state = model.state_dict()
+    if part == HEAD:
+        prefix = head_name(model) + "."
+        state = {k: v for k, v in state.items() if k.startswith(prefix)}
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
 def load_trained(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """The model saved by `train` (in eval mode, on `device`) and the saved dict (docs/architecture.md)."""
+    """The whole model saved by `train` (in eval mode, on `device`) and the saved dict (docs/architecture.md).
+
+    A head-only model.pt (`model_part` "head") gets its frozen backbone rebuilt from its settings:
+    the run's seeded initialisation, or with `pretrained` the ImageNet weights from torchvision's
+    cache (where the `features` step put them; fetched if absent).
+    """
     saved = load_torch(path)
-    # The trained weights replace everything, so never fetch ImageNet weights here.
-    model = build_model({**saved["run"], "pretrained": False}, len(saved["classes"]))
-    model.load_state_dict(saved["model_state"])
+    head_only = saved.get("model_part", WHOLE) == HEAD
+    # The trained weights replace everything but a head-only file's backbone: fetch ImageNet
+    # weights only for that.
+    run = saved["run"] if head_only else {**saved["run"], "pretrained": False}
+    model = build_model(run, len(saved["classes"]))
+    missing, unexpected = model.load_state_dict(saved["model_state"], strict=not head_only)
+    if head_only:  # then the backbone's keys are missing, and must be all that is
+        from cifarlab.models.backbones import head_name
+
+        missing = [k for k in missing if k.startswith(head_name(model) + ".")]
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: its head does not fit a {run['model']} (missing {missing}, extra {unexpected})"
+            )
     return model.to(device).eval(), saved
+
+
+def load_head(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """The trained head alone (nn.Linear, eval mode, on `device`) of a frozen-backbone run's model.pt,
+    and the saved dict: what scores cached features, without building the backbone."""
+    saved = load_torch(path)
+    state = saved["model_state"]
+    if saved.get("model_part", WHOLE) == WHOLE:  # an older file, or a run trained on the images
+        from cifarlab.models.backbones import head_name
+
+        model, saved = load_trained(path, "cpu")
+        state = {k: v for k, v in state.items() if k.startswith(head_name(model) + ".")}
+    weight = next(v for k, v in state.items() if k.endswith(".weight"))
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    head.load_state_dict({k.rpartition(".")[2]: v for k, v in state.items()})
+    return head.to(device).eval(), saved

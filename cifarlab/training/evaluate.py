@@ -18,17 +18,20 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from cifarlab.core.code_version import code_version
-from cifarlab.core.device import pick_device, resolve_precision
+from cifarlab.core.device import autocast, pick_device, resolve_precision, use_channels_last
 from cifarlab.core.environment import environment
 from cifarlab.core.files import load_torch, write_json
-from cifarlab.models import head_of, load_trained
+from cifarlab.models import load_head, load_trained
 from cifarlab.study.results import read_history
-from cifarlab.training.batching import test_batches
+from cifarlab.training.inference import inference_batch, input_batches
 from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset
-from cifarlab.training.scoring import loss_and_accuracy
+from cifarlab.training.scoring import tta_views
 from cifarlab.training.settings import RunSettings
+from cifarlab.training.timing import device_seconds
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,42 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
     """Counts, int64 C x C: rows are the true class, columns the predicted one."""
     flat = labels.long() * num_classes + predictions.long()
     return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+@torch.no_grad()
+def test_logits(
+    model: nn.Module, data: dict, image_size: int, device: torch.device, precision: str, tta: str = "none"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(plain logits, `tta` logits or None for "none"): float32 N x classes on `device`, in order.
+
+    One upload of `data` (images or cached features), batches of inference.inference_batch made on
+    the device, nothing copied back. The TTA logits are the weighted mean over scoring.tta_views,
+    whose first view is the image itself: its forward pass is the plain one, run once for both.
+    Numerically the same logits as scoring.loss_and_accuracy's, batch by batch (each image is
+    scored on its own in eval mode).
+    """
+    model.eval()
+    plain, augmented = [], []
+    for x in input_batches(
+        data, image_size=image_size, device=device, channels_last=use_channels_last(device, precision),
+        batch=inference_batch(data, image_size),
+    ):  # fmt: skip
+        with autocast(device, precision):
+            logits = model(x).float()
+            if tta != "none":
+                views = tta_views(x, tta)
+                augmented.append(sum(w * (logits if v is x else model(v).float()) for w, v in views))
+        plain.append(logits)
+    return torch.cat(plain), torch.cat(augmented) if augmented else None
+
+
+def loss_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy in nats, accuracy in %) of logits N x C (any device) for labels int64 N."""
+    labels = labels.to(logits.device)
+    loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+    correct = (logits.argmax(1) == labels).sum()
+    loss_sum, correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()  # one copy back
+    return loss_sum / len(labels), 100.0 * correct / len(labels)
 
 
 def _finite(value: float | None) -> float | None:
@@ -137,7 +176,10 @@ def compute_metrics(
     cached_test: the cached test features of a frozen backbone; then only the head runs, which
     gives the same predictions as the whole model on the images (tests/test_features.py).
     """
-    model, saved = load_trained(model_path, device)
+    # With cached test features only the head runs: it alone is built (cifarlab.models.load_head).
+    model, saved = (load_trained if cached_test is None else load_head)(model_path, device)
+    placed = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
+    model.to(memory_format=placed)
     settings, classes = RunSettings.from_dict(saved["run"]), saved["classes"]
     metrics = {
         **_run_record(saved, settings, read_history(history_path), model_path, dataset, seed),
@@ -155,6 +197,8 @@ def compute_metrics(
         "code_version": code_version(),
         # the whole environment, to replay it (cifarlab.core.environment); filled in by main
         "environment": None,
+        # device seconds (cifarlab.training.timing): training's, warm-up excluded, and the test pass's
+        "timing": dict(saved.get("timing") or {}),
     }
     if saved["status"] != "ok":
         log.warning("%s: status %s, no test metrics (%s)", settings.name, saved["status"], saved["diverged"])
@@ -164,23 +208,18 @@ def compute_metrics(
             f"{settings.name}: tta {metrics['tta']!r} needs the test images, not cached features; "
             "the workflow gives such runs the images (common.smk uses_cached_features)"
         )
-    if cached_test is not None:
-        data = load_torch(cached_test)
-        model = head_of(model)
-    else:
-        data = load_torch(test_path)
+    data = load_torch(test_path if cached_test is None else cached_test)
     data = subset(data, stratified_subset(data["labels"], settings.test_subset, TEST_SUBSET_SEED))
-
-    def test_pass(tta: str) -> tuple[float, float, torch.Tensor]:
-        batches = test_batches(data, settings, device=device, precision=precision)
-        return loss_and_accuracy(model, batches, device, precision, tta=tta)
-
-    loss, accuracy, predictions = test_pass("none")
-    if metrics["tta"] != "none":
-        tta_loss, tta_accuracy, _ = test_pass(metrics["tta"])
+    # training's device seconds (cifarlab.training.timing), plus this pass's: with TTA its views
+    # and the plain pass together (`tta_s`), else the plain pass (`test_s`)
+    with device_seconds(device, metrics["timing"], "tta_s" if tta != "none" else "test_s"):
+        logits, tta_logits = test_logits(model, data, settings.image_size, device, precision, tta)
+    loss, accuracy = loss_accuracy(logits, data["labels"])
+    if tta_logits is not None:
+        tta_loss, tta_accuracy = loss_accuracy(tta_logits, data["labels"])
         metrics.update(tta_test_accuracy=tta_accuracy, tta_test_loss=tta_loss)
         log.info("%s: test accuracy with %s TTA %.2f %%", settings.name, metrics["tta"], tta_accuracy)
-    confusion = confusion_matrix(data["labels"], predictions, len(classes))
+    confusion = confusion_matrix(data["labels"], logits.argmax(1).cpu(), len(classes))
     per_class, untested = per_class_accuracy(confusion, classes)
     if untested:
         log.warning("%s: no test images of %s: left out of per-class accuracy", settings.name, untested)

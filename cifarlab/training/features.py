@@ -26,12 +26,10 @@ from cifarlab.core.device import (
 )
 from cifarlab.core.files import load_torch, save_torch
 from cifarlab.models import build_model, head_of
-from cifarlab.training.batching import image_batches
+from cifarlab.training.inference import inference_batch, input_batches
 from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset, train_validation_split
 
 log = logging.getLogger(__name__)
-
-BATCH_SIZE = 64  # images per forward pass (inference only)
 
 
 @torch.no_grad()
@@ -41,7 +39,7 @@ def compute_features(
     *,
     image_size: int,
     device: torch.device,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     precision: str = "fp32",
     name: str = "features",
 ) -> torch.Tensor:
@@ -49,22 +47,22 @@ def compute_features(
 
     float32 N x D on the CPU (D = 4096 for vgg16, 512 for resnet18). The model runs in eval mode,
     without augmentation, exactly as it does in training with a frozen backbone, at the job's
-    resolved `precision`. Every 30 s a progress line (`name done/total images | ~time left`) goes
-    to the terminal (cifarlab.core.progress).
+    resolved `precision`, `batch_size` images per forward pass (None: inference.inference_batch,
+    1,024 at 32 px), the split uploaded once and the features copied back once. Every 30 s a
+    progress line (`name done/total images | ~time left`) goes to the terminal
+    (cifarlab.core.progress).
     """
     steps = progress.Steps(name, len(data["labels"]), "images")
-    captured: list[torch.Tensor] = []
+    captured: list[torch.Tensor] = []  # on the device: copied back once, at the end
     done = 0  # images embedded so far
     # A hook on the head sees what the head receives: the same graph as the full forward pass.
-    hook = head_of(model).register_forward_hook(lambda m, args, out: captured.append(args[0].float().cpu()))
-    model.eval().to(
-        device,
-        memory_format=torch.channels_last if use_channels_last(device, precision) else torch.preserve_format,
-    )
+    hook = head_of(model).register_forward_hook(lambda m, args, out: captured.append(args[0].float()))
+    channels_last = use_channels_last(device, precision)
+    model.eval().to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     try:
-        for x, _ in image_batches(
-            data, batch_size, shuffle=False, generator=None, device=device,
-            image_size=image_size, channels_last=use_channels_last(device, precision),
+        for x in input_batches(
+            data, image_size=image_size, device=device, channels_last=channels_last,
+            batch=batch_size or inference_batch(data, image_size),
         ):  # fmt: skip
             with autocast(device, precision):
                 model(x)
@@ -72,7 +70,7 @@ def compute_features(
             steps.update(done)
     finally:
         hook.remove()
-    return torch.cat(captured)
+    return torch.cat(captured).cpu()
 
 
 def needed_indices(labels: torch.Tensor, split: str, subsets: dict | None) -> torch.Tensor:

@@ -28,7 +28,8 @@ from cifarlab.core import progress
 from cifarlab.core.device import autocast, describe, gpu_slot, pick_device, resolve_precision, synchronize
 from cifarlab.core.files import atomic_path, load_torch, save_torch
 from cifarlab.core.paths import job_label
-from cifarlab.models import build_model, count_parameters, set_train_mode
+from cifarlab.models import build_model, count_parameters, set_train_mode, trained_state
+from cifarlab.models.build import HEAD, WHOLE
 from cifarlab.study.results import HISTORY_COLUMNS  # history.csv's columns; cifarlab.study.results reads it
 from cifarlab.training.augment import epoch_batches
 from cifarlab.training.batching import to_device
@@ -528,6 +529,7 @@ def run_result(
         "precision": precision,
         # device seconds, warm-up excluded (training.timing): comparable with airbench94's figures
         "timing": dict(state.timing),
+        "model_part": HEAD if "features" in images.train else WHOLE,  # what model.pt keeps
     }
 
 
@@ -545,7 +547,7 @@ def write_history(history: list[dict], path: str | Path) -> None:
 def save_model(result: dict, path: str | Path) -> None:
     """model.pt as docs/architecture.md describes it (weights on the CPU, portable across devices)."""
     saved = {k: v for k, v in result.items() if k not in ("model", "history")}
-    saved["model_state"] = {k: v.detach().cpu() for k, v in result["model"].state_dict().items()}
+    saved["model_state"] = trained_state(result["model"], result["model_part"])
     save_torch(saved, path)
 
 

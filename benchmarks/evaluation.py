@@ -1,0 +1,190 @@
+"""The evaluation path (issue 23): test passes and feature passes, before vs after, side by side.
+
+    python benchmarks/evaluation.py passes --data results/data/cifar10-jpeg --threads 2 --repeats 3
+    python benchmarks/evaluation.py cached OLD_TREE NEW_TREE --out OUT
+
+- passes: images/s of one test pass of each model (untrained; the speed does not depend on the
+  weights) over --test-images images of --data/test.pt (synthetic images without --data): the
+  pass `evaluate` made before (scoring.loss_and_accuracy over the run's batches of --batch-size,
+  the split uploaded again for the TTA pass) against the one it makes now (evaluate.test_logits:
+  one upload, inference.inference_batch images per pass, the plain view's pass shared with TTA),
+  and the `features` pass at its old 64 images per pass against the new default. The two
+  alternate --repeats times in one process; medians, fp32 and bf16 (where the CPU has native
+  bf16), and the new / old ratio. Both must give the same predictions (checked).
+- cached: a frozen VGG16 head (random backbone, seed 0, 32 px, 1 epoch on 200 images: no
+  ImageNet weights needed) through `features`, `train` and `evaluate` in a fresh Python per
+  tree: the size of model.pt and the seconds of the train and evaluate calls (evaluate without
+  its model.pt2 export, which is the same in both trees).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CACHED = r"""
+import json, sys, time, torch
+from pathlib import Path
+from cifarlab.data import synthetic
+from cifarlab.training import evaluate, features, loop
+out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+torch.set_num_threads(int(sys.argv[2]))
+sys.path.insert(0, "tests")
+from conftest import lab_run, prepared_split
+splits = synthetic.make_dataset(train_per_class=20, test_per_class=10, size=32, seed=0)
+train = prepared_split(*splits["train"])
+torch.save(train, out / "train.pt")
+torch.save(prepared_split(*splits["test"], mean=train["mean"], std=train["std"]), out / "test.pt")
+backbone = {"model": "vgg16", "pretrained": False, "seed": 0, "image_size": 32}
+features.main(train_path=out / "train.pt", test_path=out / "test.pt", out_train=out / "f_train.pt",
+              out_test=out / "f_test.pt", backbone=backbone, device="cpu", precision="fp32")
+run = lab_run(name="vgg16_head", model="vgg16", pretrained=False, freeze="head", epochs=1, batch_size=50,
+              seed=0)
+started = time.perf_counter()
+loop.main(train_path=out / "train.pt", test_path=out / "test.pt", model_path=out / "model.pt",
+          history_path=out / "history.csv", run=run, device="cpu", precision="fp32",
+          cached_train=out / "f_train.pt", cached_test=out / "f_test.pt")
+trained = time.perf_counter() - started
+started = time.perf_counter()
+metrics = evaluate.main(model_path=out / "model.pt", history_path=out / "history.csv",
+                        test_path=out / "test.pt", metrics_path=out / "metrics.json", dataset="synthetic",
+                        seed=0, device="cpu", precision="fp32", cached_test=out / "f_test.pt")
+evaluated = time.perf_counter() - started
+print(json.dumps({"model_pt_bytes": (out / "model.pt").stat().st_size, "train_s": trained,
+                  "evaluate_s": evaluated, "test_accuracy": metrics["test_accuracy"]}))
+"""
+
+
+def cached(args: argparse.Namespace) -> None:
+    rows = {}
+    for tree in args.trees:
+        out = Path(tempfile.mkdtemp(dir=args.out))
+        env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+        done = subprocess.run(
+            [sys.executable, "-c", CACHED, str(out), str(args.threads)], env=env, cwd=tree,
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode:
+            raise SystemExit(f"{tree}:\n{done.stderr[-3000:]}")
+        rows[str(tree)] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{tree}: {rows[str(tree)]}", flush=True)
+    (args.out / "cached.json").write_text(json.dumps(rows, indent=1))
+
+
+def alternate(functions: dict, repeats: int) -> dict[str, float]:
+    """{label: median seconds} of the `functions` (label -> no-argument callable), run in turn
+    --repeats times, so that a change of machine load hits each alike."""
+    seconds: dict[str, list[float]] = {label: [] for label in functions}
+    for _ in range(repeats):
+        for label, fn in functions.items():
+            started = time.perf_counter()
+            fn()
+            seconds[label].append(time.perf_counter() - started)
+    return {label: statistics.median(values) for label, values in seconds.items()}
+
+
+def compare_test_passes(
+    model, settings, data: dict, precision: str, tta: str, repeats: int
+) -> dict[str, float]:
+    """{"old", "new": median seconds} of evaluate's passes (plain and `tta`) before and after."""
+    import torch
+
+    from cifarlab.training import evaluate
+    from cifarlab.training.batching import test_batches
+    from cifarlab.training.scoring import loss_and_accuracy
+
+    cpu = torch.device("cpu")
+
+    def old() -> list[torch.Tensor]:  # what compute_metrics did: a pass per view set, run batches
+        return [
+            loss_and_accuracy(model, test_batches(data, settings, device=cpu, precision=precision), cpu,
+                              precision, tta=views)[2]
+            for views in ("none", tta)
+        ]  # fmt: skip
+
+    def new() -> list[torch.Tensor]:
+        logits = evaluate.test_logits(model, data, settings.image_size, cpu, precision, tta)
+        return [x.argmax(1).cpu() for x in logits]
+
+    if precision == "fp32":
+        assert all(torch.equal(a, b) for a, b in zip(old(), new(), strict=True)), "predictions differ"
+    return alternate({"old": old, "new": new}, repeats)
+
+
+def compare_feature_passes(model, data: dict, precision: str, repeats: int) -> dict[str, float]:
+    """{"old", "new": median seconds} of compute_features at its old 64 images per pass and now."""
+    import torch
+
+    from cifarlab.training.features import compute_features
+
+    def at(batch: int | None):
+        return lambda: compute_features(
+            model, data, image_size=32, device=torch.device("cpu"), precision=precision, batch_size=batch
+        )
+
+    return alternate({"old": at(64), "new": at(None)}, repeats)
+
+
+def passes(args: argparse.Namespace) -> None:
+    import torch
+
+    from cifarlab.core.device import resolve_precision
+    from cifarlab.models import build_model
+    from cifarlab.training.sampling import subset
+    from cifarlab.training.settings import RunSettings
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from conftest import lab_run
+
+    torch.set_num_threads(args.threads)
+    data = subset(torch.load(args.data / "test.pt", weights_only=True), torch.arange(args.test_images))
+    precisions = ["fp32"] + (["bf16"] if resolve_precision(torch.device("cpu"), "auto") == "bf16" else [])
+    print("| pass | precision | old images/s | new images/s | new / old |")
+    for name in args.models:
+        run = lab_run(name=name, model=name, batch_size=args.batch_size, pretrained=False, tta=args.tta)
+        model = build_model(run, len(data["classes"])).eval()
+        for precision in precisions:
+            rows = {f"{name} test, plain + {args.tta}": compare_test_passes(
+                model, RunSettings.from_dict(run), data, precision, args.tta, args.repeats
+            )}  # fmt: skip
+            if name == "vgg16":
+                rows["vgg16 features"] = compare_feature_passes(model, data, precision, args.repeats)
+            for label, seconds in rows.items():
+                old, new = (args.test_images / seconds[k] for k in ("old", "new"))
+                print(f"| {label} | {precision} | {old:.0f} | {new:.0f} | {new / old:.2f}x |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("passes")
+    p.add_argument("--data", type=Path, required=True, help="a folder with a prepared test.pt")
+    p.add_argument("--test-images", type=int, default=2000)
+    p.add_argument("--models", nargs="+", default=["simple_cnn", "airbench", "vgg16"])
+    p.add_argument("--batch-size", type=int, default=64, help="the run's batch size: the old evaluation's")
+    p.add_argument("--tta", default="flip_translate")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    c = commands.add_parser("cached")
+    c.add_argument("trees", nargs="+", type=Path)
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if args.command == "cached":
+        args.out.mkdir(parents=True, exist_ok=True)
+        cached(args)
+    else:
+        passes(args)
+
+
+if __name__ == "__main__":
+    main()
