@@ -294,3 +294,30 @@ def test_the_not_comparable_note_says_what_the_time_budget_cut():
         "5,000 of 50,000 images",
         "cut by time_budget 20m: epochs 20 -> 3, train_subset all -> 5,000, seeds 3 -> 1",
     ]
+
+
+def test_many_cores_never_plan_below_the_longest_chain_of_jobs(tmp_path):
+    """With more cores than jobs, the wall time is the longest chain of dependent jobs (prepare,
+    features, train, evaluate, a plot, the report), not the jobs' seconds spread over the cores."""
+    cost = demo_cost(tmp_path, parallel=64)
+    jobs = cost.jobs({})
+    result = cost.estimate({})
+    start = COSTS[estimate.START_KEY]
+    longest_train = max(job.seconds for job in jobs if job.kind in ("train", "lr_find")) + start
+    assert result.chain >= longest_train and result.wall >= result.chain and result.chain_bound
+    assert result.wall > result.total / 64  # perfect spreading would promise less
+    plan = time_plan.choose_plan(cost, f"{result.wall * 0.5:.0f}s")
+    shrunk = time_plan.StudyCost(cost.study, cost.sizes, False, dict(COSTS), {}, 64).estimate(plan.caps)
+    assert shrunk.wall <= plan.seconds and shrunk.chain <= plan.seconds
+    # too small for the chain: the message does not ask for more cores
+    with pytest.raises(time_plan.BudgetTooSmall) as error:
+        time_plan.choose_plan(cost, "5s")
+    assert "--cores" not in str(error.value) and "longest chain" in str(error.value)
+    assert "more --cores would not shorten it" in estimate.format_estimate(result)
+
+
+def test_the_printed_estimate_waits_for_the_longest_chain():
+    jobs = [estimate.Job("train", str(i), 100.0) for i in range(4)] + [estimate.Job("train", "big", 1000.0)]
+    jobs += [estimate.Job("evaluate", "big", 50.0), estimate.Job("report", "", 0.0)]
+    result = estimate.estimate(jobs, {}, 32, {estimate.START_KEY: 1.0}, light_parallel=32)
+    assert result.wall == pytest.approx(1001.0 + 51.0 + 1.0) and result.chain_bound

@@ -183,8 +183,11 @@ class StudyCost:
         return jobs
 
     def estimate(self, caps: Mapping) -> estimate.Estimate:
-        """The estimate (cifarlab.study.estimate.estimate) of the whole study under `caps`."""
-        cheap = [estimate.Job("cheap", str(i), 0.0) for i in range(self.cheap_jobs)]
+        """The estimate (cifarlab.study.estimate.estimate) of the whole study under `caps`: the
+        cheap jobs as a download per dataset, the report and plots (the longest chain's kinds)."""
+        kinds = ["download"] * len(self.study.datasets) + ["report"]
+        kinds += ["plot_*"] * max(0, self.cheap_jobs - len(kinds))
+        cheap = [estimate.Job(kind, str(i), 0.0) for i, kind in enumerate(kinds[: self.cheap_jobs])]
         return estimate.estimate(self.jobs(caps) + cheap, self.factors, self.parallel, self.costs, self.cores)
 
     def wall(self, caps: Mapping) -> float:
@@ -317,14 +320,18 @@ def choose_plan(cost: StudyCost, budget: str) -> Plan:
     seconds = parse_time_budget(budget)
     notches = ladders(cost)
     state = dict.fromkeys(notches, 0)
-    smallest = cost.wall(caps_of(notches, {n: len(v) for n, v in notches.items()}))
+    least = cost.estimate(caps_of(notches, {n: len(v) for n, v in notches.items()}))
+    smallest = least.wall
     if smallest > seconds:
         enough = _round_up(smallest)
+        # a chain of jobs one after another that no number of cores shortens: no "more --cores"
+        other = "fewer runs" if least.chain_bound else "fewer runs, or more --cores"
+        why = "; its longest chain of jobs, one after another, sets it" if least.chain_bound else ""
         raise BudgetTooSmall(
             f"config error at time_budget: {budget} is too small for this study: its smallest plan "
             f"({smallest_plan_text(notches)}, every run, sweep value, LR-finder and saliency run kept) is "
-            f"estimated at {duration(smallest)} wall time here ({cost.parallel} job(s) side by side). "
-            f"Give time_budget: {enough} or more (or fewer runs, or more --cores).",
+            f"estimated at {duration(smallest)} wall time here ({cost.parallel} job(s) side by side{why}). "
+            f"Give time_budget: {enough} or more (or {other}).",
             smallest,
         )
     cut_order: list[str] = []
