@@ -70,6 +70,11 @@ def test_no_time_budget_is_no_plan(tmp_path):
     assert plan is None and not any("time_budget" in (r.get("budget") or {}) for r in study.runs.values())
 
 
+def kept_plans(root: Path) -> list[Path]:
+    """The plans kept under `root` (not the copies of those in use)."""
+    return [p for p in (root / time_plan.PLANS_FOLDER).glob("*.json") if not p.name.startswith("current-")]
+
+
 def shrunk_runs(cost: time_plan.StudyCost, plan: time_plan.Plan) -> dict[str, dict]:
     return cost.runs(plan.caps)
 
@@ -181,7 +186,7 @@ def test_the_plan_is_kept_and_a_new_budget_replans(tmp_path):
     first_study, first = time_plan.plan_study(
         copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=False
     )
-    kept = list((tmp_path / time_plan.PLANS_FOLDER).glob("*.json"))
+    kept = kept_plans(tmp_path)
     assert len(kept) == 1
     # calibration moves after a run (factors remembered): the kept plan still wins
     estimate.remember_factors(tmp_path / estimate.CALIBRATION_FILE, "m", {"train": 2.0, "*": 2.0})
@@ -191,7 +196,7 @@ def test_the_plan_is_kept_and_a_new_budget_replans(tmp_path):
     assert again.caps == first.caps and again_study.runs == first_study.runs
     # a cluster job's own Snakemake (other --cores, another node) and `status` read that plan
     _, remote = time_plan.plan_study(
-        copy.deepcopy(config), tmp_path, machine="node7", parallel=8, measure=False, newest=True
+        copy.deepcopy(config), tmp_path, machine="node7", parallel=8, measure=False, main=False
     )
     assert remote.caps == first.caps
     assert time_plan.kept_study(copy.deepcopy(config), tmp_path).runs == first_study.runs
@@ -199,7 +204,7 @@ def test_the_plan_is_kept_and_a_new_budget_replans(tmp_path):
     _, other = time_plan.plan_study(
         demo_config("time_budget=10h"), tmp_path, machine="m", parallel=1, measure=False
     )
-    assert len(list((tmp_path / time_plan.PLANS_FOLDER).glob("*.json"))) == 2 and other.budget == "10h"
+    assert len(kept_plans(tmp_path)) == 2 and other.budget == "10h"
 
 
 def test_costs_measured_later_reset_the_factors_they_would_double(tmp_path):
@@ -261,7 +266,7 @@ def test_the_demo_planned_in_a_dry_run_fits_its_budget(tmp_path):
     assert wall_seconds(planned) <= seconds and wall_seconds(printed) <= seconds * 1.05, out[-3000:]
     assert "cut, costliest first" in out and "costs measured on this machine" in out
     assert dry(enough).count("Time budget") == out.count("Time budget")
-    assert len(list((workdir / time_plan.PLANS_FOLDER).glob("*.json"))) == 1
+    assert len(kept_plans(workdir)) == 1
 
 
 def test_light_jobs_run_over_all_cores():
@@ -321,3 +326,27 @@ def test_the_printed_estimate_waits_for_the_longest_chain():
     jobs += [estimate.Job("evaluate", "big", 50.0), estimate.Job("report", "", 0.0)]
     result = estimate.estimate(jobs, {}, 32, {estimate.START_KEY: 1.0}, light_parallel=32)
     assert result.wall == pytest.approx(1001.0 + 51.0 + 1.0) and result.chain_bound
+
+
+def test_cluster_jobs_and_status_read_the_plan_in_use_not_the_newest(tmp_path):
+    """A dry run with other --cores writes a newer plan; the run's own (in use) stays the one
+    that cluster jobs and `status` read; a cluster job with no plan in use stops, it never plans."""
+    config = demo_config("time_budget=25m")
+    with pytest.raises(ConfigError, match="no plan in use"):
+        time_plan.plan_study(
+            copy.deepcopy(config), tmp_path, machine="n", parallel=4, measure=False, main=False
+        )
+    assert not (tmp_path / time_plan.PLANS_FOLDER).exists()  # nothing planned
+    used_study, used = time_plan.plan_study(
+        copy.deepcopy(config), tmp_path, machine="m", parallel=4, cores=4, measure=False
+    )
+    # a later dry run (in_use=False, as the workflow plans before onstart) with one core
+    _, newer = time_plan.plan_study(
+        copy.deepcopy(config), tmp_path, machine="m", parallel=1, cores=1, measure=False, in_use=False
+    )
+    assert newer.caps != used.caps  # else the test shows nothing
+    _, remote = time_plan.plan_study(
+        copy.deepcopy(config), tmp_path, machine="n", parallel=8, measure=False, main=False
+    )
+    assert remote.caps == used.caps
+    assert time_plan.kept_study(copy.deepcopy(config), tmp_path).runs == used_study.runs

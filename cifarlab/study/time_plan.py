@@ -13,7 +13,8 @@ work (cifarlab.study.estimate: the same seconds per job, JOB_START_SECONDS, jobs
 with the costs measured on this machine (cifarlab.training.calibrate) and the remembered factors.
 
 A plan is kept (PLANS_FOLDER, one file per config, budget, machine, device and parallelism), so
-that a later call, after calibration has moved, plans the same study and reruns nothing.
+that a later call, after calibration has moved, plans the same study and reruns nothing; the main
+Snakemake process names the plan it uses (in_use_pointer), the one cluster jobs and `status` read.
 No torch here: the workflow layer imports this.
 """
 
@@ -311,7 +312,7 @@ class Plan:
     parallel: int
     calibrated: bool
     notches: dict[str, list] = field(default_factory=dict)
-    config_key: str = ""  # a hash of the config alone (newest_plan finds the plan by it)
+    config_key: str = ""  # a hash of the config alone (plan_in_use finds the plan by it)
 
 
 def choose_plan(cost: StudyCost, budget: str) -> Plan:
@@ -483,7 +484,8 @@ def plan_study(
     parallel: int,
     measure: bool = True,
     cores: int | None = None,
-    newest: bool = False,
+    main: bool = True,
+    in_use: bool = True,
 ) -> tuple[Study, Plan | None]:
     """The study of `config` (Study.from_config), planned to fit its `time_budget` (None: no plan).
 
@@ -492,17 +494,28 @@ def plan_study(
     later call reads it back and plans the same study (calibration moves after every run; a
     replanned study would rerun). measure: whether models without a
     cost measured here are measured now (cifarlab.training.calibrate; not on a cluster).
-    newest: take the newest kept plan of this config whatever it was planned for (a cluster
-    job's own Snakemake, which parses the workflow again on its node with other --cores).
+    main: the main Snakemake process (it plans); False: a cluster job's own Snakemake, which
+    parses the workflow again on its node with other --cores: it reads the plan in use
+    (plan_in_use) and never plans (no plan in use: a ConfigError). in_use: whether the plan
+    becomes the one in use now (use_plan; the workflow does so when the run starts, in its
+    `onstart`, so that a dry run with other --cores does not).
     """
     study = Study.from_config(config, root)
     if config["time_budget"] is None:
         return study, None
     config_key = settings_hash({"config": config})
+    if not main:
+        plan = plan_in_use(root, config_key)
+        if plan is None:
+            raise ConfigError(
+                f"config error at time_budget: no plan in use for this config in {Path(root) / PLANS_FOLDER} "
+                "(a cluster job reads the plan its main Snakemake made). Run the workflow from this "
+                "folder (not a job alone), with the same config."
+            )
+        return Study.from_config(config, root, time_caps=plan.caps), plan
     key = settings_hash({"config": config, "machine": machine, "parallel": parallel, "cores": cores})
     path = Path(root) / PLANS_FOLDER / f"{key}.json"
-    plan = newest_plan(root, config_key) if newest else None
-    plan = plan or load_plan(path)
+    plan = load_plan(path)
     if plan is None:
         plan = choose_plan(
             study_cost(study, root, machine=machine, parallel=parallel, measure=measure, cores=cores),
@@ -510,27 +523,37 @@ def plan_study(
         )
         plan.config_key = config_key
         write_json(vars(plan), path, indent=1)
+    if in_use:
+        use_plan(root, plan)
     return Study.from_config(config, root, time_caps=plan.caps), plan
 
 
-def newest_plan(root: str | Path, config_key: str) -> Plan | None:
-    """The newest kept plan of a config (its Plan.config_key), None if there is none."""
-    kept = sorted((Path(root) / PLANS_FOLDER).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in kept:
-        plan = load_plan(path)
-        if plan is not None and plan.config_key == config_key:
-            return plan
-    return None
+def in_use_pointer(root: str | Path, config_key: str) -> Path:
+    """The copy of the plan of a config (its Plan.config_key) that a run of the main Snakemake
+    process uses now (use_plan): cluster jobs and `status` read this one, not the newest."""
+    return Path(root) / PLANS_FOLDER / f"current-{config_key}.json"
+
+
+def use_plan(root: str | Path, plan: Plan) -> None:
+    """Make `plan` the one in use for its config (in_use_pointer), written atomically."""
+    write_json(vars(plan), in_use_pointer(root, plan.config_key), indent=1)
+
+
+def plan_in_use(root: str | Path, config_key: str) -> Plan | None:
+    """The plan of a config that the main process uses (use_plan), None if there is none."""
+    plan = load_plan(in_use_pointer(root, config_key))
+    return plan if plan is not None and plan.config_key == config_key else None
 
 
 def kept_study(config: dict, root: str | Path) -> Study:
-    """The study of `config` as the workflow last planned it (the newest kept plan of this
-    config, whatever machine and --cores it was for): `python -m cifarlab status` sees the runs
-    that train. Without a time budget, or before any plan: Study.from_config."""
+    """The study of `config` as the workflow plans it (the plan in use: the one the main
+    Snakemake process last loaded or made, whatever --cores a dry run had since): `python -m
+    cifarlab status` sees the runs that train. Without a time budget, or before any plan:
+    Study.from_config."""
     study = Study.from_config(config, root)
     if config["time_budget"] is None:
         return study
-    plan = newest_plan(root, settings_hash({"config": config}))
+    plan = plan_in_use(root, settings_hash({"config": config}))
     return study if plan is None else Study.from_config(config, root, time_caps=plan.caps)
 
 
