@@ -174,10 +174,11 @@ def test_time_caps_record_what_they_cut_and_keep_the_budgets_record():
     cut = apply_time_caps(run, caps, "20m")
     assert cut == {"epochs": 8, "train_subset": None, "seeds": 3}
     assert (run["epochs"], run["train_subset"], run["test_subset"], run["seeds"]) == (3, 1000, 500, [0])
-    # the lab's value stays the one before any budget; the time plan's record beside it
+    # the lab's value stays the one before any budget; the time plan's record apart (evaluation's)
     assert run["budget"]["epochs"] == 20 and run["budget"]["train_subset"] is None
-    assert run["budget"]["time_budget"] == {"limit": "20m", "cut": cut, "seeds": 1}
-    (note,) = time_budget_cuts(run)
+    assert "time_budget" not in run["budget"]
+    assert run["time_budget"] == {"limit": "20m", "cut": cut, "seeds": 1}
+    (note,) = time_budget_cuts(run, run["time_budget"])
     assert note == "cut by time_budget 20m: epochs 8 -> 3, train_subset all -> 1,000, seeds 3 -> 1"
 
 
@@ -287,12 +288,10 @@ def test_the_not_comparable_note_says_what_the_time_budget_cut():
     from cifarlab.report.tables import budget_differences
 
     settings = {"epochs": 3, "train_subset": 5000, "image_size": 32, "batch_size": 32}
-    settings["budget"] = {
-        "epochs": 20,
-        "train_subset": None,
-        "time_budget": {"limit": "20m", "cut": {"epochs": 20, "train_subset": None, "seeds": 3}, "seeds": 1},
-    }
+    settings["budget"] = {"epochs": 20, "train_subset": None}
+    record = {"limit": "20m", "cut": {"epochs": 20, "train_subset": None, "seeds": 3}, "seeds": 1}
     metrics = {"epochs": 3, "train_images": 5000, "image_size": 32, "pretrained": False, "settings": settings}
+    metrics["time_budget"] = record
     lab = {"epochs": 20, "train_images": 50000, "image_size": 32, "pretrained": False}
     assert budget_differences(metrics, lab) == [
         "3 of 20 epochs",
@@ -350,3 +349,27 @@ def test_cluster_jobs_and_status_read_the_plan_in_use_not_the_newest(tmp_path):
     )
     assert remote.caps == used.caps
     assert time_plan.kept_study(copy.deepcopy(config), tmp_path).runs == used_study.runs
+
+
+def test_the_same_caps_and_fewer_seeds_retrain_nothing(tmp_path):
+    """Training's params hold the capped settings alone: budgets whose plans have the same caps
+    train the same models, and cutting seeds leaves the seeds kept as they were; the record of
+    the time budget goes to the evaluate step (its params, metrics.json's `time_budget`)."""
+    caps = copy.deepcopy(time_plan.caps_of({}, {}))
+    caps.update(max_epochs=2, max_train_images=1000)
+    fewer = {**copy.deepcopy(caps), "max_seeds": 2}
+    config = demo_config()  # simple_cnn-sgd: 3 seeds
+    studies = {}
+    for limit, chosen in (("5m", caps), ("300", caps), ("5.1m", caps), ("4m", fewer)):
+        studies[limit] = Study.from_config({**copy.deepcopy(config), "time_budget": limit}, tmp_path, chosen)
+    job = {"dataset": "synthetic", "run": "simple_cnn-sgd", "seed": "0"}
+    trained = {limit: study.run_settings(job) for limit, study in studies.items()}
+    assert trained["5m"] == trained["300"] == trained["5.1m"] == trained["4m"]
+    assert "time_budget" not in trained["5m"] and trained["5m"]["epochs"] == 2
+    assert studies["4m"].seeds("synthetic", "simple_cnn-sgd") == [0, 1]
+    finder = {limit: study.lr_finder_params(job) for limit, study in studies.items()}
+    assert finder["5m"] == finder["4m"]
+    evaluation = studies["4m"].evaluation_settings(job)
+    assert evaluation["time_budget"]["limit"] == "4m" and evaluation["time_budget"]["seeds"] == 2
+    assert evaluation["time_budget"]["cut"]["seeds"] == 3
+    assert "time_budget" not in Study.from_config(copy.deepcopy(config), tmp_path).evaluation_settings(job)

@@ -88,7 +88,7 @@ def expand_runs(config: dict, root: str | Path = ".", time_caps: dict | None = N
     study allows); `image_size: null` is the dataset's image_size. root: the project root, which
     a user's model file is relative to (cifarlab.models.user). time_caps: a time plan's caps
     (cifarlab.study.time_plan), applied after the budget; a run they cut records it under
-    `budget.time_budget` (cifarlab.config.budgets.apply_time_caps).
+    `time_budget`, an evaluation key (cifarlab.config.budgets.apply_time_caps).
     """
     defaults = config["defaults"]
     budget = config["budget"]

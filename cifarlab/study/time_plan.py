@@ -596,7 +596,7 @@ def format_plan(plan: Plan, study: Study) -> str:
     lines.append("  {:<28} {:>6} {:>12} {:>4} {:>5}  {:<21}  {}".format(*head))
     for name, run in study.runs.items():
         trained = "all" if run["train_subset"] is None else f"{run['train_subset']:,}"
-        cut = ((run.get("budget") or {}).get("time_budget") or {}).get("cut", {})
+        cut = (run.get("time_budget") or {}).get("cut", {})
         vit = run.get("vit") if run["model"] == "vit" else None
         size = f"{vit['dim']}/{vit['depth']}/{vit['patch_size']}" if vit else "-"
         shown = ", ".join(f"{k} {_short(v)}" for k, v in cut.items()) or "-"
