@@ -373,3 +373,37 @@ def test_the_same_caps_and_fewer_seeds_retrain_nothing(tmp_path):
     assert evaluation["time_budget"]["limit"] == "4m" and evaluation["time_budget"]["seeds"] == 2
     assert evaluation["time_budget"]["cut"]["seeds"] == 3
     assert "time_budget" not in Study.from_config(copy.deepcopy(config), tmp_path).evaluation_settings(job)
+
+
+def test_two_seeds_and_every_sweep_value_stay_unless_nothing_else_is_left(tmp_path):
+    """Runs that asked for several seeds keep two (one only as the last resort, which the plan
+    prints), and a swept setting is never capped below the sweep's largest value: its runs stay
+    different runs."""
+    config = demo_config()
+    config["runs"]["subsets"] = {
+        "model": "simple_cnn",
+        "lr": 0.01,
+        "sweep": {"train_subset": [2000, 10000, 40000]},
+    }
+    study = Study.from_config(config, tmp_path)
+    sizes = {name: {"train": 50000, "test": 10000, "classes": 10} for name in study.datasets}
+    cost = time_plan.StudyCost(study, sizes, False, dict(COSTS), {}, 2)
+    notches = time_plan.ladders(cost)
+    assert min(notches["train_images"]) >= 40000 and notches["seeds"] == [2, 1]
+    smallest = cost.wall(time_plan.caps_of(notches, {n: len(v) for n, v in notches.items()}))
+    seeds_too = None
+    for fraction in (0.6, 0.3, 0.15):
+        budget = max(smallest * 1.01, cost.wall({}) * fraction)
+        plan = time_plan.choose_plan(cost, f"{budget:.0f}s")
+        runs = cost.runs(plan.caps)
+        assert len({runs[n]["train_subset"] for n in runs if n.startswith("subsets")}) == 3
+        if plan.caps["max_seeds"] == 1:  # only where 2 seeds fit with nothing else left to cut
+            floors = {n: len(v) for n, v in notches.items()}
+            assert cost.wall(time_plan.caps_of(notches, {**floors, "seeds": 1})) > plan.seconds
+            seeds_too = plan
+        else:
+            assert len(runs["simple_cnn-sgd"]["seeds"]) >= 2
+    last = time_plan.choose_plan(cost, f"{smallest * 1.001:.0f}s")
+    assert last.caps["max_seeds"] == 1 or seeds_too is None
+    if last.caps["max_seeds"] == 1:
+        assert "last resort: seeds cut to 1" in time_plan.format_plan(last, study)

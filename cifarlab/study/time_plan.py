@@ -2,7 +2,9 @@
 
 The planner chooses caps of the `budget:` kind (epochs, train and test images, image size, seeds,
 ViT size, LR-finder steps, saliency images) so that the study's estimated wall time fits the
-budget. Every run, sweep value, LR-finder run and saliency run stays; the caps apply after the
+budget. Every run, sweep value (a swept setting is never capped below its sweep's largest value:
+sweep_floors), LR-finder run and saliency run stays, and two seeds where a run asked for more (one
+only as a last resort, printed); the caps apply after the
 study's own settings and `budget:` (cifarlab.config.budgets.apply_time_caps), so nothing is raised.
 
 How: each dimension has a ladder of coarse caps (images in multiples of 500, whole epochs). From
@@ -61,12 +63,25 @@ TRAIN_IMAGES = (
     1000,
     500,
 )
-# Down to 1, but 1 epoch only when nothing else is left to cut (LAST_RESORT): curves need two
-# points (the optimizers' and learning-curve figures draw lines).
+# Down to 1, but 1 epoch or 1 seed only when nothing else is left to cut (LAST_RESORT; the plan
+# says so when it does): curves need two points (the optimizers' and learning-curve figures
+# draw lines), and intervals and Welch tests need two seeds.
 EPOCHS = (16, 12, 10, 8, 6, 5, 4, 3, 2, 1)
-LAST_RESORT = {"epochs": 1}
+LAST_RESORT = {"epochs": 1, "seeds": 1}
+LAST_RESORT_COST = {
+    "epochs": "curves have one point (a larger time_budget keeps two)",
+    "seeds": "no intervals or Welch tests between runs (a larger time_budget keeps two)",
+}
 TEST_IMAGES = (5000, 2000, 1000, 500)
 SEEDS = (2, 1)
+# The run settings a sweep may vary that a dimension caps: a cap below a sweep's largest value
+# would make two of its runs the same run, so none goes below it (sweep_floors).
+SWEPT_SETTINGS = {
+    "image_size": "image_size",
+    "train_images": "train_subset",
+    "epochs": "epochs",
+    "test_images": "test_subset",
+}
 # ViT sizes (budget.vit caps), each a step smaller; patches of 8 px: a quarter of the tokens.
 VIT_STEPS = (
     {"min_patch_size": 8},
@@ -234,8 +249,10 @@ def ladders(cost: StudyCost) -> dict[str, list]:
     10 per class), the largest `min_image_size` of the study's models (at least 32 px)."""
     study, runs, top = cost.study, list(cost.study.runs.values()), largest(cost)
 
+    swept = sweep_floors(cost)
+
     def below(values: tuple, name: str, floor: float = 0) -> list:
-        return [v for v in values if floor <= v < top[name]]
+        return [v for v in values if max(floor, swept.get(name, 0)) <= v < top[name]]
 
     classes = max(s["classes"] for s in cost.sizes.values())
     image_floor = max([32] + [model_spec(r["model"]).min_image_size for r in runs])
@@ -251,6 +268,28 @@ def ladders(cost: StudyCost) -> dict[str, list]:
         "saliency": below(SALIENCY_IMAGES, "saliency") if study.saliency_pairs else [],
     }
     return {name: values for name, values in found.items() if values}
+
+
+def sweep_floors(cost: StudyCost) -> dict[str, float]:
+    """Per dimension (SWEPT_SETTINGS), the largest value of its setting among the runs of any
+    sweep that varies it (images: what the run sees of its datasets): no cap goes below it, so
+    a sweep's runs stay different runs (a cap may still shrink runs outside the sweep)."""
+    floors: dict[str, float] = {}
+    entries: dict[str, list[dict]] = {}
+    for run in cost.study.runs.values():
+        entries.setdefault(run["entry"], []).append(run)
+    for runs in entries.values():
+        for name, setting in SWEPT_SETTINGS.items():
+            if not any(setting in (run.get("sweep") or {}) for run in runs):
+                continue
+            if name in ("train_images", "test_images"):
+                split = name.split("_")[0]
+                values = [estimate.split_images(cost.sizes[d], split, r) for r in runs for d in r["datasets"]]
+            else:
+                values = [r[setting] for r in runs]
+            if len(set(values)) > 1:
+                floors[name] = max(floors.get(name, 0), max(values))
+    return floors
 
 
 def notch_loss(name: str, notches: Mapping[str, list], top: Mapping[str, float], taken: int) -> float:
@@ -358,10 +397,11 @@ def choose_plan(cost: StudyCost, budget: str) -> Plan:
                 trial = cost.wall(caps_of(notches, {**state, n: state[n] - 1}))
                 if trial <= seconds:
                     gain = notch_loss(n, notches, top, state[n] - 1) / max(trial - wall, 1e-9)
-                    undo.append((-gain, DIMENSIONS.index(n), n, trial))
+                    last = LAST_RESORT.get(n) == notches[n][state[n] - 1]  # given back first
+                    undo.append((not last, -gain, DIMENSIONS.index(n), n, trial))
         if not undo:
             break
-        _, _, chosen, wall = min(undo)
+        *_, chosen, wall = min(undo)
         state[chosen] -= 1
     cut_order = [n for n in cut_order if state[n]]
     calibrated = bool(cost.costs or cost.factors)
@@ -582,6 +622,11 @@ def format_plan(plan: Plan, study: Study) -> str:
                 value = ", ".join(f"{k} {v}" for k, v in value.items())
             cuts.append(f"{LABELS[name]} <= {value}" if name != "vit" else f"ViT ({value})")
         lines.append("Time budget: cut, costliest first: " + "; ".join(cuts) + ".")
+        for name, value in LAST_RESORT.items():
+            if plan.state.get(name) and plan.notches[name][plan.state[name] - 1] == value:
+                lines.append(
+                    f"Time budget: last resort: {LABELS[name]} cut to {value}; {LAST_RESORT_COST[name]}."
+                )
     else:
         lines.append("Time budget: the study fits as it is; nothing cut.")
     head = (
