@@ -407,3 +407,29 @@ def test_two_seeds_and_every_sweep_value_stay_unless_nothing_else_is_left(tmp_pa
     assert last.caps["max_seeds"] == 1 or seeds_too is None
     if last.caps["max_seeds"] == 1:
         assert "last resort: seeds cut to 1" in time_plan.format_plan(last, study)
+
+
+def test_a_plan_on_placeholder_sizes_or_a_failed_measurement_is_not_kept(tmp_path, monkeypatch, capsys):
+    """Unknown dataset sizes (the source not fetched yet) or a failed measurement plan this call
+    only: nothing kept, a note says so, and the next call, knowing better, plans and keeps."""
+    config = demo_config("time_budget=40m")
+    monkeypatch.setattr(time_plan, "known_sizes", lambda settings, cache=None: None)
+    _, plan = time_plan.plan_study(copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=False)
+    assert plan is not None and kept_plans(tmp_path) == []
+    assert "not kept (the sizes of dataset 'synthetic' are not known yet" in capsys.readouterr().err
+    monkeypatch.undo()
+    monkeypatch.setattr(time_plan, "measure_costs", lambda study, models, cores=None: {})
+    time_plan.plan_study(copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=True)
+    assert kept_plans(tmp_path) == [] and "measuring the models failed" in capsys.readouterr().err
+    time_plan.plan_study(copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=False)
+    assert len(kept_plans(tmp_path)) == 1
+
+
+def test_a_device_the_machine_lacks_is_a_config_error_when_planning(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    study = Study.from_config(demo_config("threads=1", "device=cuda"), tmp_path)
+    with pytest.raises(ConfigError, match=r"config error at device: .*cuda"):
+        time_plan.measure_costs(study, ["simple_cnn"])

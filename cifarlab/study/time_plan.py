@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from cifarlab.core import paths
 from cifarlab.core.files import write_json
 from cifarlab.core.hashing import settings_hash
 from cifarlab.core.progress import duration
-from cifarlab.data.catalog import dataset_sizes
+from cifarlab.data.catalog import UNKNOWN_SIZES, known_sizes
 from cifarlab.models.specs import model_spec
 from cifarlab.study import estimate
 from cifarlab.study.plan import Study, features_subsets, features_wildcards
@@ -120,6 +121,8 @@ class StudyCost:
     parallel: int
     cores: int | None = None
     cheap_jobs: int = 0
+    # why a plan on this cost is not kept (placeholder sizes, a failed measurement): [] keeps it
+    provisional: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # jobs the planner does not model one by one (download, plots, report, all): start-up only
@@ -432,6 +435,8 @@ def smallest_plan_text(notches: Mapping[str, list]) -> str:
 
 # How long the measurement may take before the plan goes on with the specs' figures.
 MEASURE_TIMEOUT_SECONDS = 300
+# cifarlab.training.calibrate's exit status when the config's device is not on this machine.
+DEVICE_MISSING_EXIT = 3
 
 
 def families(study: Study) -> dict[str, dict]:
@@ -450,9 +455,9 @@ def measure_costs(study: Study, models: list[str], cores: int | None = None) -> 
     """Seconds per 1,000 training images at 32 px of each of `models` on this machine, measured by
     cifarlab.training.calibrate in a subprocess (the workflow layer stays torch-free) with the
     study's device, precision and threads (at most `cores`: Snakemake gives a job no more), and a
-    job's start-up seconds (estimate.START_KEY); {} with a warning on stderr if it fails."""
+    job's start-up seconds (estimate.START_KEY); {} with a warning on stderr if it fails. Raises
+    ConfigError when the config's device (cuda, mps) is not on this machine."""
     import subprocess
-    import sys
     import time
 
     config = study.config
@@ -471,6 +476,8 @@ def measure_costs(study: Study, models: list[str], cores: int | None = None) -> 
             text=True,
             timeout=MEASURE_TIMEOUT_SECONDS,
         )
+        if done.returncode == DEVICE_MISSING_EXIT:
+            raise ConfigError(f"config error at device: {done.stderr.strip().splitlines()[-1]}.")
         if done.returncode != 0:
             raise RuntimeError(
                 done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode
@@ -481,7 +488,17 @@ def measure_costs(study: Study, models: list[str], cores: int | None = None) -> 
             time.perf_counter() - began - measured.pop("*work") + estimate.SNAKEMAKE_JOB_SECONDS
         )
         return measured
-    except (OSError, RuntimeError, ValueError, IndexError, subprocess.TimeoutExpired) as error:
+    except ConfigError:
+        raise
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+        IndexError,
+        KeyError,
+        TypeError,
+        subprocess.TimeoutExpired,
+    ) as error:
         print(
             f"time_budget: measuring the models failed ({error}); planning with the cost model's figures.",
             file=sys.stderr,
@@ -500,17 +517,24 @@ def study_cost(
     key = estimate.calibration_key(machine, config["device"], config["precision"], threads)
     costs = estimate.remembered_costs(calibration, key)
     missing = sorted(set(families(study)) - set(costs))
+    provisional = []
     if measure and missing:
         measured = measure_costs(study, missing, cores)
         if measured:
             estimate.remember_costs(calibration, key, measured)
             costs = estimate.remembered_costs(calibration, key)
+        else:
+            provisional.append("measuring the models failed: planned with the specs' figures")
     factors = estimate.remembered_factors(calibration, key if costs else machine)
-    sizes = {
-        name: dataset_sizes(settings, cache=str(Path(root) / paths.fill(paths.SIZES_CACHE, dataset=name)))
-        for name, settings in study.datasets.items()
-    }
-    return StudyCost(study, sizes, estimate.on_gpu(config["device"]), costs, factors, parallel, cores)
+    sizes = {}
+    for name, settings in study.datasets.items():
+        cache = str(Path(root) / paths.fill(paths.SIZES_CACHE, dataset=name))
+        sizes[name] = known_sizes(settings, cache=cache)
+        if sizes[name] is None:
+            sizes[name] = dict(UNKNOWN_SIZES)
+            provisional.append(f"the sizes of dataset {name!r} are not known yet (its source is not fetched)")
+    gpu = estimate.on_gpu(config["device"])
+    return StudyCost(study, sizes, gpu, costs, factors, parallel, cores, provisional=provisional)
 
 
 # --- the plan of a study, kept ------------------------------------------------------------------
@@ -557,12 +581,17 @@ def plan_study(
     path = Path(root) / PLANS_FOLDER / f"{key}.json"
     plan = load_plan(path)
     if plan is None:
-        plan = choose_plan(
-            study_cost(study, root, machine=machine, parallel=parallel, measure=measure, cores=cores),
-            str(config["time_budget"]),
-        )
+        cost = study_cost(study, root, machine=machine, parallel=parallel, measure=measure, cores=cores)
+        plan = choose_plan(cost, str(config["time_budget"]))
         plan.config_key = config_key
-        write_json(vars(plan), path, indent=1)
+        if cost.provisional:  # planned again next time, when it knows better
+            print(
+                f"time_budget: this plan is not kept ({'; '.join(cost.provisional)}); the next call "
+                "plans again.",
+                file=sys.stderr,
+            )
+        else:
+            write_json(vars(plan), path, indent=1)
     if in_use:
         use_plan(root, plan)
     return Study.from_config(config, root, time_caps=plan.caps), plan
