@@ -433,3 +433,25 @@ def test_a_device_the_machine_lacks_is_a_config_error_when_planning(tmp_path):
     study = Study.from_config(demo_config("threads=1", "device=cuda"), tmp_path)
     with pytest.raises(ConfigError, match=r"config error at device: .*cuda"):
         time_plan.measure_costs(study, ["simple_cnn"])
+
+
+def test_a_cut_is_reported_once_and_a_malformed_measurement_falls_back(tmp_path, monkeypatch):
+    from cifarlab.report.tables import budget_differences
+
+    settings = {"epochs": 3, "train_subset": 5000, "test_subset": 5000, "image_size": 32, "batch_size": 32}
+    settings["budget"] = {"test_subset": None}
+    metrics = {"epochs": 3, "train_images": 5000, "image_size": 32, "pretrained": False, "settings": settings}
+    metrics["time_budget"] = {"limit": "15m", "cut": {"test_subset": None}, "seeds": 2}
+    lab = {"epochs": 3, "train_images": 5000, "image_size": 32, "pretrained": False}
+    assert budget_differences(metrics, lab) == ["cut by time_budget 15m: test_subset all -> 5,000"]
+    # a calibration subprocess that answers nonsense, and a calibration file with a bad entry
+    study = Study.from_config(demo_config("threads=1"), tmp_path)
+    for answer in ("[1, 2]", '{"simple_cnn": 1.0}', '{"simple_cnn": null, "*work": 1}'):
+        done = subprocess.CompletedProcess([], 0, stdout=answer, stderr="")
+        monkeypatch.setattr(subprocess, "run", lambda *a, done=done, **k: done)
+        assert time_plan.measure_costs(study, ["simple_cnn"]) == {}
+    path = tmp_path / "calibration.json"
+    path.write_text('{"m cpu auto 1t": {"costs": {"simple_cnn": [1]}}}')
+    assert estimate.remembered_costs(path, "m cpu auto 1t") == {}
+    estimate.remember_costs(path, "m cpu auto 1t", {"simple_cnn": 2.0})
+    assert estimate.remembered_costs(path, "m cpu auto 1t") == {"simple_cnn": 2.0}

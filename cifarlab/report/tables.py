@@ -120,8 +120,9 @@ def budget_differences(metrics: dict, lab: dict) -> list[str]:
     elif metrics["pretrained"] and not lab["pretrained"]:
         reasons.append("pretrained (the lab's was not)")
     # what else the study's budget shrank (cifarlab.config.validate.apply_budget records the values before)
+    time_cut = (metrics.get("time_budget") or {}).get("cut") or {}
     for key, before in (metrics["settings"].get("budget") or {}).items():
-        if key in ("epochs", "train_subset", "image_size", "warmup_epochs", "time_budget"):
+        if key in ("epochs", "train_subset", "image_size", "warmup_epochs") or key in time_cut:
             continue  # said above, from what the run did (warmup follows the epochs), or below
         reasons.append(f"{key} {_budgeted(metrics['settings'].get(key), before)} (the study's budget)")
     reasons.extend(time_budget_cuts(metrics["settings"], metrics.get("time_budget")))

@@ -269,15 +269,18 @@ def remembered_costs(path: str | Path, key: str) -> dict[str, float]:
     START_KEY: a job's start-up there (job_start)."""
     entry = _load(path).get(key)
     costs = entry.get("costs") if isinstance(entry, dict) else None
-    return {k: float(v) for k, v in costs.items()} if isinstance(costs, dict) else {}
+    try:
+        return {k: float(v) for k, v in costs.items()} if isinstance(costs, dict) else {}
+    except (TypeError, ValueError):  # a malformed entry: the specs' figures (measured again)
+        return {}
 
 
 def remember_costs(path: str | Path, key: str, costs: Mapping[str, float]) -> None:
     """Merge measured `costs` into `key`'s entry. Its factors are dropped: they were measured
     against the costs before (a factor is relative to its cost basis: never counted twice)."""
     known = _load(path)
-    entry = known.get(key) if isinstance(known.get(key), dict) else {}
-    known[key] = {"costs": {**entry.get("costs", {}), **costs}, "factors": {}}
+    # what was there, read as remembered_costs reads it (a malformed entry: none)
+    known[key] = {"costs": {**remembered_costs(path, key), **costs}, "factors": {}}
     write_json(known, path, indent=1)
 
 

@@ -495,8 +495,9 @@ def measure_costs(study: Study, models: list[str], cores: int | None = None) -> 
         RuntimeError,
         ValueError,
         IndexError,
-        KeyError,
+        KeyError,  # a malformed answer (no "*work"), or not a mapping of numbers
         TypeError,
+        AttributeError,
         subprocess.TimeoutExpired,
     ) as error:
         print(
