@@ -6,6 +6,7 @@ is validated; each value it changes is kept, as it was before, under the run's `
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 # Budget caps on run settings: budget key -> the run setting it caps (from above).
 RUN_CAPS = {
@@ -116,7 +117,7 @@ def parse_time_budget(value: object) -> float | None:
     return seconds
 
 
-def apply_time_caps(settings: dict, caps: dict, limit: str) -> dict:
+def apply_time_caps(settings: dict, caps: dict, limit: str, swept: Iterable[str] = ()) -> dict:
     """Shrink one run's budgeted settings (after `apply_budget`) by a time plan's `caps` (a
     `budget` mapping: cifarlab.study.time_plan) for the `time_budget` `limit` (as written), in
     place; return what they cut: setting -> its value before (seeds: how many there were).
@@ -129,8 +130,13 @@ def apply_time_caps(settings: dict, caps: dict, limit: str) -> dict:
     many are left} (the report's "cut by time_budget" note), goes to `settings["time_budget"]`,
     an evaluation key (cifarlab.study.plan.EVALUATION_KEYS): in the evaluate step's params and
     metrics.json, never in training's, so that another limit with the same caps, or fewer
-    seeds, retrains nothing.
+    seeds, retrains nothing. swept: the settings the run's sweep varies (its entry's `sweep`
+    keys): not capped in it, so that a sweep's runs stay different runs (the others are).
     """
+    caps = copy.deepcopy(caps)
+    for key, setting in RUN_CAPS.items():
+        if setting in swept:
+            caps[key] = None
     recorded = settings.pop("budget", None) or {}
     settings.pop("time_budget", None)
     seeds_before = list(settings["seeds"])

@@ -137,7 +137,7 @@ def expand_runs(config: dict, root: str | Path = ".", time_caps: dict | None = N
             budgeted = {k: v for k, v in settings.items() if k != "budget"}
             raise_first_error(budgeted, run_schema, ["budget", "runs", entry])
             if time_caps is not None:
-                apply_time_caps(settings, time_caps, str(config["time_budget"]))
+                apply_time_caps(settings, time_caps, str(config["time_budget"]), swept=keys)
             settings["name"] = name
             settings["entry"] = entry
             settings["sweep"] = dict(assignment)

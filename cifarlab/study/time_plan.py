@@ -2,10 +2,10 @@
 
 The planner chooses caps of the `budget:` kind (epochs, train and test images, image size, seeds,
 ViT size, LR-finder steps, saliency images) so that the study's estimated wall time fits the
-budget. Every run, sweep value (a swept setting is never capped below its sweep's largest value:
-sweep_floors), LR-finder run and saliency run stays, and two seeds where a run asked for more (one
-only as a last resort, printed); the caps apply after the
-study's own settings and `budget:` (cifarlab.config.budgets.apply_time_caps), so nothing is raised.
+budget. Every run, sweep value (a setting a sweep varies is not capped in its runs:
+apply_time_caps's `swept`), LR-finder run and saliency run stays, and two seeds where a run
+asked for more (one only as a last resort, printed); the caps apply after the study's own
+settings and `budget:` (cifarlab.config.budgets.apply_time_caps), so nothing is raised.
 
 How: each dimension has a ladder of coarse caps (images in multiples of 500, whole epochs). From
 no caps, the planner takes, one notch at a time, the dimension whose next notch saves the most
@@ -75,14 +75,6 @@ LAST_RESORT_COST = {
 }
 TEST_IMAGES = (5000, 2000, 1000, 500)
 SEEDS = (2, 1)
-# The run settings a sweep may vary that a dimension caps: a cap below a sweep's largest value
-# would make two of its runs the same run, so none goes below it (sweep_floors).
-SWEPT_SETTINGS = {
-    "image_size": "image_size",
-    "train_images": "train_subset",
-    "epochs": "epochs",
-    "test_images": "test_subset",
-}
 # ViT sizes (budget.vit caps), each a step smaller; patches of 8 px: a quarter of the tokens.
 VIT_STEPS = (
     {"min_patch_size": 8},
@@ -135,7 +127,7 @@ class StudyCost:
         shrunk = {}
         for name, run in self.study.runs.items():
             shrunk[name] = copy.deepcopy(run)
-            apply_time_caps(shrunk[name], caps, "plan")
+            apply_time_caps(shrunk[name], caps, "plan", swept=list(run.get("sweep") or {}))
         return shrunk
 
     def jobs(self, caps: Mapping) -> list[estimate.Job]:
@@ -252,10 +244,8 @@ def ladders(cost: StudyCost) -> dict[str, list]:
     10 per class), the largest `min_image_size` of the study's models (at least 32 px)."""
     study, runs, top = cost.study, list(cost.study.runs.values()), largest(cost)
 
-    swept = sweep_floors(cost)
-
     def below(values: tuple, name: str, floor: float = 0) -> list:
-        return [v for v in values if max(floor, swept.get(name, 0)) <= v < top[name]]
+        return [v for v in values if floor <= v < top[name]]
 
     classes = max(s["classes"] for s in cost.sizes.values())
     image_floor = max([32] + [model_spec(r["model"]).min_image_size for r in runs])
@@ -271,28 +261,6 @@ def ladders(cost: StudyCost) -> dict[str, list]:
         "saliency": below(SALIENCY_IMAGES, "saliency") if study.saliency_pairs else [],
     }
     return {name: values for name, values in found.items() if values}
-
-
-def sweep_floors(cost: StudyCost) -> dict[str, float]:
-    """Per dimension (SWEPT_SETTINGS), the largest value of its setting among the runs of any
-    sweep that varies it (images: what the run sees of its datasets): no cap goes below it, so
-    a sweep's runs stay different runs (a cap may still shrink runs outside the sweep)."""
-    floors: dict[str, float] = {}
-    entries: dict[str, list[dict]] = {}
-    for run in cost.study.runs.values():
-        entries.setdefault(run["entry"], []).append(run)
-    for runs in entries.values():
-        for name, setting in SWEPT_SETTINGS.items():
-            if not any(setting in (run.get("sweep") or {}) for run in runs):
-                continue
-            if name in ("train_images", "test_images"):
-                split = name.split("_")[0]
-                values = [estimate.split_images(cost.sizes[d], split, r) for r in runs for d in r["datasets"]]
-            else:
-                values = [r[setting] for r in runs]
-            if len(set(values)) > 1:
-                floors[name] = max(floors.get(name, 0), max(values))
-    return floors
 
 
 def notch_loss(name: str, notches: Mapping[str, list], top: Mapping[str, float], taken: int) -> float:
