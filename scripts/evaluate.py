@@ -20,6 +20,7 @@ with log_to(snakemake.log[0]):
         threads=snakemake.threads,
         precision=snakemake.params.precision,
         tta=snakemake.params.evaluation["tta"],
+        time_budget=snakemake.params.evaluation.get("time_budget"),
         exported_path=snakemake.output.exported,
         diffs_folder=DIFFS,
         # beside model.pt2 where onnx is installed; not a declared output, as it may be missing

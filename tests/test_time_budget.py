@@ -70,6 +70,11 @@ def test_no_time_budget_is_no_plan(tmp_path):
     assert plan is None and not any("time_budget" in (r.get("budget") or {}) for r in study.runs.values())
 
 
+def kept_plans(root: Path) -> list[Path]:
+    """The plans kept under `root` (not the copies of those in use)."""
+    return [p for p in (root / time_plan.PLANS_FOLDER).glob("*.json") if not p.name.startswith("current-")]
+
+
 def shrunk_runs(cost: time_plan.StudyCost, plan: time_plan.Plan) -> dict[str, dict]:
     return cost.runs(plan.caps)
 
@@ -169,10 +174,11 @@ def test_time_caps_record_what_they_cut_and_keep_the_budgets_record():
     cut = apply_time_caps(run, caps, "20m")
     assert cut == {"epochs": 8, "train_subset": None, "seeds": 3}
     assert (run["epochs"], run["train_subset"], run["test_subset"], run["seeds"]) == (3, 1000, 500, [0])
-    # the lab's value stays the one before any budget; the time plan's record beside it
+    # the lab's value stays the one before any budget; the time plan's record apart (evaluation's)
     assert run["budget"]["epochs"] == 20 and run["budget"]["train_subset"] is None
-    assert run["budget"]["time_budget"] == {"limit": "20m", "cut": cut, "seeds": 1}
-    (note,) = time_budget_cuts(run)
+    assert "time_budget" not in run["budget"]
+    assert run["time_budget"] == {"limit": "20m", "cut": cut, "seeds": 1}
+    (note,) = time_budget_cuts(run, run["time_budget"])
     assert note == "cut by time_budget 20m: epochs 8 -> 3, train_subset all -> 1,000, seeds 3 -> 1"
 
 
@@ -181,7 +187,7 @@ def test_the_plan_is_kept_and_a_new_budget_replans(tmp_path):
     first_study, first = time_plan.plan_study(
         copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=False
     )
-    kept = list((tmp_path / time_plan.PLANS_FOLDER).glob("*.json"))
+    kept = kept_plans(tmp_path)
     assert len(kept) == 1
     # calibration moves after a run (factors remembered): the kept plan still wins
     estimate.remember_factors(tmp_path / estimate.CALIBRATION_FILE, "m", {"train": 2.0, "*": 2.0})
@@ -191,7 +197,7 @@ def test_the_plan_is_kept_and_a_new_budget_replans(tmp_path):
     assert again.caps == first.caps and again_study.runs == first_study.runs
     # a cluster job's own Snakemake (other --cores, another node) and `status` read that plan
     _, remote = time_plan.plan_study(
-        copy.deepcopy(config), tmp_path, machine="node7", parallel=8, measure=False, newest=True
+        copy.deepcopy(config), tmp_path, machine="node7", parallel=8, measure=False, main=False
     )
     assert remote.caps == first.caps
     assert time_plan.kept_study(copy.deepcopy(config), tmp_path).runs == first_study.runs
@@ -199,7 +205,7 @@ def test_the_plan_is_kept_and_a_new_budget_replans(tmp_path):
     _, other = time_plan.plan_study(
         demo_config("time_budget=10h"), tmp_path, machine="m", parallel=1, measure=False
     )
-    assert len(list((tmp_path / time_plan.PLANS_FOLDER).glob("*.json"))) == 2 and other.budget == "10h"
+    assert len(kept_plans(tmp_path)) == 2 and other.budget == "10h"
 
 
 def test_costs_measured_later_reset_the_factors_they_would_double(tmp_path):
@@ -261,7 +267,7 @@ def test_the_demo_planned_in_a_dry_run_fits_its_budget(tmp_path):
     assert wall_seconds(planned) <= seconds and wall_seconds(printed) <= seconds * 1.05, out[-3000:]
     assert "cut, costliest first" in out and "costs measured on this machine" in out
     assert dry(enough).count("Time budget") == out.count("Time budget")
-    assert len(list((workdir / time_plan.PLANS_FOLDER).glob("*.json"))) == 1
+    assert len(kept_plans(workdir)) == 1
 
 
 def test_light_jobs_run_over_all_cores():
@@ -282,15 +288,172 @@ def test_the_not_comparable_note_says_what_the_time_budget_cut():
     from cifarlab.report.tables import budget_differences
 
     settings = {"epochs": 3, "train_subset": 5000, "image_size": 32, "batch_size": 32}
-    settings["budget"] = {
-        "epochs": 20,
-        "train_subset": None,
-        "time_budget": {"limit": "20m", "cut": {"epochs": 20, "train_subset": None, "seeds": 3}, "seeds": 1},
-    }
+    settings["budget"] = {"epochs": 20, "train_subset": None}
+    record = {"limit": "20m", "cut": {"epochs": 20, "train_subset": None, "seeds": 3}, "seeds": 1}
     metrics = {"epochs": 3, "train_images": 5000, "image_size": 32, "pretrained": False, "settings": settings}
+    metrics["time_budget"] = record
     lab = {"epochs": 20, "train_images": 50000, "image_size": 32, "pretrained": False}
     assert budget_differences(metrics, lab) == [
         "3 of 20 epochs",
         "5,000 of 50,000 images",
         "cut by time_budget 20m: epochs 20 -> 3, train_subset all -> 5,000, seeds 3 -> 1",
     ]
+
+
+def test_many_cores_never_plan_below_the_longest_chain_of_jobs(tmp_path):
+    """With more cores than jobs, the wall time is the longest chain of dependent jobs (prepare,
+    features, train, evaluate, a plot, the report), not the jobs' seconds spread over the cores."""
+    cost = demo_cost(tmp_path, parallel=64)
+    jobs = cost.jobs({})
+    result = cost.estimate({})
+    start = COSTS[estimate.START_KEY]
+    longest_train = max(job.seconds for job in jobs if job.kind in ("train", "lr_find")) + start
+    assert result.chain >= longest_train and result.wall >= result.chain and result.chain_bound
+    assert result.wall > result.total / 64  # perfect spreading would promise less
+    plan = time_plan.choose_plan(cost, f"{result.wall * 0.5:.0f}s")
+    shrunk = time_plan.StudyCost(cost.study, cost.sizes, False, dict(COSTS), {}, 64).estimate(plan.caps)
+    assert shrunk.wall <= plan.seconds and shrunk.chain <= plan.seconds
+    # too small for the chain: the message does not ask for more cores
+    with pytest.raises(time_plan.BudgetTooSmall) as error:
+        time_plan.choose_plan(cost, "5s")
+    assert "--cores" not in str(error.value) and "longest chain" in str(error.value)
+    assert "more --cores would not shorten it" in estimate.format_estimate(result)
+
+
+def test_the_printed_estimate_waits_for_the_longest_chain():
+    jobs = [estimate.Job("train", str(i), 100.0) for i in range(4)] + [estimate.Job("train", "big", 1000.0)]
+    jobs += [estimate.Job("evaluate", "big", 50.0), estimate.Job("report", "", 0.0)]
+    result = estimate.estimate(jobs, {}, 32, {estimate.START_KEY: 1.0}, light_parallel=32)
+    assert result.wall == pytest.approx(1001.0 + 51.0 + 1.0) and result.chain_bound
+
+
+def test_cluster_jobs_and_status_read_the_plan_in_use_not_the_newest(tmp_path):
+    """A dry run with other --cores writes a newer plan; the run's own (in use) stays the one
+    that cluster jobs and `status` read; a cluster job with no plan in use stops, it never plans."""
+    config = demo_config("time_budget=25m")
+    with pytest.raises(ConfigError, match="no plan in use"):
+        time_plan.plan_study(
+            copy.deepcopy(config), tmp_path, machine="n", parallel=4, measure=False, main=False
+        )
+    assert not (tmp_path / time_plan.PLANS_FOLDER).exists()  # nothing planned
+    used_study, used = time_plan.plan_study(
+        copy.deepcopy(config), tmp_path, machine="m", parallel=4, cores=4, measure=False
+    )
+    # a later dry run (in_use=False, as the workflow plans before onstart) with one core
+    _, newer = time_plan.plan_study(
+        copy.deepcopy(config), tmp_path, machine="m", parallel=1, cores=1, measure=False, in_use=False
+    )
+    assert newer.caps != used.caps  # else the test shows nothing
+    _, remote = time_plan.plan_study(
+        copy.deepcopy(config), tmp_path, machine="n", parallel=8, measure=False, main=False
+    )
+    assert remote.caps == used.caps
+    assert time_plan.kept_study(copy.deepcopy(config), tmp_path).runs == used_study.runs
+
+
+def test_the_same_caps_and_fewer_seeds_retrain_nothing(tmp_path):
+    """Training's params hold the capped settings alone: budgets whose plans have the same caps
+    train the same models, and cutting seeds leaves the seeds kept as they were; the record of
+    the time budget goes to the evaluate step (its params, metrics.json's `time_budget`)."""
+    caps = copy.deepcopy(time_plan.caps_of({}, {}))
+    caps.update(max_epochs=2, max_train_images=1000)
+    fewer = {**copy.deepcopy(caps), "max_seeds": 2}
+    config = demo_config()  # simple_cnn-sgd: 3 seeds
+    studies = {}
+    for limit, chosen in (("5m", caps), ("300", caps), ("5.1m", caps), ("4m", fewer)):
+        studies[limit] = Study.from_config({**copy.deepcopy(config), "time_budget": limit}, tmp_path, chosen)
+    job = {"dataset": "synthetic", "run": "simple_cnn-sgd", "seed": "0"}
+    trained = {limit: study.run_settings(job) for limit, study in studies.items()}
+    assert trained["5m"] == trained["300"] == trained["5.1m"] == trained["4m"]
+    assert "time_budget" not in trained["5m"] and trained["5m"]["epochs"] == 2
+    assert studies["4m"].seeds("synthetic", "simple_cnn-sgd") == [0, 1]
+    finder = {limit: study.lr_finder_params(job) for limit, study in studies.items()}
+    assert finder["5m"] == finder["4m"]
+    evaluation = studies["4m"].evaluation_settings(job)
+    assert evaluation["time_budget"]["limit"] == "4m" and evaluation["time_budget"]["seeds"] == 2
+    assert evaluation["time_budget"]["cut"]["seeds"] == 3
+    assert "time_budget" not in Study.from_config(copy.deepcopy(config), tmp_path).evaluation_settings(job)
+
+
+def test_two_seeds_and_every_sweep_value_stay_unless_nothing_else_is_left(tmp_path):
+    """Runs that asked for several seeds keep two (one only as the last resort, which the plan
+    prints), and a setting a sweep varies is not capped in its runs (the others' are): they
+    stay different runs."""
+    config = demo_config()
+    config["runs"]["subsets"] = {
+        "model": "simple_cnn",
+        "lr": 0.01,
+        "sweep": {"train_subset": [2000, 10000, 40000]},
+    }
+    study = Study.from_config(config, tmp_path)
+    sizes = {name: {"train": 50000, "test": 10000, "classes": 10} for name in study.datasets}
+    cost = time_plan.StudyCost(study, sizes, False, dict(COSTS), {}, 2)
+    notches = time_plan.ladders(cost)
+    assert notches["seeds"] == [2, 1]
+    smallest = cost.wall(time_plan.caps_of(notches, {n: len(v) for n, v in notches.items()}))
+    seeds_too = None
+    for fraction in (0.6, 0.3, 0.15):
+        budget = max(smallest * 1.01, cost.wall({}) * fraction)
+        plan = time_plan.choose_plan(cost, f"{budget:.0f}s")
+        runs = cost.runs(plan.caps)
+        assert [runs[n]["train_subset"] for n in runs if n.startswith("subsets")] == [2000, 10000, 40000]
+        if plan.caps["max_train_images"] is not None:  # the other runs are capped
+            assert runs["simple_cnn-sgd"]["train_subset"] == plan.caps["max_train_images"]
+        if plan.caps["max_seeds"] == 1:  # only where 2 seeds fit with nothing else left to cut
+            floors = {n: len(v) for n, v in notches.items()}
+            assert cost.wall(time_plan.caps_of(notches, {**floors, "seeds": 1})) > plan.seconds
+            seeds_too = plan
+        else:
+            assert len(runs["simple_cnn-sgd"]["seeds"]) >= 2
+    last = time_plan.choose_plan(cost, f"{smallest * 1.001:.0f}s")
+    assert last.caps["max_seeds"] == 1 or seeds_too is None
+    if last.caps["max_seeds"] == 1:
+        assert "last resort: seeds cut to 1" in time_plan.format_plan(last, study)
+
+
+def test_a_plan_on_placeholder_sizes_or_a_failed_measurement_is_not_kept(tmp_path, monkeypatch, capsys):
+    """Unknown dataset sizes (the source not fetched yet) or a failed measurement plan this call
+    only: nothing kept, a note says so, and the next call, knowing better, plans and keeps."""
+    config = demo_config("time_budget=40m")
+    monkeypatch.setattr(time_plan, "known_sizes", lambda settings, cache=None: None)
+    _, plan = time_plan.plan_study(copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=False)
+    assert plan is not None and kept_plans(tmp_path) == []
+    assert "not kept (the sizes of dataset 'synthetic' are not known yet" in capsys.readouterr().err
+    monkeypatch.undo()
+    monkeypatch.setattr(time_plan, "measure_costs", lambda study, models, cores=None: {})
+    time_plan.plan_study(copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=True)
+    assert kept_plans(tmp_path) == [] and "measuring the models failed" in capsys.readouterr().err
+    time_plan.plan_study(copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=False)
+    assert len(kept_plans(tmp_path)) == 1
+
+
+def test_a_device_the_machine_lacks_is_a_config_error_when_planning(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    study = Study.from_config(demo_config("threads=1", "device=cuda"), tmp_path)
+    with pytest.raises(ConfigError, match=r"config error at device: .*cuda"):
+        time_plan.measure_costs(study, ["simple_cnn"])
+
+
+def test_a_cut_is_reported_once_and_a_malformed_measurement_falls_back(tmp_path, monkeypatch):
+    from cifarlab.report.tables import budget_differences
+
+    settings = {"epochs": 3, "train_subset": 5000, "test_subset": 5000, "image_size": 32, "batch_size": 32}
+    settings["budget"] = {"test_subset": None}
+    metrics = {"epochs": 3, "train_images": 5000, "image_size": 32, "pretrained": False, "settings": settings}
+    metrics["time_budget"] = {"limit": "15m", "cut": {"test_subset": None}, "seeds": 2}
+    lab = {"epochs": 3, "train_images": 5000, "image_size": 32, "pretrained": False}
+    assert budget_differences(metrics, lab) == ["cut by time_budget 15m: test_subset all -> 5,000"]
+    # a calibration subprocess that answers nonsense, and a calibration file with a bad entry
+    study = Study.from_config(demo_config("threads=1"), tmp_path)
+    for answer in ("[1, 2]", '{"simple_cnn": 1.0}', '{"simple_cnn": null, "*work": 1}'):
+        done = subprocess.CompletedProcess([], 0, stdout=answer, stderr="")
+        monkeypatch.setattr(subprocess, "run", lambda *a, done=done, **k: done)
+        assert time_plan.measure_costs(study, ["simple_cnn"]) == {}
+    path = tmp_path / "calibration.json"
+    path.write_text('{"m cpu auto 1t": {"costs": {"simple_cnn": [1]}}}')
+    assert estimate.remembered_costs(path, "m cpu auto 1t") == {}
+    estimate.remember_costs(path, "m cpu auto 1t", {"simple_cnn": 2.0})
+    assert estimate.remembered_costs(path, "m cpu auto 1t") == {"simple_cnn": 2.0}

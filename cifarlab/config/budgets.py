@@ -6,6 +6,7 @@ is validated; each value it changes is kept, as it was before, under the run's `
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 # Budget caps on run settings: budget key -> the run setting it caps (from above).
 RUN_CAPS = {
@@ -116,7 +117,7 @@ def parse_time_budget(value: object) -> float | None:
     return seconds
 
 
-def apply_time_caps(settings: dict, caps: dict, limit: str) -> dict:
+def apply_time_caps(settings: dict, caps: dict, limit: str, swept: Iterable[str] = ()) -> dict:
     """Shrink one run's budgeted settings (after `apply_budget`) by a time plan's `caps` (a
     `budget` mapping: cifarlab.study.time_plan) for the `time_budget` `limit` (as written), in
     place; return what they cut: setting -> its value before (seeds: how many there were).
@@ -124,11 +125,20 @@ def apply_time_caps(settings: dict, caps: dict, limit: str) -> dict:
     The caps apply after the study's own `budget` and its `budget.runs` lines, so a time plan
     never raises a value: the run's own settings, capped by `budget:`, are its upper bounds.
     The values before the study's budget stay in `settings["budget"]`; what the time plan cut is
-    added there too (first value wins: `budget` keeps the lab's value), and its record under
-    `settings["budget"]["time_budget"]`: {"limit", "cut", "seeds": how many are left} (the
-    report's "cut by time_budget" note).
+    added there too (first value wins: `budget` keeps the lab's value): the same caps make the
+    same settings, whatever budget chose them. The plan's record, {"limit", "cut", "seeds": how
+    many are left} (the report's "cut by time_budget" note), goes to `settings["time_budget"]`,
+    an evaluation key (cifarlab.study.plan.EVALUATION_KEYS): in the evaluate step's params and
+    metrics.json, never in training's, so that another limit with the same caps, or fewer
+    seeds, retrains nothing. swept: the settings the run's sweep varies (its entry's `sweep`
+    keys): not capped in it, so that a sweep's runs stay different runs (the others are).
     """
+    caps = copy.deepcopy(caps)
+    for key, setting in RUN_CAPS.items():
+        if setting in swept:
+            caps[key] = None
     recorded = settings.pop("budget", None) or {}
+    settings.pop("time_budget", None)
     seeds_before = list(settings["seeds"])
     shrunk = apply_budget(copy.deepcopy(settings), caps)
     cut = shrunk.pop("budget", {})
@@ -137,8 +147,8 @@ def apply_time_caps(settings: dict, caps: dict, limit: str) -> dict:
     settings.clear()
     settings.update(shrunk)
     merged = {**{k: v for k, v in cut.items() if k != "seeds"}, **recorded}
-    if cut:
-        merged["time_budget"] = {"limit": limit, "cut": cut, "seeds": len(shrunk["seeds"])}
     if merged:
         settings["budget"] = merged
+    if cut:
+        settings["time_budget"] = {"limit": limit, "cut": cut, "seeds": len(shrunk["seeds"])}
     return cut

@@ -88,7 +88,7 @@ def expand_runs(config: dict, root: str | Path = ".", time_caps: dict | None = N
     study allows); `image_size: null` is the dataset's image_size. root: the project root, which
     a user's model file is relative to (cifarlab.models.user). time_caps: a time plan's caps
     (cifarlab.study.time_plan), applied after the budget; a run they cut records it under
-    `budget.time_budget` (cifarlab.config.budgets.apply_time_caps).
+    `time_budget`, an evaluation key (cifarlab.config.budgets.apply_time_caps).
     """
     defaults = config["defaults"]
     budget = config["budget"]
@@ -137,7 +137,7 @@ def expand_runs(config: dict, root: str | Path = ".", time_caps: dict | None = N
             budgeted = {k: v for k, v in settings.items() if k != "budget"}
             raise_first_error(budgeted, run_schema, ["budget", "runs", entry])
             if time_caps is not None:
-                apply_time_caps(settings, time_caps, str(config["time_budget"]))
+                apply_time_caps(settings, time_caps, str(config["time_budget"]), swept=keys)
             settings["name"] = name
             settings["entry"] = entry
             settings["sweep"] = dict(assignment)

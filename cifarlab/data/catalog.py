@@ -212,12 +212,9 @@ UNKNOWN_SIZES = {"train": 50_000, "test": 10_000, "classes": 10}
 SYNTHETIC_CLASSES = 10
 
 
-def dataset_sizes(settings: dict, cache: str | None = None) -> dict[str, int]:
-    """{"train": images, "test": images, "classes": n} of a dataset, from what is known before it
-    is prepared: the synthetic set's settings, or the source's listing or published sizes
-    (cifarlab.data.sources.source_sizes; `cache`: its JSON cache file). Resources and the estimate read
-    it. A source not yet fetched or unreadable gets UNKNOWN_SIZES: its own step says what is wrong.
-    """
+def known_sizes(settings: dict, cache: str | None = None) -> dict[str, int] | None:
+    """dataset_sizes, None where they are not known yet (the source is not fetched yet, or
+    unreadable: dataset_sizes gives UNKNOWN_SIZES, placeholders)."""
     if settings["source"] == "synthetic":
         synthetic = settings["synthetic"]
         return {
@@ -228,10 +225,18 @@ def dataset_sizes(settings: dict, cache: str | None = None) -> dict[str, int]:
     from cifarlab.data.sources import DataError, source_sizes  # here: cifarlab.data.sources imports BUILTIN
 
     try:
-        sizes = source_sizes(settings["source"], labels=settings["labels"], cache=cache)
+        return source_sizes(settings["source"], labels=settings["labels"], cache=cache) or None
     except DataError:
-        sizes = None
-    return sizes or dict(UNKNOWN_SIZES)
+        return None
+
+
+def dataset_sizes(settings: dict, cache: str | None = None) -> dict[str, int]:
+    """{"train": images, "test": images, "classes": n} of a dataset, from what is known before it
+    is prepared: the synthetic set's settings, or the source's listing or published sizes
+    (cifarlab.data.sources.source_sizes; `cache`: its JSON cache file). Resources and the estimate read
+    it. A source not yet fetched or unreadable gets UNKNOWN_SIZES: its own step says what is wrong.
+    """
+    return known_sizes(settings, cache) or dict(UNKNOWN_SIZES)
 
 
 def reference_datasets(datasets: dict[str, dict]) -> list[str]:

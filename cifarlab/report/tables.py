@@ -120,19 +120,20 @@ def budget_differences(metrics: dict, lab: dict) -> list[str]:
     elif metrics["pretrained"] and not lab["pretrained"]:
         reasons.append("pretrained (the lab's was not)")
     # what else the study's budget shrank (cifarlab.config.validate.apply_budget records the values before)
+    time_cut = (metrics.get("time_budget") or {}).get("cut") or {}
     for key, before in (metrics["settings"].get("budget") or {}).items():
-        if key in ("epochs", "train_subset", "image_size", "warmup_epochs", "time_budget"):
+        if key in ("epochs", "train_subset", "image_size", "warmup_epochs") or key in time_cut:
             continue  # said above, from what the run did (warmup follows the epochs), or below
         reasons.append(f"{key} {_budgeted(metrics['settings'].get(key), before)} (the study's budget)")
-    reasons.extend(time_budget_cuts(metrics["settings"]))
+    reasons.extend(time_budget_cuts(metrics["settings"], metrics.get("time_budget")))
     return reasons
 
 
-def time_budget_cuts(settings: dict) -> list[str]:
-    """What a `time_budget`'s plan cut in a run (its settings' `budget.time_budget` record,
-    cifarlab.config.budgets.apply_time_caps): ['cut by time_budget 20m: epochs 20 -> 3, seeds 3 -> 1'],
-    [] when it cut nothing."""
-    record = (settings.get("budget") or {}).get("time_budget") or {}
+def time_budget_cuts(settings: dict, record: dict | None) -> list[str]:
+    """What a `time_budget`'s plan cut in a run of `settings` (`record`: metrics.json's
+    `time_budget`, the run's record of cifarlab.config.budgets.apply_time_caps): ['cut by
+    time_budget 20m: epochs 20 -> 3, seeds 3 -> 1'], [] when it cut nothing."""
+    record = record or {}
     if not record.get("cut"):
         return []
     changes = []

@@ -48,6 +48,18 @@ MIN_CALIBRATING_SECONDS = 1.0
 # From this much wall time on, the estimate says so and names the smaller study.
 LONG_SECONDS = 3600.0
 SMALLER_STUDY = "config/quick.yaml"
+# The longest chain of dependent jobs, as step kinds one after another (each stage: the kinds
+# that can take its place in a chain): however many cores, the study takes at least the longest
+# job of each stage, added up (an upper bound of its critical path: simple, and never optimistic).
+CHAIN_STAGES = (
+    ("download",),
+    ("prepare",),
+    ("features",),
+    ("train", "lr_find"),
+    ("evaluate", "saliency"),
+    ("plot_*",),
+    ("report",),
+)
 # Calibration factors measured by earlier studies, per machine (a cache, like the rest of .snakemake/).
 CALIBRATION_FILE = ".snakemake/cifarlab/calibration.json"
 
@@ -257,15 +269,18 @@ def remembered_costs(path: str | Path, key: str) -> dict[str, float]:
     START_KEY: a job's start-up there (job_start)."""
     entry = _load(path).get(key)
     costs = entry.get("costs") if isinstance(entry, dict) else None
-    return {k: float(v) for k, v in costs.items()} if isinstance(costs, dict) else {}
+    try:
+        return {k: float(v) for k, v in costs.items()} if isinstance(costs, dict) else {}
+    except (TypeError, ValueError):  # a malformed entry: the specs' figures (measured again)
+        return {}
 
 
 def remember_costs(path: str | Path, key: str, costs: Mapping[str, float]) -> None:
     """Merge measured `costs` into `key`'s entry. Its factors are dropped: they were measured
     against the costs before (a factor is relative to its cost basis: never counted twice)."""
     known = _load(path)
-    entry = known.get(key) if isinstance(known.get(key), dict) else {}
-    known[key] = {"costs": {**entry.get("costs", {}), **costs}, "factors": {}}
+    # what was there, read as remembered_costs reads it (a malformed entry: none)
+    known[key] = {"costs": {**remembered_costs(path, key), **costs}, "factors": {}}
     write_json(known, path, indent=1)
 
 
@@ -315,7 +330,9 @@ def remember_factors(path: str | Path, machine: str, factors: Mapping[str, float
 class Estimate:
     """Per step kind: (jobs, seconds); `total`: seconds of all jobs one after the other;
     `wall`: with `parallel` jobs side by side; `calibrated`: the kinds corrected by measurements;
-    `measured`: the model families whose cost was measured on this machine (remembered_costs)."""
+    `measured`: the model families whose cost was measured on this machine (remembered_costs);
+    `chain`: seconds of the longest chain of dependent jobs (CHAIN_STAGES), the least wall time
+    whatever the cores (`wall` is at least it)."""
 
     kinds: dict[str, tuple[int, float]]
     total: float
@@ -323,6 +340,8 @@ class Estimate:
     parallel: int
     calibrated: tuple[str, ...]
     measured: tuple[str, ...] = ()
+    chain: float = 0.0
+    chain_bound: bool = False  # the chain, not the cores, sets `wall` (more cores: no faster)
 
 
 def estimate(
@@ -335,7 +354,8 @@ def estimate(
     """The seconds of the planned jobs: start-up plus their model seconds times their kind's factor.
 
     parallel: how many jobs run side by side (--cores // threads per job, at least 1). The wall
-    time assumes they keep that many busy; a long last job makes the real one longer. costs: the
+    time is the larger of: the jobs spread over that many slots, and the longest chain of
+    dependent jobs (CHAIN_STAGES: a job waits for the one before it, whatever the cores). costs: the
     costs measured on this machine (remembered_costs) that the jobs' seconds used, and its start-up.
     light_parallel: how many jobs without modelled work (plots, the report: one thread each) run
     side by side (--cores; default: `parallel`).
@@ -344,18 +364,22 @@ def estimate(
     start = job_start(costs)
     kinds: dict[str, tuple[int, float]] = {}
     light = 0.0
+    longest: dict[str, float] = {}  # step kind -> its longest job (seconds, start-up included)
     for job in planned:
         factor = factors.get(job.kind, factors.get("*", 1.0))
         count, seconds = kinds.get(job.kind, (0, 0.0))
         kinds[job.kind] = (count + 1, seconds + start + factor * job.seconds)
+        longest[job.kind] = max(longest.get(job.kind, 0.0), start + factor * job.seconds)
         light += start if job.seconds == 0 else 0.0
     total = sum(seconds for _, seconds in kinds.values())
     parallel = max(1, parallel)
     light_parallel = max(parallel, light_parallel or parallel)
     calibrated = tuple(kind for kind in kinds if kind in factors)
     measured = tuple(sorted(k for k in costs if k != START_KEY))
-    wall = (total - light) / parallel + light / light_parallel
-    return Estimate(kinds, total, wall, parallel, calibrated, measured)
+    chain = sum(max((longest.get(kind, 0.0) for kind in stage), default=0.0) for stage in CHAIN_STAGES)
+    spread = (total - light) / parallel + light / light_parallel
+    wall = max(spread, chain)
+    return Estimate(kinds, total, wall, parallel, calibrated, measured, chain, chain > spread)
 
 
 def format_estimate(result: Estimate) -> str:
@@ -375,6 +399,11 @@ def format_estimate(result: Estimate) -> str:
         f"Estimate: {duration(result.wall)} wall time for {jobs} job{'s' * (jobs != 1)} "
         f"({duration(result.total)} of jobs, {result.parallel} side by side); {source}"
     ]
+    if result.chain_bound:
+        lines.append(
+            "Estimate: set by the longest chain of jobs (one after another: its train job and those "
+            "before and after it); more --cores would not shorten it."
+        )
     # Ties by name: Snakemake lists the planned jobs in no fixed order, and a dry run must print
     # the same block as the run it plans (tests/test_workflow_e2e.py).
     for kind, (count, seconds) in sorted(result.kinds.items(), key=lambda item: (-item[1][1], item[0])):

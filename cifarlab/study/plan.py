@@ -46,7 +46,7 @@ from cifarlab.study import estimate
 LARGE_STUDY_MODELS = 1000
 
 # Settings that only `evaluate` reads: changing them re-evaluates, never retrains.
-EVALUATION_KEYS = ("tta",)
+EVALUATION_KEYS = ("tta", "time_budget")
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,8 @@ class Study:
 
     def evaluation_settings(self, wildcards: Mapping[str, str]) -> dict:
         """The settings of a run that only its evaluation reads (the evaluate rule's params)."""
-        return {k: self.runs[wildcards["run"]][k] for k in EVALUATION_KEYS}
+        run = self.runs[wildcards["run"]]
+        return {k: run[k] for k in EVALUATION_KEYS if k in run}  # time_budget: only where it cut
 
     def lr_suggestion(self, wildcards: Mapping[str, str]) -> str | None:
         """The LR finder's suggestion method for an `lr: auto` run, else None: a new suggestion

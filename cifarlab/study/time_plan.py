@@ -2,8 +2,10 @@
 
 The planner chooses caps of the `budget:` kind (epochs, train and test images, image size, seeds,
 ViT size, LR-finder steps, saliency images) so that the study's estimated wall time fits the
-budget. Every run, sweep value, LR-finder run and saliency run stays; the caps apply after the
-study's own settings and `budget:` (cifarlab.config.budgets.apply_time_caps), so nothing is raised.
+budget. Every run, sweep value (a setting a sweep varies is not capped in its runs:
+apply_time_caps's `swept`), LR-finder run and saliency run stays, and two seeds where a run
+asked for more (one only as a last resort, printed); the caps apply after the study's own
+settings and `budget:` (cifarlab.config.budgets.apply_time_caps), so nothing is raised.
 
 How: each dimension has a ladder of coarse caps (images in multiples of 500, whole epochs). From
 no caps, the planner takes, one notch at a time, the dimension whose next notch saves the most
@@ -13,7 +15,8 @@ work (cifarlab.study.estimate: the same seconds per job, JOB_START_SECONDS, jobs
 with the costs measured on this machine (cifarlab.training.calibrate) and the remembered factors.
 
 A plan is kept (PLANS_FOLDER, one file per config, budget, machine, device and parallelism), so
-that a later call, after calibration has moved, plans the same study and reruns nothing.
+that a later call, after calibration has moved, plans the same study and reruns nothing; the main
+Snakemake process names the plan it uses (in_use_pointer), the one cluster jobs and `status` read.
 No torch here: the workflow layer imports this.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +37,7 @@ from cifarlab.core import paths
 from cifarlab.core.files import write_json
 from cifarlab.core.hashing import settings_hash
 from cifarlab.core.progress import duration
-from cifarlab.data.catalog import dataset_sizes
+from cifarlab.data.catalog import UNKNOWN_SIZES, known_sizes
 from cifarlab.models.specs import model_spec
 from cifarlab.study import estimate
 from cifarlab.study.plan import Study, features_subsets, features_wildcards
@@ -60,10 +64,15 @@ TRAIN_IMAGES = (
     1000,
     500,
 )
-# Down to 1, but 1 epoch only when nothing else is left to cut (LAST_RESORT): curves need two
-# points (the optimizers' and learning-curve figures draw lines).
+# Down to 1, but 1 epoch or 1 seed only when nothing else is left to cut (LAST_RESORT; the plan
+# says so when it does): curves need two points (the optimizers' and learning-curve figures
+# draw lines), and intervals and Welch tests need two seeds.
 EPOCHS = (16, 12, 10, 8, 6, 5, 4, 3, 2, 1)
-LAST_RESORT = {"epochs": 1}
+LAST_RESORT = {"epochs": 1, "seeds": 1}
+LAST_RESORT_COST = {
+    "epochs": "curves have one point (a larger time_budget keeps two)",
+    "seeds": "no intervals or Welch tests between runs (a larger time_budget keeps two)",
+}
 TEST_IMAGES = (5000, 2000, 1000, 500)
 SEEDS = (2, 1)
 # ViT sizes (budget.vit caps), each a step smaller; patches of 8 px: a quarter of the tokens.
@@ -104,6 +113,8 @@ class StudyCost:
     parallel: int
     cores: int | None = None
     cheap_jobs: int = 0
+    # why a plan on this cost is not kept (placeholder sizes, a failed measurement): [] keeps it
+    provisional: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # jobs the planner does not model one by one (download, plots, report, all): start-up only
@@ -116,7 +127,7 @@ class StudyCost:
         shrunk = {}
         for name, run in self.study.runs.items():
             shrunk[name] = copy.deepcopy(run)
-            apply_time_caps(shrunk[name], caps, "plan")
+            apply_time_caps(shrunk[name], caps, "plan", swept=list(run.get("sweep") or {}))
         return shrunk
 
     def jobs(self, caps: Mapping) -> list[estimate.Job]:
@@ -183,8 +194,11 @@ class StudyCost:
         return jobs
 
     def estimate(self, caps: Mapping) -> estimate.Estimate:
-        """The estimate (cifarlab.study.estimate.estimate) of the whole study under `caps`."""
-        cheap = [estimate.Job("cheap", str(i), 0.0) for i in range(self.cheap_jobs)]
+        """The estimate (cifarlab.study.estimate.estimate) of the whole study under `caps`: the
+        cheap jobs as a download per dataset, the report and plots (the longest chain's kinds)."""
+        kinds = ["download"] * len(self.study.datasets) + ["report"]
+        kinds += ["plot_*"] * max(0, self.cheap_jobs - len(kinds))
+        cheap = [estimate.Job(kind, str(i), 0.0) for i, kind in enumerate(kinds[: self.cheap_jobs])]
         return estimate.estimate(self.jobs(caps) + cheap, self.factors, self.parallel, self.costs, self.cores)
 
     def wall(self, caps: Mapping) -> float:
@@ -308,7 +322,7 @@ class Plan:
     parallel: int
     calibrated: bool
     notches: dict[str, list] = field(default_factory=dict)
-    config_key: str = ""  # a hash of the config alone (newest_plan finds the plan by it)
+    config_key: str = ""  # a hash of the config alone (plan_in_use finds the plan by it)
 
 
 def choose_plan(cost: StudyCost, budget: str) -> Plan:
@@ -317,14 +331,18 @@ def choose_plan(cost: StudyCost, budget: str) -> Plan:
     seconds = parse_time_budget(budget)
     notches = ladders(cost)
     state = dict.fromkeys(notches, 0)
-    smallest = cost.wall(caps_of(notches, {n: len(v) for n, v in notches.items()}))
+    least = cost.estimate(caps_of(notches, {n: len(v) for n, v in notches.items()}))
+    smallest = least.wall
     if smallest > seconds:
         enough = _round_up(smallest)
+        # a chain of jobs one after another that no number of cores shortens: no "more --cores"
+        other = "fewer runs" if least.chain_bound else "fewer runs, or more --cores"
+        why = "; its longest chain of jobs, one after another, sets it" if least.chain_bound else ""
         raise BudgetTooSmall(
             f"config error at time_budget: {budget} is too small for this study: its smallest plan "
             f"({smallest_plan_text(notches)}, every run, sweep value, LR-finder and saliency run kept) is "
-            f"estimated at {duration(smallest)} wall time here ({cost.parallel} job(s) side by side). "
-            f"Give time_budget: {enough} or more (or fewer runs, or more --cores).",
+            f"estimated at {duration(smallest)} wall time here ({cost.parallel} job(s) side by side{why}). "
+            f"Give time_budget: {enough} or more (or {other}).",
             smallest,
         )
     cut_order: list[str] = []
@@ -350,10 +368,11 @@ def choose_plan(cost: StudyCost, budget: str) -> Plan:
                 trial = cost.wall(caps_of(notches, {**state, n: state[n] - 1}))
                 if trial <= seconds:
                     gain = notch_loss(n, notches, top, state[n] - 1) / max(trial - wall, 1e-9)
-                    undo.append((-gain, DIMENSIONS.index(n), n, trial))
+                    last = LAST_RESORT.get(n) == notches[n][state[n] - 1]  # given back first
+                    undo.append((not last, -gain, DIMENSIONS.index(n), n, trial))
         if not undo:
             break
-        _, _, chosen, wall = min(undo)
+        *_, chosen, wall = min(undo)
         state[chosen] -= 1
     cut_order = [n for n in cut_order if state[n]]
     calibrated = bool(cost.costs or cost.factors)
@@ -384,6 +403,8 @@ def smallest_plan_text(notches: Mapping[str, list]) -> str:
 
 # How long the measurement may take before the plan goes on with the specs' figures.
 MEASURE_TIMEOUT_SECONDS = 300
+# cifarlab.training.calibrate's exit status when the config's device is not on this machine.
+DEVICE_MISSING_EXIT = 3
 
 
 def families(study: Study) -> dict[str, dict]:
@@ -402,9 +423,9 @@ def measure_costs(study: Study, models: list[str], cores: int | None = None) -> 
     """Seconds per 1,000 training images at 32 px of each of `models` on this machine, measured by
     cifarlab.training.calibrate in a subprocess (the workflow layer stays torch-free) with the
     study's device, precision and threads (at most `cores`: Snakemake gives a job no more), and a
-    job's start-up seconds (estimate.START_KEY); {} with a warning on stderr if it fails."""
+    job's start-up seconds (estimate.START_KEY); {} with a warning on stderr if it fails. Raises
+    ConfigError when the config's device (cuda, mps) is not on this machine."""
     import subprocess
-    import sys
     import time
 
     config = study.config
@@ -423,6 +444,8 @@ def measure_costs(study: Study, models: list[str], cores: int | None = None) -> 
             text=True,
             timeout=MEASURE_TIMEOUT_SECONDS,
         )
+        if done.returncode == DEVICE_MISSING_EXIT:
+            raise ConfigError(f"config error at device: {done.stderr.strip().splitlines()[-1]}.")
         if done.returncode != 0:
             raise RuntimeError(
                 done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode
@@ -433,7 +456,18 @@ def measure_costs(study: Study, models: list[str], cores: int | None = None) -> 
             time.perf_counter() - began - measured.pop("*work") + estimate.SNAKEMAKE_JOB_SECONDS
         )
         return measured
-    except (OSError, RuntimeError, ValueError, IndexError, subprocess.TimeoutExpired) as error:
+    except ConfigError:
+        raise
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+        IndexError,
+        KeyError,  # a malformed answer (no "*work"), or not a mapping of numbers
+        TypeError,
+        AttributeError,
+        subprocess.TimeoutExpired,
+    ) as error:
         print(
             f"time_budget: measuring the models failed ({error}); planning with the cost model's figures.",
             file=sys.stderr,
@@ -452,17 +486,24 @@ def study_cost(
     key = estimate.calibration_key(machine, config["device"], config["precision"], threads)
     costs = estimate.remembered_costs(calibration, key)
     missing = sorted(set(families(study)) - set(costs))
+    provisional = []
     if measure and missing:
         measured = measure_costs(study, missing, cores)
         if measured:
             estimate.remember_costs(calibration, key, measured)
             costs = estimate.remembered_costs(calibration, key)
+        else:
+            provisional.append("measuring the models failed: planned with the specs' figures")
     factors = estimate.remembered_factors(calibration, key if costs else machine)
-    sizes = {
-        name: dataset_sizes(settings, cache=str(Path(root) / paths.fill(paths.SIZES_CACHE, dataset=name)))
-        for name, settings in study.datasets.items()
-    }
-    return StudyCost(study, sizes, estimate.on_gpu(config["device"]), costs, factors, parallel, cores)
+    sizes = {}
+    for name, settings in study.datasets.items():
+        cache = str(Path(root) / paths.fill(paths.SIZES_CACHE, dataset=name))
+        sizes[name] = known_sizes(settings, cache=cache)
+        if sizes[name] is None:
+            sizes[name] = dict(UNKNOWN_SIZES)
+            provisional.append(f"the sizes of dataset {name!r} are not known yet (its source is not fetched)")
+    gpu = estimate.on_gpu(config["device"])
+    return StudyCost(study, sizes, gpu, costs, factors, parallel, cores, provisional=provisional)
 
 
 # --- the plan of a study, kept ------------------------------------------------------------------
@@ -476,7 +517,8 @@ def plan_study(
     parallel: int,
     measure: bool = True,
     cores: int | None = None,
-    newest: bool = False,
+    main: bool = True,
+    in_use: bool = True,
 ) -> tuple[Study, Plan | None]:
     """The study of `config` (Study.from_config), planned to fit its `time_budget` (None: no plan).
 
@@ -485,45 +527,71 @@ def plan_study(
     later call reads it back and plans the same study (calibration moves after every run; a
     replanned study would rerun). measure: whether models without a
     cost measured here are measured now (cifarlab.training.calibrate; not on a cluster).
-    newest: take the newest kept plan of this config whatever it was planned for (a cluster
-    job's own Snakemake, which parses the workflow again on its node with other --cores).
+    main: the main Snakemake process (it plans); False: a cluster job's own Snakemake, which
+    parses the workflow again on its node with other --cores: it reads the plan in use
+    (plan_in_use) and never plans (no plan in use: a ConfigError). in_use: whether the plan
+    becomes the one in use now (use_plan; the workflow does so when the run starts, in its
+    `onstart`, so that a dry run with other --cores does not).
     """
     study = Study.from_config(config, root)
     if config["time_budget"] is None:
         return study, None
     config_key = settings_hash({"config": config})
+    if not main:
+        plan = plan_in_use(root, config_key)
+        if plan is None:
+            raise ConfigError(
+                f"config error at time_budget: no plan in use for this config in {Path(root) / PLANS_FOLDER} "
+                "(a cluster job reads the plan its main Snakemake made). Run the workflow from this "
+                "folder (not a job alone), with the same config."
+            )
+        return Study.from_config(config, root, time_caps=plan.caps), plan
     key = settings_hash({"config": config, "machine": machine, "parallel": parallel, "cores": cores})
     path = Path(root) / PLANS_FOLDER / f"{key}.json"
-    plan = newest_plan(root, config_key) if newest else None
-    plan = plan or load_plan(path)
+    plan = load_plan(path)
     if plan is None:
-        plan = choose_plan(
-            study_cost(study, root, machine=machine, parallel=parallel, measure=measure, cores=cores),
-            str(config["time_budget"]),
-        )
+        cost = study_cost(study, root, machine=machine, parallel=parallel, measure=measure, cores=cores)
+        plan = choose_plan(cost, str(config["time_budget"]))
         plan.config_key = config_key
-        write_json(vars(plan), path, indent=1)
+        if cost.provisional:  # planned again next time, when it knows better
+            print(
+                f"time_budget: this plan is not kept ({'; '.join(cost.provisional)}); the next call "
+                "plans again.",
+                file=sys.stderr,
+            )
+        else:
+            write_json(vars(plan), path, indent=1)
+    if in_use:
+        use_plan(root, plan)
     return Study.from_config(config, root, time_caps=plan.caps), plan
 
 
-def newest_plan(root: str | Path, config_key: str) -> Plan | None:
-    """The newest kept plan of a config (its Plan.config_key), None if there is none."""
-    kept = sorted((Path(root) / PLANS_FOLDER).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in kept:
-        plan = load_plan(path)
-        if plan is not None and plan.config_key == config_key:
-            return plan
-    return None
+def in_use_pointer(root: str | Path, config_key: str) -> Path:
+    """The copy of the plan of a config (its Plan.config_key) that a run of the main Snakemake
+    process uses now (use_plan): cluster jobs and `status` read this one, not the newest."""
+    return Path(root) / PLANS_FOLDER / f"current-{config_key}.json"
+
+
+def use_plan(root: str | Path, plan: Plan) -> None:
+    """Make `plan` the one in use for its config (in_use_pointer), written atomically."""
+    write_json(vars(plan), in_use_pointer(root, plan.config_key), indent=1)
+
+
+def plan_in_use(root: str | Path, config_key: str) -> Plan | None:
+    """The plan of a config that the main process uses (use_plan), None if there is none."""
+    plan = load_plan(in_use_pointer(root, config_key))
+    return plan if plan is not None and plan.config_key == config_key else None
 
 
 def kept_study(config: dict, root: str | Path) -> Study:
-    """The study of `config` as the workflow last planned it (the newest kept plan of this
-    config, whatever machine and --cores it was for): `python -m cifarlab status` sees the runs
-    that train. Without a time budget, or before any plan: Study.from_config."""
+    """The study of `config` as the workflow plans it (the plan in use: the one the main
+    Snakemake process last loaded or made, whatever --cores a dry run had since): `python -m
+    cifarlab status` sees the runs that train. Without a time budget, or before any plan:
+    Study.from_config."""
     study = Study.from_config(config, root)
     if config["time_budget"] is None:
         return study
-    plan = newest_plan(root, settings_hash({"config": config}))
+    plan = plan_in_use(root, settings_hash({"config": config}))
     return study if plan is None else Study.from_config(config, root, time_caps=plan.caps)
 
 
@@ -552,6 +620,11 @@ def format_plan(plan: Plan, study: Study) -> str:
                 value = ", ".join(f"{k} {v}" for k, v in value.items())
             cuts.append(f"{LABELS[name]} <= {value}" if name != "vit" else f"ViT ({value})")
         lines.append("Time budget: cut, costliest first: " + "; ".join(cuts) + ".")
+        for name, value in LAST_RESORT.items():
+            if plan.state.get(name) and plan.notches[name][plan.state[name] - 1] == value:
+                lines.append(
+                    f"Time budget: last resort: {LABELS[name]} cut to {value}; {LAST_RESORT_COST[name]}."
+                )
     else:
         lines.append("Time budget: the study fits as it is; nothing cut.")
     head = (
@@ -566,7 +639,7 @@ def format_plan(plan: Plan, study: Study) -> str:
     lines.append("  {:<28} {:>6} {:>12} {:>4} {:>5}  {:<21}  {}".format(*head))
     for name, run in study.runs.items():
         trained = "all" if run["train_subset"] is None else f"{run['train_subset']:,}"
-        cut = ((run.get("budget") or {}).get("time_budget") or {}).get("cut", {})
+        cut = (run.get("time_budget") or {}).get("cut", {})
         vit = run.get("vit") if run["model"] == "vit" else None
         size = f"{vit['dim']}/{vit['depth']}/{vit['patch_size']}" if vit else "-"
         shown = ", ".join(f"{k} {_short(v)}" for k, v in cut.items()) or "-"

@@ -35,6 +35,8 @@ MAX_BATCH = 64
 MIN_BATCH = 8
 WORK_SECONDS = 0.3
 CLASSES = 10
+# The exit status when the request's device is not on this machine (cifarlab.study.time_plan's).
+DEVICE_MISSING_EXIT = 3
 
 
 def measured_settings(run: dict) -> tuple[dict, int]:
@@ -86,7 +88,11 @@ def main(request: dict) -> dict[str, float]:
     whole process, has a job's start-up: Python, torch and cifarlab's imports)."""
     start = time.perf_counter()
     torch.set_num_threads(int(request["threads"]))
-    device = pick_device(request["device"])
+    try:
+        device = pick_device(request["device"])
+    except RuntimeError as error:  # the config's device is not here: the planner's config error
+        print(error, file=sys.stderr)
+        raise SystemExit(DEVICE_MISSING_EXIT) from None
     precision = resolve_precision(device, request["precision"])
     costs = {family: seconds_per_1000(run, device, precision) for family, run in request["runs"].items()}
     return {**costs, "*work": time.perf_counter() - start}

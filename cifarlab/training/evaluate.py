@@ -250,9 +250,11 @@ def main(
     exported_path: str | Path | None = None,
     diffs_folder: str | Path | None = None,
     onnx_path: str | Path | None = None,
+    time_budget: dict | None = None,
 ) -> dict:
     """The `evaluate` step: write metrics.json, and `exported_path` (model.pt2: cifarlab.training.export)
-    and `onnx_path` (model.onnx, where onnx is installed)."""
+    and `onnx_path` (model.onnx, where onnx is installed). time_budget: what a time plan cut in
+    the run (cifarlab.config.budgets.apply_time_caps), recorded as metrics.json's `time_budget`."""
     if threads:
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
@@ -263,6 +265,8 @@ def main(
     )  # fmt: skip
     # every distribution, torch's build, CPU flags, GPUs; a dirty tree's diff saved in diffs_folder
     metrics["environment"] = environment(diffs_folder)
+    if time_budget:
+        metrics["time_budget"] = dict(time_budget)
     if exported_path is not None:
         from cifarlab.training.export import export_model  # here: the study's other steps never need it
 

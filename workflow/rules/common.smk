@@ -58,7 +58,8 @@ try:
         parallel=side_by_side(),
         cores=cores(),
         measure=workflow.is_main_process and not workflow.non_local_exec,
-        newest=not workflow.is_main_process,
+        main=workflow.is_main_process,
+        in_use=False,  # made the plan in use when the run starts (onstart, estimate.smk)
     )
 except ConfigError as error:
     raise WorkflowError(str(error)) from None

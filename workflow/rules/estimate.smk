@@ -82,5 +82,12 @@ if workflow.is_main_process:
     logging.getLogger("snakemake").addHandler(EstimateAfterPlan())
 
 
+# The plan this run uses becomes the one cluster jobs and `status` read (not a dry run's: it
+# has no onstart).
+onstart:
+    if TIME_PLAN is not None:
+        time_plan.use_plan(".", TIME_PLAN)
+
+
 onsuccess:
     remember_calibration(workflow.dag)
