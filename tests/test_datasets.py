@@ -254,7 +254,14 @@ def test_adding_a_seed_to_the_quick_study_plans_that_seeds_jobs_only(tmp_path, c
     _project(tmp_path)
     # quick.yaml's budget on generated data, with ImageNet weights (planned, never loaded here)
     (tmp_path / "data.yaml").write_text(
-        yaml.safe_dump({"dataset": {"name": "shapes", "source": "synthetic"}})
+        yaml.safe_dump(
+            {
+                "dataset": {"name": "shapes", "source": "synthetic"},
+                # subsets, as quick.yaml's caps were before its time budget: resnet18's frozen
+                # ImageNet backbone then embeds one seed's subset (features per seed)
+                "budget": {"max_train_images": 10000, "max_test_images": 2000},
+            }
+        )
     )
     # its sizes as the overlay sets them (no time budget: a plan is per machine; seeds are the point)
     study = (
