@@ -97,7 +97,7 @@ def trained(workdir: Path) -> dict[str, dict]:
             {"epochs": metrics.get("epochs"), "train_images": metrics.get("train_images"), "accuracies": []},
         )
         if metrics.get("test_accuracy") is not None:
-            run["accuracies"].append(metrics["test_accuracy"]  # already in %)
+            run["accuracies"].append(metrics["test_accuracy"])  # already in %
     for run in found.values():
         run["seeds"] = len(run["accuracies"])
         run["accuracy"] = statistics.fmean(run["accuracies"]) if run["accuracies"] else None
