@@ -35,13 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cifarlab.config.budgets import parse_time_budget  # noqa: E402 (torch-free)
-
-
-def seconds_of(text: str) -> float:
-    """'18.5 min' -> 1110.0 (cifarlab.core.progress.duration's rough form)."""
-    number, unit = text.split()
-    return float(number) * {"s": 1, "min": 60, "h": 3600}[unit]
+from cifarlab.config.budgets import parse_time_budget  # noqa: E402 (torch-free; also reads '18.5 min')
+from cifarlab.core.progress import duration  # noqa: E402
 
 
 def clone(ref: str, into: Path) -> Path:
@@ -71,7 +66,10 @@ def first_estimate(terminal: str) -> tuple[float | None, float | None]:
     """(the plan's wall seconds, Snakemake's printed estimate's) from the terminal, None if absent."""
     plan = re.search(r"planned to ([\d.]+ (?:s|min|h)) wall time", terminal)
     printed = re.search(r"Estimate: ([\d.]+ (?:s|min|h)) wall time", terminal)
-    return (seconds_of(plan.group(1)) if plan else None, seconds_of(printed.group(1)) if printed else None)
+    return (
+        parse_time_budget(plan.group(1)) if plan else None,
+        parse_time_budget(printed.group(1)) if printed else None,
+    )
 
 
 def plan_block(terminal: str) -> str:
@@ -156,10 +154,8 @@ def before(args: argparse.Namespace, folder: Path) -> None:
 
 
 def fmt(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {secs:02d} s"
+    """A measured or estimated time as the report's tables show it ('?' when unknown)."""
+    return "?" if seconds is None else duration(seconds, exact=True)
 
 
 def report(results: list[dict]) -> None:

@@ -67,9 +67,10 @@ def pick_device(name: str = "auto") -> torch.device:
 def _claim_slot() -> gpu_slots.Slot | None:
     """This job's GPU slot, where torch has CUDA and sees a GPU (else None: a CPU job never waits
     for a GPU). torch.cuda.device_count asks NVML and leaves CUDA uninitialised."""
-    if not (torch.backends.cuda.is_built() and torch.cuda.device_count()):
+    gpus = torch.cuda.device_count() if torch.backends.cuda.is_built() else 0
+    if not gpus:
         return None
-    return gpu_slots.claim_for_job(count=torch.cuda.device_count)
+    return gpu_slots.claim_for_job(count=lambda: gpus)  # counted once
 
 
 def _on_slot(slot: gpu_slots.Slot | None) -> torch.device:

@@ -26,7 +26,6 @@ Standard library only: the workflow layer counts the GPUs with `visible_gpus` wh
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
@@ -135,8 +134,6 @@ def claim(gpus: list[str], directory: Path, timeout: float | None = None) -> Slo
             fd = _try_lock(directory / f"{index}.lock")
             if fd is not None:
                 _held = (Slot(index, gpu, directory / f"{index}.lock"), fd)
-                atexit.unregister(release)  # once, however many claims
-                atexit.register(release)
                 return _held[0]
         waited = time.monotonic() - started
         if timeout is not None and waited >= timeout:
@@ -152,7 +149,8 @@ def claim(gpus: list[str], directory: Path, timeout: float | None = None) -> Slo
 
 
 def release() -> None:
-    """Give the slot this process holds back (nothing if it holds none); also run at exit."""
+    """Give the slot this process holds back (nothing if it holds none). Not needed at exit: the
+    kernel drops a dead process's flock."""
     global _held
     if _held is None:
         return

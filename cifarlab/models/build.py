@@ -106,12 +106,13 @@ def load_head(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.
     """The trained head alone (nn.Linear, eval mode, on `device`) of a frozen-backbone run's model.pt,
     and the saved dict: what scores cached features, without building the backbone."""
     saved = load_torch(path)
-    state = saved["model_state"]
     if saved.get("model_part", WHOLE) == WHOLE:  # an older file, or a run trained on the images
-        from cifarlab.models.backbones import head_name
+        from cifarlab.models.backbones import head_of
 
-        model, saved = load_trained(path, "cpu")
-        state = {k: v for k, v in state.items() if k.startswith(head_name(model) + ".")}
+        model = build_model({**saved["run"], "pretrained": False}, len(saved["classes"]))
+        model.load_state_dict(saved["model_state"])
+        return head_of(model).to(device).eval(), saved
+    state = saved["model_state"]
     weight = next(v for k, v in state.items() if k.endswith(".weight"))
     head = nn.Linear(weight.shape[1], weight.shape[0])
     head.load_state_dict({k.rpartition(".")[2]: v for k, v in state.items()})

@@ -60,6 +60,9 @@ CHAIN_STAGES = (
     ("plot_*",),
     ("report",),
 )
+# The exit status of the calibration subprocess (cifarlab.training.calibrate) when the device it
+# was asked to measure is missing: the planner turns it into a config error.
+DEVICE_MISSING_EXIT = 3
 # Calibration factors measured by earlier studies, per machine (a cache, like the rest of .snakemake/).
 CALIBRATION_FILE = ".snakemake/cifarlab/calibration.json"
 

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cifarlab.config.budgets import apply_time_caps, parse_time_budget
+from cifarlab.config.budgets import apply_study_budget, apply_time_caps, parse_time_budget
 from cifarlab.config.schema import ConfigError, schema_defaults
 from cifarlab.config.validate import job_settings, uses_cached_features
 from cifarlab.core import paths
@@ -206,16 +206,12 @@ class StudyCost:
 
 
 def _study_caps(config: dict, caps: Mapping) -> tuple[dict, dict]:
-    """The LR finder's and saliency's settings under `caps` (config's own when no cap)."""
-    finder, saliency = dict(config["lr_finder"]), dict(config["saliency"])
+    """The LR finder's and saliency's settings under `caps` (a whole budget mapping, caps_of; the
+    config's own when none), capped as the study's `budget:` caps them."""
+    study = {"lr_finder": dict(config["lr_finder"]), "saliency": dict(config["saliency"])}
     if caps:
-        if caps["lr_finder"]["max_num_iter"] is not None:
-            finder["num_iter"] = min(finder["num_iter"], caps["lr_finder"]["max_num_iter"])
-        if caps["saliency"]["max_images_per_class"] is not None:
-            saliency["images_per_class"] = min(
-                saliency["images_per_class"], caps["saliency"]["max_images_per_class"]
-            )
-    return finder, saliency
+        apply_study_budget(study, caps)
+    return study["lr_finder"], study["saliency"]
 
 
 def largest(cost: StudyCost) -> dict[str, float]:
@@ -403,8 +399,6 @@ def smallest_plan_text(notches: Mapping[str, list]) -> str:
 
 # How long the measurement may take before the plan goes on with the specs' figures.
 MEASURE_TIMEOUT_SECONDS = 300
-# cifarlab.training.calibrate's exit status when the config's device is not on this machine.
-DEVICE_MISSING_EXIT = 3
 
 
 def families(study: Study) -> dict[str, dict]:
@@ -444,7 +438,7 @@ def measure_costs(study: Study, models: list[str], cores: int | None = None) -> 
             text=True,
             timeout=MEASURE_TIMEOUT_SECONDS,
         )
-        if done.returncode == DEVICE_MISSING_EXIT:
+        if done.returncode == estimate.DEVICE_MISSING_EXIT:
             raise ConfigError(f"config error at device: {done.stderr.strip().splitlines()[-1]}.")
         if done.returncode != 0:
             raise RuntimeError(

@@ -27,6 +27,8 @@ from cifarlab.core.device import autocast, pick_device, resolve_precision, synch
 from cifarlab.models.build import build_model
 from cifarlab.models.cost import VIT_REFERENCE, model_cost
 from cifarlab.models.specs import model_spec
+from cifarlab.study import estimate
+from cifarlab.training.setup import place
 
 STEPS = 2
 # Batches of at most 64 images and about WORK_SECONDS of work at the spec's (slow-machine) CPU
@@ -35,8 +37,6 @@ MAX_BATCH = 64
 MIN_BATCH = 8
 WORK_SECONDS = 0.3
 CLASSES = 10
-# The exit status when the request's device is not on this machine (cifarlab.study.time_plan's).
-DEVICE_MISSING_EXIT = 3
 
 
 def measured_settings(run: dict) -> tuple[dict, int]:
@@ -58,11 +58,11 @@ def seconds_per_1000(run: dict, device: torch.device, precision: str) -> float:
         MIN_BATCH,
         min(int(run.get("batch_size") or MAX_BATCH), MAX_BATCH, int(WORK_SECONDS * 1000 / spec_cpu)),
     )
-    model = build_model(settings, CLASSES).to(device).train()
+    model = build_model(settings, CLASSES).train()
+    place(model, device, precision)  # as training places it (channels-last, cuDNN autotuning)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     x = torch.randn(batch, 3, size, size, device=device)
     if use_channels_last(device, precision):
-        model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, CLASSES, (batch,), device=device)
     times = []
@@ -79,7 +79,7 @@ def seconds_per_1000(run: dict, device: torch.device, precision: str) -> float:
         if step:  # the first step warms up
             times.append(time.perf_counter() - start)
     per_image = min(times) / batch
-    return per_image * 1000 / max(1.0, (size / 32) ** 2)
+    return per_image * 1000 / estimate.size_factor(size)  # the estimate multiplies it back
 
 
 def main(request: dict) -> dict[str, float]:
@@ -92,7 +92,7 @@ def main(request: dict) -> dict[str, float]:
         device = pick_device(request["device"])
     except RuntimeError as error:  # the config's device is not here: the planner's config error
         print(error, file=sys.stderr)
-        raise SystemExit(DEVICE_MISSING_EXIT) from None
+        raise SystemExit(estimate.DEVICE_MISSING_EXIT) from None
     precision = resolve_precision(device, request["precision"])
     costs = {family: seconds_per_1000(run, device, precision) for family, run in request["runs"].items()}
     return {**costs, "*work": time.perf_counter() - start}

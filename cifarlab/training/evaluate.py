@@ -31,6 +31,7 @@ from cifarlab.training.inference import inference_batch, input_batches
 from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset
 from cifarlab.training.scoring import tta_views
 from cifarlab.training.settings import RunSettings
+from cifarlab.training.setup import place
 from cifarlab.training.timing import device_seconds
 
 log = logging.getLogger(__name__)
@@ -178,8 +179,7 @@ def compute_metrics(
     """
     # With cached test features only the head runs: it alone is built (cifarlab.models.load_head).
     model, saved = (load_trained if cached_test is None else load_head)(model_path, device)
-    placed = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
-    model.to(memory_format=placed)
+    place(model, device, precision)
     settings, classes = RunSettings.from_dict(saved["run"]), saved["classes"]
     metrics = {
         **_run_record(saved, settings, read_history(history_path), model_path, dataset, seed),

@@ -28,6 +28,7 @@ from cifarlab.core.files import load_torch, save_torch
 from cifarlab.models import build_model, head_of
 from cifarlab.training.inference import inference_batch, input_batches
 from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset, train_validation_split
+from cifarlab.training.setup import place
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def compute_features(
     # A hook on the head sees what the head receives: the same graph as the full forward pass.
     hook = head_of(model).register_forward_hook(lambda m, args, out: captured.append(args[0].float()))
     channels_last = use_channels_last(device, precision)
-    model.eval().to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    place(model.eval(), device, precision)
     try:
         for x in input_batches(
             data, image_size=image_size, device=device, channels_last=channels_last,
