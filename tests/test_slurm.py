@@ -31,6 +31,7 @@ from conftest import ROOT
 
 from cifarlab.core import paths
 from cifarlab.plots.figures import figure_named
+from cifarlab.training.loop import CHECKPOINT_INTERVAL_ENV
 
 # What a copy of the workflow needs: the tests run it in their own folders.
 WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "config", "profiles", "environment.yaml")
@@ -165,11 +166,18 @@ def study(tmp_path_factory) -> dict:
         text=True,
     )
     log = folder / "snakemake.out"
+    # A checkpoint after every epoch (not every minute), so that the jobs are stopped mid-run;
+    # sbatch passes the environment on (--export=ALL).
+    environment = {**os.environ, CHECKPOINT_INTERVAL_ENV: "0"}
     seen: dict[str, dict] = {}
     interrupted: dict[str, str] = {}  # run -> SLURM job id
     with open(log, "w") as out:
         process = subprocess.Popen(
-            snakemake(*TARGETS, *SLURM_ARGS, *CONFIG), cwd=folder, stdout=out, stderr=subprocess.STDOUT
+            snakemake(*TARGETS, *SLURM_ARGS, *CONFIG),
+            cwd=folder,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environment,
         )
         deadline = time.monotonic() + TIMEOUT
         try:

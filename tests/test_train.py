@@ -238,6 +238,35 @@ def test_checkpoints_wait_their_interval_but_the_last_epoch_always_writes_one(
     assert saved_after == expected
 
 
+def test_the_environment_sets_the_checkpoint_interval_and_a_bad_one_stops_before_training(
+    synthetic_data, tmp_path, monkeypatch
+):
+    """CIFARLAB_CHECKPOINT_INTERVAL_S overrides the hour set here: a checkpoint after every epoch.
+    A value that is not seconds >= 0 is an error naming the variable, raised before any epoch."""
+    run = make_run(epochs=2, train_subset=200, test_subset=50)
+    checkpoint, saved_after = tmp_path / "ckpt.pt", []
+    monkeypatch.setattr(training, "CHECKPOINT_INTERVAL_S", 3600.0)
+    monkeypatch.setenv(training.CHECKPOINT_INTERVAL_ENV, "0")
+
+    def on_epoch(row: dict, _model) -> None:
+        saved_after.append(
+            torch.load(checkpoint, weights_only=True)["epoch"] if checkpoint.exists() else None
+        )
+
+    train_run(run, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=run["lr"],
+              checkpoint=checkpoint, on_epoch=on_epoch)  # fmt: skip
+    assert saved_after == [1, 2]
+
+    def epoch_ran(*_) -> None:
+        pytest.fail("an epoch ran before the bad interval was named")
+
+    for bad in ("soon", "-5", "nan"):
+        monkeypatch.setenv(training.CHECKPOINT_INTERVAL_ENV, bad)
+        with pytest.raises(ValueError, match="CIFARLAB_CHECKPOINT_INTERVAL_S=.*seconds >= 0"):
+            train_run(run, synthetic_data["train"], synthetic_data["test"], device=CPU, lr=run["lr"],
+                      checkpoint=tmp_path / "other.pt", on_epoch=epoch_ran)  # fmt: skip
+
+
 def sigterm_at(epoch: int, step: int):
     """An `epoch_batches` that sends this process SIGTERM before batch `step` of `epoch` (0-based)."""
     real_batches, at_epoch = training.epoch_batches, epoch
@@ -534,6 +563,7 @@ def test_training_child_stops_when_its_parent_is_killed(tmp_path):
         [sys.executable, "-c", ORPHAN_PARENT, ORPHAN_CHILD.replace("RUN", repr(ORPHAN_RUN)), str(checkpoint)],
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, training.CHECKPOINT_INTERVAL_ENV: "0"},  # the first epoch's checkpoint
     )
     child = int(parent.stdout.readline())
     deadline = time.monotonic() + 120

@@ -402,10 +402,10 @@ def format_estimate(result: Estimate) -> str:
         f"Estimate: {duration(result.wall)} wall time for {jobs} job{'s' * (jobs != 1)} "
         f"({duration(result.total)} of jobs, {result.parallel} side by side); {source}"
     ]
-    if result.chain_bound:
+    if result.chain_bound and jobs > 1:  # one job is its own chain: nothing worth saying
         lines.append(
-            "Estimate: set by the longest chain of jobs (one after another: its train job and those "
-            "before and after it); more --cores would not shorten it."
+            "Estimate: set by the longest chain of jobs that wait for one another (a run's model, "
+            "and the steps before and after it); more --cores would not shorten it."
         )
     # Ties by name: Snakemake lists the planned jobs in no fixed order, and a dry run must print
     # the same block as the run it plans (tests/test_workflow_e2e.py).
