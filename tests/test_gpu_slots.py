@@ -21,6 +21,7 @@ import torch
 
 from cifarlab.core import device as device_module
 from cifarlab.core import gpu_slots
+from cifarlab.study import results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +30,7 @@ JOB = """
 import os, sys, time
 from pathlib import Path
 from cifarlab.core import gpu_slots
+from cifarlab.study import results
 slot = gpu_slots.claim_for_job(timeout=float(sys.argv[1]))
 print(slot.index, os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
 while not Path(sys.argv[2]).exists():
@@ -151,7 +153,8 @@ def test_pick_device_claims_a_free_gpu_and_shows_the_job_it_alone(machine, fake_
         os.close(other_job)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"  # slot 1: slot 0 is another job's
     assert device == torch.device("cuda", 0) and fake_cuda == [0]
-    assert device_module.describe(device) == "cuda:7 (Fake GPU 0)"  # the machine's id, for metrics.json
+    assert device_module.describe(device) == "cuda (Fake GPU 0)"  # the kind, whichever GPU
+    assert device_module.gpu_id(device) == "7"  # the machine's id, for metrics.json
     assert device_module.gpu_slot() == 1
 
 
@@ -165,7 +168,8 @@ def test_pick_device_selects_the_slot_among_all_when_cuda_started_before(machine
     try:
         device = device_module.pick_device("cuda")
         assert device == torch.device("cuda", 1) and fake_cuda[-1] == 1
-        assert device_module.describe(device) == "cuda:7 (Fake GPU 1)"
+        assert device_module.describe(device) == "cuda (Fake GPU 1)"
+        assert device_module.gpu_id(device) == "7"
     finally:
         os.close(other_job)
 
@@ -177,12 +181,19 @@ def test_cpu_and_mps_jobs_claim_no_gpu(machine, monkeypatch):
     assert device_module.pick_device("cpu") == torch.device("cpu")
     assert gpu_slots.held() is None and not gpu_slots.slots_dir().exists()
     assert device_module.gpu_slot() is None
+    assert device_module.gpu_id(torch.device("cpu")) is None
+    assert device_module.describe(torch.device("cpu")) == f"cpu ({torch.get_num_threads()} threads)"
 
 
-def test_verify_compares_the_kind_of_gpu_not_which_one():
-    assert device_module.hardware("cuda:3 (NVIDIA H200)") == device_module.hardware("cuda (NVIDIA H200)")
-    assert device_module.hardware("cuda:GPU-ab (NVIDIA H200)") == "cuda (NVIDIA H200)"
-    assert device_module.hardware("cpu (4 threads)") == "cpu (4 threads)"
+def test_a_record_names_the_kind_of_device_and_the_gpu_apart():
+    """Today's records keep the GPU's id out of `device`; those written before (`cuda:7 (...)`) are
+    read as the same kind of device and that id, so seeds on two GPUs of one kind show one device."""
+    today = {"device": "cuda (NVIDIA H200)", "gpu_id": "7"}
+    assert results.recorded_device(today) == today
+    assert results.recorded_device({"device": "cuda:7 (NVIDIA H200)"}) == today
+    assert results.recorded_device({"device": "cuda:GPU-ab (NVIDIA H200)"})["gpu_id"] == "GPU-ab"
+    for other in ("cpu (4 threads)", "mps", "cuda"):
+        assert results.recorded_device({"device": other}) == {"device": other, "gpu_id": None}
 
 
 @pytest.mark.slow
