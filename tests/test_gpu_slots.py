@@ -198,25 +198,33 @@ def test_a_record_names_the_kind_of_device_and_the_gpu_apart():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("args", "gpus", "provided"),
+    ("args", "visible", "gpus", "provided", "smi_runs"),
     [
-        (["--config", "device=cuda"], 3, "gpu=3"),  # one job per GPU at once
-        (["--config", "device=auto", "--resources", "gpu=1"], 3, "gpu=1"),  # the user's cap wins
-        (["--config", "device=auto"], 0, None),  # no GPU: no cap, CPU jobs
+        (["--config", "device=cuda"], None, 3, "gpu=3", True),  # one job per GPU at once
+        (["--config", "device=auto", "--resources", "gpu=1"], None, 3, "gpu=1", None),  # the user's cap wins
+        (["--config", "device=auto"], None, 0, None, True),  # no GPU: no cap, CPU jobs
+        # the GPUs CUDA_VISIBLE_DEVICES names, without asking nvidia-smi (which lists 3)
+        (["--config", "device=cuda"], "1,GPU-ab", 3, "gpu=2", False),
+        (["--config", "device=cpu"], None, 3, None, False),  # a CPU study asks nothing about GPUs
     ],
 )
-def test_a_local_run_runs_as_many_gpu_jobs_as_gpus(tmp_path, args, gpus, provided):
-    """The workflow's `gpu` resource, from a fake nvidia-smi: a touch run prints Snakemake's cap."""
+def test_a_local_run_runs_as_many_gpu_jobs_as_gpus(tmp_path, args, visible, gpus, provided, smi_runs):
+    """The workflow's `gpu` resource, from a fake nvidia-smi (which notes each call) or
+    CUDA_VISIBLE_DEVICES: a touch run prints Snakemake's cap. smi_runs: whether nvidia-smi is asked
+    (None: not checked)."""
     for part in ("Snakefile", "workflow", "scripts", "config", "environment.yaml"):
         source = ROOT / part
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / part)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    smi = bin_dir / "nvidia-smi"
-    smi.write_text("#!/bin/sh\n" + "".join(f'echo "GPU {i}: Fake (UUID: GPU-{i})"\n' for i in range(gpus)))
+    smi, calls = bin_dir / "nvidia-smi", tmp_path / "nvidia-smi-calls"
+    listing = "".join(f'echo "GPU {i}: Fake (UUID: GPU-{i})"\n' for i in range(gpus))
+    smi.write_text(f"#!/bin/sh\necho called >> {calls}\n{listing}")
     smi.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", PYTHONPATH=str(ROOT))
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", "--touch", "--cores", "2", "--until", "download",
          "--configfile", "config/demo.yaml", *args, "--", "all"],
@@ -229,3 +237,5 @@ def test_a_local_run_runs_as_many_gpu_jobs_as_gpus(tmp_path, args, gpus, provide
         assert not caps, caps
     else:
         assert caps and f'"gpu", {provided.split("=")[1]}' in caps[0], caps
+    if smi_runs is not None:  # at most once per Snakemake start (cached)
+        assert (calls.read_text().count("called") if calls.exists() else 0) == int(smi_runs), out[-3000:]
