@@ -33,13 +33,13 @@ METRICS_KEYS = {
     "final_train_accuracy", "params_total", "params_trainable", "epochs", "batch_size", "optimizer", "lr",
     "lr_source", "dropout", "pretrained", "freeze", "image_size", "train_images", "validation_images",
     "train_seconds", "images_per_second", "device", "settings", "tta", "tta_test_accuracy", "tta_test_loss",
-    "precision", "eval_precision", "code_version", "gpu_slot", "timing",
+    "precision", "eval_precision", "code_version", "gpu_id", "gpu_slot", "timing",
 }  # fmt: skip
 MODEL_KEYS = {
     "model_state", "run", "classes", "mean", "std", "lr", "lr_source", "status", "diverged",
     "params_total", "params_trainable", "train_images", "validation_images", "test_images", "best_epoch",
-    "best_validation_accuracy", "train_seconds", "images_per_second", "device", "gpu_slot", "precision",
-    "threads", "model_part",
+    "best_validation_accuracy", "train_seconds", "images_per_second", "device", "gpu_id", "gpu_slot",
+    "precision", "threads", "model_part",
 }  # fmt: skip
 
 

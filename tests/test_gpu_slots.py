@@ -21,6 +21,7 @@ import torch
 
 from cifarlab.core import device as device_module
 from cifarlab.core import gpu_slots
+from cifarlab.study import results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +30,7 @@ JOB = """
 import os, sys, time
 from pathlib import Path
 from cifarlab.core import gpu_slots
+from cifarlab.study import results
 slot = gpu_slots.claim_for_job(timeout=float(sys.argv[1]))
 print(slot.index, os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
 while not Path(sys.argv[2]).exists():
@@ -151,7 +153,8 @@ def test_pick_device_claims_a_free_gpu_and_shows_the_job_it_alone(machine, fake_
         os.close(other_job)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"  # slot 1: slot 0 is another job's
     assert device == torch.device("cuda", 0) and fake_cuda == [0]
-    assert device_module.describe(device) == "cuda:7 (Fake GPU 0)"  # the machine's id, for metrics.json
+    assert device_module.describe(device) == "cuda (Fake GPU 0)"  # the kind, whichever GPU
+    assert device_module.gpu_id(device) == "7"  # the machine's id, for metrics.json
     assert device_module.gpu_slot() == 1
 
 
@@ -165,7 +168,8 @@ def test_pick_device_selects_the_slot_among_all_when_cuda_started_before(machine
     try:
         device = device_module.pick_device("cuda")
         assert device == torch.device("cuda", 1) and fake_cuda[-1] == 1
-        assert device_module.describe(device) == "cuda:7 (Fake GPU 1)"
+        assert device_module.describe(device) == "cuda (Fake GPU 1)"
+        assert device_module.gpu_id(device) == "7"
     finally:
         os.close(other_job)
 
@@ -177,35 +181,50 @@ def test_cpu_and_mps_jobs_claim_no_gpu(machine, monkeypatch):
     assert device_module.pick_device("cpu") == torch.device("cpu")
     assert gpu_slots.held() is None and not gpu_slots.slots_dir().exists()
     assert device_module.gpu_slot() is None
+    assert device_module.gpu_id(torch.device("cpu")) is None
+    assert device_module.describe(torch.device("cpu")) == f"cpu ({torch.get_num_threads()} threads)"
 
 
-def test_verify_compares_the_kind_of_gpu_not_which_one():
-    assert device_module.hardware("cuda:3 (NVIDIA H200)") == device_module.hardware("cuda (NVIDIA H200)")
-    assert device_module.hardware("cuda:GPU-ab (NVIDIA H200)") == "cuda (NVIDIA H200)"
-    assert device_module.hardware("cpu (4 threads)") == "cpu (4 threads)"
+def test_a_record_names_the_kind_of_device_and_the_gpu_apart():
+    """Today's records keep the GPU's id out of `device`; those written before (`cuda:7 (...)`) are
+    read as the same kind of device and that id, so seeds on two GPUs of one kind show one device."""
+    today = {"device": "cuda (NVIDIA H200)", "gpu_id": "7"}
+    assert results.recorded_device(today) == today
+    assert results.recorded_device({"device": "cuda:7 (NVIDIA H200)"}) == today
+    assert results.recorded_device({"device": "cuda:GPU-ab (NVIDIA H200)"})["gpu_id"] == "GPU-ab"
+    for other in ("cpu (4 threads)", "mps", "cuda"):
+        assert results.recorded_device({"device": other}) == {"device": other, "gpu_id": None}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("args", "gpus", "provided"),
+    ("args", "visible", "gpus", "provided", "smi_runs"),
     [
-        (["--config", "device=cuda"], 3, "gpu=3"),  # one job per GPU at once
-        (["--config", "device=auto", "--resources", "gpu=1"], 3, "gpu=1"),  # the user's cap wins
-        (["--config", "device=auto"], 0, None),  # no GPU: no cap, CPU jobs
+        (["--config", "device=cuda"], None, 3, "gpu=3", True),  # one job per GPU at once
+        (["--config", "device=auto", "--resources", "gpu=1"], None, 3, "gpu=1", None),  # the user's cap wins
+        (["--config", "device=auto"], None, 0, None, True),  # no GPU: no cap, CPU jobs
+        # the GPUs CUDA_VISIBLE_DEVICES names, without asking nvidia-smi (which lists 3)
+        (["--config", "device=cuda"], "1,GPU-ab", 3, "gpu=2", False),
+        (["--config", "device=cpu"], None, 3, None, False),  # a CPU study asks nothing about GPUs
     ],
 )
-def test_a_local_run_runs_as_many_gpu_jobs_as_gpus(tmp_path, args, gpus, provided):
-    """The workflow's `gpu` resource, from a fake nvidia-smi: a touch run prints Snakemake's cap."""
+def test_a_local_run_runs_as_many_gpu_jobs_as_gpus(tmp_path, args, visible, gpus, provided, smi_runs):
+    """The workflow's `gpu` resource, from a fake nvidia-smi (which notes each call) or
+    CUDA_VISIBLE_DEVICES: a touch run prints Snakemake's cap. smi_runs: whether nvidia-smi is asked
+    (None: not checked)."""
     for part in ("Snakefile", "workflow", "scripts", "config", "environment.yaml"):
         source = ROOT / part
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / part)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    smi = bin_dir / "nvidia-smi"
-    smi.write_text("#!/bin/sh\n" + "".join(f'echo "GPU {i}: Fake (UUID: GPU-{i})"\n' for i in range(gpus)))
+    smi, calls = bin_dir / "nvidia-smi", tmp_path / "nvidia-smi-calls"
+    listing = "".join(f'echo "GPU {i}: Fake (UUID: GPU-{i})"\n' for i in range(gpus))
+    smi.write_text(f"#!/bin/sh\necho called >> {calls}\n{listing}")
     smi.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", PYTHONPATH=str(ROOT))
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", "--touch", "--cores", "2", "--until", "download",
          "--configfile", "config/demo.yaml", *args, "--", "all"],
@@ -218,3 +237,5 @@ def test_a_local_run_runs_as_many_gpu_jobs_as_gpus(tmp_path, args, gpus, provide
         assert not caps, caps
     else:
         assert caps and f'"gpu", {provided.split("=")[1]}' in caps[0], caps
+    if smi_runs is not None:  # at most once per Snakemake start (cached)
+        assert (calls.read_text().count("called") if calls.exists() else 0) == int(smi_runs), out[-3000:]

@@ -631,6 +631,22 @@ def test_metrics_csv_has_every_metric_and_setting(study):
     assert float(row["train_test_gap"]) > 0  # the fake curves overfit
 
 
+def test_the_seeds_of_a_run_on_two_gpus_of_one_kind_show_one_device(study, tmp_path):
+    root, _, _ = study
+    plain = seed_metrics(root, "simple_cnn-sgd")
+    seeds = [{**plain, "seed": k, "device": "cuda (NVIDIA H200)", "gpu_id": str(k)} for k in (0, 1)]
+    assert tables.comparison_row(seeds, {})["device"] == "cuda (NVIDIA H200)"
+    # a metrics.json written before the GPU's id had its own field ('cuda:<id> (...)') reads the same
+    for k in (0, 1):
+        written = {**plain, "seed": k, "device": f"cuda:{k} (NVIDIA H200)"}
+        (tmp_path / f"{k}.json").write_text(json.dumps(written))
+    older = [results.load_metrics(tmp_path / f"{k}.json") for k in (0, 1)]
+    assert [(m["device"], m["gpu_id"]) for m in older] == [("cuda (NVIDIA H200)", k) for k in "01"]
+    assert tables.comparison_row(older, {})["device"] == "cuda (NVIDIA H200)"
+    assert provenance.provenance(older, "x", [])["devices"] == ["cuda (NVIDIA H200)"]
+    assert estimate.seed_seconds(older[0], {}) < estimate.seed_seconds({**older[0], "device": "cpu"}, {})
+
+
 def test_metrics_without_a_required_key_name_the_file(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps({"run": "x", "model": "vit"}))

@@ -109,6 +109,20 @@ def test_changed_code_is_named(project):
     )
 
 
+def test_the_kind_of_gpu_is_compared_not_which_one(project, monkeypatch):
+    """A retraining on another GPU of the kind recorded is no difference, also against a model.pt
+    written before the GPU's id had its own field ('cuda:<id> (<name>)'); another kind is one."""
+    record, now = verify.read_record(LABEL, project), environment(diffs=None)
+    monkeypatch.setattr(verify, "describe", lambda device: "cuda (NVIDIA H200)")  # retrained on a GPU
+    for recorded in ("cuda (NVIDIA H200)", "cuda:3 (NVIDIA H200)", "cuda:GPU-ab (NVIDIA H200)"):
+        record.saved.update(device=recorded, gpu_id="5")
+        found = verify.environment_differences(record, torch.device("cpu"), now)
+        assert not [f for f in found if "device" in f], found
+    record.saved["device"] = "cuda:3 (NVIDIA A100)"
+    found = verify.environment_differences(record, torch.device("cpu"), now)
+    assert "device: trained on cuda (NVIDIA A100), retrained on cuda (NVIDIA H200)" in found, found
+
+
 def test_without_the_train_script_the_training_code_is_said_not_compared(project, monkeypatch, tmp_path):
     record, now = verify.read_record(LABEL, project), environment(diffs=None)
     monkeypatch.setattr(verify, "TRAIN_SCRIPT", tmp_path / "scripts" / "train.py")  # an installed package

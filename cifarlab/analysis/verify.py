@@ -37,11 +37,11 @@ from cifarlab.config.schema import ConfigError
 from cifarlab.config.validate import job_settings, uses_cached_features, validate_config
 from cifarlab.core import paths
 from cifarlab.core.code_version import PACKAGE_DIR, code_digest, code_digest_of_modules
-from cifarlab.core.device import describe, hardware, pick_device
+from cifarlab.core.device import describe, pick_device
 from cifarlab.core.environment import environment
 from cifarlab.core.files import load_torch
 from cifarlab.models import model_spec, trained_state
-from cifarlab.study.results import HISTORY_COLUMNS, read_history, read_json
+from cifarlab.study.results import HISTORY_COLUMNS, read_history, read_json, recorded_device
 from cifarlab.study.status import load_config
 from cifarlab.training.loop import train_run, write_history
 
@@ -318,8 +318,9 @@ def environment_differences(record: Record, device: torch.device, now: dict) -> 
     """Python, platform, torch's build, CPU, GPUs, device and distributions: recorded against `now`."""
     found = []
     # the kind of device, not which of a machine's GPUs (a local job takes whichever slot is free)
-    if hardware(describe(device)) != hardware(str(record.saved.get("device"))):
-        found.append(f"device: trained on {record.saved.get('device')}, retrained on {describe(device)}")
+    trained, retrained = recorded_device(record.saved)["device"], describe(device)
+    if trained != retrained:
+        found.append(f"device: trained on {trained}, retrained on {retrained}")
     recorded = (record.metrics or {}).get("environment")
     if not recorded:
         return [*found, "metrics.json holds no environment record (evaluate has not run): not compared"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 
 import torch
 
@@ -167,22 +166,25 @@ def synchronize(device: torch.device) -> None:
 
 
 def describe(device: torch.device) -> str:
-    """A human-readable name for metrics and logs: 'cuda:1 (NVIDIA H100)', 'cpu (4 threads)'.
+    """The kind of device, for metrics and logs: 'cuda (NVIDIA H100)', 'cpu (4 threads)', 'mps'.
 
-    A GPU is named by its id on the machine (its entry of the CUDA_VISIBLE_DEVICES the job started
-    with: CUDA's index, or a UUID), not by its index inside the job (0 under a slot).
+    Not which of a machine's GPUs: the seeds of a run that ran on two GPUs of one kind show one
+    device (the report's one value per run); the GPU's id is its own record, `gpu_id`.
     """
     if device.type == "cuda":
         index = torch.cuda.current_device() if device.index is None else device.index
-        slot, visible = gpu_slots.held(), gpu_slots.visible_gpus(count=torch.cuda.device_count)
-        gpu = slot.gpu if slot else visible[index] if index < len(visible) else str(index)
-        return f"cuda:{gpu} ({torch.cuda.get_device_name(index)})"
+        return f"cuda ({torch.cuda.get_device_name(index)})"
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
 
 
-def hardware(description: str) -> str:
-    """A `describe` text without the GPU's id ('cuda (NVIDIA H100)'): the same kind of device,
-    whichever of a machine's GPUs ran it (what verify compares)."""
-    return re.sub(r"^cuda:\S+", "cuda", description)
+def gpu_id(device: torch.device) -> str | None:
+    """Which of the machine's GPUs `device` is, for a job's records (None off CUDA): its entry of
+    the CUDA_VISIBLE_DEVICES the job started with (CUDA's index such as '7', or a UUID or MIG id),
+    not its index inside the job (0 under a slot)."""
+    if device.type != "cuda":
+        return None
+    index = torch.cuda.current_device() if device.index is None else device.index
+    slot, visible = gpu_slots.held(), gpu_slots.visible_gpus(count=torch.cuda.device_count)
+    return slot.gpu if slot else visible[index] if index < len(visible) else str(index)

@@ -428,7 +428,8 @@ def seed_seconds(metrics: Mapping, factors: Mapping[str, float]) -> float:
     matrix = metrics.get("confusion_matrix") or []
     tested = sum(sum(row) for row in matrix) or (run.get("test_subset") or 0)
     sizes = {"train": (metrics.get("train_images") or 0) + run["validation"], "test": tested}
-    gpu = on_gpu(str(metrics.get("device", "cpu")).split(":")[0])
+    # the device's type: its first word ('cuda (NVIDIA H200)'; an older record's 'cuda:7 (...)')
+    gpu = on_gpu(str(metrics.get("device", "cpu")).split(" ")[0].split(":")[0])
     seconds = 0.0
     for kind, work in (
         ("train", train_seconds(sizes, run, on_gpu=gpu)),

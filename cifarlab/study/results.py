@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,24 @@ def load_metrics(path: str | Path) -> dict:
             f"{path} lacks {missing} (see docs/architecture.md for metrics.json); "
             "it was written by an older evaluate step: delete it and rerun the workflow"
         )
-    return metrics
+    return {**metrics, **recorded_device(metrics)}
+
+
+# A `device` as records written before the GPU's id had its own field (`gpu_id`) name a GPU:
+# 'cuda:<id> (<name>)', the id being an index of the machine's GPUs or a UUID.
+_DEVICE_WITH_GPU_ID = re.compile(r"cuda:(?P<gpu>\S+) (?P<name>.*)", re.DOTALL)
+
+
+def recorded_device(record: Mapping[str, Any]) -> dict[str, Any]:
+    """{"device", "gpu_id"} of a model.pt or metrics.json record: the kind of device ('cuda (NVIDIA
+    H200)', 'cpu (4 threads)') and the id of the GPU it ran on (None: none recorded). A record
+    written before `gpu_id` had its own field ('cuda:7 (NVIDIA H200)') is read as ('cuda (NVIDIA
+    H200)', '7'), so that its seeds compare by the kind of device as today's do."""
+    device, gpu = record.get("device"), record.get("gpu_id")
+    old = _DEVICE_WITH_GPU_ID.fullmatch(device) if isinstance(device, str) else None
+    if old:
+        device, gpu = f"cuda {old['name']}", gpu if gpu is not None else old["gpu"]
+    return {"device": device, "gpu_id": gpu}
 
 
 def finite_number(text: Any) -> float | None:

@@ -26,7 +26,7 @@ from cifarlab.core.device import autocast, pick_device, resolve_precision, use_c
 from cifarlab.core.environment import environment
 from cifarlab.core.files import load_torch, write_json
 from cifarlab.models import load_head, load_trained
-from cifarlab.study.results import read_history
+from cifarlab.study.results import read_history, recorded_device
 from cifarlab.training.inference import inference_batch, input_batches
 from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset
 from cifarlab.training.scoring import tta_views
@@ -150,7 +150,8 @@ def _run_record(
         "image_size": settings.image_size,
         "train_seconds": saved["train_seconds"],
         "images_per_second": saved["images_per_second"],
-        "device": saved["device"],
+        # training's kind of device and GPU id (an older model.pt's 'cuda:7 (...)' read as both)
+        **recorded_device(saved),
         "gpu_slot": saved.get("gpu_slot"),  # training's (cifarlab.core.gpu_slots); older model.pt lack it
         "precision": saved.get("precision", "fp32"),  # training's, as resolved on its machine
         "settings": saved["run"],  # the dict as saved, so metrics.json is unchanged

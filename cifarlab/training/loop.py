@@ -26,7 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.core import progress
-from cifarlab.core.device import autocast, describe, gpu_slot, pick_device, resolve_precision, synchronize
+from cifarlab.core.device import (
+    autocast,
+    describe,
+    gpu_id,
+    gpu_slot,
+    pick_device,
+    resolve_precision,
+    synchronize,
+)
 from cifarlab.core.files import atomic_path, load_torch, save_torch
 from cifarlab.core.paths import job_label
 from cifarlab.models import build_model, count_parameters, set_train_mode, trained_state
@@ -547,8 +555,10 @@ def run_result(
         "best_validation_accuracy": best["accuracy"] if best["state"] is not None and best_epoch else None,
         "train_seconds": seconds,
         "images_per_second": images_seen / seconds if seconds > 0 else None,
-        "device": describe(device),
-        # which of this machine's GPUs' slots it held (cifarlab.core.gpu_slots; None: no slot)
+        "device": describe(device),  # the kind ('cuda (NVIDIA H200)'), whichever GPU of it
+        # which of this machine's GPUs it ran on (its id; None off CUDA) and the slot it held
+        # (cifarlab.core.gpu_slots; None: no slot): records, never params
+        "gpu_id": gpu_id(device),
         "gpu_slot": gpu_slot(),
         "precision": precision,
         # device seconds, warm-up excluded (training.timing): comparable with airbench94's figures

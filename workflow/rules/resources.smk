@@ -28,6 +28,8 @@ ON_GPU = estimate.on_gpu(DEVICE)
 def local_gpus():
     """This machine's GPUs (cifarlab.core.gpu_slots.visible_gpus: CUDA_VISIBLE_DEVICES, else
     nvidia-smi) as the main Snakemake process sees them; [] in a job's own inner Snakemake.
+    Asked only where it matters (device cuda or auto, not on a cluster; the callers' `and`s) and
+    once per start; with CUDA_VISIBLE_DEVICES set no nvidia-smi runs (tests/test_gpu_slots.py).
     """
     return visible_gpus() if workflow.is_main_process else []
 
