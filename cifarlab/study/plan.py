@@ -77,11 +77,14 @@ class Study:
     figure_runs: dict[str, dict[str, list[str]]]
 
     @classmethod
-    def from_config(cls, config: dict, root: str | Path = ".", time_caps: dict | None = None) -> Study:
+    def from_config(
+        cls, config: dict, root: str | Path = ".", time_caps: dict | None = None, *, checked: bool = False
+    ) -> Study:
         """Validate `config` (in place: defaults written in, capped by the budget) and plan it;
         raise cifarlab.config.schema.ConfigError naming the bad key. root: the project folder.
-        time_caps: a time plan's caps (cifarlab.study.time_plan.plan_study chooses them)."""
-        runs = validate_config(config, root, time_caps)
+        time_caps: a time plan's caps (cifarlab.study.time_plan.plan_study chooses them).
+        checked: `config` already passed cifarlab.config.validate.check_config (not checked again)."""
+        runs = validate_config(config, root, time_caps, checked=checked)
         datasets = checked_datasets(config)
         lr_runs, sal_runs = lr_finder_runs(config, runs), saliency_runs(config, runs)
 
