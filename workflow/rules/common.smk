@@ -100,8 +100,8 @@ backbone_params = of(STUDY.backbone_params)
 
 
 def study_params(rule):
-    """The params of a job rule that the study decides (cifarlab.study.plan.Study.rule_params:
-    benchmarks/gpu_steps.py takes them there too), each method of wildcards as a param function.
+    """The params that the study decides for the jobs of `rule` (Study.rule_params, where
+    benchmarks/gpu_steps.py takes them too), each method of wildcards as a param function.
     """
     return {
         name: of(value) if callable(value) else value
