@@ -85,41 +85,47 @@ def cmd_data(args: argparse.Namespace) -> dict:
 
 
 def run_job(study, job: dict) -> dict:
-    """features (if its head trains on cached features), train and evaluate of one job, as the
-    train, features and evaluate rules call them (workflow/rules/train.smk); its metrics."""
+    """features (if its head trains on cached features), train and evaluate of one job, with the
+    params their rules have (cifarlab.study.plan.Study.job_params, as workflow/rules/train.smk's
+    params and scripts/*.py read them); its metrics."""
     from cifarlab.config.validate import uses_cached_features
     from cifarlab.core import paths
     from cifarlab.study.plan import features_wildcards
     from cifarlab.training import evaluate, features, loop
 
-    config, settings = study.config, study.job(job)
-    common = {"device": config["device"], "threads": config["threads"], "precision": config["precision"]}
-    inputs = study.train_inputs(job)
-    if uses_cached_features(settings):
-        wildcards = features_wildcards(settings)
-        if not Path(inputs["cached_test"]).exists():
-            features.main(
-                train_path=inputs["train"],
-                test_path=inputs["test"],
-                out_train=inputs["cached_train"],
-                out_test=inputs["cached_test"],
-                backbone=study.backbone_params({k: str(v) for k, v in wildcards.items()}),
-                **common,
-            )
+    threads = study.config["threads"]  # a rule's `threads:` (Snakemake gives no more than --cores)
+    settings, inputs = study.job(job), study.train_inputs(job)
+    if uses_cached_features(settings) and not Path(inputs["cached_test"]).exists():
+        wildcards = {k: str(v) for k, v in features_wildcards(settings).items()}
+        params = study.job_params("features", wildcards)
+        features.main(
+            train_path=inputs["train"],
+            test_path=inputs["test"],
+            out_train=inputs["cached_train"],
+            out_test=inputs["cached_test"],
+            backbone=params["backbone"],
+            device=params["device"],
+            threads=threads,
+            precision=params["precision"],
+        )
     model, history = paths.fill(paths.MODEL, **job), paths.fill(paths.HISTORY, **job)
+    params = study.job_params("train", job)
     loop.main(
         train_path=inputs["train"],
         test_path=inputs["test"],
         model_path=model,
         history_path=history,
-        run=study.run_settings(job),
-        checkpoint=paths.fill(paths.CHECKPOINT, **job),
-        lr_suggestion=study.lr_suggestion(job),
+        run=params["run"],
+        device=params["device"],
+        checkpoint=params["checkpoint"],
+        lr_suggestion=params["lr_suggestion"],
         cached_train=inputs.get("cached_train"),
         cached_test=inputs.get("cached_test"),
-        **common,
+        threads=threads,
+        precision=params["precision"],
     )
     metrics_path = paths.fill(paths.METRICS, **job)
+    params = study.job_params("evaluate", job)
     evaluate.main(
         model_path=model,
         history_path=history,
@@ -127,9 +133,12 @@ def run_job(study, job: dict) -> dict:
         metrics_path=metrics_path,
         dataset=job["dataset"],
         seed=int(job["seed"]),
+        device=params["device"],
         cached_test=inputs.get("cached_test"),
-        tta=study.evaluation_settings(job)["tta"],
-        **common,
+        threads=threads,
+        precision=params["precision"],
+        tta=params["evaluation"]["tta"],
+        time_budget=params["evaluation"].get("time_budget"),
     )
     return json.loads(Path(metrics_path).read_text())
 

@@ -225,3 +225,29 @@ def test_planning_calls_the_validation_once_per_run(monkeypatch):
     base, once, twice = calls(20), calls(40), calls(60)
     for name in counts:
         assert twice[name] - once[name] == once[name] - base[name] > 0, name  # linear in the runs
+
+
+JOB_RULES = {"features": "train.smk", "train": "train.smk", "evaluate": "train.smk"}
+JOB_RULES |= {"lr_find": "lr_finder.smk", "saliency": "saliency.smk"}
+
+
+@pytest.mark.parametrize("rule", sorted(JOB_RULES))
+def test_a_rule_s_params_are_the_study_s_and_its_script_reads_them(rule):
+    """Study.rule_params is where a job rule's params come from (its .smk's `params:` and
+    benchmarks/gpu_steps.py): the rule takes them there, and its script reads each of them and
+    no other (beside the code digests)."""
+    study = demo_study()
+    text = (ROOT / "workflow" / "rules" / JOB_RULES[rule]).read_text()
+    block = text[text.index(f"rule {rule}:") :]
+    block = block[block.index("    params:") : block.index("    script:")]
+    assert f'**study_params("{rule}")' in block
+    script = (ROOT / "scripts" / f"{rule}.py").read_text()
+    read = set(re.findall(r"snakemake\.params\.(\w+)", script)) - {"code", "model_code"}
+    assert read == set(study.rule_params(rule))
+    job = {"dataset": "synthetic", "run": "simple_cnn-sgd", "seed": "0"}
+    if rule == "train":
+        params = study.job_params(rule, job)
+        assert params["run"] == study.run_settings(job)
+        assert params["checkpoint"] == paths.fill(paths.CHECKPOINT, **job)
+    if rule == "evaluate":
+        assert study.job_params(rule, job)["evaluation"] == study.evaluation_settings(job)

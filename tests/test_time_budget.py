@@ -457,3 +457,57 @@ def test_a_cut_is_reported_once_and_a_malformed_measurement_falls_back(tmp_path,
     assert estimate.remembered_costs(path, "m cpu auto 1t") == {}
     estimate.remember_costs(path, "m cpu auto 1t", {"simple_cnn": 2.0})
     assert estimate.remembered_costs(path, "m cpu auto 1t") == {"simple_cnn": 2.0}
+
+
+def test_a_kept_plan_validates_the_study_once_and_a_plan_reads_the_calibration_once(tmp_path, monkeypatch):
+    """Planning repeats no work: a kept plan checks the config and expands the runs once (the
+    capped study), and a new plan reads the calibration file once (measure=False)."""
+    from cifarlab.config import validate
+
+    counts: dict[str, int] = {}
+
+    def counted(module, name):
+        function = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            counts[name] = counts.get(name, 0) + 1
+            return function(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    for name in ("check_schema", "expand_runs"):
+        counted(validate, name)
+    counted(estimate, "read_calibration")
+    config = demo_config("time_budget=40m")
+    first_study, first = time_plan.plan_study(
+        copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=False
+    )
+    # planned: checked once, the runs expanded without caps (their cost) and with the plan's
+    assert counts == {"check_schema": 1, "expand_runs": 2, "read_calibration": 1}
+    counts.clear()
+    again_study, again = time_plan.plan_study(
+        copy.deepcopy(config), tmp_path, machine="m", parallel=1, measure=False
+    )
+    assert counts == {"check_schema": 1, "expand_runs": 1}  # kept: the study validated once
+    assert vars(again) == vars(first) and again_study.runs == first_study.runs
+    counts.clear()
+    assert time_plan.kept_study(copy.deepcopy(config), tmp_path).runs == first_study.runs
+    assert counts == {"check_schema": 1, "expand_runs": 1}
+
+
+def test_the_planner_and_the_estimate_share_one_calibration_key(tmp_path):
+    """job_calibration_key: the config's threads, at most --cores; machine_calibration finds the
+    costs under it and the factors beside them (else the machine's own)."""
+    config = demo_config()  # threads: 2
+    assert estimate.job_calibration_key("m", config, None) == estimate.calibration_key("m", "auto", "auto", 2)
+    assert estimate.job_calibration_key("m", config, 1) == "m auto auto 1t"
+    path = tmp_path / "calibration.json"
+    estimate.remember_factors(path, "m", {"train": 0.2})
+    found = estimate.machine_calibration(estimate.read_calibration(path), "m", config, 1)
+    assert (found.costs, found.factors_key, found.factors) == ({}, "m", {"train": 0.2})
+    known = estimate.remember_costs(path, "m auto auto 1t", {"simple_cnn": 0.3})
+    assert known == estimate.read_calibration(path)
+    estimate.remember_factors(path, "m auto auto 1t", {"train": 0.9})
+    found = estimate.machine_calibration(estimate.read_calibration(path), "m", config, 1)
+    assert (found.key, found.costs, found.factors) == ("m auto auto 1t", {"simple_cnn": 0.3}, {"train": 0.9})
+    assert found.factors_key == estimate.factors_key(path, "m", "auto", "auto", 1)

@@ -133,14 +133,18 @@ def apply_time_caps(settings: dict, caps: dict, limit: str, swept: Iterable[str]
     seeds, retrains nothing. swept: the settings the run's sweep varies (its entry's `sweep`
     keys): not capped in it, so that a sweep's runs stay different runs (the others are).
     """
-    caps = copy.deepcopy(caps)
-    for key, setting in RUN_CAPS.items():
-        if setting in swept:
-            caps[key] = None
+    # a new top level only where a swept setting lifts its cap (apply_budget only reads caps)
+    lifted = {key: None for key, setting in RUN_CAPS.items() if setting in swept}
+    caps = {**caps, **lifted} if lifted else caps
     recorded = settings.pop("budget", None) or {}
     settings.pop("time_budget", None)
     seeds_before = list(settings["seeds"])
-    shrunk = apply_budget(copy.deepcopy(settings), caps)
+    # apply_budget edits its settings' top level and a ViT's sizes in place: a copy of those is
+    # enough (the planner calls this per run for every plan it tries)
+    work = dict(settings)
+    if isinstance(work.get("vit"), dict):
+        work["vit"] = dict(work["vit"])
+    shrunk = apply_budget(work, caps)
     cut = shrunk.pop("budget", {})
     if shrunk["seeds"] != seeds_before:
         cut["seeds"] = len(seeds_before)

@@ -321,15 +321,12 @@ def checked_datasets(config: dict) -> dict[str, dict]:
         raise ConfigError(str(error)) from None
 
 
-def validate_config(config: dict, root: str | Path = ".", time_caps: dict | None = None) -> dict[str, dict]:
-    """Check the whole config and return its expanded runs; raise ConfigError naming the key.
-
-    The one validation of a study: normalises command-line overrides in place first (see
-    `normalise_overrides`), then writes the schema's default of every missing setting into
-    `config` (so code reads `config["lr_finder"]["suggestion"]`, no fallbacks), then caps the LR
-    finder and saliency by the budget (`apply_study_budget`). Applying it twice changes nothing.
-    time_caps: a time plan's caps (cifarlab.study.time_plan), applied after the budget.
-    """
+def check_config(config: dict) -> None:
+    """The study-wide part of validate_config, in place: normalises command-line overrides
+    (`normalise_overrides`), checks the datasets, the schema (writing its defaults into `config`)
+    and `time_budget`, and caps the LR finder and saliency by the budget (`apply_study_budget`);
+    raise ConfigError naming the key. Applying it twice changes nothing. After it, `config` is
+    as validate_config leaves it without time caps (the time planner keys its plans by it)."""
     try:  # first: everything below walks the config, and Snakemake loaded its aliases shared
         check_expanded_size(config, "the config (config/config.yaml, its --configfile overlays, --config)")
     except YamlTooLarge as error:
@@ -351,6 +348,23 @@ def validate_config(config: dict, root: str | Path = ".", time_caps: dict | None
     except ValueError as error:
         raise ConfigError(f"config error at time_budget: {error}.") from None
     apply_study_budget(config)
+
+
+def validate_config(
+    config: dict, root: str | Path = ".", time_caps: dict | None = None, *, checked: bool = False
+) -> dict[str, dict]:
+    """Check the whole config and return its expanded runs; raise ConfigError naming the key.
+
+    The one validation of a study: `check_config` first (normalised overrides, the schema's
+    default of every missing setting written into `config`, so code reads
+    `config["lr_finder"]["suggestion"]`, no fallbacks; the LR finder and saliency capped by the
+    budget), then the runs. Applying it twice changes nothing.
+    time_caps: a time plan's caps (cifarlab.study.time_plan), applied after the budget.
+    checked: `config` already passed check_config (the time planner checks it to find its plan):
+    not checked again.
+    """
+    if not checked:
+        check_config(config)
     if time_caps is not None:
         apply_study_budget(config, time_caps)
     runs = expand_runs(config, root, time_caps)

@@ -257,7 +257,23 @@ def calibration_key(machine: str, device: str, precision: str, threads: int = 1)
     return f"{machine} {device} {precision} {threads}t"
 
 
-def _load(path: str | Path) -> dict:
+def job_threads(threads: int, cores: int | None = None) -> int:
+    """The threads one job of a study gets: its config's `threads`, at most `cores` (--cores:
+    Snakemake gives a job no more; None: no limit)."""
+    return min(threads, cores or threads)
+
+
+def job_calibration_key(machine: str, config: Mapping, cores: int | None = None) -> str:
+    """calibration_key of a study's jobs on `machine` (a validated config: its `device`,
+    `precision` and job_threads under `cores`): the one key the planner, the measurement and the
+    printed estimate share."""
+    threads = job_threads(config["threads"], cores)
+    return calibration_key(machine, config["device"], config["precision"], threads)
+
+
+def read_calibration(path: str | Path) -> dict:
+    """The whole calibration file at `path` (entry -> costs and factors), {} if absent or unreadable.
+    Read it once per call and pick entries with costs_in, factors_in or machine_calibration."""
     try:
         with open(path) as f:
             known = json.load(f)
@@ -266,11 +282,9 @@ def _load(path: str | Path) -> dict:
     return known if isinstance(known, dict) else {}
 
 
-def remembered_costs(path: str | Path, key: str) -> dict[str, float]:
-    """Seconds per 1,000 training images at 32 px per model family, measured under `key`
-    (calibration_key), {} if none: the cost basis that replaces the specs' in the estimate.
-    START_KEY: a job's start-up there (job_start)."""
-    entry = _load(path).get(key)
+def costs_in(known: Mapping, key: str) -> dict[str, float]:
+    """remembered_costs of a calibration file already read (read_calibration)."""
+    entry = known.get(key)
     costs = entry.get("costs") if isinstance(entry, dict) else None
     try:
         return {k: float(v) for k, v in costs.items()} if isinstance(costs, dict) else {}
@@ -278,13 +292,33 @@ def remembered_costs(path: str | Path, key: str) -> dict[str, float]:
         return {}
 
 
-def remember_costs(path: str | Path, key: str, costs: Mapping[str, float]) -> None:
+def factors_in(known: Mapping, machine: str) -> dict[str, float]:
+    """remembered_factors of a calibration file already read (read_calibration)."""
+    entry = known.get(machine, {})
+    if isinstance(entry, dict) and "costs" in entry:
+        entry = entry.get("factors", {})
+    try:
+        return {k: float(v) for k, v in entry.items()}
+    except (TypeError, ValueError, AttributeError):
+        return {}
+
+
+def remembered_costs(path: str | Path, key: str) -> dict[str, float]:
+    """Seconds per 1,000 training images at 32 px per model family, measured under `key`
+    (calibration_key), {} if none: the cost basis that replaces the specs' in the estimate.
+    START_KEY: a job's start-up there (job_start)."""
+    return costs_in(read_calibration(path), key)
+
+
+def remember_costs(path: str | Path, key: str, costs: Mapping[str, float]) -> dict:
     """Merge measured `costs` into `key`'s entry. Its factors are dropped: they were measured
-    against the costs before (a factor is relative to its cost basis: never counted twice)."""
-    known = _load(path)
+    against the costs before (a factor is relative to its cost basis: never counted twice).
+    Returns the whole file as written (read_calibration's form)."""
+    known = read_calibration(path)
     # what was there, read as remembered_costs reads it (a malformed entry: none)
-    known[key] = {"costs": {**remembered_costs(path, key), **costs}, "factors": {}}
+    known[key] = {"costs": {**costs_in(known, key), **costs}, "factors": {}}
     write_json(known, path, indent=1)
+    return known
 
 
 def job_start(costs: Mapping[str, float]) -> float:
@@ -292,11 +326,14 @@ def job_start(costs: Mapping[str, float]) -> float:
     return costs.get(START_KEY, JOB_START_SECONDS)
 
 
+def _factors_key(known: Mapping, key: str, machine: str) -> str:
+    return key if costs_in(known, key) else machine
+
+
 def factors_key(path: str | Path, machine: str, device: str, precision: str, threads: int = 1) -> str:
     """Where this machine's factors are: beside its measured costs (calibration_key) when it
     has some, else under the machine alone (relative to the specs' figures)."""
-    key = calibration_key(machine, device, precision, threads)
-    return key if remembered_costs(path, key) else machine
+    return _factors_key(read_calibration(path), calibration_key(machine, device, precision, threads), machine)
 
 
 def remembered_factors(path: str | Path, machine: str) -> dict[str, float]:
@@ -306,20 +343,14 @@ def remembered_factors(path: str | Path, machine: str) -> dict[str, float]:
     A study whose jobs are all still to run (a new study, or `--forceall`) has no done jobs to
     calibrate by; it uses the factors that earlier studies measured on the same machine.
     """
-    entry = _load(path).get(machine, {})
-    if isinstance(entry, dict) and "costs" in entry:
-        entry = entry.get("factors", {})
-    try:
-        return {k: float(v) for k, v in entry.items()}
-    except (TypeError, ValueError, AttributeError):
-        return {}
+    return factors_in(read_calibration(path), machine)
 
 
 def remember_factors(path: str | Path, machine: str, factors: Mapping[str, float]) -> None:
     """Merge `factors` into the entry `machine` of the file at `path` (written atomically)."""
     if not factors:
         return
-    known = _load(path)
+    known = read_calibration(path)
     entry = known.get(machine) if isinstance(known.get(machine), dict) else {}
     if "costs" in entry:
         entry["factors"] = {**entry.get("factors", {}), **factors}
@@ -327,6 +358,28 @@ def remember_factors(path: str | Path, machine: str, factors: Mapping[str, float
     else:
         known[machine] = {**entry, **factors}
     write_json(known, path, indent=1)
+
+
+@dataclass(frozen=True)
+class MachineCalibration:
+    """What the calibration file holds for a study's jobs on one machine: `key`
+    (job_calibration_key), the `costs` measured under it ({}: the specs' figures), `factors_key`
+    (where its factors are: factors_key) and those `factors` (remembered_factors)."""
+
+    key: str
+    costs: dict[str, float]
+    factors_key: str
+    factors: dict[str, float]
+
+
+def machine_calibration(
+    known: Mapping, machine: str, config: Mapping, cores: int | None = None
+) -> MachineCalibration:
+    """The MachineCalibration of a study (its validated config) on `machine` under `cores`, from
+    the calibration file already read (read_calibration): one read per planning call."""
+    key = job_calibration_key(machine, config, cores)
+    where = _factors_key(known, key, machine)
+    return MachineCalibration(key, costs_in(known, key), where, factors_in(known, where))
 
 
 @dataclass(frozen=True)

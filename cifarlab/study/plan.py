@@ -77,11 +77,14 @@ class Study:
     figure_runs: dict[str, dict[str, list[str]]]
 
     @classmethod
-    def from_config(cls, config: dict, root: str | Path = ".", time_caps: dict | None = None) -> Study:
+    def from_config(
+        cls, config: dict, root: str | Path = ".", time_caps: dict | None = None, *, checked: bool = False
+    ) -> Study:
         """Validate `config` (in place: defaults written in, capped by the budget) and plan it;
         raise cifarlab.config.schema.ConfigError naming the bad key. root: the project folder.
-        time_caps: a time plan's caps (cifarlab.study.time_plan.plan_study chooses them)."""
-        runs = validate_config(config, root, time_caps)
+        time_caps: a time plan's caps (cifarlab.study.time_plan.plan_study chooses them).
+        checked: `config` already passed cifarlab.config.validate.check_config (not checked again)."""
+        runs = validate_config(config, root, time_caps, checked=checked)
         datasets = checked_datasets(config)
         lr_runs, sal_runs = lr_finder_runs(config, runs), saliency_runs(config, runs)
 
@@ -180,6 +183,38 @@ class Study:
     def saliency_settings(self) -> dict:
         """The saliency step's own settings (its `runs` list chooses jobs, it is no setting)."""
         return {k: v for k, v in self.config["saliency"].items() if k != "runs"}
+
+    def checkpoint(self, wildcards: Mapping[str, str]) -> str:
+        """A train job's checkpoint: outside the declared outputs, so that a killed job resumes from it."""
+        return paths.fill(paths.CHECKPOINT, **wildcards)
+
+    def rule_params(self, rule: str) -> dict[str, Any]:
+        """The params of a job rule ("features", "train", "evaluate", "lr_find", "saliency") that
+        the study decides, by name: a value, or a method of the job's wildcards. The rules'
+        `params:` (workflow/rules/*.smk, beside their `code` and `model_code`) and
+        benchmarks/gpu_steps.py (the steps without Snakemake: job_params) both take them here.
+        A param is a rerun trigger: each says what its step depends on, and no more."""
+        device = {"device": self.config["device"]}
+        precision = {"precision": self.config["precision"]}
+        params: dict[str, dict[str, Any]] = {
+            "features": {"backbone": self.backbone_params, **device, **precision},
+            "train": {
+                "run": self.run_settings,
+                **device,
+                **precision,
+                # only `lr: auto` runs depend on it: a new finder suggestion must not retrain the others
+                "lr_suggestion": self.lr_suggestion,
+                "checkpoint": self.checkpoint,
+            },
+            "evaluate": {**device, **precision, "evaluation": self.evaluation_settings},
+            "lr_find": {"settings": self.lr_finder_params, **device, **precision},
+            "saliency": {"settings": self.saliency_settings(), **device},
+        }
+        return params[rule]
+
+    def job_params(self, rule: str, wildcards: Mapping[str, str]) -> dict[str, Any]:
+        """rule_params of one job of `rule`: each method called with its wildcards."""
+        return {k: v(wildcards) if callable(v) else v for k, v in self.rule_params(rule).items()}
 
     # --- each rule's inputs ----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ No torch here: the workflow layer imports this.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import sys
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from cifarlab.config.budgets import apply_study_budget, apply_time_caps, parse_time_budget
 from cifarlab.config.schema import ConfigError, schema_defaults
-from cifarlab.config.validate import job_settings, uses_cached_features
+from cifarlab.config.validate import check_config, job_settings, uses_cached_features
 from cifarlab.core import paths
 from cifarlab.core.files import write_json
 from cifarlab.core.hashing import settings_hash
@@ -126,7 +127,10 @@ class StudyCost:
             return self.study.runs
         shrunk = {}
         for name, run in self.study.runs.items():
-            shrunk[name] = copy.deepcopy(run)
+            # a shallow copy: apply_time_caps shrinks a deep copy of it and puts that in its place,
+            # so the study's run is never edited (a deep copy here, per trial of the planner's
+            # inner loop, was most of its time)
+            shrunk[name] = dict(run)
             apply_time_caps(shrunk[name], caps, "plan", swept=list(run.get("sweep") or {}))
         return shrunk
 
@@ -269,10 +273,17 @@ def notch_loss(name: str, notches: Mapping[str, list], top: Mapping[str, float],
     return math.log(before / notches[name][taken])
 
 
+@functools.cache
+def _no_caps() -> dict:
+    """The schema's `budget` (no caps), filled once per process (a schema validation: the
+    planner asks for caps per trial); never edited (caps_of copies it)."""
+    return schema_defaults("budget")
+
+
 def caps_of(notches: Mapping[str, list], state: Mapping[str, int]) -> dict:
     """A whole `budget` mapping (the schema's, no caps) with each dimension's cap at its notch
     (state: dimension -> notches taken; 0: no cap)."""
-    caps = copy.deepcopy(schema_defaults("budget"))
+    caps = copy.deepcopy(_no_caps())
     keys = {
         "seeds": "max_seeds",
         "image_size": "max_image_size",
@@ -426,7 +437,7 @@ def measure_costs(study: Study, models: list[str], cores: int | None = None) -> 
     request = {
         "device": config["device"],
         "precision": config["precision"],
-        "threads": min(config["threads"], cores or config["threads"]),
+        "threads": estimate.job_threads(config["threads"], cores),
         "runs": {name: settings for name, settings in families(study).items() if name in models},
     }
     try:
@@ -476,19 +487,19 @@ def study_cost(
     families without one, when `measure`), the factors remembered beside them."""
     config = study.config
     calibration = Path(root) / estimate.CALIBRATION_FILE
-    threads = min(config["threads"], cores or config["threads"])  # Snakemake gives a job no more
-    key = estimate.calibration_key(machine, config["device"], config["precision"], threads)
-    costs = estimate.remembered_costs(calibration, key)
-    missing = sorted(set(families(study)) - set(costs))
+    found = estimate.machine_calibration(estimate.read_calibration(calibration), machine, config, cores)
+    missing = sorted(set(families(study)) - set(found.costs))
     provisional = []
     if measure and missing:
         measured = measure_costs(study, missing, cores)
         if measured:
-            estimate.remember_costs(calibration, key, measured)
-            costs = estimate.remembered_costs(calibration, key)
+            # merged into the file as it is after the measurement (seconds: another study may
+            # have written it meanwhile), which remember_costs reads and gives back
+            known = estimate.remember_costs(calibration, found.key, measured)
+            found = estimate.machine_calibration(known, machine, config, cores)
         else:
             provisional.append("measuring the models failed: planned with the specs' figures")
-    factors = estimate.remembered_factors(calibration, key if costs else machine)
+    costs, factors = found.costs, found.factors
     sizes = {}
     for name, settings in study.datasets.items():
         cache = str(Path(root) / paths.fill(paths.SIZES_CACHE, dataset=name))
@@ -527,9 +538,9 @@ def plan_study(
     becomes the one in use now (use_plan; the workflow does so when the run starts, in its
     `onstart`, so that a dry run with other --cores does not).
     """
-    study = Study.from_config(config, root)
+    check_config(config)  # the config the plans are kept by (the study is validated once below)
     if config["time_budget"] is None:
-        return study, None
+        return Study.from_config(config, root, checked=True), None
     config_key = settings_hash({"config": config})
     if not main:
         plan = plan_in_use(root, config_key)
@@ -539,11 +550,12 @@ def plan_study(
                 "(a cluster job reads the plan its main Snakemake made). Run the workflow from this "
                 "folder (not a job alone), with the same config."
             )
-        return Study.from_config(config, root, time_caps=plan.caps), plan
+        return Study.from_config(config, root, time_caps=plan.caps, checked=True), plan
     key = settings_hash({"config": config, "machine": machine, "parallel": parallel, "cores": cores})
     path = Path(root) / PLANS_FOLDER / f"{key}.json"
     plan = load_plan(path)
     if plan is None:
+        study = Study.from_config(config, root, checked=True)  # as planned without caps: their cost
         cost = study_cost(study, root, machine=machine, parallel=parallel, measure=measure, cores=cores)
         plan = choose_plan(cost, str(config["time_budget"]))
         plan.config_key = config_key
@@ -557,7 +569,7 @@ def plan_study(
             write_json(vars(plan), path, indent=1)
     if in_use:
         use_plan(root, plan)
-    return Study.from_config(config, root, time_caps=plan.caps), plan
+    return Study.from_config(config, root, time_caps=plan.caps, checked=True), plan
 
 
 def in_use_pointer(root: str | Path, config_key: str) -> Path:
@@ -582,11 +594,9 @@ def kept_study(config: dict, root: str | Path) -> Study:
     Snakemake process last loaded or made, whatever --cores a dry run had since): `python -m
     cifarlab status` sees the runs that train. Without a time budget, or before any plan:
     Study.from_config."""
-    study = Study.from_config(config, root)
-    if config["time_budget"] is None:
-        return study
-    plan = plan_in_use(root, settings_hash({"config": config}))
-    return study if plan is None else Study.from_config(config, root, time_caps=plan.caps)
+    check_config(config)  # the config the plan in use is found by (the study is validated once)
+    plan = None if config["time_budget"] is None else plan_in_use(root, settings_hash({"config": config}))
+    return Study.from_config(config, root, time_caps=None if plan is None else plan.caps, checked=True)
 
 
 def load_plan(path: str | Path) -> Plan | None:

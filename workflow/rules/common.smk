@@ -69,7 +69,6 @@ DATASETS = STUDY.datasets
 # expanded run name -> settings (with its `datasets` and `seeds`), config order
 RUNS = STUDY.runs
 DEVICE = config["device"]
-PRECISION = config["precision"]
 # A local folder or archive is known by its content, not its name: when images are added,
 # removed or replaced, this changes and `download` (and all that follows) reruns. Per-file
 # hashes are cached by size and mtime (benchmarks/README.md: the cost on CIFAR-10).
@@ -98,6 +97,16 @@ def of(method):
 
 job = of(STUDY.job)
 backbone_params = of(STUDY.backbone_params)
+
+
+def study_params(rule):
+    """The params that the study decides for the jobs of `rule` (Study.rule_params, where
+    benchmarks/gpu_steps.py takes them too), each method of wildcards as a param function.
+    """
+    return {
+        name: of(value) if callable(value) else value
+        for name, value in STUDY.rule_params(rule).items()
+    }
 
 
 def data_file(split):

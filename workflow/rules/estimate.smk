@@ -25,16 +25,13 @@ def planned_job(job):
 FACTORS_FILE = estimate.CALIBRATION_FILE
 # The costs per model family measured on this machine and device (cifarlab.training.calibrate,
 # the first time a time budget is planned here), and where the factors relative to them are
-# (else those relative to the specs' figures, under the machine's name).
-JOB_THREADS = min(
-    config["threads"], cores()
-)  # Snakemake gives a job no more than --cores
-MEASURED_COSTS = estimate.remembered_costs(
-    FACTORS_FILE, estimate.calibration_key(machine(), DEVICE, PRECISION, JOB_THREADS)
+# (else those relative to the specs' figures, under the machine's name), with those factors:
+# the file read once, after the plan (common.smk) may have measured (estimate.machine_calibration).
+CALIBRATION = estimate.machine_calibration(
+    estimate.read_calibration(FACTORS_FILE), machine(), config, cores()
 )
-FACTORS_KEY = estimate.factors_key(
-    FACTORS_FILE, machine(), DEVICE, PRECISION, JOB_THREADS
-)
+MEASURED_COSTS = CALIBRATION.costs
+FACTORS_KEY = CALIBRATION.factors_key
 
 
 def planned_estimate(dag):
@@ -43,7 +40,7 @@ def planned_estimate(dag):
     planned = [planned_job(job) for job in dag.needrun_jobs()]
     done = [planned_job(job) for job in dag.jobs if not dag.needrun(job)]
     measured = estimate.calibration(done, estimate.job_start(MEASURED_COSTS))
-    factors = {**estimate.remembered_factors(FACTORS_FILE, FACTORS_KEY), **measured}
+    factors = {**CALIBRATION.factors, **measured}
     result = estimate.estimate(
         planned, factors, side_by_side(), MEASURED_COSTS, light_parallel=cores()
     )

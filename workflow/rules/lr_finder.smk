@@ -21,10 +21,8 @@ rule lr_find:
         runtime=lr_find_runtime,
         gpu=gpu_jobs,
     params:
+        **study_params("lr_find"),
         code=code_digest(SCRIPTS / "lr_find.py"),
         model_code=model_code,
-        settings=of(STUDY.lr_finder_params),
-        device=DEVICE,
-        precision=PRECISION,
     script:
         "../../scripts/lr_find.py"

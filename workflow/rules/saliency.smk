@@ -37,9 +37,8 @@ rule saliency:
         runtime=saliency_runtime,
         gpu=gpu_jobs,
     params:
+        **study_params("saliency"),
         code=code_digest(SCRIPTS / "saliency.py"),
         model_code=model_code,
-        settings=STUDY.saliency_settings(),
-        device=DEVICE,
     script:
         "../../scripts/saliency.py"

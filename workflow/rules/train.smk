@@ -25,11 +25,9 @@ rule features:
         runtime=features_runtime,
         gpu=gpu_jobs,
     params:
+        **study_params("features"),
         code=code_digest(SCRIPTS / "features.py"),
         model_code=model_code,
-        backbone=backbone_params,
-        device=DEVICE,
-        precision=PRECISION,
     script:
         "../../scripts/features.py"
 
@@ -52,17 +50,11 @@ rule train:
         runtime=train_runtime,
         gpu=gpu_jobs,
     params:
+        **study_params("train"),
         code=code_digest(SCRIPTS / "train.py"),
         model_code=model_code,
-        run=of(STUDY.run_settings),
-        device=DEVICE,
-        precision=PRECISION,
-        # only `lr: auto` runs depend on it: a new finder suggestion must not retrain the others
-        lr_suggestion=of(STUDY.lr_suggestion),
-        # outside the declared outputs, so that a killed job resumes from it
-        checkpoint=lambda wildcards: paths.fill(
-            paths.CHECKPOINT, **dict(wildcards.items())
-        ),
+        # the run's settings, device, precision, the LR finder's suggestion (`lr: auto` runs
+        # only) and the checkpoint: cifarlab.study.plan.Study.rule_params
     script:
         "../../scripts/train.py"
 
@@ -85,10 +77,8 @@ rule evaluate:
         runtime=evaluate_runtime,
         gpu=gpu_jobs,
     params:
+        **study_params("evaluate"),
         code=code_digest(SCRIPTS / "evaluate.py"),
         model_code=model_code,
-        device=DEVICE,
-        precision=PRECISION,
-        evaluation=of(STUDY.evaluation_settings),
     script:
         "../../scripts/evaluate.py"
