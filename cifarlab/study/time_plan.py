@@ -127,9 +127,9 @@ class StudyCost:
             return self.study.runs
         shrunk = {}
         for name, run in self.study.runs.items():
-            # a shallow copy: apply_time_caps shrinks a deep copy of it and puts that in its place,
-            # so the study's run is never edited (a deep copy here, per trial of the planner's
-            # inner loop, was most of its time)
+            # a shallow copy: apply_time_caps replaces what it shrinks (the top-level values and a
+            # ViT's sizes) instead of editing them, so the study's run is never changed, and the
+            # planner's inner loop copies no nested settings it leaves alone
             shrunk[name] = dict(run)
             apply_time_caps(shrunk[name], caps, "plan", swept=list(run.get("sweep") or {}))
         return shrunk

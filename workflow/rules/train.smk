@@ -50,11 +50,11 @@ rule train:
         runtime=train_runtime,
         gpu=gpu_jobs,
     params:
+        # the run's settings, device, precision, the LR finder's suggestion (`lr: auto` runs
+        # only) and the checkpoint: cifarlab.study.plan.Study.rule_params
         **study_params("train"),
         code=code_digest(SCRIPTS / "train.py"),
         model_code=model_code,
-        # the run's settings, device, precision, the LR finder's suggestion (`lr: auto` runs
-        # only) and the checkpoint: cifarlab.study.plan.Study.rule_params
     script:
         "../../scripts/train.py"
 
