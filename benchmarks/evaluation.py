@@ -12,7 +12,7 @@ test and feature passes, before vs after, side by side.
   removed scoring.loss_and_accuracy). After: scoring.split_logits (one upload,
   batching.inference_batch images per pass, the plain view's pass shared with TTA, one copy
   back). Rows: training's per-epoch pass (plain: scoring.evaluation_pass), evaluate's pass
-  (plain + --tta), and the `features` pass at its old 64 images per pass against the new
+  (plain + --tta; left out for --tta none), and the `features` pass at its old 64 images per pass against the new
   default. The two alternate --repeats times in one process; medians, fp32 and bf16 (where the
   CPU has native bf16), and the new / old ratio. Both must give the same fp32 predictions
   (checked).
@@ -129,12 +129,14 @@ def compare_test_passes(
     model, settings, data: dict, precision: str, tta: str, repeats: int
 ) -> dict[str, dict[str, float]]:
     """{row: {"old", "new": median seconds}} of training's per-epoch pass (plain) and evaluate's
-    (plain and `tta`), before (old_pass at the run's batch size) and after (scoring)."""
+    (plain and `tta`, unless "none"), before (old_pass at the run's batch size) and after (scoring)."""
     import torch
 
     from cifarlab.training import scoring
 
     cpu, size = torch.device("cpu"), settings.image_size
+
+    views = ("none",) if tta == "none" else ("none", tta)  # evaluate's view sets
 
     def old(views: tuple[str, ...]):  # a pass per view set, the run's batches
         return lambda: [old_pass(model, data, settings.batch_size, size, precision, v) for v in views]
@@ -144,18 +146,17 @@ def compare_test_passes(
 
     def new_test() -> list[torch.Tensor]:
         logits = scoring.split_logits(model, data, image_size=size, device=cpu, precision=precision, tta=tta)
-        return [x.argmax(1).cpu() for x in logits]
+        return [x.argmax(1).cpu() for x in logits if x is not None]
 
     if precision == "fp32":  # the same predictions, hence accuracy, before and after
-        before = old(("none", tta))()
-        assert all(torch.equal(a[2], b) for a, b in zip(before, new_test(), strict=True)), (
-            "predictions differ"
-        )
+        before = old(views)()
+        predictions = zip((b[2] for b in before), new_test(), strict=True)
+        assert all(torch.equal(a, b) for a, b in predictions), "predictions differ"
         assert before[0][1] == new_epoch()[1], "per-epoch accuracy differs"
-    return {
-        "per-epoch pass, plain": alternate({"old": old(("none",)), "new": new_epoch}, repeats),
-        f"test, plain + {tta}": alternate({"old": old(("none", tta)), "new": new_test}, repeats),
-    }
+    rows = {"per-epoch pass, plain": alternate({"old": old(("none",)), "new": new_epoch}, repeats)}
+    if tta != "none":  # with --tta none evaluate's pass is the per-epoch one
+        rows[f"test, plain + {tta}"] = alternate({"old": old(views), "new": new_test}, repeats)
+    return rows
 
 
 def compare_feature_passes(model, data: dict, precision: str, repeats: int) -> dict[str, float]:
