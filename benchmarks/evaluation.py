@@ -12,10 +12,10 @@ test and feature passes, before vs after, side by side.
   removed scoring.loss_and_accuracy). After: scoring.split_logits (one upload,
   batching.inference_batch images per pass, the plain view's pass shared with TTA, one copy
   back). Rows: training's per-epoch pass (plain: scoring.evaluation_pass), evaluate's pass
-  (plain + --tta; left out for --tta none), and the `features` pass at its old 64 images per pass against the new
-  default. The two alternate --repeats times in one process; medians, fp32 and bf16 (where the
-  CPU has native bf16), and the new / old ratio. Both must give the same fp32 predictions
-  (checked).
+  (plain + --tta; left out for --tta none), and the `features` pass at its old 64 images per
+  pass against the new default. The two alternate --repeats times in one process; medians, fp32
+  and bf16 (where the CPU has native bf16), and the new / old ratio. Both must give the same fp32
+  predictions (checked).
 - cached: a frozen VGG16 head (random backbone, seed 0, 32 px, 1 epoch on 200 images: no
   ImageNet weights needed) through `features`, `train` and `evaluate` in a fresh Python per
   tree: the size of model.pt and the seconds of the train and evaluate calls (evaluate without
