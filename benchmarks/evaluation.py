@@ -1,16 +1,21 @@
-"""The evaluation path (issue 23): test passes and feature passes, before vs after, side by side.
+"""The passes over a split (issue 23; one pass for training, the LR finder and evaluate): per-epoch,
+test and feature passes, before vs after, side by side.
 
     python benchmarks/evaluation.py passes --data results/data/cifar10-jpeg --threads 2 --repeats 3
     python benchmarks/evaluation.py cached OLD_TREE NEW_TREE --out OUT
 
-- passes: images/s of one test pass of each model (untrained; the speed does not depend on the
-  weights) over --test-images images of --data/test.pt (synthetic images without --data): the
-  pass `evaluate` made before (scoring.loss_and_accuracy over the run's batches of --batch-size,
-  the split uploaded again for the TTA pass) against the one it makes now (evaluate.test_logits:
-  one upload, inference.inference_batch images per pass, the plain view's pass shared with TTA),
-  and the `features` pass at its old 64 images per pass against the new default. The two
-  alternate --repeats times in one process; medians, fp32 and bf16 (where the CPU has native
-  bf16), and the new / old ratio. Both must give the same predictions (checked).
+- passes: images/s of the passes over a split of each model (untrained; the speed does not
+  depend on the weights) over --test-images images of --data/test.pt, before vs after. Before:
+  the per-batch pass that training's per-epoch validation and test and (until issue 23) evaluate
+  made, over the run's batches of --batch-size, a `.sum()` per batch, one pass per view set; the
+  package no longer has it, so this script carries a copy as the baseline (`old_pass`, the
+  removed scoring.loss_and_accuracy). After: scoring.split_logits (one upload,
+  batching.inference_batch images per pass, the plain view's pass shared with TTA, one copy
+  back). Rows: training's per-epoch pass (plain: scoring.evaluation_pass), evaluate's pass
+  (plain + --tta; left out for --tta none), and the `features` pass at its old 64 images per
+  pass against the new default. The two alternate --repeats times in one process; medians, fp32
+  and bf16 (where the CPU has native bf16), and the new / old ratio. Both must give the same fp32
+  predictions (checked).
 - cached: a frozen VGG16 head (random backbone, seed 0, 32 px, 1 epoch on 200 images: no
   ImageNet weights needed) through `features`, `train` and `evaluate` in a fresh Python per
   tree: the size of model.pt and the seconds of the train and evaluate calls (evaluate without
@@ -90,32 +95,68 @@ def alternate(functions: dict, repeats: int) -> dict[str, float]:
     return {label: statistics.median(values) for label, values in seconds.items()}
 
 
-def compare_test_passes(
-    model, settings, data: dict, precision: str, tta: str, repeats: int
-) -> dict[str, float]:
-    """{"old", "new": median seconds} of evaluate's passes (plain and `tta`) before and after."""
+def old_pass(model, data: dict, batch_size: int, image_size: int, precision: str, tta: str):
+    """The baseline: a copy of the removed per-batch pass (scoring.loss_and_accuracy over
+    batching.test_batches), as training's per-epoch pass ran it before: batches of the run's
+    `batch_size`, the loss and correct count summed per batch on the device, (mean loss in nats,
+    accuracy in %, predicted classes int64 N on the CPU)."""
     import torch
+    import torch.nn.functional as F
 
-    from cifarlab.training import evaluate
-    from cifarlab.training.batching import test_batches
-    from cifarlab.training.scoring import loss_and_accuracy
+    from cifarlab.core.device import autocast, use_channels_last
+    from cifarlab.training.batching import split_batches
+    from cifarlab.training.scoring import tta_logits
 
     cpu = torch.device("cpu")
+    batches = split_batches(
+        data, batch_size, device=cpu, image_size=image_size, channels_last=use_channels_last(cpu, precision)
+    )
+    with torch.no_grad():
+        model.eval()
+        loss_sum = torch.zeros((), device=cpu)
+        predictions, correct, seen = [], 0, 0
+        for x, y in batches:
+            with autocast(cpu, precision):
+                logits = tta_logits(model, x, tta)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            predictions.append(logits.argmax(1))
+            correct += (predictions[-1] == y).sum()
+            seen += len(y)
+    return float(loss_sum) / seen, 100.0 * float(correct) / seen, torch.cat(predictions).cpu()
 
-    def old() -> list[torch.Tensor]:  # what compute_metrics did: a pass per view set, run batches
-        return [
-            loss_and_accuracy(model, test_batches(data, settings, device=cpu, precision=precision), cpu,
-                              precision, tta=views)[2]
-            for views in ("none", tta)
-        ]  # fmt: skip
 
-    def new() -> list[torch.Tensor]:
-        logits = evaluate.test_logits(model, data, settings.image_size, cpu, precision, tta)
-        return [x.argmax(1).cpu() for x in logits]
+def compare_test_passes(
+    model, settings, data: dict, precision: str, tta: str, repeats: int
+) -> dict[str, dict[str, float]]:
+    """{row: {"old", "new": median seconds}} of training's per-epoch pass (plain) and evaluate's
+    (plain and `tta`, unless "none"), before (old_pass at the run's batch size) and after (scoring)."""
+    import torch
 
-    if precision == "fp32":
-        assert all(torch.equal(a, b) for a, b in zip(old(), new(), strict=True)), "predictions differ"
-    return alternate({"old": old, "new": new}, repeats)
+    from cifarlab.training import scoring
+
+    cpu, size = torch.device("cpu"), settings.image_size
+
+    views = ("none",) if tta == "none" else ("none", tta)  # evaluate's view sets
+
+    def old(views: tuple[str, ...]):  # a pass per view set, the run's batches
+        return lambda: [old_pass(model, data, settings.batch_size, size, precision, v) for v in views]
+
+    def new_epoch() -> tuple[float, float]:  # what training runs after each epoch
+        return scoring.evaluation_pass(model, data, settings, cpu, precision)
+
+    def new_test() -> list[torch.Tensor]:
+        logits = scoring.split_logits(model, data, image_size=size, device=cpu, precision=precision, tta=tta)
+        return [x.argmax(1).cpu() for x in logits if x is not None]
+
+    if precision == "fp32":  # the same predictions, hence accuracy, before and after
+        before = old(views)()
+        predictions = zip((b[2] for b in before), new_test(), strict=True)
+        assert all(torch.equal(a, b) for a, b in predictions), "predictions differ"
+        assert before[0][1] == new_epoch()[1], "per-epoch accuracy differs"
+    rows = {"per-epoch pass, plain": alternate({"old": old(("none",)), "new": new_epoch}, repeats)}
+    if tta != "none":  # with --tta none evaluate's pass is the per-epoch one
+        rows[f"test, plain + {tta}"] = alternate({"old": old(views), "new": new_test}, repeats)
+    return rows
 
 
 def compare_feature_passes(model, data: dict, precision: str, repeats: int) -> dict[str, float]:
@@ -151,9 +192,10 @@ def passes(args: argparse.Namespace) -> None:
         run = lab_run(name=name, model=name, batch_size=args.batch_size, pretrained=False, tta=args.tta)
         model = build_model(run, len(data["classes"])).eval()
         for precision in precisions:
-            rows = {f"{name} test, plain + {args.tta}": compare_test_passes(
+            passes_of = compare_test_passes(
                 model, RunSettings.from_dict(run), data, precision, args.tta, args.repeats
-            )}  # fmt: skip
+            )
+            rows = {f"{name} {label}": seconds for label, seconds in passes_of.items()}
             if name == "vgg16":
                 rows["vgg16 features"] = compare_feature_passes(model, data, precision, args.repeats)
             for label, seconds in rows.items():

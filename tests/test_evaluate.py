@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import subprocess
@@ -18,10 +17,9 @@ from cifarlab.models import build_model, load_trained
 from cifarlab.plots import confusion as confusion_figure
 from cifarlab.plots import curves as curves_figure
 from cifarlab.study.results import read_history, status_text
-from cifarlab.training import batching
+from cifarlab.training import batching, scoring
 from cifarlab.training import evaluate as evaluation
 from cifarlab.training import loop as training
-from cifarlab.training.scoring import loss_and_accuracy
 from cifarlab.training.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,10 +192,11 @@ def test_status_text_names_epoch_and_lr(diverged):
 
 
 @pytest.mark.parametrize("tta", ["none", "flip", "flip_translate"])
-def test_one_large_pass_scores_as_the_batches_of_a_training_job(tta, synthetic_data):
+def test_one_large_pass_scores_each_image_as_on_its_own(tta, synthetic_data):
     # A net with batch norm (running statistics set away from 0/1) and an image size that makes
-    # to_float resize: the large-batch pass (inference.py) against the pass of batch_size images
-    # that training's test epochs make (scoring.loss_and_accuracy), fp32 on the CPU.
+    # to_float resize: the pass at batching.inference_batch images (scoring.split_logits, which
+    # training's per-epoch pass, the LR finder and evaluate share) against batches of a run's
+    # size and of one image each, fp32 on the CPU.
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
@@ -205,21 +204,35 @@ def test_one_large_pass_scores_as_the_batches_of_a_training_job(tta, synthetic_d
     )  # fmt: skip
     model[1].running_mean.uniform_(-0.5, 0.5)
     model[1].running_var.uniform_(0.5, 2.0)
-    data = synthetic_data["test"]
+    data, cpu = synthetic_data["test"], torch.device("cpu")
+    assert batching.inference_batch(data, 28) > len(data["labels"]) > 37  # one large batch vs many
+    passes = {
+        size: scoring.split_logits(model, data, image_size=28, device=cpu, tta=tta, batch_size=size)
+        for size in (None, 37, 1)
+    }
+    plain, augmented = passes[None]
+    assert plain.shape == (len(data["labels"]), 10) and (augmented is None) == (tta == "none")
+
+    def scored(logits: tuple) -> tuple[float, float]:  # evaluate's loss and accuracy: TTA's where asked
+        return scoring.loss_accuracy(logits[0] if logits[1] is None else logits[1], data["labels"])
+
+    loss, accuracy = scored(passes[None])
+    assert 0 < accuracy < 100
+    for size in (37, 1):
+        for large, small in zip(passes[None], passes[size], strict=True):
+            if large is not None:
+                assert torch.equal(large.argmax(1), small.argmax(1)), size
+                torch.testing.assert_close(large, small, rtol=1e-6, atol=1e-6)
+        small_loss, small_accuracy = scored(passes[size])
+        assert small_accuracy == accuracy
+        assert small_loss == pytest.approx(loss, rel=1e-6, abs=1e-6)
+    # training's per-epoch pass is this pass, whatever the run's batch size
     settings = RunSettings.from_dict(run_settings(batch_size=37, image_size=28))
-    cpu = torch.device("cpu")
-    old_loss, old_accuracy, old_predictions = loss_and_accuracy(
-        model, batching.test_batches(data, settings, device=cpu), cpu, tta=tta
+    assert scoring.evaluation_pass(model, data, settings, cpu, "fp32") == scoring.loss_accuracy(
+        plain, data["labels"]
     )
-    plain, augmented = evaluation.test_logits(model, data, 28, cpu, "fp32", tta)
-    logits = plain if augmented is None else augmented
-    loss, accuracy = evaluation.loss_accuracy(logits, data["labels"])
-    assert logits.shape == (len(data["labels"]), 10)
-    assert torch.equal(logits.argmax(1), old_predictions)
-    assert accuracy == old_accuracy and 0 < accuracy < 100
-    assert loss == pytest.approx(old_loss, rel=1e-6, abs=1e-6)
-    # each image's logits do not depend on its batch: batches of one image give the same
-    single = dataclasses.replace(settings, batch_size=1)
+    # by hand: the model on each image alone, unbatched
     with torch.no_grad():
-        one_by_one = torch.cat([model(x) for x, _ in batching.test_batches(data, single, device=cpu)])
-    assert torch.allclose(plain, one_by_one, rtol=1e-6, atol=1e-6)
+        x = batching.to_float(data["images"][:5], data["mean"], data["std"], 28)
+        one_by_one = torch.cat([model(x[i : i + 1]) for i in range(5)])
+    torch.testing.assert_close(plain[:5], one_by_one, rtol=1e-6, atol=1e-6)

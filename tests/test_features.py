@@ -7,11 +7,10 @@ import torch
 from conftest import lab_run
 
 from cifarlab.models import build_model, head_of
-from cifarlab.training.augment import epoch_batches
 from cifarlab.training.features import compute_features, main
 from cifarlab.training.loop import train_run
 from cifarlab.training.sampling import stratified_subset, subset
-from cifarlab.training.scoring import loss_and_accuracy
+from cifarlab.training.scoring import evaluation_pass, split_logits
 from cifarlab.training.settings import RunSettings
 
 CPU = torch.device("cpu")
@@ -73,19 +72,10 @@ def test_features_file_holds_the_head_inputs(cached, small_data):
 @pytest.mark.precision
 def test_head_on_cached_features_predicts_like_the_whole_model(cached, small_data):
     model = build_model(frozen_run(), 10).eval()
-    settings = RunSettings.from_dict(frozen_run())
-    _, _, on_images = loss_and_accuracy(
-        model, epoch_batches(small_data["test"], settings, epoch=None, device=CPU), CPU
-    )
-    _, _, on_features = loss_and_accuracy(
-        head_of(model), epoch_batches(cached["test"], settings, epoch=None, device=CPU), CPU
-    )
-    assert torch.equal(on_images, on_features)
-    with torch.no_grad():
-        x = next(epoch_batches(small_data["test"], settings, epoch=None, device=CPU))[0]
-        torch.testing.assert_close(
-            head_of(model)(cached["test"]["features"][:50]), model(x), atol=1e-4, rtol=1e-4
-        )
+    on_images, _ = split_logits(model, small_data["test"], image_size=32, device=CPU)
+    on_features, _ = split_logits(head_of(model), cached["test"], image_size=32, device=CPU)
+    assert torch.equal(on_images.argmax(1), on_features.argmax(1))
+    torch.testing.assert_close(on_features, on_images, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.precision
@@ -108,9 +98,7 @@ def test_training_the_head_on_features_equals_running_the_backbone_every_step(ca
     assert on_features["params_trainable"] == 5130
     # The whole saved model on the images predicts what the head predicts on the features.
     test = subset(small_data["test"], stratified_subset(small_data["test"]["labels"], 100, 0))
-    _, accuracy, _ = loss_and_accuracy(
-        on_features["model"], epoch_batches(test, RunSettings.from_dict(run), epoch=None, device=CPU), CPU
-    )
+    _, accuracy = evaluation_pass(on_features["model"], test, RunSettings.from_dict(run), CPU, "fp32")
     assert accuracy == pytest.approx(on_features["history"][-1]["test_accuracy"])
 
 

@@ -351,6 +351,7 @@ def test_a_run_sweeps_from_its_training_start_and_writes_the_results_file(
 def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic_data):
     from cifarlab.models import build_model, set_train_mode
     from cifarlab.training.augment import epoch_batches
+    from cifarlab.training.batching import to_float
     from cifarlab.training.optim import build_optimizer
     from cifarlab.training.sampling import (
         VALIDATION_SPLIT_SEED,
@@ -384,6 +385,10 @@ def test_with_validation_the_sweep_records_the_loss_of_held_out_images(synthetic
     batch_loss.backward()
     optimizer.step()
     held_out_loss, _ = evaluation_pass(model, subset(train, fixed), settings, CPU, "fp32")
+    with torch.no_grad():  # the pass by hand: all held-out images at once, in eval mode
+        images = to_float(train["images"][fixed], train["mean"], train["std"], settings.image_size)
+        by_hand = F.cross_entropy(model.eval()(images), train["labels"][fixed]).item()
+    assert held_out_loss == pytest.approx(by_hand, rel=1e-5)
     first = result["repeats"][0]["losses"][0]
     assert first == pytest.approx(held_out_loss, rel=1e-5)
     assert first != pytest.approx(batch_loss.item(), rel=1e-3)

@@ -199,7 +199,7 @@ def test_a_crashed_run_resumes_from_its_last_epoch(synthetic_data, tmp_path, mon
     reference = train_run(*data, device=CPU, lr=run["lr"])
 
     checkpoint = tmp_path / "ckpt.pt"
-    real_pass, calls = scoring.loss_and_accuracy, []
+    real_pass, calls = scoring.split_logits, []
 
     def crash_in_epoch_two(*args, **kwargs):
         calls.append(1)
@@ -207,12 +207,12 @@ def test_a_crashed_run_resumes_from_its_last_epoch(synthetic_data, tmp_path, mon
             raise RuntimeError("simulated crash (node lost)")
         return real_pass(*args, **kwargs)
 
-    monkeypatch.setattr(scoring, "loss_and_accuracy", crash_in_epoch_two)
+    monkeypatch.setattr(scoring, "split_logits", crash_in_epoch_two)
     monkeypatch.setattr(training, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint after every epoch
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(scoring, "loss_and_accuracy", real_pass)
+    monkeypatch.setattr(scoring, "split_logits", real_pass)
 
     resumed = train_run(*data, device=CPU, lr=run["lr"], checkpoint=checkpoint)
     assert comparable(resumed["history"]) == comparable(reference["history"])

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from cifarlab.core.device import use_channels_last
-from cifarlab.training.batching import epoch_order, feature_batches, image_batches, test_batches, upload
+from cifarlab.training.batching import epoch_order, feature_batches, image_batches, upload
 from cifarlab.training.settings import RunSettings
 
 CROP_PADDING = 4  # pixels of zero padding around the image before the random crop (as in torchvision)
@@ -217,23 +217,20 @@ def epoch_batches(
     data: dict,
     settings: RunSettings,
     *,
-    epoch: int | None,
+    epoch: int,
     device: torch.device,
     start: int = 0,
     precision: str = "fp32",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches of one training epoch (epoch given: shuffled, augmented) or of a test pass (None).
+    """The batches of training epoch `epoch` (0-based): shuffled, augmented as the run says.
 
     `data` holds either prepared images or cached features (a "features" key); `precision` is
-    the job's resolved one (bf16 batches are channels_last).
+    the job's resolved one (bf16 batches are channels_last). A pass over a split in order, to
+    score it, is scoring.split_logits's (batching.split_batches).
     """
-    if epoch is None:
-        return test_batches(data, settings, device=device, precision=precision)
     generator = epoch_generator(settings.seed, epoch)
     if "features" in data:
-        return feature_batches(
-            data, settings.batch_size, shuffle=True, generator=generator, device=device, start=start
-        )
+        return feature_batches(data, settings.batch_size, generator=generator, device=device, start=start)
     return batches(
         data,
         settings.batch_size,

@@ -1,5 +1,7 @@
 """Batches from in-memory uint8 tensors, unaugmented: the plain loop that training augments
-(cifarlab.training.augment), the test passes and the cached features of a frozen backbone use.
+(cifarlab.training.augment), and the passes over a whole split in order (`split_batches`, at
+`inference_batch` images per pass) that scoring and the features step make, of images or of the
+cached features of a frozen backbone.
 
 The hot path never touches PIL, a DataLoader or a per-sample Python loop: the prepared uint8
 images sit on the device, and each batch is indexed, converted, normalised and resized as one
@@ -12,9 +14,6 @@ from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-
-from cifarlab.core.device import use_channels_last
-from cifarlab.training.settings import RunSettings
 
 
 def to_float(
@@ -57,8 +56,6 @@ def image_batches(
     data: dict,
     batch_size: int,
     *,
-    shuffle: bool = False,
-    generator: torch.Generator | None = None,
     device: torch.device | str,
     image_size: int,
     channels_last: bool = False,
@@ -68,21 +65,21 @@ def image_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) batches of a prepared dict: x normalised float N x 3 x image_size^2 on `device`, y int64 N.
 
-    `order` (int64, the epoch's order of the images, on any device) or else one drawn here
-    (epoch_order); it crosses to the device once, so a batch never waits for the host.
-    `augment_batch(x, positions)` returns the uint8 images x augmented, `positions` being the
-    batch's slice of the epoch's order (its draws are made per epoch: augment.EpochDraws).
-    `start` skips that many batches (resuming mid-epoch). The last batch may be smaller.
+    `order` (int64, the epoch's order of the images, on any device; it crosses to the device
+    once, so a batch never waits for the host) or None: the images in their order, each batch a
+    slice of the uploaded split (no gather). `augment_batch(x, positions)` returns the uint8
+    images x augmented, `positions` being the batch's slice of the epoch's order (its draws are
+    made per epoch: augment.EpochDraws). `start` skips that many batches (resuming mid-epoch).
+    The last batch may be smaller.
     """
     images, labels = data["images"].to(device), data["labels"].to(device)
     mean, std = data["mean"].to(device), data["std"].to(device)
     n = labels.numel()
-    if order is None:
-        order = epoch_order(n, shuffle=shuffle, generator=generator)
-    order = upload(order, images.device) if order.device != images.device else order
+    if order is not None and order.device != images.device:
+        order = upload(order, images.device)
     for first in range(start * batch_size, n, batch_size):
         positions = slice(first, min(first + batch_size, n))
-        index = order[positions]
+        index = positions if order is None else order[positions]
         x = images[index]
         if augment_batch is not None:
             x = augment_batch(x, positions)
@@ -90,31 +87,47 @@ def image_batches(
 
 
 def feature_batches(
-    data: dict, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
-    device: torch.device | str, start: int = 0,
+    data: dict, batch_size: int, *, generator: torch.Generator | None, device: torch.device | str,
+    start: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
-    """(features, labels) batches from a cached-features dict, in the same order `batches` would give."""
+    """(features, labels) batches from a cached-features dict: shuffled from `generator` (in the
+    same order `augment.batches` would give the images), or in order for None."""
     features, labels = data["features"].to(device), data["labels"].to(device)
     n = labels.numel()
-    order = upload(epoch_order(n, shuffle=shuffle, generator=generator), features.device)
+    order = None
+    if generator is not None:
+        order = upload(epoch_order(n, shuffle=True, generator=generator), features.device)
     for first in range(start * batch_size, n, batch_size):
-        index = order[first : first + batch_size]
+        index = slice(first, first + batch_size) if order is None else order[first : first + batch_size]
         yield features[index], labels[index]
 
 
-def test_batches(
-    data: dict, settings: RunSettings, *, device: torch.device, precision: str = "fp32"
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches of a test pass (in order, unaugmented) of prepared images or of cached features
-    (a "features" key); `precision` is the job's resolved one (bf16 batches are channels_last)."""
+# Pixels per forward pass of a split's scoring or embedding (images x height x width): 1,024
+# CIFAR images at 32 px, 20 at 224 px. Without a backward pass nothing is kept for gradients, so
+# these batches can be far larger than training's; a pass's activations grow with its pixels, and
+# this many keep VGG16's largest (64 channels, fp32) near 270 MB, which fits a GPU beside the
+# model (and a training job's optimizer state) and the CPU's memory alike.
+INFERENCE_PIXELS = 1024 * 32 * 32
+# Rows of cached backbone features per pass through a head (4096 floats each for VGG16: 16 MB).
+FEATURE_BATCH = 1024
+
+
+def inference_batch(data: dict, image_size: int) -> int:
+    """Images (or feature rows) per forward pass without a backward one, for the prepared or
+    cached-features dict `data` at `image_size` px: INFERENCE_PIXELS' worth of images, at least
+    one; FEATURE_BATCH rows."""
     if "features" in data:
-        return feature_batches(data, settings.batch_size, shuffle=False, generator=None, device=device)
-    return image_batches(
-        data,
-        settings.batch_size,
-        shuffle=False,
-        generator=None,
-        device=device,
-        image_size=settings.image_size,
-        channels_last=use_channels_last(device, precision),
-    )
+        return FEATURE_BATCH
+    return max(1, INFERENCE_PIXELS // (image_size * image_size))
+
+
+def split_batches(
+    data: dict, batch_size: int, *, device: torch.device, image_size: int, channels_last: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(x, y) batches of a whole split, in order, unaugmented, `batch_size` at a time, made on
+    `device` from one upload of `data`: prepared images (x normalised float32 B x 3 x
+    image_size^2, channels-last when asked: the tensors of a training step, unaugmented) or cached
+    features (a "features" key: x float32 B x D rows); y int64 B."""
+    if "features" in data:
+        return feature_batches(data, batch_size, generator=None, device=device)
+    return image_batches(data, batch_size, device=device, image_size=image_size, channels_last=channels_last)

@@ -18,18 +18,15 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from cifarlab.core.code_version import code_version
-from cifarlab.core.device import autocast, pick_device, resolve_precision, use_channels_last
+from cifarlab.core.device import pick_device, resolve_precision
 from cifarlab.core.environment import environment
 from cifarlab.core.files import load_torch, write_json
 from cifarlab.models import load_head, load_trained
 from cifarlab.study.results import read_history, recorded_device
-from cifarlab.training.inference import inference_batch, input_batches
 from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset
-from cifarlab.training.scoring import tta_views
+from cifarlab.training.scoring import loss_accuracy, split_logits
 from cifarlab.training.settings import RunSettings
 from cifarlab.training.setup import place
 from cifarlab.training.timing import device_seconds
@@ -41,42 +38,6 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
     """Counts, int64 C x C: rows are the true class, columns the predicted one."""
     flat = labels.long() * num_classes + predictions.long()
     return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
-
-
-@torch.no_grad()
-def test_logits(
-    model: nn.Module, data: dict, image_size: int, device: torch.device, precision: str, tta: str = "none"
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(plain logits, `tta` logits or None for "none"): float32 N x classes on `device`, in order.
-
-    One upload of `data` (images or cached features), batches of inference.inference_batch made on
-    the device, nothing copied back. The TTA logits are the weighted mean over scoring.tta_views,
-    whose first view is the image itself: its forward pass is the plain one, run once for both.
-    Numerically the same logits as scoring.loss_and_accuracy's, batch by batch (each image is
-    scored on its own in eval mode).
-    """
-    model.eval()
-    plain, augmented = [], []
-    for x in input_batches(
-        data, image_size=image_size, device=device, channels_last=use_channels_last(device, precision),
-        batch=inference_batch(data, image_size),
-    ):  # fmt: skip
-        with autocast(device, precision):
-            logits = model(x).float()
-            if tta != "none":
-                views = tta_views(x, tta)
-                augmented.append(sum(w * (logits if v is x else model(v).float()) for w, v in views))
-        plain.append(logits)
-    return torch.cat(plain), torch.cat(augmented) if augmented else None
-
-
-def loss_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy in nats, accuracy in %) of logits N x C (any device) for labels int64 N."""
-    labels = labels.to(logits.device)
-    loss_sum = F.cross_entropy(logits, labels, reduction="sum")
-    correct = (logits.argmax(1) == labels).sum()
-    loss_sum, correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()  # one copy back
-    return loss_sum / len(labels), 100.0 * correct / len(labels)
 
 
 def _finite(value: float | None) -> float | None:
@@ -214,7 +175,9 @@ def compute_metrics(
     # training's device seconds (cifarlab.training.timing), plus this pass's: with TTA its views
     # and the plain pass together (`tta_s`), else the plain pass (`test_s`)
     with device_seconds(device, metrics["timing"], "tta_s" if tta != "none" else "test_s"):
-        logits, tta_logits = test_logits(model, data, settings.image_size, device, precision, tta)
+        logits, tta_logits = split_logits(
+            model, data, image_size=settings.image_size, device=device, precision=precision, tta=tta
+        )
     loss, accuracy = loss_accuracy(logits, data["labels"])
     if tta_logits is not None:
         tta_loss, tta_accuracy = loss_accuracy(tta_logits, data["labels"])

@@ -26,7 +26,7 @@ from cifarlab.core.device import (
 )
 from cifarlab.core.files import load_torch, save_torch
 from cifarlab.models import build_model, head_of
-from cifarlab.training.inference import inference_batch, input_batches
+from cifarlab.training.batching import inference_batch, split_batches
 from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset, train_validation_split
 from cifarlab.training.setup import place
 
@@ -48,7 +48,7 @@ def compute_features(
 
     float32 N x D on the CPU (D = 4096 for vgg16, 512 for resnet18). The model runs in eval mode,
     without augmentation, exactly as it does in training with a frozen backbone, at the job's
-    resolved `precision`, `batch_size` images per forward pass (None: inference.inference_batch,
+    resolved `precision`, `batch_size` images per forward pass (None: batching.inference_batch,
     1,024 at 32 px), the split uploaded once and the features copied back once. Every 30 s a
     progress line (`name done/total images | ~time left`) goes to the terminal
     (cifarlab.core.progress).
@@ -61,9 +61,9 @@ def compute_features(
     channels_last = use_channels_last(device, precision)
     place(model.eval(), device, precision)
     try:
-        for x in input_batches(
-            data, image_size=image_size, device=device, channels_last=channels_last,
-            batch=batch_size or inference_batch(data, image_size),
+        for x, _ in split_batches(
+            data, batch_size or inference_batch(data, image_size), device=device, image_size=image_size,
+            channels_last=channels_last,
         ):  # fmt: skip
             with autocast(device, precision):
                 model(x)

@@ -1,17 +1,24 @@
-"""A model's loss and accuracy over batches, with test-time augmentation (`tta_views`): the passes
-that training (each epoch's validation and test), the LR finder and evaluation share.
+"""A model's logits, loss and accuracy over a whole split, with test-time augmentation
+(`tta_views`): the one pass that training (each epoch's validation and test), the LR finder's
+held-out loss and the `evaluate` step share.
+
+As airbench94 evaluates: the split is uploaded to the device once, batches of
+batching.inference_batch images (far more than training's: inference keeps no activations for a
+backward pass) are normalised (and, for TTA, flipped and shifted) there, and the logits stay on
+the device until the loss and accuracy come back in one copy, so the device never waits on the
+host between batches. A model in eval mode scores each image on its own (batch norm uses its
+running statistics), so the batch size changes no fp32 prediction (tests/test_evaluate.py
+compares with batches of one image).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.core.device import autocast
-from cifarlab.training.batching import test_batches
+from cifarlab.core.device import autocast, use_channels_last
+from cifarlab.training.batching import inference_batch, split_batches
 from cifarlab.training.settings import RunSettings
 
 
@@ -37,41 +44,64 @@ def tta_views(x: torch.Tensor, tta: str) -> list[tuple[float, torch.Tensor]]:
     return views
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
-    """The weighted mean of the model's logits (float32 N x classes) over the views of `tta_views`."""
-    return sum(weight * model(view).float() for weight, view in tta_views(x, tta))
+def tta_logits(
+    model: nn.Module, x: torch.Tensor, tta: str, plain: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The weighted mean of the model's logits (float32 N x classes) over the views of `tta_views`;
+    `plain`, the logits of x itself where already computed, stands for that view's pass."""
+    return sum(
+        weight * (plain if plain is not None and view is x else model(view).float())
+        for weight, view in tta_views(x, tta)
+    )
 
 
 @torch.no_grad()
-def loss_and_accuracy(
+def split_logits(
     model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    data: dict,
+    *,
+    image_size: int,
     device: torch.device,
     precision: str = "fp32",
     tta: str = "none",
-) -> tuple[float, float, torch.Tensor]:
-    """(mean cross-entropy in nats, accuracy in %, predicted classes int64 N on the CPU).
+    batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(plain logits, `tta` logits or None for "none"): float32 N x classes on `device`, in order.
 
-    tta: test-time augmentation (`tta_views`); the loss is that of the averaged logits.
+    `data`: a prepared split or cached features (batching.split_batches), uploaded once;
+    `batch_size` images per forward pass (None: batching.inference_batch); `precision` the
+    job's resolved one. Nothing is copied back. The TTA logits are tta_logits': the first view of
+    tta_views is the image itself, whose forward pass is the plain one, run once for both.
     """
     model.eval()
-    loss_sum = torch.zeros((), device=device)
-    predictions, correct, seen = [], 0, 0
-    for x, y in batches:
+    plain, augmented = [], []
+    for x, _ in split_batches(
+        data, batch_size or inference_batch(data, image_size), device=device, image_size=image_size,
+        channels_last=use_channels_last(device, precision),
+    ):  # fmt: skip
         with autocast(device, precision):
-            logits = tta_logits(model, x, tta)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        predictions.append(logits.argmax(1))
-        correct += (predictions[-1] == y).sum()
-        seen += len(y)
-    return float(loss_sum) / seen, 100.0 * float(correct) / seen, torch.cat(predictions).cpu()
+            logits = model(x).float()
+            if tta != "none":
+                augmented.append(tta_logits(model, x, tta, plain=logits))
+        plain.append(logits)
+    return torch.cat(plain), torch.cat(augmented) if augmented else None
+
+
+def loss_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy in nats, accuracy in %) of logits N x C (any device) for labels int64 N,
+    copied back in one copy."""
+    labels = labels.to(logits.device)
+    loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+    correct = (logits.argmax(1) == labels).sum()
+    loss_sum, correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()  # one copy back
+    return loss_sum / len(labels), 100.0 * correct / len(labels)
 
 
 def evaluation_pass(
     model: nn.Module, data: dict, settings: RunSettings, device: torch.device, precision: str
 ) -> tuple[float, float]:
-    """(mean cross-entropy in nats, accuracy in %) of `model` on `data` (unaugmented, in order)."""
-    loss, accuracy, _ = loss_and_accuracy(
-        model, test_batches(data, settings, device=device, precision=precision), device, precision
-    )
-    return loss, accuracy
+    """(mean cross-entropy in nats, accuracy in %) of `model` on `data` (prepared images or cached
+    features, on any device; unaugmented, in order) at `settings.image_size` px: split_logits and
+    loss_accuracy, at batching.inference_batch images per pass, whatever the run's batch size."""
+    logits, _ = split_logits(model, data, image_size=settings.image_size, device=device, precision=precision)
+    return loss_accuracy(logits, data["labels"])
