@@ -130,6 +130,19 @@ def test_calibration_is_the_median_ratio_of_work_per_kind_with_an_overall_fallba
     assert estimate.calibration([]) == {}
 
 
+def test_a_step_that_runs_no_model_calibrates_only_itself(tmp_path):
+    """A prepare job far faster than its model (decoding images) gives no overall factor: the
+    training jobs of a study with only its data prepared keep the model's figures."""
+    start = estimate.JOB_START_SECONDS
+    prepare = estimate.Job("prepare", "d", 64.0, write_benchmark(tmp_path / "p.tsv", start + 6.4))
+    assert estimate.calibration([prepare]) == pytest.approx({"prepare": 0.1})
+    train = estimate.Job("train", "a", 100.0, write_benchmark(tmp_path / "t.tsv", start + 150.0))
+    assert estimate.calibration([prepare, train]) == pytest.approx({"prepare": 0.1, "train": 1.5, "*": 1.5})
+    planned = [estimate.Job("train", "b", 1000.0, None)]
+    result = estimate.estimate(planned, estimate.calibration([prepare]), parallel=1)
+    assert result.kinds["train"][1] == pytest.approx(start + 1000.0)
+
+
 def test_estimate_sums_per_kind_applies_factors_to_the_work_and_divides_the_wall_time():
     start = estimate.JOB_START_SECONDS
     planned = [
