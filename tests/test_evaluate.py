@@ -205,10 +205,11 @@ def test_one_large_pass_scores_each_image_as_on_its_own(tta, synthetic_data):
     model[1].running_mean.uniform_(-0.5, 0.5)
     model[1].running_var.uniform_(0.5, 2.0)
     data, cpu = synthetic_data["test"], torch.device("cpu")
-    assert batching.inference_batch(data, 28) > len(data["labels"]) > 37  # one large batch vs many
+    on_gpu = batching.inference_batch(data, 28, torch.device("cuda"))  # a number: no GPU is used
+    assert on_gpu > len(data["labels"]) > batching.inference_batch(data, 28, cpu) > 37
     passes = {
         size: scoring.split_logits(model, data, image_size=28, device=cpu, tta=tta, batch_size=size)
-        for size in (None, 37, 1)
+        for size in (on_gpu, None, 37, 1)
     }
     plain, augmented = passes[None]
     assert plain.shape == (len(data["labels"]), 10) and (augmented is None) == (tta == "none")
@@ -218,7 +219,7 @@ def test_one_large_pass_scores_each_image_as_on_its_own(tta, synthetic_data):
 
     loss, accuracy = scored(passes[None])
     assert 0 < accuracy < 100
-    for size in (37, 1):
+    for size in (on_gpu, 37, 1):
         for large, small in zip(passes[None], passes[size], strict=True):
             if large is not None:
                 assert torch.equal(large.argmax(1), small.argmax(1)), size

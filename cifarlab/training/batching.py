@@ -102,23 +102,30 @@ def feature_batches(
         yield features[index], labels[index]
 
 
-# Pixels per forward pass of a split's scoring or embedding (images x height x width): 1,024
-# CIFAR images at 32 px, 20 at 224 px. Without a backward pass nothing is kept for gradients, so
-# these batches can be far larger than training's; a pass's activations grow with its pixels, and
-# this many keep VGG16's largest (64 channels, fp32) near 270 MB, which fits a GPU beside the
-# model (and a training job's optimizer state) and the CPU's memory alike.
+# Pixels per forward pass of a split's scoring or embedding (images x height x width) on a GPU
+# (CUDA, MPS): 1,024 CIFAR images at 32 px, 20 at 224 px. Without a backward pass nothing is kept
+# for gradients, so these batches can be far larger than training's, and a GPU runs a few large
+# launches instead of many small ones; a pass's activations grow with its pixels, and this many
+# keep VGG16's largest (64 channels, fp32) near 270 MB, which fits beside the model and a
+# training job's optimizer state.
 INFERENCE_PIXELS = 1024 * 32 * 32
+# On a CPU large batches are slower: their activations leave the caches. Images/s of the test
+# pass at 32 px on a 2-core AMD EPYC (benchmarks/README.md), 1,024 against 128 per pass: simple CNN
+# fp32 0.71x, bf16 1.05x; airbench 0.97x / 0.82x; dropout CNN 0.58x / 0.64x. 64-256 were within
+# about 20 % of each other; 128 is the best of them over models and precisions.
+CPU_INFERENCE_PIXELS = 128 * 32 * 32
 # Rows of cached backbone features per pass through a head (4096 floats each for VGG16: 16 MB).
 FEATURE_BATCH = 1024
 
 
-def inference_batch(data: dict, image_size: int) -> int:
+def inference_batch(data: dict, image_size: int, device: torch.device) -> int:
     """Images (or feature rows) per forward pass without a backward one, for the prepared or
-    cached-features dict `data` at `image_size` px: INFERENCE_PIXELS' worth of images, at least
-    one; FEATURE_BATCH rows."""
+    cached-features dict `data` at `image_size` px on `device`: INFERENCE_PIXELS' worth of images
+    on a GPU, CPU_INFERENCE_PIXELS' on the CPU, at least one; FEATURE_BATCH rows."""
     if "features" in data:
         return FEATURE_BATCH
-    return max(1, INFERENCE_PIXELS // (image_size * image_size))
+    pixels = CPU_INFERENCE_PIXELS if torch.device(device).type == "cpu" else INFERENCE_PIXELS
+    return max(1, pixels // (image_size * image_size))
 
 
 def split_batches(

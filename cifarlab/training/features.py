@@ -49,8 +49,8 @@ def compute_features(
     float32 N x D on the CPU (D = 4096 for vgg16, 512 for resnet18). The model runs in eval mode,
     without augmentation, exactly as it does in training with a frozen backbone, at the job's
     resolved `precision`, `batch_size` images per forward pass (None: batching.inference_batch,
-    1,024 at 32 px), the split uploaded once and the features copied back once. Every 30 s a
-    progress line (`name done/total images | ~time left`) goes to the terminal
+    1,024 at 32 px on a GPU, 128 on the CPU), the split uploaded once and the features copied
+    back once. Every 30 s a progress line (`name done/total images | ~time left`) goes to the terminal
     (cifarlab.core.progress).
     """
     steps = progress.Steps(name, len(data["labels"]), "images")
@@ -62,8 +62,8 @@ def compute_features(
     place(model.eval(), device, precision)
     try:
         for x, _ in split_batches(
-            data, batch_size or inference_batch(data, image_size), device=device, image_size=image_size,
-            channels_last=channels_last,
+            data, batch_size or inference_batch(data, image_size, device), device=device,
+            image_size=image_size, channels_last=channels_last,
         ):  # fmt: skip
             with autocast(device, precision):
                 model(x)

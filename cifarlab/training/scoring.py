@@ -76,7 +76,7 @@ def split_logits(
     model.eval()
     plain, augmented = [], []
     for x, _ in split_batches(
-        data, batch_size or inference_batch(data, image_size), device=device, image_size=image_size,
+        data, batch_size or inference_batch(data, image_size, device), device=device, image_size=image_size,
         channels_last=use_channels_last(device, precision),
     ):  # fmt: skip
         with autocast(device, precision):
