@@ -114,6 +114,9 @@ INFERENCE_PIXELS = 1024 * 32 * 32
 # fp32 0.71x, bf16 1.05x; airbench 0.97x / 0.82x; dropout CNN 0.58x / 0.64x. 64-256 were within
 # about 20 % of each other; 128 is the best of them over models and precisions.
 CPU_INFERENCE_PIXELS = 128 * 32 * 32
+# ...but not fewer images than this: at 224 px a batch of 2 ran VGG16's and ResNet18's features at
+# 0.6-0.8x the images/s of 8 or 24 (bf16, the same CPU), which are alike.
+CPU_MIN_INFERENCE_BATCH = 16
 # Rows of cached backbone features per pass through a head (4096 floats each for VGG16: 16 MB).
 FEATURE_BATCH = 1024
 
@@ -121,11 +124,13 @@ FEATURE_BATCH = 1024
 def inference_batch(data: dict, image_size: int, device: torch.device) -> int:
     """Images (or feature rows) per forward pass without a backward one, for the prepared or
     cached-features dict `data` at `image_size` px on `device`: INFERENCE_PIXELS' worth of images
-    on a GPU, CPU_INFERENCE_PIXELS' on the CPU, at least one; FEATURE_BATCH rows."""
+    on a GPU (at least one), CPU_INFERENCE_PIXELS' on the CPU (at least CPU_MIN_INFERENCE_BATCH);
+    FEATURE_BATCH rows."""
     if "features" in data:
         return FEATURE_BATCH
-    pixels = CPU_INFERENCE_PIXELS if torch.device(device).type == "cpu" else INFERENCE_PIXELS
-    return max(1, pixels // (image_size * image_size))
+    if torch.device(device).type == "cpu":
+        return max(CPU_MIN_INFERENCE_BATCH, CPU_INFERENCE_PIXELS // (image_size * image_size))
+    return max(1, INFERENCE_PIXELS // (image_size * image_size))
 
 
 def split_batches(
