@@ -191,6 +191,19 @@ def test_status_text_names_epoch_and_lr(diverged):
     assert status_text(metrics) == "diverged at epoch 1 (lr 1e+06)"
 
 
+def test_a_split_is_scored_in_batches_sized_for_the_device(synthetic_data):
+    """A GPU takes INFERENCE_PIXELS per pass (1,024 images at 32 px, 20 at 224); the CPU, whose
+    caches large batches leave, CPU_INFERENCE_PIXELS but at least CPU_MIN_INFERENCE_BATCH;
+    cached features go FEATURE_BATCH rows at a time on either."""
+    data, cpu, gpu = synthetic_data["test"], torch.device("cpu"), torch.device("cuda:1")
+    assert batching.inference_batch(data, 32, gpu) == 1024 and batching.inference_batch(data, 224, gpu) == 20
+    assert batching.inference_batch(data, 32, cpu) == 128 and batching.inference_batch(data, 224, cpu) == 16
+    assert batching.inference_batch(data, 32, torch.device("mps")) == 1024
+    features = {"features": torch.zeros(3, 8), "labels": torch.zeros(3, dtype=torch.long)}
+    assert batching.inference_batch(features, 224, cpu) == 1024
+    assert batching.inference_batch(features, 224, gpu) == 1024
+
+
 @pytest.mark.parametrize("tta", ["none", "flip", "flip_translate"])
 def test_one_large_pass_scores_each_image_as_on_its_own(tta, synthetic_data):
     # A net with batch norm (running statistics set away from 0/1) and an image size that makes

@@ -112,10 +112,10 @@ INFERENCE_PIXELS = 1024 * 32 * 32
 # On a CPU large batches are slower: their activations leave the caches. Images/s of the test
 # pass at 32 px on a 2-core AMD EPYC (benchmarks/README.md), 1,024 against 128 per pass: simple CNN
 # fp32 0.71x, bf16 1.05x; airbench 0.97x / 0.82x; dropout CNN 0.58x / 0.64x. 64-256 were within
-# about 20 % of each other; 128 is the best of them over models and precisions.
+# about 20 % of each other; 128 is a good middle over models and precisions.
 CPU_INFERENCE_PIXELS = 128 * 32 * 32
-# ...but not fewer images than this: at 224 px a batch of 2 ran VGG16's and ResNet18's features at
-# 0.6-0.8x the images/s of 8 or 24 (bf16, the same CPU), which are alike.
+# ...but not fewer images than this: at 224 px a batch of 2 ran VGG16's features at 0.65x the
+# images/s of 16 or 64 (bf16, the same CPU; alike in fp32), and ResNet18's at 0.7-0.8x of 8 or 24.
 CPU_MIN_INFERENCE_BATCH = 16
 # Rows of cached backbone features per pass through a head (4096 floats each for VGG16: 16 MB).
 FEATURE_BATCH = 1024

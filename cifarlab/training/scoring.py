@@ -3,12 +3,13 @@
 held-out loss and the `evaluate` step share.
 
 As airbench94 evaluates: the split is uploaded to the device once, batches of
-batching.inference_batch images (far more than training's: inference keeps no activations for a
-backward pass) are normalised (and, for TTA, flipped and shifted) there, and the logits stay on
-the device until the loss and accuracy come back in one copy, so the device never waits on the
-host between batches. A model in eval mode scores each image on its own (batch norm uses its
-running statistics), so the batch size changes no fp32 prediction (tests/test_evaluate.py
-compares with batches of one image).
+batching.inference_batch images (on a GPU far more than training's: inference keeps no
+activations for a backward pass; on the CPU fewer, where large batches leave the caches) are
+normalised (and, for TTA, flipped and shifted) there, and the logits stay on the device until the
+loss and accuracy come back in one copy, so the device never waits on the host between batches.
+A model in eval mode scores each image on its own (batch norm uses its running statistics), so
+the batch size changes no fp32 prediction (tests/test_evaluate.py compares with batches of one
+image).
 """
 
 from __future__ import annotations
