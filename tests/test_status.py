@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,15 @@ def test_calibration_is_the_median_ratio_of_work_per_kind_with_an_overall_fallba
     factors = estimate.calibration(done)
     assert factors == pytest.approx({"train": 0.4, "saliency": 1.0, "*": 0.4})
     assert estimate.calibration([]) == {}
+
+
+def test_every_modelled_step_but_prepare_runs_a_model():
+    """The kinds the workflow models (JOB_SECONDS in resources.smk) are MODEL_KINDS and prepare:
+    a new step kind must be placed on one side, or its jobs would never stand in for others."""
+    smk = (ROOT / "workflow" / "rules" / "resources.smk").read_text()
+    block = re.search(r"^JOB_SECONDS = \{\n((?:    .*\n)+)\}", smk, re.M).group(1)
+    modelled = set(re.findall(r'^    "(\w+)":', block, re.M))
+    assert modelled == set(estimate.MODEL_KINDS) | {"prepare"}
 
 
 def test_a_step_that_runs_no_model_calibrates_only_itself(tmp_path):
