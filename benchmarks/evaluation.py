@@ -4,15 +4,14 @@ test and feature passes, before vs after, side by side.
     python benchmarks/evaluation.py passes --data results/data/cifar10-jpeg --threads 2 --repeats 3
     python benchmarks/evaluation.py cached OLD_TREE NEW_TREE --out OUT
 
-- passes: images/s of the passes over a split of each model (untrained; the speed does not
-  depend on the weights) over --test-images images of --data/test.pt, before vs after. Before:
-  the per-batch pass that training's per-epoch validation and test and (until issue 23) evaluate
-  made, over the run's batches of --batch-size, a `.sum()` per batch, one pass per view set; the
-  package no longer has it, so this script carries a copy as the baseline (`old_pass`, the
-  removed scoring.loss_and_accuracy). After: scoring.split_logits (one upload,
-  batching.inference_batch images per pass, the plain view's pass shared with TTA, one copy
-  back). Rows: training's per-epoch pass (plain: scoring.evaluation_pass), evaluate's pass
-  (plain + --tta; left out for --tta none), and the `features` pass at its old 64 images per
+- passes: images/s of the passes over a split of each model (untrained; the speed does not depend
+  on the weights) over --test-images images of --data/test.pt, before vs after. Before: the pass
+  that training's per-epoch validation and test and (until issue 23) evaluate made, over the run's
+  batches of --batch-size, one pass per view set: scoring.split_logits with `batch_size` (the
+  removed per-batch loop ran the same forward passes). After: scoring.split_logits at its default
+  (one upload, batching.inference_batch images per pass, the plain view's pass shared with TTA,
+  one copy back). Rows: training's per-epoch pass (plain: scoring.evaluation_pass), evaluate's
+  pass (plain + --tta; left out for --tta none), and the `features` pass at its old 64 images per
   pass against the new default. The two alternate --repeats times in one process; medians, fp32
   and bf16 (where the CPU has native bf16), and the new / old ratio. Both must give the same fp32
   predictions (checked).
@@ -95,41 +94,12 @@ def alternate(functions: dict, repeats: int) -> dict[str, float]:
     return {label: statistics.median(values) for label, values in seconds.items()}
 
 
-def old_pass(model, data: dict, batch_size: int, image_size: int, precision: str, tta: str):
-    """The baseline: a copy of the removed per-batch pass (scoring.loss_and_accuracy over
-    batching.test_batches), as training's per-epoch pass ran it before: batches of the run's
-    `batch_size`, the loss and correct count summed per batch on the device, (mean loss in nats,
-    accuracy in %, predicted classes int64 N on the CPU)."""
-    import torch
-    import torch.nn.functional as F
-
-    from cifarlab.core.device import autocast, use_channels_last
-    from cifarlab.training.batching import split_batches
-    from cifarlab.training.scoring import tta_logits
-
-    cpu = torch.device("cpu")
-    batches = split_batches(
-        data, batch_size, device=cpu, image_size=image_size, channels_last=use_channels_last(cpu, precision)
-    )
-    with torch.no_grad():
-        model.eval()
-        loss_sum = torch.zeros((), device=cpu)
-        predictions, correct, seen = [], 0, 0
-        for x, y in batches:
-            with autocast(cpu, precision):
-                logits = tta_logits(model, x, tta)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            predictions.append(logits.argmax(1))
-            correct += (predictions[-1] == y).sum()
-            seen += len(y)
-    return float(loss_sum) / seen, 100.0 * float(correct) / seen, torch.cat(predictions).cpu()
-
-
 def compare_test_passes(
     model, settings, data: dict, precision: str, tta: str, repeats: int
 ) -> dict[str, dict[str, float]]:
     """{row: {"old", "new": median seconds}} of training's per-epoch pass (plain) and evaluate's
-    (plain and `tta`, unless "none"), before (old_pass at the run's batch size) and after (scoring)."""
+    (plain and `tta`, unless "none"), before (split_logits at the run's batch size, a pass per view
+    set) and after (at its default batch, the plain view's pass shared)."""
     import torch
 
     from cifarlab.training import scoring
@@ -138,8 +108,22 @@ def compare_test_passes(
 
     views = ("none",) if tta == "none" else ("none", tta)  # evaluate's view sets
 
-    def old(views: tuple[str, ...]):  # a pass per view set, the run's batches
-        return lambda: [old_pass(model, data, settings.batch_size, size, precision, v) for v in views]
+    def old_logits(tta: str):  # the run's batches, one pass per view set
+        return scoring.split_logits(
+            model,
+            data,
+            image_size=size,
+            device=cpu,
+            precision=precision,
+            tta=tta,
+            batch_size=settings.batch_size,
+        )
+
+    def old_epoch() -> tuple[float, float]:
+        return scoring.loss_accuracy(old_logits("none")[0], data["labels"])
+
+    def old_test() -> list[torch.Tensor]:
+        return [old_logits(v)[v != "none"].argmax(1).cpu() for v in views]
 
     def new_epoch() -> tuple[float, float]:  # what training runs after each epoch
         return scoring.evaluation_pass(model, data, settings, cpu, precision)
@@ -149,13 +133,13 @@ def compare_test_passes(
         return [x.argmax(1).cpu() for x in logits if x is not None]
 
     if precision == "fp32":  # the same predictions, hence accuracy, before and after
-        before = old(views)()
-        predictions = zip((b[2] for b in before), new_test(), strict=True)
-        assert all(torch.equal(a, b) for a, b in predictions), "predictions differ"
-        assert before[0][1] == new_epoch()[1], "per-epoch accuracy differs"
-    rows = {"per-epoch pass, plain": alternate({"old": old(("none",)), "new": new_epoch}, repeats)}
+        assert all(torch.equal(a, b) for a, b in zip(old_test(), new_test(), strict=True)), (
+            "predictions differ"
+        )
+        assert old_epoch()[1] == new_epoch()[1], "per-epoch accuracy differs"
+    rows = {"per-epoch pass, plain": alternate({"old": old_epoch, "new": new_epoch}, repeats)}
     if tta != "none":  # with --tta none evaluate's pass is the per-epoch one
-        rows[f"test, plain + {tta}"] = alternate({"old": old(views), "new": new_test}, repeats)
+        rows[f"test, plain + {tta}"] = alternate({"old": old_test, "new": new_test}, repeats)
     return rows
 
 

@@ -427,11 +427,12 @@ def _sweep_setup(
     """(the module that sweeps, on the device; its training data there; the held-out loss after a
     step, None without a validation split; how many held-out images that loss is over), as
     training sets them up (cifarlab.training.setup)."""
+    from cifarlab.core.device import place
     from cifarlab.models import build_model
     from cifarlab.training.batching import to_device
     from cifarlab.training.sampling import VALIDATION_SPLIT_SEED, stratified_subset, subset
     from cifarlab.training.scoring import evaluation_pass
-    from cifarlab.training.setup import check_cached, place, trainable_and_data, training_split
+    from cifarlab.training.setup import check_cached, trainable_and_data, training_split
 
     model = build_model(run, len(train["classes"]))
     index, validation_index = training_split(settings, train["labels"])

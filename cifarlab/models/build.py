@@ -85,6 +85,11 @@ def load_trained(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     cache (where the `features` step put them; fetched if absent).
     """
     saved = load_torch(path)
+    return _trained_model(saved, path).to(device).eval(), saved
+
+
+def _trained_model(saved: dict, path: str | Path) -> nn.Module:
+    """The whole model of a model.pt dict already read (`path`: for the error), on the CPU."""
     head_only = saved.get("model_part", WHOLE) == HEAD
     # The trained weights replace everything but a head-only file's backbone: fetch ImageNet
     # weights only for that.
@@ -99,7 +104,7 @@ def load_trained(path: str | Path, device: torch.device | str = "cpu") -> tuple[
             raise ValueError(
                 f"{path}: its head does not fit a {run['model']} (missing {missing}, extra {unexpected})"
             )
-    return model.to(device).eval(), saved
+    return model
 
 
 def load_head(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
@@ -109,9 +114,7 @@ def load_head(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.
     if saved.get("model_part", WHOLE) == WHOLE:  # an older file, or a run trained on the images
         from cifarlab.models.backbones import head_of
 
-        model = build_model({**saved["run"], "pretrained": False}, len(saved["classes"]))
-        model.load_state_dict(saved["model_state"])
-        return head_of(model).to(device).eval(), saved
+        return head_of(_trained_model(saved, path)).to(device).eval(), saved
     state = saved["model_state"]
     weight = next(v for k, v in state.items() if k.endswith(".weight"))
     head = nn.Linear(weight.shape[1], weight.shape[0])

@@ -23,12 +23,18 @@ import time
 import torch
 import torch.nn.functional as F
 
-from cifarlab.core.device import autocast, pick_device, resolve_precision, synchronize, use_channels_last
+from cifarlab.core.device import (
+    autocast,
+    pick_device,
+    place,
+    resolve_precision,
+    synchronize,
+    use_channels_last,
+)
 from cifarlab.models.build import build_model
 from cifarlab.models.cost import VIT_REFERENCE, model_cost
 from cifarlab.models.specs import model_spec
 from cifarlab.study import estimate
-from cifarlab.training.setup import place
 
 STEPS = 2
 # Batches of at most 64 images and about WORK_SECONDS of work at the spec's (slow-machine) CPU

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from cifarlab.core.code_version import code_version
-from cifarlab.core.device import pick_device, resolve_precision
+from cifarlab.core.device import pick_device, place, resolve_precision
 from cifarlab.core.environment import environment
 from cifarlab.core.files import load_torch, write_json
 from cifarlab.models import load_head, load_trained
@@ -28,7 +28,6 @@ from cifarlab.study.results import read_history, recorded_device
 from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset
 from cifarlab.training.scoring import loss_accuracy, split_logits
 from cifarlab.training.settings import RunSettings
-from cifarlab.training.setup import place
 from cifarlab.training.timing import device_seconds
 
 log = logging.getLogger(__name__)

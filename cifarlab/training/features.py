@@ -20,6 +20,7 @@ from cifarlab.core.device import (
     autocast,
     describe,
     pick_device,
+    place,
     resolve_precision,
     synchronize,
     use_channels_last,
@@ -28,7 +29,6 @@ from cifarlab.core.files import load_torch, save_torch
 from cifarlab.models import build_model, head_of
 from cifarlab.training.batching import inference_batch, split_batches
 from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset, train_validation_split
-from cifarlab.training.setup import place
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from cifarlab.core.device import (
     gpu_id,
     gpu_slot,
     pick_device,
+    place,
     resolve_precision,
     synchronize,
 )
@@ -58,7 +59,7 @@ from cifarlab.training.optim import build_optimizer, build_scheduler
 from cifarlab.training.sampling import TEST_SUBSET_SEED, stratified_subset, subset
 from cifarlab.training.scoring import evaluation_pass
 from cifarlab.training.settings import RunSettings
-from cifarlab.training.setup import check_cached, place, trainable_and_data, training_split
+from cifarlab.training.setup import check_cached, trainable_and_data, training_split
 from cifarlab.training.timing import StepClock
 
 log = logging.getLogger(__name__)
@@ -219,12 +220,10 @@ class TrainState:
         }
     )
     saved_at: float = field(default_factory=time.monotonic)  # when the last checkpoint was written
-    # read when training starts, so that a bad value stops the job before any epoch is spent
-    interval_s: float = field(default_factory=checkpoint_interval_s)
 
-    def checkpoint_due(self) -> bool:
-        """Whether `interval_s` have passed since the last checkpoint (or the start)."""
-        return time.monotonic() - self.saved_at >= self.interval_s
+    def checkpoint_due(self, interval_s: float) -> bool:
+        """Whether `interval_s` seconds have passed since the last checkpoint (or the start)."""
+        return time.monotonic() - self.saved_at >= interval_s
 
     def save(self, checkpoint: str | Path | None, fingerprint: str, device: torch.device) -> None:
         """Write the resume checkpoint (nothing without a path)."""
@@ -442,8 +441,8 @@ def train_run(
 
     train/test: prepared dicts (docs/architecture.md). cached_features: {"train", "test"}
     the cached features of the frozen backbone (the `features` step); then only the head trains, on them.
-    checkpoint: where to save and resume from: after an epoch when CHECKPOINT_INTERVAL_S have passed
-    since the last save, after the last epoch and on SIGTERM/SIGINT.
+    checkpoint: where to save and resume from: after an epoch when checkpoint_interval_s() have
+    passed since the last save, after the last epoch and on SIGTERM/SIGINT.
     Raises TrainingInterrupted after saving, when a stop signal arrives.
 
     The chosen epoch (`best_epoch`, whose weights `model` holds) never depends on the test set:
@@ -451,6 +450,7 @@ def train_run(
     validation accuracy, without them the last epoch; a diverged run has none (and keeps its
     last weights). The per-epoch test loss and accuracy are only recorded, for the curves.
     """
+    interval_s = checkpoint_interval_s()  # first: a bad value stops the job before any work
     settings = RunSettings.from_dict(run)
     model = build_model(run, len(train["classes"]))
     whitening: dict = {}
@@ -483,7 +483,7 @@ def train_run(
                 break
             score_epoch(state, run, settings, images, epoch, device, precision)
             state.running, state.epoch = None, epoch + 1
-            if epoch + 1 == settings.epochs or stop or state.checkpoint_due():
+            if epoch + 1 == settings.epochs or stop or state.checkpoint_due(interval_s):
                 state.save(checkpoint, fingerprint, device)
             if on_epoch is not None:  # once the epoch is checkpointed (when one was due)
                 on_epoch(state.history[-1], trainable)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cifarlab.core.device import use_channels_last
 from cifarlab.models import head_of
 from cifarlab.training.hooks import init_from_data
 from cifarlab.training.sampling import subset, train_validation_split
@@ -60,17 +59,3 @@ def trainable_and_data(
             init_from_data(model, data, settings, where)
         return model, data
     return head_of(model), subset(cached_train, index)
-
-
-def place(module: nn.Module, device: torch.device, precision: str) -> None:
-    """Move `module` to `device`, channels-last where that is faster (core.device.use_channels_last).
-
-    On CUDA, cuDNN autotunes its convolutions (`cudnn.benchmark`): once per input shape, and a
-    run's shapes are few and fixed (the full batch, the epoch's shorter last batch, the test
-    batches), so the search pays for itself within the first epoch. The last batch is not
-    dropped or padded: that would change which images train, and the CPU's bit-for-bit results.
-    """
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    memory_format = torch.channels_last if use_channels_last(device, precision) else torch.preserve_format
-    module.to(device, memory_format=memory_format)
