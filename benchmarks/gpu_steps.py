@@ -96,8 +96,7 @@ def run_job(study, job: dict) -> dict:
     threads = study.config["threads"]  # a rule's `threads:` (Snakemake gives no more than --cores)
     settings, inputs = study.job(job), study.train_inputs(job)
     if uses_cached_features(settings) and not Path(inputs["cached_test"]).exists():
-        wildcards = {k: str(v) for k, v in features_wildcards(settings).items()}
-        params = study.job_params("features", wildcards)
+        params = study.job_params("features", features_wildcards(settings))
         features.main(
             train_path=inputs["train"],
             test_path=inputs["test"],

@@ -11,7 +11,7 @@ from cifarlab.core.files import write_text
 from cifarlab.core.logs import log_to
 from cifarlab.plots.figures import FIGURES
 from cifarlab.report.write import write_report
-from cifarlab.study.estimate import CALIBRATION_FILE, remembered_factors
+from cifarlab.study.estimate import CALIBRATION_FILE, read_calibration, remembered_factors
 from cifarlab.study.plan import Study
 
 
@@ -66,6 +66,7 @@ with log_to(snakemake.log[0]) as log:
             strict=True,
         )
     }
+    known = read_calibration(CALIBRATION_FILE)
     rows = write_report(
         listed(inputs.metrics),
         dict(snakemake.output.items()),
@@ -84,8 +85,7 @@ with log_to(snakemake.log[0]) as log:
         configfiles=list(params.configfiles),
         facts={"code of this report": describe(code_version())},
         # the time more seeds would take: this machine's calibration (a local run's, else a cluster's)
-        calibration=remembered_factors(CALIBRATION_FILE, platform.node())
-        or remembered_factors(CALIBRATION_FILE, "cluster"),
+        calibration=remembered_factors(known, platform.node()) or remembered_factors(known, "cluster"),
         environment=environment,
     )
     log.info("report of %d rows (dataset x run) written to %s", len(rows), snakemake.output.html)

@@ -174,14 +174,18 @@ def test_estimate_sums_per_kind_applies_factors_to_the_work_and_divides_the_wall
 
 def test_calibration_is_remembered_per_machine_and_merged(tmp_path):
     path = tmp_path / "cache" / "calibration.json"
-    assert estimate.remembered_factors(path, "laptop") == {}
+    assert estimate.remembered_factors(estimate.read_calibration(path), "laptop") == {}
     estimate.remember_factors(path, "laptop", {"train": 0.25, "*": 0.3})
     estimate.remember_factors(path, "laptop", {"evaluate": 0.5, "*": 0.4})
     estimate.remember_factors(path, "cluster", {})  # nothing measured: nothing written
-    assert estimate.remembered_factors(path, "laptop") == {"train": 0.25, "evaluate": 0.5, "*": 0.4}
-    assert estimate.remembered_factors(path, "cluster") == {}
+    assert estimate.remembered_factors(estimate.read_calibration(path), "laptop") == {
+        "train": 0.25,
+        "evaluate": 0.5,
+        "*": 0.4,
+    }
+    assert estimate.remembered_factors(estimate.read_calibration(path), "cluster") == {}
     path.write_text("not json")
-    assert estimate.remembered_factors(path, "laptop") == {}
+    assert estimate.remembered_factors(estimate.read_calibration(path), "laptop") == {}
 
 
 def test_format_estimate_names_the_smaller_study_only_when_long():

@@ -208,20 +208,28 @@ def test_the_plan_is_kept_and_a_new_budget_replans(tmp_path):
     assert len(kept_plans(tmp_path)) == 2 and other.budget == "10h"
 
 
+# a study's settings for its calibration key: device and precision auto, one thread per job
+AUTO = {"device": "auto", "precision": "auto", "threads": 1}
+
+
 def test_costs_measured_later_reset_the_factors_they_would_double(tmp_path):
     path = tmp_path / "calibration.json"
     estimate.remember_factors(path, "m", {"train": 0.2})
     key = estimate.calibration_key("m", "auto", "auto")
-    assert estimate.factors_key(path, "m", "auto", "auto") == "m"
+    assert estimate.machine_calibration(estimate.read_calibration(path), "m", AUTO, 1).factors_key == "m"
     estimate.remember_costs(path, key, {"simple_cnn": 0.3, estimate.START_KEY: 4.0})
-    assert estimate.factors_key(path, "m", "auto", "auto") == key
-    assert estimate.remembered_factors(path, key) == {}  # relative to the measured costs: none yet
+    assert estimate.machine_calibration(estimate.read_calibration(path), "m", AUTO, 1).factors_key == key
+    assert (
+        estimate.remembered_factors(estimate.read_calibration(path), key) == {}
+    )  # relative to the measured costs: none yet
     estimate.remember_factors(path, key, {"train": 0.9})
-    assert estimate.remembered_factors(path, key) == {"train": 0.9}
-    assert estimate.remembered_factors(path, "m") == {"train": 0.2}  # the specs' basis, kept apart
-    assert estimate.job_start(estimate.remembered_costs(path, key)) == 4.0
+    assert estimate.remembered_factors(estimate.read_calibration(path), key) == {"train": 0.9}
+    assert estimate.remembered_factors(estimate.read_calibration(path), "m") == {
+        "train": 0.2
+    }  # the specs' basis, kept apart
+    assert estimate.job_start(estimate.remembered_costs(estimate.read_calibration(path), key)) == 4.0
     estimate.remember_costs(path, key, {"vit": 20.0})  # a new family: a new basis
-    assert estimate.remembered_factors(path, key) == {}
+    assert estimate.remembered_factors(estimate.read_calibration(path), key) == {}
 
 
 def test_measuring_the_families_takes_seconds_and_names_each(tmp_path):
@@ -454,9 +462,9 @@ def test_a_cut_is_reported_once_and_a_malformed_measurement_falls_back(tmp_path,
         assert time_plan.measure_costs(study, ["simple_cnn"]) == {}
     path = tmp_path / "calibration.json"
     path.write_text('{"m cpu auto 1t": {"costs": {"simple_cnn": [1]}}}')
-    assert estimate.remembered_costs(path, "m cpu auto 1t") == {}
+    assert estimate.remembered_costs(estimate.read_calibration(path), "m cpu auto 1t") == {}
     estimate.remember_costs(path, "m cpu auto 1t", {"simple_cnn": 2.0})
-    assert estimate.remembered_costs(path, "m cpu auto 1t") == {"simple_cnn": 2.0}
+    assert estimate.remembered_costs(estimate.read_calibration(path), "m cpu auto 1t") == {"simple_cnn": 2.0}
 
 
 def test_a_kept_plan_validates_the_study_once_and_a_plan_reads_the_calibration_once(tmp_path, monkeypatch):
@@ -510,4 +518,4 @@ def test_the_planner_and_the_estimate_share_one_calibration_key(tmp_path):
     estimate.remember_factors(path, "m auto auto 1t", {"train": 0.9})
     found = estimate.machine_calibration(estimate.read_calibration(path), "m", config, 1)
     assert (found.key, found.costs, found.factors) == ("m auto auto 1t", {"simple_cnn": 0.3}, {"train": 0.9})
-    assert found.factors_key == estimate.factors_key(path, "m", "auto", "auto", 1)
+    assert found.factors_key == "m auto auto 1t"  # beside the costs measured under its key

@@ -47,7 +47,9 @@ def apply_budget(settings: dict, budget: dict, entry_settings: dict | None = Non
     nothing changed, no `budget` key (the run's settings, hence its params, are the lab's).
     """
     settings["seeds"] = seed_list(settings)
-    before = copy.deepcopy(settings)
+    # What it changes it replaces, never edits (a ViT's sizes are a new dict): the values before
+    # stay as they were, and a shallow copy of a run (the time planner's, per trial) is safe.
+    before = dict(settings)
     if budget["max_seeds"] is not None:
         # not recorded under `budget`: how many times a run trains is no setting of one model
         settings["seeds"] = settings["seeds"][: budget["max_seeds"]]
@@ -55,7 +57,7 @@ def apply_budget(settings: dict, budget: dict, entry_settings: dict | None = Non
     for key, setting in RUN_CAPS.items():
         settings[setting] = _capped(settings[setting], budget[key])
     if settings["model"] == "vit" and settings.get("vit"):
-        vit = settings["vit"]
+        vit = settings["vit"] = dict(settings["vit"])
         for key, setting in VIT_CAPS.items():
             if setting in vit:
                 vit[setting] = _capped(vit[setting], budget["vit"][key])
@@ -139,20 +141,13 @@ def apply_time_caps(settings: dict, caps: dict, limit: str, swept: Iterable[str]
     recorded = settings.pop("budget", None) or {}
     settings.pop("time_budget", None)
     seeds_before = list(settings["seeds"])
-    # apply_budget edits its settings' top level and a ViT's sizes in place: a copy of those is
-    # enough (the planner calls this per run for every plan it tries)
-    work = dict(settings)
-    if isinstance(work.get("vit"), dict):
-        work["vit"] = dict(work["vit"])
-    shrunk = apply_budget(work, caps)
-    cut = shrunk.pop("budget", {})
-    if shrunk["seeds"] != seeds_before:
+    apply_budget(settings, caps)
+    cut = settings.pop("budget", {})
+    if settings["seeds"] != seeds_before:
         cut["seeds"] = len(seeds_before)
-    settings.clear()
-    settings.update(shrunk)
     merged = {**{k: v for k, v in cut.items() if k != "seeds"}, **recorded}
     if merged:
         settings["budget"] = merged
     if cut:
-        settings["time_budget"] = {"limit": limit, "cut": cut, "seeds": len(shrunk["seeds"])}
+        settings["time_budget"] = {"limit": limit, "cut": cut, "seeds": len(settings["seeds"])}
     return cut

@@ -278,7 +278,8 @@ def job_calibration_key(machine: str, config: Mapping, cores: int | None = None)
 
 def read_calibration(path: str | Path) -> dict:
     """The whole calibration file at `path` (entry -> costs and factors), {} if absent or unreadable.
-    Read it once per call and pick entries with costs_in, factors_in or machine_calibration."""
+    Read it once per call and pick entries with remembered_costs, remembered_factors or
+    machine_calibration."""
     try:
         with open(path) as f:
             known = json.load(f)
@@ -287,8 +288,10 @@ def read_calibration(path: str | Path) -> dict:
     return known if isinstance(known, dict) else {}
 
 
-def costs_in(known: Mapping, key: str) -> dict[str, float]:
-    """remembered_costs of a calibration file already read (read_calibration)."""
+def remembered_costs(known: Mapping, key: str) -> dict[str, float]:
+    """Seconds per 1,000 training images at 32 px per model family, measured under `key`
+    (calibration_key) in the calibration file `known` (read_calibration), {} if none: the cost
+    basis that replaces the specs' in the estimate. START_KEY: a job's start-up there (job_start)."""
     entry = known.get(key)
     costs = entry.get("costs") if isinstance(entry, dict) else None
     try:
@@ -297,8 +300,14 @@ def costs_in(known: Mapping, key: str) -> dict[str, float]:
         return {}
 
 
-def factors_in(known: Mapping, machine: str) -> dict[str, float]:
-    """remembered_factors of a calibration file already read (read_calibration)."""
+def remembered_factors(known: Mapping, machine: str) -> dict[str, float]:
+    """The calibration factors last measured under `machine` (a host name, "cluster", or a
+    calibration_key with measured costs) in the calibration file `known` (read_calibration),
+    {} if none.
+
+    A study whose jobs are all still to run (a new study, or `--forceall`) has no done jobs to
+    calibrate by; it uses the factors that earlier studies measured on the same machine.
+    """
     entry = known.get(machine, {})
     if isinstance(entry, dict) and "costs" in entry:
         entry = entry.get("factors", {})
@@ -308,20 +317,13 @@ def factors_in(known: Mapping, machine: str) -> dict[str, float]:
         return {}
 
 
-def remembered_costs(path: str | Path, key: str) -> dict[str, float]:
-    """Seconds per 1,000 training images at 32 px per model family, measured under `key`
-    (calibration_key), {} if none: the cost basis that replaces the specs' in the estimate.
-    START_KEY: a job's start-up there (job_start)."""
-    return costs_in(read_calibration(path), key)
-
-
 def remember_costs(path: str | Path, key: str, costs: Mapping[str, float]) -> dict:
     """Merge measured `costs` into `key`'s entry. Its factors are dropped: they were measured
     against the costs before (a factor is relative to its cost basis: never counted twice).
     Returns the whole file as written (read_calibration's form)."""
     known = read_calibration(path)
     # what was there, read as remembered_costs reads it (a malformed entry: none)
-    known[key] = {"costs": {**costs_in(known, key), **costs}, "factors": {}}
+    known[key] = {"costs": {**remembered_costs(known, key), **costs}, "factors": {}}
     write_json(known, path, indent=1)
     return known
 
@@ -329,26 +331,6 @@ def remember_costs(path: str | Path, key: str, costs: Mapping[str, float]) -> di
 def job_start(costs: Mapping[str, float]) -> float:
     """A job's start-up seconds: measured (START_KEY of remembered_costs), else JOB_START_SECONDS."""
     return costs.get(START_KEY, JOB_START_SECONDS)
-
-
-def _factors_key(known: Mapping, key: str, machine: str) -> str:
-    return key if costs_in(known, key) else machine
-
-
-def factors_key(path: str | Path, machine: str, device: str, precision: str, threads: int = 1) -> str:
-    """Where this machine's factors are: beside its measured costs (calibration_key) when it
-    has some, else under the machine alone (relative to the specs' figures)."""
-    return _factors_key(read_calibration(path), calibration_key(machine, device, precision, threads), machine)
-
-
-def remembered_factors(path: str | Path, machine: str) -> dict[str, float]:
-    """The calibration factors last measured under `machine` (a host name, "cluster", or a
-    calibration_key with measured costs), {} if none.
-
-    A study whose jobs are all still to run (a new study, or `--forceall`) has no done jobs to
-    calibrate by; it uses the factors that earlier studies measured on the same machine.
-    """
-    return factors_in(read_calibration(path), machine)
 
 
 def remember_factors(path: str | Path, machine: str, factors: Mapping[str, float]) -> None:
@@ -369,7 +351,8 @@ def remember_factors(path: str | Path, machine: str, factors: Mapping[str, float
 class MachineCalibration:
     """What the calibration file holds for a study's jobs on one machine: `key`
     (job_calibration_key), the `costs` measured under it ({}: the specs' figures), `factors_key`
-    (where its factors are: factors_key) and those `factors` (remembered_factors)."""
+    (where its factors are: beside those costs when there are some, else under the machine alone,
+    relative to the specs' figures) and those `factors` (remembered_factors)."""
 
     key: str
     costs: dict[str, float]
@@ -383,8 +366,9 @@ def machine_calibration(
     """The MachineCalibration of a study (its validated config) on `machine` under `cores`, from
     the calibration file already read (read_calibration): one read per planning call."""
     key = job_calibration_key(machine, config, cores)
-    where = _factors_key(known, key, machine)
-    return MachineCalibration(key, costs_in(known, key), where, factors_in(known, where))
+    costs = remembered_costs(known, key)
+    where = key if costs else machine  # factors beside measured costs, else the specs' basis
+    return MachineCalibration(key, costs, where, remembered_factors(known, where))
 
 
 @dataclass(frozen=True)
@@ -486,8 +470,8 @@ def seed_seconds(metrics: Mapping, factors: Mapping[str, float]) -> float:
     matrix = metrics.get("confusion_matrix") or []
     tested = sum(sum(row) for row in matrix) or (run.get("test_subset") or 0)
     sizes = {"train": (metrics.get("train_images") or 0) + run["validation"], "test": tested}
-    # the device's type: its first word ('cuda (NVIDIA H200)'; an older record's 'cuda:7 (...)')
-    gpu = on_gpu(str(metrics.get("device", "cpu")).split(" ")[0].split(":")[0])
+    # the device's type: the first word of its kind ('cuda (NVIDIA H200)'), older records read alike
+    gpu = on_gpu(str(results.recorded_device(metrics)["device"] or "cpu").split(" ")[0])
     seconds = 0.0
     for kind, work in (
         ("train", train_seconds(sizes, run, on_gpu=gpu)),
