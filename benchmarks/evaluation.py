@@ -3,6 +3,7 @@ test and feature passes, before vs after, side by side.
 
     python benchmarks/evaluation.py passes --data results/data/cifar10-jpeg --threads 2 --repeats 3
     python benchmarks/evaluation.py cached OLD_TREE NEW_TREE --out OUT
+    python benchmarks/evaluation.py batch-sizes --data results/data/cifar10-jpeg
 
 - passes: images/s of the passes over a split of each model (untrained; the speed does not depend
   on the weights) over --test-images images of --data/test.pt, before vs after. Before: the pass
@@ -24,6 +25,7 @@ test and feature passes, before vs after, side by side.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -187,6 +189,40 @@ def passes(args: argparse.Namespace) -> None:
                 print(f"| {label} | {precision} | {old:.0f} | {new:.0f} | {new / old:.2f}x |", flush=True)
 
 
+def batch_sizes(args: argparse.Namespace) -> None:
+    """Images/s of scoring.split_logits at each of --sizes images per pass (plain, no TTA), per
+    model and precision, at --image-size px: where batching.inference_batch's CPU figures come from."""
+    import torch
+
+    from cifarlab.core.device import resolve_precision
+    from cifarlab.models import build_model
+    from cifarlab.training import scoring
+    from cifarlab.training.sampling import subset
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from conftest import lab_run
+
+    torch.set_num_threads(args.threads)
+    cpu = torch.device("cpu")
+    data = subset(torch.load(args.data / "test.pt", weights_only=True), torch.arange(args.test_images))
+    precisions = ["fp32"] + (["bf16"] if resolve_precision(cpu, "auto") == "bf16" else [])
+    print("| model | precision | " + " | ".join(f"{b} / pass" for b in args.sizes) + " |")
+    for name in args.models:
+        run = lab_run(name=name, model=name, pretrained=False, image_size=args.image_size)
+        model = build_model(run, len(data["classes"])).eval()
+        for precision in precisions:
+            passes_at = {
+                size: functools.partial(
+                    scoring.split_logits, model, data, image_size=args.image_size, device=cpu,
+                    precision=precision, batch_size=size,
+                )
+                for size in args.sizes
+            }  # fmt: skip
+            seconds = alternate(passes_at, args.repeats)
+            rate = " | ".join(f"{args.test_images / seconds[b]:.1f}" for b in args.sizes)
+            print(f"| {name} | {precision} | {rate} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -200,6 +236,14 @@ def main() -> None:
     p.add_argument("--tta", default="flip_translate")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    b = commands.add_parser("batch-sizes")
+    b.add_argument("--data", type=Path, required=True, help="a folder with a prepared test.pt")
+    b.add_argument("--test-images", type=int, default=2048)
+    b.add_argument("--models", nargs="+", default=["simple_cnn", "dropout_cnn", "airbench"])
+    b.add_argument("--sizes", nargs="+", type=int, default=[32, 64, 128, 256, 512, 1024])
+    b.add_argument("--image-size", type=int, default=32)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--repeats", type=int, default=3)
     c = commands.add_parser("cached")
     c.add_argument("trees", nargs="+", type=Path)
     c.add_argument("--out", type=Path, required=True)
@@ -208,6 +252,8 @@ def main() -> None:
     if args.command == "cached":
         args.out.mkdir(parents=True, exist_ok=True)
         cached(args)
+    elif args.command == "batch-sizes":
+        batch_sizes(args)
     else:
         passes(args)
 
